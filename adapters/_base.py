@@ -1,0 +1,188 @@
+"""The adapter contract: a small record of pure functions plus data, and helpers that more
+than one adapter needs. Adapters never touch sockets, sessions, timeouts, the router, health
+or logging: dispatch owns all I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from aiogw.errors import (
+    FailureClass,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+from aiogw.types import Delta, ParsedChat, Reply, Secret
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """One upstream (provider account, model) with everything needed to call it.
+
+    Immutable and shared by every request routed to it. Timeouts are in seconds; `None`
+    means no limit of that kind beyond the total."""
+
+    id: str  # "<account>/<model>", as in x-aiogw-* headers, logs and /v1/gateway/health
+    provider: str  # the account name from the config
+    type: str  # adapter name (the config `type`)
+    model: str  # the upstream model name
+    base_url: str
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = {}  # extra upstream headers from the config
+    connect_timeout_s: float = 5.0
+    first_token_timeout_s: float | None = None
+    total_timeout_s: float = 600.0
+    weight: float = 1.0
+    context_window: int | None = None
+    price_input: float | None = None  # USD per million tokens; None = use the price table
+    price_output: float | None = None
+    price_cached_input: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """One upstream HTTP request, fully built."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    notes: tuple[str, ...] = ()  # things an operator should hear about (dropped params)
+
+
+class StreamDecoder(Protocol):
+    """Native stream events -> canonical deltas. One instance per attempt, never shared."""
+
+    complete: bool  # a normal end of stream was seen (end marker or finish reason)
+
+    def feed(self, event: str, data: bytes) -> list[Delta]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    name: str  # the config `type`
+    default_base_url: str
+    build_call: Callable[[ParsedChat, Target], Call]
+    decode_response: Callable[[bytes, Target], Reply]
+    decode_error: Callable[[int, Mapping[str, str], bytes, Target], UpstreamError]
+    stream_decoder: Callable[[Target], StreamDecoder]
+    # The upstream already streams OpenAI chunks that need no change: dispatch forwards
+    # its bytes, reading only usage and errors (the fast path).
+    passthrough_stream: bool = False
+    # A base URL is required in the config (no public endpoint).
+    requires_base_url: bool = False
+    requires_api_key: bool = True
+
+
+# --- error classification shared by every provider ---------------------------------------
+
+_STATUS_CLASS: dict[int, FailureClass] = {
+    400: FailureClass.CALLER_FAULT,
+    401: FailureClass.CREDENTIAL,
+    402: FailureClass.QUOTA,
+    403: FailureClass.CREDENTIAL,
+    404: FailureClass.MODEL_GONE,
+    408: FailureClass.TIMEOUT,
+    409: FailureClass.TRANSIENT,  # OpenAI: conflicting concurrent request; its SDK retries
+    413: FailureClass.CALLER_FAULT,
+    422: FailureClass.CALLER_FAULT,
+    429: FailureClass.RATE_LIMIT,
+    500: FailureClass.TRANSIENT,
+    502: FailureClass.TRANSIENT,
+    503: FailureClass.OVERLOADED,
+    504: FailureClass.TIMEOUT,
+    529: FailureClass.OVERLOADED,  # Anthropic's "overloaded_error"
+}
+
+_CONTEXT_HINTS = re.compile(
+    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long",
+    re.IGNORECASE,
+)
+
+
+def classify_status(status: int, code: str | None = None, message: str = "") -> FailureClass:
+    """Failure class from the status, refined by the provider's own error code or wording."""
+    if code == "insufficient_quota":
+        return FailureClass.QUOTA
+    if status in (400, 413) and (code == "context_length_exceeded" or _CONTEXT_HINTS.search(message)):
+        return FailureClass.CONTEXT_LENGTH
+    cls = _STATUS_CLASS.get(status)
+    if cls is not None:
+        return cls
+    if 400 <= status < 500:
+        return FailureClass.CALLER_FAULT
+    return FailureClass.TRANSIENT
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """`retry-after-ms` (OpenAI) or `retry-after` in seconds; HTTP dates are ignored."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    s = headers.get("retry-after")
+    if s:
+        try:
+            return max(0.0, float(s))
+        except ValueError:
+            return None
+    return None
+
+
+# Messages from a provider for these classes are about our account, not the caller's
+# request; they are summarised rather than echoed (an echoed 401 may contain a key prefix).
+_SUMMARY = {
+    FailureClass.CREDENTIAL: "the provider rejected the gateway's credentials for this target",
+    FailureClass.QUOTA: "the provider account's quota or balance is exhausted",
+    FailureClass.MODEL_GONE: "the provider does not know this model",
+}
+
+
+def status_error(
+    target: Target,
+    status: int,
+    headers: Mapping[str, str],
+    *,
+    message: str,
+    upstream_type: str | None,
+    upstream_code: str | None,
+    param: str | None = None,
+) -> UpstreamStatusError:
+    """Build the error for a non-2xx upstream reply once its body has been read."""
+    cls = classify_status(status, upstream_code, message)
+    label = " ".join(str(x) for x in (status, upstream_code or upstream_type) if x)
+    if cls in (FailureClass.CALLER_FAULT, FailureClass.CONTEXT_LENGTH):
+        text = message or f"upstream answered {label}"
+    else:
+        text = f"{label}: {_SUMMARY.get(cls, message or 'no message')}"
+    retry = retry_after_s(headers)
+    if retry is not None and cls in (FailureClass.RATE_LIMIT, FailureClass.OVERLOADED):
+        text += f" (retry after {retry:g} s)"
+    return UpstreamStatusError(
+        text,
+        target=target.id,
+        failure_class=cls,
+        retry_after_s=retry,
+        upstream_status=status,
+        upstream_type=upstream_type,
+        upstream_code=upstream_code if cls is not FailureClass.CONTEXT_LENGTH else "context_length_exceeded",
+        param=param,
+    )
+
+
+def protocol_error(target: Target, what: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError(f"unreadable reply ({what})", target=target.id)
+
+
+def bearer_headers(target: Target) -> dict[str, str]:
+    headers = {"content-type": "application/json", **target.headers}
+    if target.api_key is not None:
+        headers["authorization"] = f"Bearer {target.api_key.reveal()}"
+    return headers

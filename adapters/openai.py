@@ -1,0 +1,279 @@
+"""OpenAI Chat Completions as an upstream, and the factory for OpenAI-compatible providers.
+
+Spec: https://platform.openai.com/docs/api-reference/chat and the official SDK's types
+(openai/types/chat). The request is forwarded as the client sent it (unknown fields
+included, as raw JSON), with the upstream model name and `stream_options.include_usage`
+set so the gateway can account for every streamed token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import msgspec
+
+from aiogw.adapters import _base as base
+from aiogw.errors import UpstreamError, UpstreamStatusError
+from aiogw.types import CompletionUsage, Delta, FinishReason, ParsedChat, Reply
+
+NAME = "openai"
+
+# Reasoning models (o-series, gpt-5 family) refuse `max_tokens` and want
+# `max_completion_tokens` (platform.openai.com/docs/guides/reasoning).
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+
+_INCLUDE_USAGE = msgspec.Raw(b'{"include_usage":true}')
+_encode = msgspec.json.Encoder().encode
+
+
+def forward_body(p: ParsedChat, target: base.Target) -> bytes:
+    """The client's body with the upstream model name and usage on streams; every other
+    value is re-emitted byte for byte (msgspec.Raw), unknown fields included."""
+    body: dict[str, object] = dict(p.raw)
+    body["model"] = target.model
+    if p.req.is_stream and not p.req.wants_usage:
+        so = p.req.stream_options
+        if so is None or isinstance(so, msgspec.UnsetType):
+            body["stream_options"] = _INCLUDE_USAGE
+        else:
+            merged = msgspec.structs.replace(so, include_usage=True)
+            body["stream_options"] = msgspec.Raw(_encode(merged))
+    if "max_tokens" in body and _REASONING_MODEL.match(target.model) and "max_completion_tokens" not in body:
+        body["max_completion_tokens"] = body.pop("max_tokens")
+    return _encode(body)
+
+
+def build_call(p: ParsedChat, target: base.Target) -> base.Call:
+    headers = base.bearer_headers(target)
+    return base.Call(
+        url=f"{target.base_url}/chat/completions",
+        headers=headers,
+        body=forward_body(p, target),
+    )
+
+
+class _ReplyView(msgspec.Struct):
+    """What the gateway reads from a `chat.completion`: the rest is forwarded unread."""
+
+    choices: list[msgspec.Raw]
+    model: str = ""
+    usage: CompletionUsage | None = None
+
+
+_decode_reply = msgspec.json.Decoder(_ReplyView).decode
+
+
+def decode_response(body: bytes, target: base.Target) -> Reply:
+    try:
+        view = _decode_reply(body)
+    except msgspec.DecodeError:
+        raise base.protocol_error(target, "chat.completion body is not valid JSON") from None
+    except msgspec.ValidationError as exc:
+        err = _error_in_body(body, target)
+        if err is not None:
+            raise err from None
+        raise base.protocol_error(target, f"not a chat.completion: {exc}") from None
+    return Reply(body=body, usage=view.usage, model=view.model or target.model)
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class _ErrorDetail(msgspec.Struct):
+    message: str = ""
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    """OpenAI's `{"error": {...}}`, or vLLM/Mistral's flat `{"object": "error", ...}`."""
+
+    error: _ErrorDetail | str | None = None
+    object: str | None = None
+    message: str | None = None
+    type: str | None = None
+    detail: msgspec.Raw | None = None  # FastAPI-style 422 bodies
+
+
+_decode_error_body = msgspec.json.Decoder(_ErrorBody).decode
+
+
+def _detail(body: bytes) -> _ErrorDetail:
+    try:
+        eb = _decode_error_body(body)
+    except msgspec.MsgspecError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return _ErrorDetail(message=text)
+    if isinstance(eb.error, _ErrorDetail):
+        return eb.error
+    if isinstance(eb.error, str):
+        return _ErrorDetail(message=eb.error)
+    if eb.message:
+        return _ErrorDetail(message=eb.message, type=eb.type)
+    if eb.detail is not None:
+        return _ErrorDetail(message=bytes(eb.detail)[:300].decode("utf-8", "replace"))
+    return _ErrorDetail()
+
+
+def decode_error(status: int, headers: Mapping[str, str], body: bytes, target: base.Target) -> UpstreamError:
+    d = _detail(body)
+    code = str(d.code) if d.code is not None and not isinstance(d.code, int) else None
+    return base.status_error(
+        target, status, headers, message=d.message, upstream_type=d.type, upstream_code=code, param=d.param
+    )
+
+
+def _error_in_body(body: bytes, target: base.Target) -> UpstreamStatusError | None:
+    """Some compatible servers answer 200 with an error object instead of a completion."""
+    d = _detail(body)
+    if not d.message:
+        return None
+    return base.status_error(target, 500, {}, message=d.message, upstream_type=d.type, upstream_code=None)
+
+
+# --- streaming --------------------------------------------------------------------------
+
+
+class _FunctionView(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallView(msgspec.Struct):
+    index: int | None = None
+    id: str | None = None
+    function: _FunctionView | None = None
+
+
+class _DeltaView(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None  # newer vLLM / OpenRouter spelling
+    refusal: str | None = None
+    tool_calls: list[_ToolCallView] | None = None
+
+
+class _ChoiceView(msgspec.Struct):
+    index: int = 0
+    delta: _DeltaView | None = None
+    finish_reason: str | None = None
+    logprobs: msgspec.Raw | None = None
+
+
+class _GroqExtras(msgspec.Struct):
+    usage: CompletionUsage | None = None
+
+
+class _ChunkView(msgspec.Struct):
+    choices: list[_ChoiceView] | None = None
+    usage: CompletionUsage | None = None
+    x_groq: _GroqExtras | None = None  # older Groq streams put usage here
+    error: _ErrorDetail | str | None = None
+    object: str | None = None
+    message: str | None = None
+
+
+_decode_chunk = msgspec.json.Decoder(_ChunkView).decode
+
+FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "eos": "stop",  # Together
+    "length": "length",
+    "model_length": "length",  # Mistral
+    "tool_calls": "tool_calls",
+    "function_call": "function_call",
+    "content_filter": "content_filter",
+    "insufficient_system_resource": "length",  # DeepSeek: output was cut
+}
+
+
+class StreamDecoder:
+    """OpenAI-shaped chunks -> canonical deltas, normalising what compatible servers get
+    wrong: restated tool-call ids and names, sparse tool indices, `finish_reason: ""`,
+    usage wherever it appears (providers.md §9)."""
+
+    __slots__ = ("_target", "_tools", "complete")
+
+    def __init__(self, target: base.Target) -> None:
+        self._target = target
+        # (choice, upstream tool index) -> our dense index, per choice in order of appearance
+        self._tools: dict[tuple[int, int], int] = {}
+        self.complete = False
+
+    def feed(self, event: str, data: bytes) -> list[Delta]:
+        if data == b"[DONE]":
+            self.complete = True
+            return []
+        try:
+            chunk = _decode_chunk(data)
+        except msgspec.MsgspecError:
+            raise base.protocol_error(self._target, "stream chunk is not valid JSON") from None
+        if chunk.error is not None or chunk.object == "error":
+            d = chunk.error if isinstance(chunk.error, _ErrorDetail) else _ErrorDetail(
+                message=chunk.message or str(chunk.error or "")
+            )
+            raise base.status_error(
+                self._target, 500, {}, message=d.message, upstream_type=d.type, upstream_code=None
+            )
+        out: list[Delta] = []
+        for ch in chunk.choices or ():
+            d = ch.delta
+            if d is not None:
+                if d.reasoning_content or d.reasoning:
+                    out.append(Delta(choice=ch.index, reasoning=d.reasoning_content or d.reasoning))
+                if d.content:
+                    out.append(Delta(choice=ch.index, content=d.content, logprobs=ch.logprobs))
+                if d.refusal:
+                    out.append(Delta(choice=ch.index, refusal=d.refusal))
+                for tc in d.tool_calls or ():
+                    out.extend(self._tool(ch.index, tc))
+            if ch.finish_reason:  # "" is treated as null
+                out.append(Delta(choice=ch.index, finish_reason=FINISH.get(ch.finish_reason, "stop")))
+                self.complete = True  # EOF after a finish reason is a normal end (§9)
+        usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+        if usage is not None:
+            out.append(Delta(usage=usage))
+        return out
+
+    def _tool(self, choice: int, tc: _ToolCallView) -> list[Delta]:
+        upstream_index = tc.index if tc.index is not None else 0
+        key = (choice, upstream_index)
+        fn = tc.function or _FunctionView()
+        out: list[Delta] = []
+        index = self._tools.get(key)
+        if index is None:
+            if not (tc.id or fn.name):
+                return []  # an argument fragment for a call that never started: nothing to attach
+            index = sum(1 for c, _ in self._tools if c == choice)
+            self._tools[key] = index
+            out.append(Delta.tool_start(index, tc.id or f"call_{choice}_{index}", fn.name or "", choice=choice))
+        if fn.arguments:
+            out.append(Delta.tool_args_fragment(index, fn.arguments, choice=choice))
+        return out
+
+
+def openai_like(
+    name: str,
+    default_base_url: str,
+    *,
+    passthrough_stream: bool = False,
+    requires_base_url: bool = False,
+    requires_api_key: bool = True,
+) -> base.Adapter:
+    """An adapter for a provider that speaks OpenAI's wire format (possibly imperfectly)."""
+    return base.Adapter(
+        name=name,
+        default_base_url=default_base_url,
+        build_call=build_call,
+        decode_response=decode_response,
+        decode_error=decode_error,
+        stream_decoder=StreamDecoder,
+        passthrough_stream=passthrough_stream,
+        requires_base_url=requires_base_url,
+        requires_api_key=requires_api_key,
+    )
+
+
+ADAPTER = openai_like(NAME, "https://api.openai.com/v1", passthrough_stream=True)

@@ -1,0 +1,5 @@
+import sys
+
+from aiogw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""`aiogw serve` and `aiogw check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+
+import msgspec
+
+from aiogw import config as config_mod
+from aiogw.demo import demo_config, start_demo_simulator
+from aiogw.errors import ConfigError
+from aiogw.adapters import REGISTRY
+from aiogw.runtime import Runtime, account_type
+from aiogw.server.app import create_app
+from aiogw.server.app import serve as serve_app
+from aiogw.telemetry.logs import configure as configure_logs
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aiogw", description="OpenAI-compatible gateway for many LLM providers.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the gateway")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--config", help="config file (YAML, JSON or TOML); default: $AIOGW_CONFIG")
+    src.add_argument("--demo", action="store_true", help="built-in simulated providers, no keys needed")
+    s.add_argument("--host", help="override server.host")
+    s.add_argument("--port", type=int, help="override server.port (0 picks a free port)")
+    s.add_argument("--workers", type=int, help="override server.workers (processes sharing the port)")
+    s.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+    s.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+    c = sub.add_parser("check-config", help="validate a config and print the routing table")
+    c.add_argument("file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    return serve(args)
+
+
+def check_config(file: str) -> int:
+    try:
+        cfg = config_mod.load(file)
+        runtime = Runtime.build(cfg, file=file)
+    except ConfigError as exc:
+        print(f"aiogw: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{file}: OK")
+    print(f"server: {cfg.server.host}:{cfg.server.port} workers={cfg.server.workers}")
+    print("providers:")
+    for name, account in cfg.providers.items():
+        adapter = REGISTRY[account_type(account)]
+        print(f"  {name:<20} type={adapter.name:<18} base_url={account.base_url or adapter.default_base_url}")
+    print("models:")
+    for route in runtime.routes.values():
+        print(f"  {route.name}  (strategy: {route.strategy})")
+        for i, t in enumerate(route.targets, 1):
+            extras = []
+            if t.first_token_timeout_s:
+                extras.append(f"first_token={t.first_token_timeout_s:g}s")
+            if t.context_window:
+                extras.append(f"context_window={t.context_window}")
+            print(f"    {i}. {t.id}  -> {t.base_url}  {' '.join(extras)}".rstrip())
+    print("direct addressing: <provider>/<model> for " + ", ".join(sorted(cfg.providers)))
+    return 0
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    if args.demo:
+        return demo_config("http://127.0.0.1:0")  # the simulator's address is known once it runs
+    path = args.config or os.environ.get("AIOGW_CONFIG")
+    if not path:
+        raise ConfigError("<none>", "", "no config: pass --config FILE, set AIOGW_CONFIG, or use --demo")
+    return config_mod.load(path)
+
+
+def _with_overrides(cfg: config_mod.Config, args: argparse.Namespace) -> config_mod.Config:
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
+    server = msgspec.structs.replace(cfg.server, **changes) if changes else cfg.server
+    log = msgspec.structs.replace(cfg.log, format=args.log_format) if args.log_format else cfg.log
+    return msgspec.structs.replace(cfg, server=server, log=log)
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        cfg = _with_overrides(_load(args), args)
+        Runtime.build(cfg, file=args.config or "<demo>")
+    except ConfigError as exc:
+        print(f"aiogw: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logs(cfg.log.level, cfg.log.format)
+    if cfg.server.workers > 1 and not args.worker_child:
+        return _supervise(cfg, args)
+    _install_uvloop()
+    asyncio.run(_serve_one(cfg, args))
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve_one(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    sim = None
+    if args.demo:
+        sim = await start_demo_simulator()
+        cfg = _with_overrides(demo_config(sim.url), args)
+    announce = not args.worker_child
+
+    def ready(host: str, port: int) -> None:
+        if announce:
+            shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+            print(f"aiogw listening on http://{shown}:{port}", flush=True)
+            if args.demo:
+                print(_demo_hint(shown, port), flush=True)
+
+    try:
+        await serve_app(create_app(cfg), host=cfg.server.host, port=cfg.server.port, on_ready=ready)
+    finally:
+        if sim is not None:
+            await sim.close()
+
+
+def _demo_hint(host: str, port: int) -> str:
+    return (
+        "demo mode: simulated providers, no keys. Try:\n"
+        f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
+        "    -d '{\"model\": \"demo-fast\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'"
+    )
+
+
+def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    """Run N worker processes on one port (SO_REUSEPORT) and forward signals to them."""
+    port = cfg.server.port
+    holder = None
+    if port == 0:
+        # Pick the port once for every worker: a bound, non-listening SO_REUSEPORT socket
+        # reserves it without taking connections.
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((cfg.server.host, 0))
+        port = holder.getsockname()[1]
+    argv = [sys.executable, "-m", "aiogw", "serve", "--worker-child", "--port", str(port), "--workers", "1"]
+    if args.demo:
+        argv.append("--demo")
+    else:
+        argv += ["--config", args.config or os.environ["AIOGW_CONFIG"]]
+    for flag, value in (("--host", args.host), ("--log-format", args.log_format)):
+        if value:
+            argv += [flag, value]
+    children = [subprocess.Popen(argv) for _ in range(cfg.server.workers)]  # noqa: S603
+    shown = "127.0.0.1" if cfg.server.host in ("0.0.0.0", "") else cfg.server.host  # noqa: S104
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    _wait_ready(shown, port)
+    print(f"aiogw listening on http://{shown}:{port} ({cfg.server.workers} workers)", flush=True)
+    if holder is not None:
+        holder.close()
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def _wait_ready(host: str, port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=1) as r:  # noqa: S310
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The config file: typed Structs, loading by extension, `${VAR}` expansion, precise errors.
+
+Loading is four steps: read and decode to builtins (YAML, JSON or TOML by extension);
+expand `${VAR}` / `${VAR:-default}` while walking the tree with its key path; convert to
+`Config` with msgspec; turn a ValidationError into `ConfigError(file, path, expected)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+from msgspec import Meta
+
+from aiogw.errors import ConfigError
+from aiogw.types import Secret
+
+# Named defaults, each with its reason.
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # large enough for a few base64 images
+DEFAULT_CONNECT_TIMEOUT_S = 5.0  # a healthy provider accepts a TCP+TLS handshake in well under 1 s
+DEFAULT_TOTAL_TIMEOUT_S = 600.0  # long reasoning answers run for minutes
+DEFAULT_SHUTDOWN_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
+
+
+class Strict(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Config base: a typo fails loudly with its key path instead of being ignored."""
+
+
+Seconds = Annotated[float, Meta(gt=0)]
+
+
+class Timeouts(Strict, kw_only=True):
+    connect: Seconds | None = None
+    first_token: Seconds | None = None  # time to the first streamed token / to the response
+    total: Seconds | None = None
+
+
+class Price(Strict, kw_only=True):
+    """USD per million tokens."""
+
+    input: Annotated[float, Meta(ge=0)] = 0.0
+    output: Annotated[float, Meta(ge=0)] = 0.0
+    cached_input: Annotated[float, Meta(ge=0)] | None = None
+
+
+class Limits(Strict, kw_only=True):
+    rpm: Annotated[int, Meta(ge=1)] | None = None
+    tpm: Annotated[int, Meta(ge=1)] | None = None
+    concurrency: Annotated[int, Meta(ge=1)] | None = None
+
+
+class Cors(Strict, kw_only=True):
+    allow_origins: list[str] = []
+    allow_credentials: bool = False
+
+
+class ServerConfig(Strict, kw_only=True):
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway is meant to be reached; tests bind 127.0.0.1
+    port: Annotated[int, Meta(ge=0, le=65535)] = DEFAULT_PORT
+    workers: Annotated[int, Meta(ge=1, le=256)] = 1
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = DEFAULT_MAX_BODY_BYTES
+    shutdown_grace: Annotated[float, Meta(ge=0)] = DEFAULT_SHUTDOWN_GRACE_S
+    cors: Cors | None = None
+
+
+class LogConfig(Strict, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, else JSON
+
+
+class Account(Strict, kw_only=True, tag_field="type"):
+    """One provider account. `type` selects the adapter."""
+
+    api_key: Secret | None = None
+    base_url: str | None = None
+    headers: dict[str, str] = {}  # extra upstream headers (e.g. OpenAI-Organization)
+    timeouts: Timeouts = Timeouts()
+
+
+class OpenAIAccount(Account, kw_only=True, tag="openai"):
+    pass
+
+
+class OpenAICompatibleAccount(Account, kw_only=True, tag="openai-compatible"):
+    base_url: str  # required: there is no public default
+
+
+AccountConfig = OpenAIAccount | OpenAICompatibleAccount
+
+
+class TargetConfig(Strict, kw_only=True):
+    provider: str
+    model: str
+    weight: Annotated[float, Meta(ge=0)] = 1.0
+    price: Price | None = None
+    limits: Limits | None = None
+    timeouts: Timeouts | None = None
+    context_window: Annotated[int, Meta(ge=1)] | None = None
+
+
+Strategy = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy", "adaptive"]
+
+
+class ModelGroup(Strict, kw_only=True):
+    name: str
+    strategy: Strategy = "priority"
+    targets: Annotated[list[TargetConfig], Meta(min_length=1)]
+
+
+class Config(Strict, kw_only=True):
+    server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
+    providers: dict[str, AccountConfig] = {}
+    models: list[ModelGroup] = []
+
+
+# --- loading ----------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, path: str, file: str, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":  # `$$` escapes a literal dollar
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(file, path, f"environment variable {name} is not set")
+
+        return _VAR.sub(sub, value) if "$" in value else value
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), file, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", file, env) for i, v in enumerate(value)]
+    return value
+
+
+def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Secret:
+        if not isinstance(obj, str):
+            raise TypeError("Expected `str`")
+        if not obj:
+            raise ValueError("an API key must not be empty")
+        return Secret(obj)
+    raise NotImplementedError
+
+
+_PATH_IN_MESSAGE = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
+
+
+def _read(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        return yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(str(path), "", f"cannot parse {suffix.lstrip('.') or 'yaml'}: {exc}") from exc
+
+
+def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | None = None) -> Config:
+    """Expand variables, convert and cross-check an already-decoded config tree."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(file, "$", "expected a mapping at the top level")
+    expanded = _expand(data, "", file, dict(os.environ) if env is None else env)
+    try:
+        config = msgspec.convert(expanded, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        m = _PATH_IN_MESSAGE.match(str(exc))
+        assert m is not None
+        where = (m.group(2) or "").lstrip(".")
+        raise ConfigError(file, where, m.group(1)) from None
+    _check_references(config, file)
+    return config
+
+
+def load(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), "", "file not found")
+    return from_builtins(_read(p), file=str(p), env=env)
+
+
+def _check_references(config: Config, file: str) -> None:
+    seen: set[str] = set()
+    for i, group in enumerate(config.models):
+        if group.name in seen:
+            raise ConfigError(file, f"models[{i}].name", f"duplicate model name '{group.name}'")
+        seen.add(group.name)
+        for j, target in enumerate(group.targets):
+            if target.provider not in config.providers:
+                known = ", ".join(sorted(config.providers)) or "none configured"
+                raise ConfigError(
+                    file,
+                    f"models[{i}].targets[{j}].provider",
+                    f"unknown provider '{target.provider}' (providers: {known})",
+                )

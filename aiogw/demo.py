@@ -1,0 +1,50 @@
+"""`aiogw serve --demo`: the gateway in front of built-in simulated providers, no keys.
+
+Everything the demo answers is visibly simulated: model and provider names say so, and the
+simulator's text starts with "Simulated reply".
+"""
+
+from __future__ import annotations
+
+from aiogw.bench.simulator import Profile, Simulator, start_simulator
+from aiogw.config import Config, from_builtins
+
+# One simulator process plays three provider accounts with different behaviour.
+ACCOUNTS = {
+    "default": Profile(ttft_ms=30, tokens_per_s=400, completion_tokens=40),
+    "flaky": Profile(ttft_ms=30, tokens_per_s=400, completion_tokens=40, fault="status", fault_status=503, fault_rate=0.5),
+    "local": Profile(ttft_ms=150, tokens_per_s=40, completion_tokens=60),
+}
+
+
+def demo_config(sim_url: str) -> Config:
+    return from_builtins(
+        {
+            "server": {"host": "127.0.0.1", "port": 8080},
+            "providers": {
+                "sim-openai": {"type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-demo-simulated"},
+                "sim-flaky": {"type": "openai", "base_url": f"{sim_url}/flaky/v1", "api_key": "sk-demo-simulated"},
+                "sim-local": {"type": "openai-compatible", "base_url": f"{sim_url}/local/v1"},
+            },
+            "models": [
+                {"name": "demo-fast", "targets": [{"provider": "sim-openai", "model": "sim-gpt-fast"}]},
+                {
+                    "name": "demo-failover",
+                    "targets": [
+                        {"provider": "sim-flaky", "model": "sim-gpt-flaky"},
+                        {"provider": "sim-openai", "model": "sim-gpt-fast"},
+                    ],
+                },
+                {"name": "demo-slow-stream", "targets": [{"provider": "sim-local", "model": "sim-llama-slow"}]},
+            ],
+        },
+        file="<demo>",
+        env={},
+    )
+
+
+async def start_demo_simulator() -> Simulator:
+    sim = await start_simulator(ACCOUNTS["default"])
+    for account, profile in ACCOUNTS.items():
+        sim.set_profile(account, profile)
+    return sim

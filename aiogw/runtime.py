@@ -1,0 +1,123 @@
+"""Runtime: the immutable, resolved snapshot of a config that request handling reads.
+
+Built once at startup (a reload would build a new one and swap the reference): every
+target with its adapter, URL, key and timeouts, the public model groups, and direct
+`<provider>/<model>` addressing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiogw.adapters import REGISTRY
+from aiogw.adapters._base import Adapter, Target
+from aiogw.config import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_TOTAL_TIMEOUT_S,
+    Account,
+    Config,
+    TargetConfig,
+    Timeouts,
+)
+from aiogw.errors import ConfigError, ModelNotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """A public model name and the targets that may serve it, in configured order."""
+
+    name: str
+    strategy: str
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: Config
+    routes: dict[str, ModelRoute]
+    accounts: dict[str, Account]
+    _direct: dict[str, ModelRoute] = field(default_factory=dict)  # memo of direct addressing
+
+    @classmethod
+    def build(cls, config: Config, *, file: str = "<config>") -> Runtime:
+        for name, account in config.providers.items():
+            adapter = REGISTRY[account_type(account)]
+            if adapter.requires_base_url and not account.base_url:
+                raise ConfigError(file, f"providers.{name}.base_url", "a base_url is required for this type")
+            if adapter.requires_api_key and account.api_key is None:
+                raise ConfigError(file, f"providers.{name}.api_key", "an api_key is required for this type")
+        routes = {
+            g.name: ModelRoute(
+                g.name,
+                g.strategy,
+                tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets),
+            )
+            for g in config.models
+        }
+        return cls(config=config, routes=routes, accounts=dict(config.providers))
+
+    def adapter(self, target: Target) -> Adapter:
+        return REGISTRY[target.type]
+
+    def resolve(self, model: str) -> ModelRoute:
+        """A public model name, or `<provider>/<model>` for any configured provider."""
+        route = self.routes.get(model) or self._direct.get(model)
+        if route is not None:
+            return route
+        provider, sep, upstream_model = model.partition("/")
+        account = self.accounts.get(provider)
+        if not sep or account is None or not upstream_model:
+            raise ModelNotFound(
+                f"The model '{model}' does not exist on this gateway. Use one of the names "
+                f"listed by GET /v1/models, or '<provider>/<model>' with a configured provider "
+                f"({', '.join(sorted(self.accounts)) or 'none configured'})."
+            )
+        route = ModelRoute(model, "priority", (make_target(account, provider, TargetConfig(provider=provider, model=upstream_model)),))
+        if len(self._direct) < 10_000:  # bounded: clients choose these names
+            self._direct[model] = route
+        return route
+
+    def public_models(self) -> list[str]:
+        return list(self.routes)
+
+
+def account_type(account: Account) -> str:
+    tag = type(account).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def make_target(account: Account, name: str, t: TargetConfig) -> Target:
+    adapter = REGISTRY[account_type(account)]
+    tmo = _merge_timeouts(account.timeouts, t.timeouts)
+    price, limits = t.price, t.limits
+    return Target(
+        id=f"{name}/{t.model}",
+        provider=name,
+        type=adapter.name,
+        model=t.model,
+        base_url=(account.base_url or adapter.default_base_url).rstrip("/"),
+        api_key=account.api_key,
+        headers=dict(account.headers),
+        connect_timeout_s=tmo.connect or DEFAULT_CONNECT_TIMEOUT_S,
+        first_token_timeout_s=tmo.first_token,
+        total_timeout_s=tmo.total or DEFAULT_TOTAL_TIMEOUT_S,
+        weight=t.weight,
+        context_window=t.context_window,
+        price_input=price.input if price else None,
+        price_output=price.output if price else None,
+        price_cached_input=price.cached_input if price else None,
+        rpm=limits.rpm if limits else None,
+        tpm=limits.tpm if limits else None,
+        concurrency=limits.concurrency if limits else None,
+    )
+
+
+def _merge_timeouts(account: Timeouts, target: Timeouts | None) -> Timeouts:
+    if target is None:
+        return account
+    return Timeouts(
+        connect=target.connect or account.connect,
+        first_token=target.first_token or account.first_token,
+        total=target.total or account.total,
+    )

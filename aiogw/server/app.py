@@ -1,0 +1,116 @@
+"""The application factory and the serve loop (graceful drain on SIGTERM, SO_REUSEPORT).
+
+Tests, `aiogw serve`, the demo and bench all call `create_app`; nothing else builds an app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from aiogw.config import Config
+from aiogw.dispatch import Dispatcher
+from aiogw.runtime import Runtime
+from aiogw.server.handlers import ROUTES
+from aiogw.server.keys import DISPATCHER, HTTP, LIFECYCLE, RUNTIME
+from aiogw.server.lifecycle import Lifecycle
+from aiogw.server.middleware import gateway_middleware
+from aiogw.telemetry.logs import get_logger
+
+log = get_logger("aiogw.server")
+
+# Upstream connection pool. Providers are few hosts with many concurrent streams, so the
+# per-host limit is what matters; keep-alive avoids a TLS handshake per request.
+POOL_LIMIT = 4096
+POOL_LIMIT_PER_HOST = 1024
+KEEPALIVE_S = 60.0  # below the usual 75-120 s idle timeout of provider load balancers
+DNS_TTL_S = 300
+
+
+async def _http_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(
+        limit=POOL_LIMIT,
+        limit_per_host=POOL_LIMIT_PER_HOST,
+        ttl_dns_cache=DNS_TTL_S,
+        keepalive_timeout=KEEPALIVE_S,
+        enable_cleanup_closed=True,
+    )
+    # No session-wide timeout: streams are long; dispatch bounds each call itself.
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=True,
+        skip_auto_headers=("User-Agent",),
+    ) as session:
+        app[HTTP] = session
+        app[DISPATCHER] = Dispatcher(session, app[RUNTIME])
+        yield
+
+
+def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[gateway_middleware])
+    app[RUNTIME] = runtime or Runtime.build(config)
+    app[LIFECYCLE] = Lifecycle()
+    app.cleanup_ctx.append(_http_session_ctx)
+    app.router.add_routes(ROUTES)
+    return app
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    sock: socket.socket | None = None,
+    on_ready: Callable[[str, int], Awaitable[None] | None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: readiness 503 at once, new requests refused,
+    in-flight ones finish within `server.shutdown_grace` seconds."""
+    # Handlers have already drained (or been cancelled) when cleanup runs; a short timeout
+    # only bounds the close of idle keep-alive connections.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    if sock is not None:
+        site: web.BaseSite = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_port=True, backlog=4096)
+    await site.start()
+    bound_port = _bound_port(runner) or port
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("server.started", host=host, port=bound_port)
+    if on_ready is not None:
+        result = on_ready(host, bound_port)
+        if result is not None:
+            await result
+    await stop.wait()
+    await shutdown(app, runner)
+
+
+async def shutdown(app: web.Application, runner: web.AppRunner) -> None:
+    lifecycle = app[LIFECYCLE]
+    grace = app[RUNTIME].config.server.shutdown_grace
+    log.info("server.draining", in_flight=lifecycle.in_flight, grace_s=grace)
+    if not await lifecycle.drain(grace):
+        # Grace is over: open streams end with an error event and [DONE] (their handlers
+        # do that when cancelled while draining), anything else is cut.
+        log.warning("server.grace_expired", in_flight=lifecycle.in_flight)
+        for task in list(lifecycle.streams):
+            task.cancel()
+        await asyncio.sleep(0)
+    await runner.cleanup()
+    log.info("server.stopped")
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return None

@@ -1,0 +1,157 @@
+"""Request middleware: request id, draining, OpenAI-shaped errors, and the one log line per
+API request (`request.finished`)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from aiogw.dispatch import ClientDisconnected, Outcome
+from aiogw.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from aiogw.server.keys import LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
+from aiogw.telemetry.logs import get_logger
+
+log = get_logger("aiogw.request")
+
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable, no spaces, bounded
+_API_PREFIX = "/v1/"
+_HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def _request_id(request: web.Request) -> str:
+    sent = request.headers.get("x-request-id")
+    if sent and _CLIENT_ID.match(sent):
+        return sent
+    return "req_" + secrets.token_hex(12)
+
+
+def error_response(err: GatewayError, request_id: str, outcome: Outcome | None) -> web.Response:
+    headers = {"x-request-id": request_id, **err.headers()}
+    if outcome is not None and outcome.attempts:
+        headers["x-aiogw-attempts"] = outcome.attempts_header
+    return web.Response(
+        status=err.http_status(), body=err.to_openai(), content_type="application/json", headers=headers
+    )
+
+
+def _from_http_exception(exc: web.HTTPException, request: web.Request) -> GatewayError:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        limit = request.app[RUNTIME].config.server.max_body_bytes
+        return PayloadTooLarge(f"The request body exceeds the gateway's limit of {limit} bytes (server.max_body_bytes).")
+    if isinstance(exc, web.HTTPNotFound):
+        return ModelNotFound(f"Unknown path {request.path}.", code="not_found", param=None)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+    return InvalidRequest(exc.reason or "Bad request", code=None)
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    rid = _request_id(request)
+    request[REQUEST_ID] = rid
+    path = request.path
+    if not path.startswith(_API_PREFIX):
+        if path not in _HEALTH_PATHS and request.app[LIFECYCLE].draining:
+            return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
+        return await _plain(request, handler, rid)
+
+    lifecycle = request.app[LIFECYCLE]
+    if lifecycle.draining:
+        return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
+    outcome = request[OUTCOME] = Outcome()
+    started = time.perf_counter()
+    status = 500
+    error: GatewayError | None = None
+    client_closed = False
+    lifecycle.enter()
+    try:
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            error = _from_http_exception(exc, request)
+            resp = error_response(error, rid, outcome)
+        except GatewayError as exc:
+            error = exc
+            resp = error_response(exc, rid, outcome)
+        status = resp.status
+        return resp
+    except (asyncio.CancelledError, ClientDisconnected):
+        client_closed = True
+        status = 499  # nginx's "client closed request"
+        raise
+    except Exception:
+        log.exception("request.crashed", path=path)
+        return error_response(GatewayError("The gateway hit an internal error."), rid, outcome)
+    finally:
+        lifecycle.leave()
+        _log_finished(request, rid, outcome, status, started, error, client_closed)
+
+
+async def _plain(request: web.Request, handler: Any, rid: str) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_from_http_exception(exc, request), rid, None)
+    except GatewayError as exc:
+        return error_response(exc, rid, None)
+
+
+def _log_finished(
+    request: web.Request,
+    rid: str,
+    outcome: Outcome,
+    status: int,
+    started: float,
+    error: GatewayError | None,
+    client_closed: bool,
+) -> None:
+    usage = outcome.usage
+    target = outcome.target
+    fields: dict[str, Any] = {
+        "request_id": rid,
+        "path": request.path,
+        "status": status,
+        "model": request.get(PUBLIC_MODEL),
+        "stream": request.get(STREAM, False),
+        "provider": target.provider if target else None,
+        "upstream_model": outcome.model,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "ttft_ms": round(outcome.ttft_ms, 2) if outcome.ttft_ms is not None else None,
+        "attempts": [
+            {"target": a.target, "ms": round(a.latency_ms, 2), "failure": a.failure, "error": a.error}
+            if a.failure
+            else {"target": a.target, "ms": round(a.latency_ms, 2)}
+            for a in outcome.attempts
+        ],
+    }
+    if usage is not None:
+        fields["input_tokens"] = usage.prompt_tokens
+        fields["output_tokens"] = usage.completion_tokens
+        fields["cached_tokens"] = usage.cached_tokens
+        fields["reasoning_tokens"] = usage.reasoning_tokens
+    if outcome.finish_reasons:
+        fields["finish_reasons"] = outcome.finish_reasons
+    if error is not None:
+        fields["error_type"] = error.type
+        fields["error"] = error.message
+    if outcome.stream_error is not None:
+        fields["stream_error"] = outcome.stream_error.describe()
+    if client_closed:
+        fields["client_closed"] = True
+    log.info("request.finished", **fields)

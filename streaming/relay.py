@@ -1,0 +1,112 @@
+"""Upstream SSE events -> bytes for the client, in one of two ways chosen once per attempt:
+
+- `PassthroughRelay` (the fast path): the upstream already speaks OpenAI chunks, so their
+  bytes are forwarded as they are; only events that may carry usage, an end marker or an
+  error are looked at, by the adapter's own decoder.
+- `TranslatingRelay`: native events -> the adapter's decoder -> canonical deltas ->
+  `ChunkEncoder`.
+
+Both raise the adapter's error for an error event, and `finish()` raises
+`UpstreamProtocolError` when the upstream ended without its normal end.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiogw.errors import UpstreamProtocolError
+from aiogw.streaming.encode import DONE, ChunkEncoder
+from aiogw.streaming.sse import SSEEvent
+from aiogw.types import CompletionUsage, Delta, FinishReason
+
+
+class Decoder(Protocol):
+    """The adapter's stream decoder, seen structurally (streaming never imports adapters)."""
+
+    complete: bool
+
+    def feed(self, event: str, data: bytes) -> list[Delta]: ...
+
+
+class Relay(Protocol):
+    usage: CompletionUsage | None
+
+    def feed(self, events: list[SSEEvent]) -> bytes: ...
+    def finish(self) -> bytes: ...
+    def finish_reasons(self) -> list[FinishReason]: ...
+
+
+def _truncated(target: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError("stream ended before its end marker (truncated)", target=target)
+
+
+class PassthroughRelay:
+    __slots__ = ("_decoder", "_finish", "_include_usage", "_target", "usage")
+
+    def __init__(self, decoder: Decoder, *, include_usage: bool, target: str) -> None:
+        self._decoder = decoder
+        self._include_usage = include_usage
+        self._target = target
+        self._finish: list[FinishReason] = []
+        self.usage: CompletionUsage | None = None
+
+    def feed(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        for ev in events:
+            data = ev.data
+            if data == b"[DONE]":
+                self._decoder.complete = True
+                continue  # written by finish(), after anything we add
+            # Cheap byte tests pick the few events worth decoding: usage, errors, finishes.
+            has_usage = b'"usage":{' in data
+            if has_usage or b'"finish_reason":"' in data or b'"error"' in data:
+                for d in self._decoder.feed(ev.event, data):
+                    if d.usage is not None:
+                        self.usage = d.usage
+                    elif d.finish_reason is not None:
+                        self._finish.append(d.finish_reason)
+            if not self._include_usage:
+                # We asked upstream for usage; a client that did not must not see it.
+                if has_usage and b'"choices":[]' in data:
+                    continue
+                if b'"usage":null' in data:
+                    data = data.replace(b',"usage":null', b"")
+            out += b"data: "
+            out += data
+            out += b"\n\n"
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        if not self._decoder.complete:
+            raise _truncated(self._target)
+        return DONE
+
+    def finish_reasons(self) -> list[FinishReason]:
+        return self._finish
+
+
+class TranslatingRelay:
+    __slots__ = ("_decoder", "_encoder", "_target")
+
+    def __init__(self, decoder: Decoder, encoder: ChunkEncoder, *, target: str) -> None:
+        self._decoder = decoder
+        self._encoder = encoder
+        self._target = target
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        return self._encoder.usage
+
+    def feed(self, events: list[SSEEvent]) -> bytes:
+        deltas: list[Delta] = []
+        for ev in events:
+            deltas += self._decoder.feed(ev.event, ev.data)
+        return self._encoder.feed(deltas) if deltas else b""
+
+    def finish(self) -> bytes:
+        if not self._decoder.complete:
+            raise _truncated(self._target)
+        return self._encoder.close()
+
+    def finish_reasons(self) -> list[FinishReason]:
+        return list(self._encoder.finish_reasons.values())

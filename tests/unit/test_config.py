@@ -1,0 +1,108 @@
+"""Config loading: formats, ${VAR} expansion, and precise errors (file, key path, expected)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from aiogw import config
+from aiogw.errors import ConfigError
+from aiogw.runtime import Runtime
+
+YAML = """
+server: {port: 9000, max_body_bytes: 2048}
+providers:
+  openai: {type: openai, api_key: "${OPENAI_API_KEY}"}
+  local: {type: openai-compatible, base_url: "${LOCAL_URL:-http://127.0.0.1:8000/v1}"}
+models:
+  - name: smart
+    targets:
+      - {provider: openai, model: gpt-5, timeouts: {first_token: 5}}
+      - {provider: local, model: qwen3-8b, price: {input: 0, output: 0}, limits: {concurrency: 8}}
+"""
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_yaml_config_expands_env_vars_and_defaults(tmp_path):
+    cfg = config.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": "sk-test-123"})
+    assert cfg.server.port == 9000
+    assert cfg.providers["openai"].api_key.reveal() == "sk-test-123"
+    assert cfg.providers["local"].base_url == "http://127.0.0.1:8000/v1"
+    rt = Runtime.build(cfg)
+    targets = rt.resolve("smart").targets
+    assert [t.id for t in targets] == ["openai/gpt-5", "local/qwen3-8b"]
+    assert targets[0].first_token_timeout_s == 5
+    assert targets[0].base_url == "https://api.openai.com/v1"
+    assert targets[1].concurrency == 8
+
+
+def test_missing_env_var_names_key_path(tmp_path):
+    p = write(tmp_path, "c.yaml", YAML)
+    with pytest.raises(ConfigError) as exc:
+        config.load(p, env={})
+    assert exc.value.path == "providers.openai.api_key"
+    assert "OPENAI_API_KEY" in exc.value.expected
+    assert str(p) in str(exc.value)
+
+
+def test_empty_env_var_is_not_an_empty_key(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        config.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": ""})
+    assert exc.value.path == "providers.openai.api_key"
+
+
+def test_json_and_toml_are_accepted(tmp_path):
+    data = {"providers": {"o": {"type": "openai", "api_key": "k"}}, "models": [{"name": "m", "targets": [{"provider": "o", "model": "gpt-4o"}]}]}
+    assert config.load(write(tmp_path, "c.json", json.dumps(data)), env={}).models[0].name == "m"
+    toml = '[providers.o]\ntype = "openai"\napi_key = "k"\n[[models]]\nname = "m"\ntargets = [{provider = "o", model = "gpt-4o"}]\n'
+    assert config.load(write(tmp_path, "c.toml", toml), env={}).providers["o"].api_key.reveal() == "k"
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "expected"),
+    [
+        ("server: {prot: 1}", "server", "unknown field `prot`"),
+        ("server: {port: -1}", "server.port", ">= 0"),
+        ("providers: {x: {type: nope}}", "providers.x.type", "Invalid value 'nope'"),
+        ("providers: {x: {type: openai-compatible}}", "providers.x", "base_url"),
+        ("models: [{name: a, targets: [{provider: ghost, model: m}]}]", "models[0].targets[0].provider", "unknown provider 'ghost'"),
+        ("models: [{name: a, targets: []}]", "models[0].targets", "length >= 1"),
+        ("server: [", "", "cannot parse yaml"),
+    ],
+)
+def test_invalid_config_names_path_and_expectation(tmp_path, text, path, expected):
+    with pytest.raises(ConfigError) as exc:
+        config.load(write(tmp_path, "c.yaml", text), env={})
+    assert exc.value.path == path
+    assert expected in exc.value.expected
+
+
+def test_openai_provider_without_key_is_rejected_at_build(tmp_path):
+    cfg = config.load(write(tmp_path, "c.yaml", "providers: {o: {type: openai}}"), env={})
+    with pytest.raises(ConfigError) as exc:
+        Runtime.build(cfg)
+    assert exc.value.path == "providers.o.api_key"
+
+
+def test_secret_never_shows_in_repr(tmp_path):
+    cfg = config.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": "sk-live-supersecret"})
+    assert "supersecret" not in repr(cfg)
+    assert "supersecret" not in repr(Runtime.build(cfg).resolve("smart"))
+
+
+def test_check_config_prints_routing_table_or_exits_2(tmp_path):
+    good = write(tmp_path, "good.yaml", YAML)
+    env = {"OPENAI_API_KEY": "sk-x", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "openai/gpt-5" in out.stdout and "local/qwen3-8b" in out.stdout
+    assert "sk-x" not in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert bad.returncode == 2
+    assert "providers.openai.api_key" in bad.stderr and str(good) in bad.stderr
