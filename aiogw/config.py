@@ -180,15 +180,27 @@ def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | No
     if not isinstance(data, dict):
         raise ConfigError(file, "$", "expected a mapping at the top level")
     expanded = _expand(data, "", file, dict(os.environ) if env is None else env)
+    # msgspec reports dict keys as `[...]`; converting each provider on its own keeps its name
+    # in the error path (`providers.openai.api_key`).
+    providers = expanded.get("providers") or {}
+    if not isinstance(providers, dict):
+        raise ConfigError(file, "providers", "expected a mapping of provider name to settings")
+    for name, account in providers.items():
+        _convert(account, AccountConfig, file, f"providers.{name}")
+    config = _convert(expanded, Config, file, "")
+    _check_references(config, file)
+    return config
+
+
+def _convert(obj: Any, typ: Any, file: str, prefix: str) -> Any:
     try:
-        config = msgspec.convert(expanded, Config, dec_hook=_dec_hook)
+        return msgspec.convert(obj, typ, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         m = _PATH_IN_MESSAGE.match(str(exc))
         assert m is not None
-        where = (m.group(2) or "").lstrip(".")
-        raise ConfigError(file, where, m.group(1)) from None
-    _check_references(config, file)
-    return config
+        sub = (m.group(2) or "").lstrip(".")
+        where = ".".join(p for p in (prefix, sub) if p)
+        raise ConfigError(file, where.replace(".[", "["), m.group(1)) from None
 
 
 def load(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> Config:

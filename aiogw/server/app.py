@@ -6,6 +6,7 @@ Tests, `aiogw serve`, the demo and bench all call `create_app`; nothing else bui
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -85,7 +86,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("server.started", host=host, port=bound_port)
+    log.info("server.started", host=host, port=bound_port, pid=os.getpid())
     if on_ready is not None:
         result = on_ready(host, bound_port)
         if result is not None:

@@ -1,0 +1,167 @@
+"""`aiogw` as a real process: the demo, a config file, SIGTERM drain, --workers, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+
+import aiohttp
+import pytest
+from openai import AsyncOpenAI
+
+from conftest import SIM_KEY
+
+MSG = [{"role": "user", "content": "Hello"}]
+
+
+class Proc:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, stderr_task: asyncio.Task, lines: list[bytes]):
+        self.proc, self.url, self._stderr_task, self.stderr_lines = proc, url, stderr_task, lines
+
+    async def stop(self, sig=signal.SIGTERM, timeout=20.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        await asyncio.wait_for(self._stderr_task, timeout)
+        return code
+
+    def logs(self) -> list[dict]:
+        out = []
+        for line in self.stderr_lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+
+async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0) -> Proc:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiogw", "serve", "--port", "0", "--host", "127.0.0.1", "--log-format", "json", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[bytes] = []
+
+    async def pump():
+        async for line in proc.stderr:
+            lines.append(line)
+
+    task = asyncio.create_task(pump())
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    except TimeoutError:
+        proc.kill()
+        raise
+    assert line.startswith(b"aiogw listening on "), (line, b"".join(lines))
+    url = line.split()[3].decode()
+    return Proc(proc, url, task, lines)
+
+
+async def test_demo_serves_completions_and_streams_with_no_keys():
+    p = await start_aiogw("--demo", env={"OPENAI_API_KEY": ""})
+    try:
+        async with AsyncOpenAI(base_url=p.url + "/v1", api_key="anything", max_retries=0) as c:
+            models = [m.id async for m in c.models.list()]
+            assert "demo-fast" in models
+            whole = await c.chat.completions.create(model="demo-fast", messages=MSG)
+            assert whole.choices[0].message.content.startswith("Simulated")
+            stream = await c.chat.completions.create(model="demo-fast", messages=MSG, stream=True)
+            text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+            assert text == whole.choices[0].message.content
+            for _ in range(4):  # the flaky account fails half the time; failover hides it
+                r = await c.chat.completions.create(model="demo-failover", messages=MSG)
+                assert r.choices[0].message.content
+    finally:
+        assert await p.stop() == 0
+
+
+@pytest.fixture
+def config_file(tmp_path, sim):
+    def write(**server):
+        cfg = {
+            "server": {"shutdown_grace": 10, **server},
+            "providers": {"sim": {"type": "openai", "base_url": sim.base_url(), "api_key": "${SIM_KEY}"}},
+            "models": [{"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast"}]}],
+        }
+        p = tmp_path / "aiogw.yaml"
+        p.write_text(json.dumps(cfg))  # JSON is valid YAML
+        return str(p)
+
+    return write
+
+
+async def test_sigterm_drains_in_flight_streams_then_exits_0(sim, config_file):
+    sim.set_profile("default", tokens_per_s=40, completion_tokens=40)  # ~1 s stream
+    p = await start_aiogw("--config", config_file(), env={"SIM_KEY": SIM_KEY})
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG, "stream": True})
+        first = await r.content.readany()
+        assert first.startswith(b"data: ")
+        p.proc.send_signal(signal.SIGTERM)
+        for _ in range(100):
+            async with s.get(p.url + "/readyz") as ready:
+                if ready.status == 503:
+                    break
+            await asyncio.sleep(0.02)
+        assert ready.status == 503
+        async with s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG}) as refused:
+            assert refused.status == 503
+            assert (await refused.json())["error"]["code"] == "draining"
+        rest = await r.read()
+        assert (first + rest).endswith(b"data: [DONE]\n\n")
+        assert b'"error"' not in rest
+    assert await p.stop() == 0
+
+
+async def test_grace_expiry_ends_open_streams_with_an_error_event(sim, config_file):
+    sim.set_profile("default", tokens_per_s=10, completion_tokens=200)  # far longer than the grace
+    p = await start_aiogw("--config", config_file(shutdown_grace=0.5), env={"SIM_KEY": SIM_KEY})
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG, "stream": True})
+        await r.content.readany()
+        p.proc.send_signal(signal.SIGTERM)
+        body = await asyncio.wait_for(r.read(), 15)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert b'"error"' in body
+    assert await p.stop() == 0
+
+
+async def test_one_json_log_line_per_request_and_no_secrets(sim, config_file):
+    sim.set_profile("default", api_key="sk-other")  # the upstream will reject our key
+    p = await start_aiogw("--config", config_file(), env={"SIM_KEY": SIM_KEY})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG},
+                          headers={"authorization": "Bearer sk-client-secret-123456789", "x-request-id": "rid-1"}) as r:
+            assert r.status == 502
+        sim.set_profile("default", api_key=None)
+        async with s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG, "stream": True},
+                          headers={"x-request-id": "rid-2"}) as r:
+            await r.read()
+    assert await p.stop() == 0
+    everything = b"".join(p.stderr_lines).decode()
+    assert SIM_KEY not in everything and SIM_KEY[:10] not in everything
+    assert "sk-client-secret" not in everything
+    finished = {entry["request_id"]: entry for entry in p.logs() if entry.get("event") == "request.finished"}
+    assert set(finished) == {"rid-1", "rid-2"}
+    ok = finished["rid-2"]
+    assert ok["status"] == 200 and ok["stream"] is True and ok["provider"] == "sim"
+    assert ok["upstream_model"] == "sim-gpt-fast" and ok["model"] == "fast"
+    assert ok["output_tokens"] > 0 and ok["input_tokens"] > 0
+    assert ok["ttft_ms"] is not None and ok["duration_ms"] >= ok["ttft_ms"]
+    assert finished["rid-1"]["status"] == 502
+
+
+async def test_workers_share_one_port(sim, config_file):
+    p = await start_aiogw("--config", config_file(), "--workers", "2", env={"SIM_KEY": SIM_KEY})
+    try:
+        async with AsyncOpenAI(base_url=p.url + "/v1", api_key="x", max_retries=0) as c:
+            results = await asyncio.gather(*[c.chat.completions.create(model="fast", messages=MSG) for _ in range(20)])
+            assert all(r.choices[0].message.content for r in results)
+    finally:
+        assert await p.stop() == 0
+    pids = {e["pid"] for e in p.logs() if e.get("event") == "server.started"}
+    assert len(pids) == 2

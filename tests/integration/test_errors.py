@@ -1,0 +1,213 @@
+"""Every bad input and every upstream failure gets an OpenAI-shaped answer with the right
+status, and the gateway keeps serving afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import aiohttp
+import openai
+import pytest
+
+from conftest import SIM_KEY, gateway_config
+from sse_client import events
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+async def post(url, body, headers=None):
+    async with aiohttp.ClientSession() as s:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with s.post(f"{url}/chat/completions", data=data,
+                          headers={"content-type": "application/json", **(headers or {})}) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+def error_of(body: bytes) -> dict:
+    err = json.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    return err
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        (b"{not json", None, "invalid_json"),
+        (b"[]", None, "invalid_type"),
+        ({"messages": MSG}, "model", "missing_required_parameter"),
+        ({"model": "fast"}, "messages", "missing_required_parameter"),
+        ({"model": "fast", "messages": []}, "messages", "invalid_value"),
+        ({"model": "fast", "messages": "hi"}, "messages", "invalid_value"),
+        ({"model": "fast", "messages": MSG, "temperature": "hot"}, "temperature", "invalid_value"),
+        ({"model": "fast", "messages": MSG, "temperature": 3}, "temperature", "invalid_value"),
+        ({"model": "fast", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
+        ({"model": "fast", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id", "missing_required_parameter"),
+        ({"model": "fast", "messages": MSG, "n": 0}, "n", "invalid_value"),
+        ({"model": 5, "messages": MSG}, "model", "invalid_value"),
+    ],
+)
+async def test_invalid_requests_get_400_naming_the_param(gateway, body, param, code):
+    status, headers, raw = await post(gateway, body)
+    assert status == 400
+    err = error_of(raw)
+    assert err["type"] == "invalid_request_error"
+    assert err["param"] == param
+    assert err["code"] == code
+    assert headers["x-request-id"]
+
+
+async def test_unknown_model_is_404_and_lists_how_to_address(gateway):
+    status, _, raw = await post(gateway, {"model": "gpt-nope", "messages": MSG})
+    assert status == 404
+    err = error_of(raw)
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+    assert "/v1/models" in err["message"]
+
+
+async def test_body_over_the_limit_is_413(sim, make_gateway):
+    cfg = gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "max_body_bytes": 4096})
+    url, _ = await make_gateway(cfg)
+    status, _, raw = await post(url, {"model": "fast", "messages": [{"role": "user", "content": "x" * 10_000}]})
+    assert status == 413
+    assert "4096" in error_of(raw)["message"]
+    status, _, _ = await post(url, {"model": "fast", "messages": MSG})
+    assert status == 200
+
+
+async def test_unknown_path_and_wrong_method_are_openai_shaped(gateway):
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{gateway}/chat/completions") as r:
+            assert r.status == 405
+            error_of(await r.read())
+        async with s.get(f"{gateway}/nothing-here") as r:
+            assert r.status == 404
+            error_of(await r.read())
+
+
+async def test_sdk_sees_typed_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="nope", messages=MSG)
+    with pytest.raises(openai.BadRequestError) as exc:
+        await client.chat.completions.create(model="fast", messages=MSG, temperature=5)
+    assert exc.value.body["param"] == "temperature"
+
+
+async def test_upstream_auth_failure_is_502_naming_target_without_the_key(sim, gateway):
+    sim.set_profile("default", api_key="sk-a-different-key")
+    status, headers, raw = await post(gateway, {"model": "fast", "messages": MSG})
+    assert status == 502
+    err = error_of(raw)
+    assert "sim/sim-gpt-fast" in err["message"] and "401" in err["message"]
+    assert "credentials" in err["message"]
+    assert SIM_KEY not in raw.decode() and SIM_KEY[:12] not in raw.decode()
+    assert headers["x-should-retry"] == "false"
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_unreachable_upstream_is_502_naming_target_and_cause(sim, make_gateway):
+    port = closed_port()
+    cfg = gateway_config(sim, providers={"down": {"type": "openai", "api_key": "k", "base_url": f"http://127.0.0.1:{port}/v1"}},
+                         models=[{"name": "m", "targets": [{"provider": "down", "model": "gpt-x"}]}])
+    url, _ = await make_gateway(cfg)
+    for stream in (False, True):
+        status, _, raw = await post(url, {"model": "m", "messages": MSG, "stream": stream})
+        assert status == 502
+        msg = error_of(raw)["message"]
+        assert "down/gpt-x" in msg and f"127.0.0.1:{port}" in msg and "refused" in msg.lower()
+
+
+async def test_upstream_hang_hits_first_token_timeout_with_504(sim, make_gateway):
+    sim.set_profile("default", fault="hang")
+    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
+        {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"first_token": 0.3, "total": 0.5}}]}])
+    url, _ = await make_gateway(cfg)
+    status, _, raw = await post(url, {"model": "fast", "messages": MSG, "stream": True})
+    assert status == 504
+    assert "no first token within 0.3 s" in error_of(raw)["message"]
+    status, _, raw = await post(url, {"model": "fast", "messages": MSG})
+    assert status == 504
+    assert "within 0.5 s" in error_of(raw)["message"]
+    sim.set_profile("default", fault="none")
+    status, _, _ = await post(url, {"model": "fast", "messages": MSG})
+    assert status == 200
+
+
+async def test_upstream_400_is_the_callers_error_and_not_failed_over(sim, make_gateway):
+    sim.set_profile("default", fault="status", fault_status=400)
+    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
+        {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}])
+    url, _ = await make_gateway(cfg)
+    status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
+    assert status == 400
+    assert error_of(raw)["type"] == "invalid_request_error"
+    assert headers["x-aiogw-attempts"] == "1"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_failover_to_the_next_target_before_the_first_byte(sim, make_gateway, stream):
+    sim.set_profile("default", fault="status", fault_status=503)
+    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
+        {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}])
+    url, _ = await make_gateway(cfg)
+    status, headers, raw = await post(url, {"model": "fast", "messages": MSG, "stream": stream})
+    assert status == 200, raw
+    assert headers["x-aiogw-attempts"] == "2"
+    assert headers["x-aiogw-provider"] == "compat"
+
+
+async def test_every_target_failing_lists_each_attempt(sim, make_gateway):
+    sim.set_profile("default", fault="status", fault_status=500)
+    sim.set_profile("compat", fault="status", fault_status=429)
+    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
+        {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}])
+    url, _ = await make_gateway(cfg)
+    status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
+    assert status == 502
+    msg = error_of(raw)["message"]
+    assert "sim/sim-gpt-fast: 500" in msg and "compat/sim-llama: 429" in msg
+    assert headers["x-aiogw-attempts"] == "2"
+
+
+@pytest.mark.parametrize("model", ["fast", "compat-model"])
+@pytest.mark.parametrize("fault", ["drop", "error_event", "malformed"])
+async def test_stream_failing_after_first_byte_ends_with_error_event_then_done(sim, gateway, fault, model):
+    sim.set_profile("default" if model == "fast" else "compat", fault=fault, fault_after_chunks=3)
+    status, _, raw = await post(gateway, {"model": model, "messages": MSG, "stream": True})
+    assert status == 200
+    evs = events(raw)
+    assert evs[-1] == b"[DONE]"
+    err = json.loads(evs[-2])["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert any(b'"content"' in e for e in evs[:-2]), "content sent before the failure is kept"
+
+
+async def test_sdk_raises_on_mid_stream_error(sim, client):
+    sim.set_profile("default", fault="drop", fault_after_chunks=2)
+    stream = await client.chat.completions.create(model="fast", messages=MSG, stream=True)
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+
+
+async def test_client_disconnect_cancels_the_upstream_stream(sim, gateway):
+    sim.set_profile("default", tokens_per_s=20, completion_tokens=200)
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(f"{gateway}/chat/completions", json={"model": "fast", "messages": MSG, "stream": True})
+        await r.content.readany()
+        r.close()  # the client goes away mid-stream
+    for _ in range(100):
+        if sim.stats("default")["streams_cancelled"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    stats = sim.stats("default")
+    assert stats["streams_cancelled"] == 1
+    assert stats["streams_completed"] == 0
