@@ -1,4 +1,4 @@
-"""Incremental server-sent-events parser: upstream bytes -> `SSEEvent`s (providers.md §2).
+r"""Incremental server-sent-events parser: upstream bytes -> `SSEEvent`s (providers.md §2).
 
 One parser for every provider's stream, following the WHATWG "event stream interpretation":
 
@@ -113,7 +113,7 @@ class SSEParser:
         self._idle = True  # no partial line and no pending block: the fast path may run
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Parse one network chunk (split anywhere); returns the events it completed."""
+        """Parse the next `bytes` chunk (split anywhere); return the events it completed."""
         if self._slow:  # stream start (BOM) or a CR ended the previous chunk
             chunk = self._prologue(chunk)
         if not chunk:
@@ -170,24 +170,20 @@ class SSEParser:
         return self._lines(chunk, [])
 
     def _named(self, chunk: bytes) -> list[SSEEvent]:
-        """Coalesced `event: E\ndata: D\n\n` blocks; the first other shape goes to `_lines`."""
+        r"""Coalesced `event: E\ndata: D\n\n` blocks; from the first other shape on, `_lines`."""
+        end = chunk.rfind(b"\n\n")
+        if end < 0:
+            return self._lines(chunk, [])
         events: list[SSEEvent] = []
         last_id = self.last_event_id
-        pos = 0
-        n = len(chunk)
-        while chunk.startswith(b"event: ", pos):
-            eol = chunk.find(10, pos)
-            if eol < 0 or not chunk.startswith(b"data: ", eol + 1):
-                break
-            end = chunk.find(b"\n\n", eol)
-            if end < 0 or chunk.find(10, eol + 1, end) >= 0:  # a third line: not this shape
-                break
-            name = chunk[pos + 7 : eol].decode("utf-8", "replace")
-            events.append(SSEEvent(name, chunk[eol + 7 : end], last_id, None))
-            pos = end + 2
-            if pos == n:
-                return events
-        return self._lines(chunk[pos:] if pos else chunk, events)
+        blocks = chunk[:end].split(b"\n\n")
+        for i, block in enumerate(blocks):
+            head, glue, data = block.partition(b"\ndata: ")
+            if not glue or 10 in head or 10 in data or not head.startswith(b"event: "):
+                pos = sum(map(len, blocks[:i])) + 2 * i
+                return self._lines(chunk[pos:], events)
+            events.append(SSEEvent(head[7:].decode("utf-8", "replace"), data, last_id, None))
+        return events if end + 2 == len(chunk) else self._lines(chunk[end + 2 :], events)
 
     def _prologue(self, chunk: bytes) -> bytes:
         """Rare work at chunk start: the LF of a split CRLF, a (possibly split) BOM."""
@@ -266,7 +262,8 @@ class SSEParser:
                 continue
             if colon > 0:
                 name = line[:colon]
-                value = line[colon + 2 :] if line[colon + 1 : colon + 2] == b" " else line[colon + 1 :]
+                colon += 2 if line[colon + 1 : colon + 2] == b" " else 1
+                value = line[colon:]
             else:
                 name = line
                 value = b""

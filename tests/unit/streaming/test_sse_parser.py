@@ -1,16 +1,18 @@
-"""`SSEParser` against providers.md §2.
+"""`SSEParser` against providers.md §2 (WHATWG event-stream interpretation).
 
-Every §2.4 test vector split at every byte offset (and every pair of offsets), the framing
-edge cases one by one, the `max_event_bytes` bound, and hypothesis properties: for any
-stream and any way of cutting it into chunks, the parser gives exactly what it gives for the
-whole stream at once, and exactly what `reference()` — a byte-at-a-time transcription of
-the WHATWG rules written here without the parser — gives.
+Every §2.4 test vector split at every byte offset and every pair of offsets, every golden
+`.sse` fixture split at every offset, the framing edge cases one by one, the `max_event_bytes`
+bound, and hypothesis properties: for any stream and any way of cutting it into chunks, the
+parser gives exactly what it gives for the whole stream at once, exactly what it gives fed one
+byte at a time (its general path alone), and exactly what `reference()` gives: a
+byte-at-a-time transcription of the rules, written here without the parser.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +23,7 @@ from aiogw.streaming.sse import SSEEvent, SSEParser
 
 BOM = b"\xef\xbb\xbf"
 TOO_LARGE = "too large"
+FIXTURES = sorted((Path(__file__).parents[2] / "fixtures").rglob("*.sse"))
 
 
 def ev(data: bytes, event: str = "", id: str | None = None, retry: int | None = None) -> SSEEvent:
@@ -168,13 +171,19 @@ def expected_outcome(stream: bytes, max_event_bytes: int | None = None):
         return TOO_LARGE
 
 
-def test_the_reference_agrees_with_the_parser_on_what_complete_json_is():
-    from aiogw.streaming.sse import _complete_json
+JSON_SAMPLES = [
+    *(b'{"a":1}', b" [1,\n2] ", b'"\xff"', b"1e400", b"-0", b"true", b"[DONE]", b'{"a":', b"[1,]"),
+    *(b"01", b"1.", b"NaN", b"-Infinity", b"", b" ", b"1 2", BOM + b"1", b'"\x01"', b"[DONE] "),
+]
 
-    samples = [b'{"a":1}', b" [1,\n2] ", b'"\xff"', b"1e400", b"-0", b"true", b"[DONE]", b'{"a":',
-               b"[1,]", b"01", b"1.", b"NaN", b"-Infinity", b"", b" ", b"1 2", BOM + b"1", b'"\x01"']
-    for sample in samples:
-        assert _complete_json(sample) == is_complete_json(sample), sample
+
+@pytest.mark.parametrize("sample", JSON_SAMPLES)
+def test_an_unterminated_event_is_kept_exactly_when_the_reference_calls_it_complete(sample):
+    raw = b"data: " + sample.replace(b"\n", b"\ndata: ")
+    events, parser = parse([raw])
+    kept = sample == b"[DONE]" or is_complete_json(sample)
+    assert events == ([ev(sample)] if kept else [])
+    assert parser.truncated is not kept
 
 
 # --- providers.md §2.4 test vectors -------------------------------------------------------
@@ -185,7 +194,10 @@ VECTORS = [
     pytest.param(b'data: {"a":1}\r\r', [ev(b'{"a":1}')], None, id="cr"),
     pytest.param(b": keep-alive\n\ndata: x\n\n", [ev(b"x")], None, id="keep-alive"),
     pytest.param(
-        b'event: ping\ndata: {"type": "ping"}\n\n', [ev(b'{"type": "ping"}', "ping")], None, id="event"
+        b'event: ping\ndata: {"type": "ping"}\n\n',
+        [ev(b'{"type": "ping"}', "ping")],
+        None,
+        id="event",
     ),
     pytest.param(b"data: line1\ndata: line2\n\n", [ev(b"line1\nline2")], None, id="multi-line"),
     pytest.param(b'data:{"a":1}\n\n', [ev(b'{"a":1}')], None, id="no-space"),
@@ -207,6 +219,17 @@ def test_each_vector_gives_its_events_however_the_bytes_are_split(raw, events, r
 @pytest.mark.parametrize(("raw", "events", "retry_ms"), VECTORS)
 def test_each_vector_gives_what_the_reference_gives(raw, events, retry_ms):
     assert reference(raw) == (events, retry_ms, None, False)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_each_golden_stream_gives_the_same_events_split_at_every_offset(path):
+    raw = path.read_bytes()
+    whole = outcome([raw])
+    assert whole == expected_outcome(raw)
+    assert whole[0] and not whole[3]  # events, and not truncated
+    for i in range(len(raw) + 1):
+        assert outcome(cut(raw, [i])) == whole, i
+    assert outcome([raw[i : i + 1] for i in range(len(raw))]) == whole
 
 
 # --- line endings -------------------------------------------------------------------------
@@ -234,6 +257,18 @@ def test_mixed_line_endings_in_one_stream():
     raw = b"data: 1\r\n\r\ndata: 2\r\rdata: 3\n\ndata: 4\r\n\n"
     for chunks in every_split(raw):
         assert parse(chunks)[0] == [ev(b"1"), ev(b"2"), ev(b"3"), ev(b"4")]
+
+
+def test_a_partial_line_continues_into_a_chunk_that_looks_like_a_whole_event():
+    assert parse([b"x-", b"data: 1\n\n"])[0] == []  # one line: `x-data: 1`, an unknown field
+    assert parse([b"x-", b"data: 1\r\n\r\n"])[0] == []
+    assert parse([b"x-", b"event: e\ndata: 1\n\n"])[0] == [ev(b"1")]  # `x-event: e` is unknown
+    assert parse([b"da", b"ta: 1\n\n"])[0] == [ev(b"1")]
+
+
+def test_a_crlf_chunk_with_an_inner_lf_is_not_one_gemini_event():
+    assert parse([b"data: a\nid: 1\r\n\r\n"])[0] == [ev(b"a", id="1")]
+    assert parse([b"data: a\rid: 1\r\n\r\n"])[0] == [ev(b"a", id="1")]
 
 
 def test_gemini_crlf_events_one_per_chunk():
@@ -309,7 +344,8 @@ def test_an_id_only_block_dispatches_nothing_but_sets_the_id():
 
 
 def test_retry_takes_ascii_digits_only():
-    events, parser = parse([b"retry: 100\ndata: x\n\nretry: 5s\nretry: -1\nretry:\nretry: \xef\xbc\x95\n\n"])
+    junk = b"retry: 5s\nretry: -1\nretry:\nretry: \xef\xbc\x95\n\n"  # \xef\xbc\x95: a fullwidth 5
+    events, parser = parse([b"retry: 100\ndata: x\n\n" + junk])
     assert events == [ev(b"x", retry=100)]  # the event carries its own block's retry
     assert parser.retry_ms == 100
     assert parse([b"retry: 3000\n\ndata: y\n\n"])[0] == [ev(b"y")]
@@ -348,7 +384,8 @@ def test_an_unterminated_event_keeps_its_type_and_id():
 
 
 def test_a_missing_final_newline_with_incomplete_json_sets_truncated():
-    for raw in [b'data: {"a":', b'data: {"a":1}\n\ndata: {"choices":[{"delta":{"cont', b"data: [DON"]:
+    cut_short = b'data: {"a":1}\n\ndata: {"choices":[{"delta":{"cont'
+    for raw in [b'data: {"a":', cut_short, b"data: [DON"]:
         for chunks in every_split(raw):
             events, parser = parse(chunks)
             assert all(e.data == b'{"a":1}' for e in events)
@@ -378,7 +415,7 @@ def test_close_is_idempotent():
 
 
 def test_coalesced_openai_events_with_a_partial_trailer():
-    raw = b"".join(b'data: {"n":%d}\n\n' % i for i in range(5)) + b'data: {"n":5}\n\ndata: [DONE]\n\n'
+    raw = b"".join(b'data: {"n":%d}\n\n' % i for i in range(6)) + b"data: [DONE]\n\n"
     expected = [ev(b'{"n":%d}' % i) for i in range(6)] + [ev(b"[DONE]")]
     for chunks in every_split(raw[:80]):  # every split of a prefix...
         assert parse([*chunks, raw[80:]])[0] == expected  # ...then the rest as one chunk
@@ -386,8 +423,13 @@ def test_coalesced_openai_events_with_a_partial_trailer():
 
 
 def test_coalesced_anthropic_events_one_and_several_per_chunk():
-    blocks = [b"event: message_start\ndata: {}\n\n", b": ping\n\n", b"event: ping\ndata: {}\n\n",
-              b'event: content_block_delta\ndata: {"t":"x"}\n\n', b"event: message_stop\ndata: {}\n\n"]
+    blocks = [
+        b"event: message_start\ndata: {}\n\n",
+        b": ping\n\n",
+        b"event: ping\ndata: {}\n\n",
+        b'event: content_block_delta\ndata: {"t":"x"}\n\n',
+        b"event: message_stop\ndata: {}\n\n",
+    ]
     expected = [ev(b"{}", "message_start"), ev(b"{}", "ping"),
                 ev(b'{"t":"x"}', "content_block_delta"), ev(b"{}", "message_stop")]
     assert parse(blocks)[0] == expected
@@ -432,6 +474,16 @@ def test_many_data_lines_raise_while_feeding_not_only_at_dispatch():
             parser.feed(b"data: 0123456789\n")
 
 
+def test_the_pending_size_counts_the_newlines_that_will_join_the_lines():
+    parser = SSEParser(max_event_bytes=10)
+    parser.feed(b"data: 1234\n")
+    parser.feed(b"data: 5\n")
+    parser.feed(b"data: \n")  # joined so far: b"1234\n5\n" (7 bytes)
+    parser.feed(b"data: 12\n")  # b"1234\n5\n\n12": 10 bytes, still fine
+    with pytest.raises(UpstreamProtocolError):
+        parser.feed(b"data:\n")  # 11 bytes, though the new value is empty
+
+
 def test_the_bound_is_inclusive():
     limit = 64
     exact_line = b"data: " + b"x" * (limit - 6)
@@ -470,7 +522,7 @@ LINE = st.one_of(
     st.builds(lambda v: b"event: " + v, TEXT),
     st.builds(lambda v: b"event:" + v, TEXT),
     st.builds(lambda v: b"id: " + v, st.one_of(TEXT, st.just(b"a\x00b"))),
-    st.builds(lambda v: b"retry: " + v, st.sampled_from([b"1000", b"0", b"12a", b"", b" 5", b"-1"])),
+    st.builds(lambda v: b"retry: " + v, st.sampled_from([b"1000", b"0", b"12a", b"", b" 5", b"-"])),
     st.builds(lambda v: b":" + v, TEXT),  # comment
     st.builds(lambda v: b"x-unknown: " + v, TEXT),
     TEXT.filter(lambda v: b":" not in v),  # a field without colon
@@ -529,6 +581,17 @@ def test_any_chunking_gives_the_same_events_as_the_whole_stream_and_the_referenc
     whole = outcome([raw])
     assert whole == expected_outcome(raw)
     assert outcome(chunks) == whole
+
+
+@PROPERTY
+@given(streams())
+def test_the_fast_paths_agree_with_the_general_path(stream):
+    # One byte per chunk never matches a fast-path shape: that is the general path alone.
+    # Whole blocks per chunk take the fast paths wherever the shape allows.
+    raw, ends = stream
+    general = outcome([raw[i : i + 1] for i in range(len(raw))])
+    assert outcome(cut(raw, ends)) == general
+    assert outcome([raw]) == general
 
 
 @PROPERTY
