@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import msgspec
 
 from aiogw import config as config_mod
-from aiogw.demo import demo_config, start_demo_simulator
+from aiogw.demo import demo_config, start_demo_simulator  # noqa
 from aiogw.errors import ConfigError
 from aiogw.adapters import REGISTRY
 from aiogw.runtime import Runtime, account_type

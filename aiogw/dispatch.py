@@ -56,6 +56,7 @@ class Outcome:
     ttft_ms: float | None = None
     finish_reasons: list[FinishReason] = field(default_factory=list)
     stream_error: UpstreamError | None = None  # failure after the commit point
+    client_closed: bool = False  # the client left before the end (never the target's fault)
 
     @property
     def attempts_header(self) -> str:
@@ -172,6 +173,12 @@ class Dispatcher:
             started = time.perf_counter()
             try:
                 await self._stream_once(parsed, target, outcome, sink, started)
+            except ClientDisconnected:
+                outcome.client_closed = True
+                outcome.attempts.append(
+                    AttemptRecord(target.id, (time.perf_counter() - started) * 1000, "client_closed")
+                )
+                raise
             except UpstreamError as exc:
                 self._record(outcome, target, started, exc)
                 if sink.started:  # past the commit point: end the stream, never cut it

@@ -79,6 +79,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         await dispatcher.stream(parsed, route, outcome, sink)
         await sink.finish()
+    except ClientDisconnected:
+        outcome.client_closed = True  # nothing left to tell anyone; the log line says so
     except asyncio.CancelledError:
         # Cancelled while the client is still there means the grace period of a shutdown
         # ran out: end the stream properly rather than cutting it.

@@ -152,6 +152,6 @@ def _log_finished(
         fields["error"] = error.message
     if outcome.stream_error is not None:
         fields["stream_error"] = outcome.stream_error.describe()
-    if client_closed:
+    if client_closed or outcome.client_closed:
         fields["client_closed"] = True
     log.info("request.finished", **fields)
