@@ -1,0 +1,77 @@
+"""OpenAI adapter: the request it forwards and how it reads upstream errors."""
+
+import json
+
+import msgspec
+import pytest
+
+from aiogw.adapters import openai
+from aiogw.adapters._base import Target
+from aiogw.errors import FailureClass, UpstreamProtocolError
+from aiogw.types import ChatRequest, ParsedChat, Secret
+
+TARGET = Target(id="oa/gpt-4o", provider="oa", type="openai", model="gpt-4o",
+                base_url="https://api.openai.com/v1", api_key=Secret("sk-test"))
+
+
+def parsed(body: dict) -> ParsedChat:
+    raw = json.dumps(body).encode()
+    return ParsedChat(req=msgspec.json.decode(raw, type=ChatRequest),
+                      raw=msgspec.json.decode(raw, type=dict[str, msgspec.Raw]))
+
+
+def test_body_is_forwarded_byte_for_byte_except_model_and_stream_usage():
+    p = parsed({"model": "smart", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                "stream_options": {"include_obfuscation": False}, "x_vendor": {"a": [1, 2.50]}})
+    call = openai.build_call(p, TARGET)
+    body = json.loads(call.body)
+    assert body["model"] == "gpt-4o"
+    assert body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert body["x_vendor"] == {"a": [1, 2.5]}
+    assert call.url == "https://api.openai.com/v1/chat/completions"
+    assert call.headers["authorization"] == "Bearer sk-test"
+
+
+def test_reasoning_models_get_max_completion_tokens():
+    p = parsed({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50})
+    body = json.loads(openai.build_call(p, msgspec.structs.replace(TARGET, model="gpt-5-mini")).body)
+    assert "max_tokens" not in body and body["max_completion_tokens"] == 50
+    assert json.loads(openai.build_call(p, TARGET).body)["max_tokens"] == 50
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cls"),
+    [
+        (400, {"error": {"message": "bad", "type": "invalid_request_error", "param": "x", "code": None}}, FailureClass.CALLER_FAULT),
+        (400, {"error": {"message": "too long", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}, FailureClass.CONTEXT_LENGTH),
+        (401, {"error": {"message": "Incorrect API key provided: sk-abc***xyz", "type": "invalid_request_error", "code": "invalid_api_key"}}, FailureClass.CREDENTIAL),
+        (404, {"error": {"message": "no model", "type": "invalid_request_error", "code": "model_not_found"}}, FailureClass.MODEL_GONE),
+        (429, {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}}, FailureClass.RATE_LIMIT),
+        (429, {"error": {"message": "pay up", "type": "insufficient_quota", "code": "insufficient_quota"}}, FailureClass.QUOTA),
+        (500, {"error": {"message": "oops", "type": "server_error"}}, FailureClass.TRANSIENT),
+        (503, {"error": {"message": "busy", "type": "service_unavailable_error", "code": "server_is_overloaded"}}, FailureClass.OVERLOADED),
+        (400, {"object": "error", "message": "extra fields not permitted", "type": "BadRequestError", "code": 400}, FailureClass.CALLER_FAULT),
+        (502, "<html>Bad Gateway</html>", FailureClass.TRANSIENT),
+    ],
+)
+def test_errors_are_classified_from_status_and_code(status, body, cls):
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    err = openai.decode_error(status, {"retry-after": "3"}, raw, TARGET)
+    assert err.failure_class is cls
+    assert err.target == "oa/gpt-4o"
+
+
+def test_credential_errors_do_not_echo_the_upstream_message():
+    raw = b'{"error":{"message":"Incorrect API key provided: sk-abc***xyz","code":"invalid_api_key"}}'
+    err = openai.decode_error(401, {}, raw, TARGET)
+    assert "sk-abc" not in err.to_openai().decode()
+
+
+def test_retry_after_is_read_for_rate_limits():
+    err = openai.decode_error(429, {"retry-after-ms": "1500"}, b'{"error":{"message":"x"}}', TARGET)
+    assert err.retry_after_s == 1.5 and "retry after 1.5 s" in err.message
+
+
+def test_non_json_200_body_is_a_protocol_error():
+    with pytest.raises(UpstreamProtocolError):
+        openai.decode_response(b"<html>", TARGET)
