@@ -9,6 +9,7 @@ OpenAI-shaped error event and `data: [DONE]`.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -96,7 +97,8 @@ def upstream_errors(target: Target, phase: list[str]) -> Iterator[None]:
             target=target.id,
         ) from None
     except aiohttp.ClientConnectorError as exc:
-        cause = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        os_error = exc.os_error
+        cause = os.strerror(os_error.errno) if os_error.errno else str(os_error) or type(os_error).__name__
         raise UpstreamConnectError(
             f"cannot connect to {exc.host}:{exc.port} ({cause})", target=target.id
         ) from None
@@ -227,11 +229,17 @@ class Dispatcher:
 
                 async for chunk in resp.content.iter_any():
                     out = relay.feed(parser.feed(chunk))
+                    if relay.failed is not None:
+                        if sink.started and out:  # keep what came before the error
+                            await sink.write(out)
+                        raise relay.failed
                     if out:
                         if not sink.started:
                             await commit()
                         await sink.write(out)
                 out = relay.feed(parser.close())
+                if relay.failed is not None:
+                    raise relay.failed
                 out += relay.finish()  # raises if the upstream ended without its end marker
                 if not sink.started:
                     await commit()

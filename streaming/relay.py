@@ -6,15 +6,18 @@
 - `TranslatingRelay`: native events -> the adapter's decoder -> canonical deltas ->
   `ChunkEncoder`.
 
-Both raise the adapter's error for an error event, and `finish()` raises
-`UpstreamProtocolError` when the upstream ended without its normal end.
+An error event (or an unreadable chunk) stops a relay: `feed` returns the output of the
+events before it and keeps the error in `failed`, so content already decoded is not lost;
+`finish()` raises `UpstreamProtocolError` when the upstream ended without its normal end.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from aiogw.errors import UpstreamProtocolError
+import msgspec
+
+from aiogw.errors import UpstreamError, UpstreamProtocolError
 from aiogw.streaming.encode import DONE, ChunkEncoder
 from aiogw.streaming.sse import SSEEvent
 from aiogw.types import CompletionUsage, Delta, FinishReason
@@ -30,10 +33,16 @@ class Decoder(Protocol):
 
 class Relay(Protocol):
     usage: CompletionUsage | None
+    failed: UpstreamError | None
 
     def feed(self, events: list[SSEEvent]) -> bytes: ...
     def finish(self) -> bytes: ...
     def finish_reasons(self) -> list[FinishReason]: ...
+
+
+# Syntax-only JSON check (builds no objects, ~0.2 us per chunk): a malformed upstream chunk
+# becomes an error event instead of reaching the client's JSON parser.
+_check_json = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 def _truncated(target: str) -> UpstreamProtocolError:
@@ -41,7 +50,7 @@ def _truncated(target: str) -> UpstreamProtocolError:
 
 
 class PassthroughRelay:
-    __slots__ = ("_decoder", "_finish", "_include_usage", "_target", "usage")
+    __slots__ = ("_decoder", "_finish", "_include_usage", "_target", "failed", "usage")
 
     def __init__(self, decoder: Decoder, *, include_usage: bool, target: str) -> None:
         self._decoder = decoder
@@ -49,9 +58,17 @@ class PassthroughRelay:
         self._target = target
         self._finish: list[FinishReason] = []
         self.usage: CompletionUsage | None = None
+        self.failed: UpstreamError | None = None
 
     def feed(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()
+        try:
+            self._feed(events, out)
+        except UpstreamError as exc:
+            self.failed = exc
+        return bytes(out)
+
+    def _feed(self, events: list[SSEEvent], out: bytearray) -> None:
         for ev in events:
             data = ev.data
             if data == b"[DONE]":
@@ -65,6 +82,11 @@ class PassthroughRelay:
                         self.usage = d.usage
                     elif d.finish_reason is not None:
                         self._finish.append(d.finish_reason)
+            else:
+                try:
+                    _check_json(data)
+                except msgspec.DecodeError:
+                    raise UpstreamProtocolError("stream chunk is not valid JSON", target=self._target) from None
             if not self._include_usage:
                 # We asked upstream for usage; a client that did not must not see it.
                 if has_usage and b'"choices":[]' in data:
@@ -74,7 +96,6 @@ class PassthroughRelay:
             out += b"data: "
             out += data
             out += b"\n\n"
-        return bytes(out)
 
     def finish(self) -> bytes:
         if not self._decoder.complete:
@@ -86,12 +107,13 @@ class PassthroughRelay:
 
 
 class TranslatingRelay:
-    __slots__ = ("_decoder", "_encoder", "_target")
+    __slots__ = ("_decoder", "_encoder", "_target", "failed")
 
     def __init__(self, decoder: Decoder, encoder: ChunkEncoder, *, target: str) -> None:
         self._decoder = decoder
         self._encoder = encoder
         self._target = target
+        self.failed: UpstreamError | None = None
 
     @property
     def usage(self) -> CompletionUsage | None:
@@ -99,8 +121,11 @@ class TranslatingRelay:
 
     def feed(self, events: list[SSEEvent]) -> bytes:
         deltas: list[Delta] = []
-        for ev in events:
-            deltas += self._decoder.feed(ev.event, ev.data)
+        try:
+            for ev in events:
+                deltas += self._decoder.feed(ev.event, ev.data)
+        except UpstreamError as exc:
+            self.failed = exc
         return self._encoder.feed(deltas) if deltas else b""
 
     def finish(self) -> bytes:

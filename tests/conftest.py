@@ -44,7 +44,7 @@ def make_gateway(aiohttp_server):
 
     async def start(cfg):
         app = create_app(cfg)
-        server = await aiohttp_server(app, handler_cancellation=True)
+        server = await aiohttp_server(app)  # TestServer runs with handler_cancellation=True
         return str(server.make_url("/v1")), app
 
     return start

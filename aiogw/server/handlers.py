@@ -25,7 +25,7 @@ _AT = re.compile(r"^(.*?) - at `\$\.?(.*)`$", re.DOTALL)
 
 def invalid_body(exc: msgspec.MsgspecError) -> InvalidRequest:
     """A decoding error as a 400 naming the offending field in `param`."""
-    if isinstance(exc, msgspec.DecodeError):
+    if not isinstance(exc, msgspec.ValidationError):  # (ValidationError subclasses DecodeError)
         return InvalidRequest(
             f"We could not parse the JSON body of your request ({exc}). The body must be a JSON object.",
             code="invalid_json",

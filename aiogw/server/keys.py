@@ -14,10 +14,10 @@ HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 
-# Per-request values (aiohttp request keys are plain strings).
-REQUEST_ID = "aiogw.request_id"
-OUTCOME = "aiogw.outcome"
-PUBLIC_MODEL = "aiogw.model"
-STREAM = "aiogw.stream"
+# Per-request values.
+REQUEST_ID = web.RequestKey("request_id", str)
+OUTCOME = web.RequestKey("outcome", Outcome)
+PUBLIC_MODEL = web.RequestKey("public_model", str)
+STREAM = web.RequestKey("stream", bool)
 
 __all__ = ["DISPATCHER", "HTTP", "LIFECYCLE", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "Outcome"]

@@ -21,9 +21,16 @@ class Proc:
     def __init__(self, proc: asyncio.subprocess.Process, url: str, stderr_task: asyncio.Task, lines: list[bytes]):
         self.proc, self.url, self._stderr_task, self.stderr_lines = proc, url, stderr_task, lines
 
-    async def stop(self, sig=signal.SIGTERM, timeout=20.0) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
+    signalled = False
+
+    def signal(self, sig=signal.SIGTERM) -> None:
+        self.signalled = True
+        self.proc.send_signal(sig)
+
+    async def stop(self, timeout=20.0) -> int:
+        """SIGTERM (unless already sent) and the exit status."""
+        if self.proc.returncode is None and not self.signalled:
+            self.signal()
         code = await asyncio.wait_for(self.proc.wait(), timeout)
         await asyncio.wait_for(self._stderr_task, timeout)
         return code
@@ -101,7 +108,7 @@ async def test_sigterm_drains_in_flight_streams_then_exits_0(sim, config_file):
         r = await s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG, "stream": True})
         first = await r.content.readany()
         assert first.startswith(b"data: ")
-        p.proc.send_signal(signal.SIGTERM)
+        p.signal()
         for _ in range(100):
             async with s.get(p.url + "/readyz") as ready:
                 if ready.status == 503:
@@ -123,7 +130,7 @@ async def test_grace_expiry_ends_open_streams_with_an_error_event(sim, config_fi
     async with aiohttp.ClientSession() as s:
         r = await s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG, "stream": True})
         await r.content.readany()
-        p.proc.send_signal(signal.SIGTERM)
+        p.signal()
         body = await asyncio.wait_for(r.read(), 15)
     assert body.endswith(b"data: [DONE]\n\n")
     assert b'"error"' in body

@@ -22,7 +22,7 @@ async def post(url, body, headers=None):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         async with s.post(f"{url}/chat/completions", data=data,
                           headers={"content-type": "application/json", **(headers or {})}) as r:
-            return r.status, dict(r.headers), await r.read()
+            return r.status, r.headers.copy(), await r.read()
 
 
 def error_of(body: bytes) -> dict:
@@ -180,7 +180,8 @@ async def test_every_target_failing_lists_each_attempt(sim, make_gateway):
 @pytest.mark.parametrize("model", ["fast", "compat-model"])
 @pytest.mark.parametrize("fault", ["drop", "error_event", "malformed"])
 async def test_stream_failing_after_first_byte_ends_with_error_event_then_done(sim, gateway, fault, model):
-    sim.set_profile("default" if model == "fast" else "compat", fault=fault, fault_after_chunks=3)
+    # Spaced chunks, so the failure comes after content has reached the client.
+    sim.set_profile("default" if model == "fast" else "compat", fault=fault, fault_after_chunks=3, tokens_per_s=200)
     status, _, raw = await post(gateway, {"model": model, "messages": MSG, "stream": True})
     assert status == 200
     evs = events(raw)

@@ -37,7 +37,11 @@ def run(relay, data: bytes, seed: int) -> bytes:
         n = rnd.randint(1, 40)
         out += relay.feed(parser.feed(data[i : i + n]))
         i += n
+        if relay.failed:
+            raise relay.failed
     out += relay.feed(parser.close())
+    if relay.failed:
+        raise relay.failed
     out += relay.finish()
     return bytes(out)
 
@@ -122,3 +126,15 @@ def test_compatible_server_quirks_are_normalised():
     assert (call.id, call.function.name, call.function.arguments) == ("call_1", "f", '{"a":1}')
     assert final.choices[0].finish_reason == "tool_calls"
     assert cs[-1]["choices"] == [] and cs[-1]["usage"]["total_tokens"] == 7
+
+
+@pytest.mark.parametrize("kind", ["passthrough", "translate"])
+def test_content_before_an_error_event_in_the_same_read_is_kept(kind):
+    raw = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+        b'data: {"error":{"message":"boom","type":"server_error","param":null,"code":null}}\n\n'
+    )
+    relay = relay_for(kind, include_usage=False)
+    out = relay.feed(SSEParser().feed(raw))
+    assert b'"content":"Hi"' in out
+    assert relay.failed is not None and "boom" in relay.failed.message
