@@ -157,7 +157,8 @@ def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind((cfg.server.host, 0))
         port = holder.getsockname()[1]
-    argv = [sys.executable, "-m", "aiogw", "serve", "--worker-child", "--port", str(port), "--workers", "1"]
+    # -P: never import a checkout from the working directory instead of the installed package.
+    argv = [sys.executable, "-P", "-m", "aiogw", "serve", "--worker-child", "--port", str(port), "--workers", "1"]
     if args.demo:
         argv.append("--demo")
     else:

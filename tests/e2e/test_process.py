@@ -47,7 +47,7 @@ class Proc:
 
 async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0) -> Proc:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiogw", "serve", "--port", "0", "--host", "127.0.0.1", "--log-format", "json", *args,
+        sys.executable, "-P", "-m", "aiogw", "serve", "--port", "0", "--host", "127.0.0.1", "--log-format", "json", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )

@@ -99,10 +99,10 @@ def test_secret_never_shows_in_repr(tmp_path):
 def test_check_config_prints_routing_table_or_exits_2(tmp_path):
     good = write(tmp_path, "good.yaml", YAML)
     env = {"OPENAI_API_KEY": "sk-x", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env=env, check=False)
+    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env=env, check=False)
     assert out.returncode == 0, out.stderr
     assert "openai/gpt-5" in out.stdout and "local/qwen3-8b" in out.stdout
     assert "sk-x" not in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    bad = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
     assert bad.returncode == 2
     assert "providers.openai.api_key" in bad.stderr and str(good) in bad.stderr
