@@ -5,19 +5,38 @@ or logging: dispatch owns all I/O."""
 from __future__ import annotations
 
 import re
+import secrets
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import msgspec
 
 from aiogw.errors import (
     FailureClass,
+    InvalidRequest,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
-from aiogw.types import Delta, ParsedChat, Reply, Secret
+from aiogw.types import (
+    UNSET,
+    ChatCompletion,
+    ChatRequest,
+    Choice,
+    CompletionUsage,
+    ContentPart,
+    Delta,
+    EmbeddingRequest,
+    FinishReason,
+    ImagePart,
+    ParsedChat,
+    Reply,
+    ResponseMessage,
+    Secret,
+    TextPart,
+)
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +96,10 @@ class Adapter:
     # A base URL is required in the config (no public endpoint).
     requires_base_url: bool = False
     requires_api_key: bool = True
+    # POST /v1/embeddings, for providers that have them.
+    build_embeddings_call: Callable[[EmbeddingRequest, Target], Call] | None = None
+    decode_embeddings: Callable[[bytes, Target], bytes] | None = None  # -> OpenAI list body
+    params: ParamMap | None = None  # how canonical fields fare here (docs + coverage test)
 
 
 # --- error classification shared by every provider ---------------------------------------
@@ -186,3 +209,122 @@ def bearer_headers(target: Target) -> dict[str, str]:
     if target.api_key is not None:
         headers["authorization"] = f"Bearer {target.api_key.reveal()}"
     return headers
+
+
+# --- parameter policy ----------------------------------------------------------------------
+
+# OpenAI's defaults: a field sent with its default asks for nothing, so a provider that
+# lacks the feature may drop it instead of refusing the request (providers.md, rule above §0).
+OPENAI_DEFAULTS: dict[str, object] = {
+    "n": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": False,
+    "top_logprobs": 0,
+    "logit_bias": {},
+    "parallel_tool_calls": True,
+    "top_p": 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ParamMap:
+    """How each canonical request field fares at one provider.
+
+    Fields named in `reject` are refused with a 400 naming them (unless sent with OpenAI's
+    default value or null, which asks for nothing); fields in `drop` are omitted with a
+    note for the operator; everything else is translated by the adapter. Never clamp."""
+
+    reject: Mapping[str, str] = field(default_factory=dict)  # field -> why it is refused
+    drop: Mapping[str, str] = field(default_factory=dict)  # field -> why dropping is harmless
+    translated: frozenset[str] = frozenset()  # fields the adapter maps itself
+
+    def check(self, req: ChatRequest, provider: str) -> tuple[str, ...]:
+        """Raise InvalidRequest for a refused field; return notes for dropped ones."""
+        notes = []
+        for name, why in self.reject.items():
+            value = getattr(req, name, UNSET)
+            if value is UNSET or value is None or OPENAI_DEFAULTS.get(name, UNSET) == value:
+                continue
+            raise InvalidRequest(
+                f"'{name}' is not supported by {provider}: {why}. Remove it, or route this "
+                f"request to a provider that supports it.",
+                code="unsupported_parameter",
+                param=name,
+            )
+        for name, why in self.drop.items():
+            value = getattr(req, name, UNSET)
+            if value is not UNSET and value is not None:
+                notes.append(f"dropped '{name}' for {provider}: {why}")
+        return tuple(notes)
+
+    def classified(self) -> frozenset[str]:
+        return frozenset(self.reject) | frozenset(self.drop) | self.translated
+
+
+# --- shared translation helpers --------------------------------------------------------------
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,(?P<data>.*)$", re.DOTALL)
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """`data:image/png;base64,XXXX` -> ("image/png", "XXXX"); None for http(s) URLs."""
+    m = _DATA_URL.match(url)
+    if m is None:
+        return None
+    return m.group("mime") or "application/octet-stream", m.group("data")
+
+
+def content_text(content: str | list[ContentPart] | None) -> str:
+    """The text of a message's content (string or parts); non-text parts are skipped."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.text for p in content if isinstance(p, TextPart))
+
+
+def content_parts(content: str | list[ContentPart] | None) -> list[ContentPart]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(text=content)] if content else []
+    return list(content)
+
+
+def is_image(part: ContentPart) -> bool:
+    return isinstance(part, ImagePart)
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + secrets.token_urlsafe(18)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def completion_body(
+    *,
+    model: str,
+    message: ResponseMessage,
+    finish_reason: FinishReason,
+    usage: CompletionUsage | None,
+    completion_id: str | None = None,
+    created: int | None = None,
+    extra_choices: list[Choice] | None = None,
+) -> bytes:
+    """An OpenAI `chat.completion` body from translated parts."""
+    choices = [Choice(index=0, message=message, finish_reason=finish_reason), *(extra_choices or [])]
+    return _encode(
+        ChatCompletion(
+            id=completion_id or new_completion_id(),
+            created=created or int(time.time()),
+            model=model,
+            choices=choices,
+            usage=usage if usage is not None else UNSET,
+        )
+    )
+
+
+def json_body(obj: Any) -> bytes:
+    return _encode(obj)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 
-from aiogw.adapters._base import Adapter, Target
+from aiogw.adapters._base import Adapter, Target, new_completion_id
 from aiogw.errors import (
     AllAttemptsFailed,
     UpstreamConnectError,
@@ -270,7 +269,5 @@ class Dispatcher:
             )
 
 
-def new_completion_id() -> str:
-    return "chatcmpl-" + secrets.token_urlsafe(18)
 
 
