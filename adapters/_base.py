@@ -57,6 +57,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     total_timeout_s: float = 600.0
     weight: float = 1.0
     context_window: int | None = None
+    max_output_tokens: int | None = None  # configured default output cap, if any
     price_input: float | None = None  # USD per million tokens; None = use the price table
     price_output: float | None = None
     price_cached_input: float | None = None
@@ -100,6 +101,18 @@ class Adapter:
     build_embeddings_call: Callable[[EmbeddingRequest, Target], Call] | None = None
     decode_embeddings: Callable[[bytes, Target], bytes] | None = None  # -> OpenAI list body
     params: ParamMap | None = None  # how canonical fields fare here (docs + coverage test)
+    rate_limits: Callable[[Mapping[str, str]], RateLimitInfo | None] | None = None
+
+
+class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider's rate-limit headers in one shape, for the limiter. None = not reported."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
 
 
 # --- error classification shared by every provider ---------------------------------------

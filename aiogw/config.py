@@ -92,7 +92,35 @@ class OpenAICompatibleAccount(Account, kw_only=True, tag="openai-compatible"):
     base_url: str  # required: there is no public default
 
 
-AccountConfig = OpenAIAccount | OpenAICompatibleAccount
+class AnthropicAccount(Account, kw_only=True, tag="anthropic"):
+    pass
+
+
+class GeminiAccount(Account, kw_only=True, tag="gemini"):
+    pass
+
+
+class MistralAccount(Account, kw_only=True, tag="mistral"):
+    pass
+
+
+class DeepSeekAccount(Account, kw_only=True, tag="deepseek"):
+    pass
+
+
+class QwenAccount(Account, kw_only=True, tag="qwen"):
+    pass
+
+
+AccountConfig = (
+    OpenAIAccount
+    | OpenAICompatibleAccount
+    | AnthropicAccount
+    | GeminiAccount
+    | MistralAccount
+    | DeepSeekAccount
+    | QwenAccount
+)
 
 
 class TargetConfig(Strict, kw_only=True):
@@ -103,6 +131,9 @@ class TargetConfig(Strict, kw_only=True):
     limits: Limits | None = None
     timeouts: Timeouts | None = None
     context_window: Annotated[int, Meta(ge=1)] | None = None
+    # Default for providers that require an output cap (Anthropic's max_tokens) when the
+    # client sends none; otherwise the adapter's per-model table decides.
+    max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
 
 
 Strategy = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy", "adaptive"]

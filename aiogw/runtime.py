@@ -41,7 +41,9 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, *, file: str = "<config>") -> Runtime:
         for name, account in config.providers.items():
-            adapter = REGISTRY[account_type(account)]
+            adapter = REGISTRY.get(account_type(account))
+            if adapter is None:
+                raise ConfigError(file, f"providers.{name}.type", f"provider type '{account_type(account)}' is not available in this build")
             if adapter.requires_base_url and not account.base_url:
                 raise ConfigError(file, f"providers.{name}.base_url", "a base_url is required for this type")
             if adapter.requires_api_key and account.api_key is None:
@@ -104,6 +106,7 @@ def make_target(account: Account, name: str, t: TargetConfig) -> Target:
         total_timeout_s=tmo.total or DEFAULT_TOTAL_TIMEOUT_S,
         weight=t.weight,
         context_window=t.context_window,
+        max_output_tokens=t.max_output_tokens,
         price_input=price.input if price else None,
         price_output=price.output if price else None,
         price_cached_input=price.cached_input if price else None,
