@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 
-from aiogw.adapters._base import Adapter, Target, new_completion_id
+from aiogw.adapters._base import Adapter, Call, Target, new_completion_id
 from aiogw.errors import (
     AllAttemptsFailed,
+    GatewayError,
+    InvalidRequest,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -30,7 +32,17 @@ from aiogw.runtime import ModelRoute, Runtime
 from aiogw.streaming.encode import ChunkEncoder, error_event
 from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
-from aiogw.types import CompletionUsage, FinishReason, ParsedChat, Reply
+from aiogw.types import CompletionUsage, EmbeddingRequest, FinishReason, ParsedChat, Reply
+
+
+Decode = Callable[[bytes, Target], Reply]
+
+
+def _give_up(route: ModelRoute, failures: list[UpstreamError], refusals: list[InvalidRequest]) -> GatewayError:
+    """The error after a plan ran out: the request's own fault if no target could take it."""
+    if refusals and not failures:
+        return refusals[0]
+    return AllAttemptsFailed(tuple(failures), model=route.name)
 
 
 class ClientDisconnected(Exception):  # noqa: N818 - an event, not a failure
@@ -57,6 +69,7 @@ class Outcome:
     finish_reasons: list[FinishReason] = field(default_factory=list)
     stream_error: UpstreamError | None = None  # failure after the commit point
     client_closed: bool = False  # the client left before the end (never the target's fault)
+    notes: list[str] = field(default_factory=list)  # from adapters: dropped parameters etc.
 
     @property
     def attempts_header(self) -> str:
@@ -133,12 +146,41 @@ class Dispatcher:
     # --- non-streaming ------------------------------------------------------------------
 
     async def complete(self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome) -> Reply:
+        def prepare(target: Target, adapter: Adapter) -> tuple[Call, Decode]:
+            return adapter.build_call(parsed, target), adapter.decode_response
+
+        return await self._unary(route, outcome, prepare)
+
+    async def embed(self, req: EmbeddingRequest, route: ModelRoute, outcome: Outcome) -> Reply:
+        def prepare(target: Target, adapter: Adapter) -> tuple[Call, Decode]:
+            build, decode = adapter.build_embeddings_call, adapter.decode_embeddings
+            if build is None or decode is None:
+                raise InvalidRequest(
+                    f"{target.id} cannot embed: provider type '{adapter.name}' has no embeddings API.",
+                    code="unsupported_model",
+                    param="model",
+                )
+            return build(req, target), lambda body, t: Reply(body=decode(body, t), model=t.model)
+
+        return await self._unary(route, outcome, prepare)
+
+    async def _unary(
+        self, route: ModelRoute, outcome: Outcome, prepare: Callable[[Target, Adapter], tuple[Call, Decode]]
+    ) -> Reply:
         failures: list[UpstreamError] = []
+        refusals: list[InvalidRequest] = []
         for target in self.plan(route):
             adapter = self._runtime.adapter(target)
+            try:
+                call, decode = prepare(target, adapter)
+            except InvalidRequest as exc:  # this target cannot honour the request as asked
+                refusals.append(exc)
+                outcome.attempts.append(AttemptRecord(target.id, 0.0, "unsupported", exc.message))
+                continue
+            outcome.notes.extend(call.notes)
             started = time.perf_counter()
             try:
-                reply = await self._complete_once(parsed, target, adapter)
+                reply = await self._post(call, target, adapter, decode)
             except UpstreamError as exc:
                 self._record(outcome, target, started, exc)
                 if not exc.may_fail_over:
@@ -148,10 +190,9 @@ class Dispatcher:
             self._record(outcome, target, started, None)
             outcome.target, outcome.model, outcome.usage = target, reply.model, reply.usage
             return reply
-        raise AllAttemptsFailed(tuple(failures), model=route.name)
+        raise _give_up(route, failures, refusals)
 
-    async def _complete_once(self, parsed: ParsedChat, target: Target, adapter: Adapter) -> Reply:
-        call = adapter.build_call(parsed, target)
+    async def _post(self, call: Call, target: Target, adapter: Adapter, decode: Decode) -> Reply:
         phase = ["total"]
         with upstream_errors(target, phase):
             async with (
@@ -163,17 +204,26 @@ class Dispatcher:
                 body = await resp.read()
                 if resp.status >= 300:
                     raise adapter.decode_error(resp.status, resp.headers, body, target)
-                return adapter.decode_response(body, target)
+                return decode(body, target)
 
     # --- streaming ----------------------------------------------------------------------
 
     async def stream(self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, sink: StreamSink) -> None:
         """Stream one completion into `sink`; raises before the commit point only."""
         failures: list[UpstreamError] = []
+        refusals: list[InvalidRequest] = []
         for target in self.plan(route):
+            adapter = self._runtime.adapter(target)
+            try:
+                call = adapter.build_call(parsed, target)
+            except InvalidRequest as exc:
+                refusals.append(exc)
+                outcome.attempts.append(AttemptRecord(target.id, 0.0, "unsupported", exc.message))
+                continue
+            outcome.notes.extend(call.notes)
             started = time.perf_counter()
             try:
-                await self._stream_once(parsed, target, outcome, sink, started)
+                await self._stream_once(parsed, target, adapter, call, outcome, sink, started)
             except ClientDisconnected:
                 outcome.client_closed = True
                 outcome.attempts.append(
@@ -192,13 +242,18 @@ class Dispatcher:
                 continue
             self._record(outcome, target, started, None)
             return
-        raise AllAttemptsFailed(tuple(failures), model=route.name)
+        raise _give_up(route, failures, refusals)
 
     async def _stream_once(
-        self, parsed: ParsedChat, target: Target, outcome: Outcome, sink: StreamSink, started: float
+        self,
+        parsed: ParsedChat,
+        target: Target,
+        adapter: Adapter,
+        call: Call,
+        outcome: Outcome,
+        sink: StreamSink,
+        started: float,
     ) -> None:
-        adapter = self._runtime.adapter(target)
-        call = adapter.build_call(parsed, target)
         relay = self._relay(parsed, target, adapter)
         parser = SSEParser()
         loop = asyncio.get_running_loop()

@@ -150,6 +150,8 @@ def _log_finished(
     if error is not None:
         fields["error_type"] = error.type
         fields["error"] = error.message
+    if outcome.notes:
+        fields["notes"] = outcome.notes
     if outcome.stream_error is not None:
         fields["stream_error"] = outcome.stream_error.describe()
     if client_closed or outcome.client_closed:
