@@ -342,7 +342,8 @@ class Delta(msgspec.Struct, kw_only=True, gc=False):
 
 class EmbeddingRequest(Wire, kw_only=True):
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    # A string, strings, a token array or token arrays (msgspec allows one list type per union).
+    input: str | list[str | int | list[int]]
     encoding_format: Literal["float", "base64"] | UnsetType = UNSET
     dimensions: PositiveInt | UnsetType = UNSET
     user: str | UnsetType = UNSET

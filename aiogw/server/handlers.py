@@ -13,9 +13,10 @@ from aiogw.errors import InvalidRequest, ServiceUnavailable
 from aiogw.server.keys import DISPATCHER, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.server.sse import SSESink
 from aiogw.streaming.encode import error_event
-from aiogw.types import ChatRequest, ModelCard, ModelList, ParsedChat
+from aiogw.types import ChatRequest, EmbeddingRequest, ModelCard, ModelList, ParsedChat
 
 _decode_chat = msgspec.json.Decoder(ChatRequest).decode
+_decode_embedding = msgspec.json.Decoder(EmbeddingRequest).decode
 _decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -97,6 +98,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return sink.response
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    try:
+        req = _decode_embedding(await request.read())
+    except msgspec.MsgspecError as exc:
+        raise invalid_body(exc) from None
+    request[PUBLIC_MODEL] = req.model
+    route = request.app[RUNTIME].resolve(req.model)
+    outcome = request[OUTCOME]
+    reply = await request.app[DISPATCHER].embed(req, route, outcome)
+    assert outcome.target is not None
+    headers = _base_headers(request)
+    headers["x-aiogw-provider"] = outcome.target.provider
+    headers["x-aiogw-model"] = outcome.target.model
+    headers["x-aiogw-attempts"] = outcome.attempts_header
+    return web.Response(body=reply.body, content_type="application/json", headers=headers)
+
+
 async def list_models(request: web.Request) -> web.Response:
     names = request.app[RUNTIME].public_models()
     body = _encode(ModelList(data=[ModelCard(id=n) for n in names]))
@@ -115,6 +133,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 ROUTES = [
     web.post("/v1/chat/completions", chat_completions),
+    web.post("/v1/embeddings", embeddings),
     web.get("/v1/models", list_models),
     web.get("/healthz", healthz),
     web.get("/readyz", readyz),

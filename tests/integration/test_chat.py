@@ -171,3 +171,18 @@ async def test_sync_sdk_client_works_too(gateway):
 
     text, streamed = await asyncio.to_thread(call)
     assert text == streamed and text
+
+
+async def test_embeddings_through_the_gateway(client, sim):
+    r = await client.embeddings.create(model="sim/text-embedding-3-small", input=["a", "b"], dimensions=4)
+    assert [len(d.embedding) for d in r.data] == [4, 4]
+    assert sim.stats("default")["last_request"]["body"]["model"] == "text-embedding-3-small"
+
+
+async def test_embeddings_on_a_provider_without_them_is_a_clear_400(gateway):
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{gateway}/embeddings", json={"model": "nope/x", "input": "a"}) as r:
+            assert r.status == 404
+        async with s.post(f"{gateway}/embeddings", json={"model": "fast", "input": 5}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["param"] == "input"
