@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 
-from aiogw.adapters._base import Adapter, Call, Target, new_completion_id
+from aiogw.adapters._base import Adapter, Call, Target, content_text, new_completion_id
 from aiogw.errors import (
     AllAttemptsFailed,
     GatewayError,
@@ -29,13 +29,19 @@ from aiogw.errors import (
     UpstreamTimeout,
 )
 from aiogw.runtime import ModelRoute, Runtime
-from aiogw.streaming.encode import ChunkEncoder, error_event
+from aiogw.streaming.encode import ChunkEncoder, error_event, estimate_tokens
 from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
 from aiogw.types import CompletionUsage, EmbeddingRequest, FinishReason, ParsedChat, Reply
 
 
 Decode = Callable[[bytes, Target], Reply]
+
+
+def prompt_tokens_estimate(parsed: ParsedChat) -> int:
+    """A rough prompt size from the request's text, for when a provider reports no usage."""
+    chars = sum(len(content_text(getattr(m, "content", None))) for m in parsed.req.messages)
+    return estimate_tokens(chars)
 
 
 def _give_up(route: ModelRoute, failures: list[UpstreamError], refusals: list[InvalidRequest]) -> GatewayError:
@@ -310,6 +316,7 @@ class Dispatcher:
             created=int(time.time()),
             model=target.model,
             include_usage=parsed.req.wants_usage,
+            prompt_estimate=prompt_tokens_estimate(parsed),
         )
         return TranslatingRelay(decoder, encoder, target=target.id)
 

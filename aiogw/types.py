@@ -229,6 +229,8 @@ class CompletionUsage(Wire, kw_only=True):
     total_tokens: int = 0
     prompt_tokens_details: PromptTokensDetails | None | UnsetType = UNSET
     completion_tokens_details: CompletionTokensDetails | None | UnsetType = UNSET
+    # Extension: true when the provider reported no usage and the gateway estimated it.
+    estimated: bool | UnsetType = UNSET
 
     @property
     def cached_tokens(self) -> int:

@@ -22,6 +22,11 @@ from aiogw.types import (
 )
 
 DONE = b"data: [DONE]\n\n"
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text; only used for estimates
+
+
+def estimate_tokens(chars: int) -> int:
+    return max(1, -(-chars // CHARS_PER_TOKEN)) if chars else 0
 _encode_into = msgspec.json.Encoder().encode_into
 _encode = msgspec.json.Encoder().encode
 
@@ -41,14 +46,18 @@ class ChunkEncoder:
     __slots__ = (
         "_finished",
         "_include_usage",
+        "_out_chars",
         "_prefix",
+        "_prompt_estimate",
         "_started",
         "_tools_used",
         "finish_reasons",
         "usage",
     )
 
-    def __init__(self, *, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, *, completion_id: str, created: int, model: str, include_usage: bool, prompt_estimate: int = 0
+    ) -> None:
         # Everything before the choice index is the same in every chunk of the stream.
         head = orjson.dumps(
             {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -60,6 +69,8 @@ class ChunkEncoder:
         self._finished: set[int] = set()
         self.finish_reasons: dict[int, FinishReason] = {}
         self.usage: CompletionUsage | None = None
+        self._prompt_estimate = prompt_estimate
+        self._out_chars = 0  # for the estimate when the provider reports no usage
 
     def _chunk(self, buf: bytearray, choice: int, delta: ChoiceDelta, finish: bytes, logprobs: bytes) -> None:
         if choice not in self._started:
@@ -96,14 +107,17 @@ class ChunkEncoder:
             if d.tool_index is not None:
                 self._tools_used.add(c)
                 fn = ToolCallDeltaFunction(arguments=d.tool_args or "")
+                self._out_chars += len(d.tool_args or "")
                 tc = ToolCallDelta(index=d.tool_index, function=fn)
                 if d.tool_id is not None:
                     tc.id, tc.type, fn.name = d.tool_id, "function", d.tool_name or ""
                 self._chunk(buf, c, ChoiceDelta(tool_calls=[tc]), b"null", b"null")
             elif d.content is not None:
+                self._out_chars += len(d.content)
                 lp = bytes(d.logprobs) if d.logprobs is not None else b"null"
                 self._chunk(buf, c, ChoiceDelta(content=d.content), b"null", lp)
             elif d.reasoning is not None:
+                self._out_chars += len(d.reasoning)
                 self._chunk(buf, c, ChoiceDelta(reasoning_content=d.reasoning), b"null", b"null")
             elif d.refusal is not None:
                 self._chunk(buf, c, ChoiceDelta(refusal=d.refusal), b"null", b"null")
@@ -119,8 +133,16 @@ class ChunkEncoder:
         buf = bytearray()
         for c in sorted(self._started - self._finished) or ([0] if not self._finished else []):
             self._finish(buf, c, "tool_calls" if c in self._tools_used else "stop")
+        if self.usage is None:  # the provider gave none: estimate, and say so
+            out = estimate_tokens(self._out_chars)
+            self.usage = CompletionUsage(
+                prompt_tokens=self._prompt_estimate,
+                completion_tokens=out,
+                total_tokens=self._prompt_estimate + out,
+                estimated=True,
+            )
         if self._include_usage:
-            usage = _encode(self.usage or CompletionUsage())
+            usage = _encode(self.usage)
             buf += b"data: " + self._prefix[: self._prefix.rindex(b'"choices"')]
             buf += b'"choices":[],"usage":' + usage + b"}\n\n"
         buf += DONE

@@ -138,3 +138,16 @@ def test_content_before_an_error_event_in_the_same_read_is_kept(kind):
     out = relay.feed(SSEParser().feed(raw))
     assert b'"content":"Hi"' in out
     assert relay.failed is not None and "boom" in relay.failed.message
+
+
+def test_usage_is_estimated_and_marked_when_the_provider_gives_none():
+    raw = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello there, world"},"finish_reason":null}]}\n\n'
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    dec = openai_adapter.StreamDecoder(TARGET)
+    enc = ChunkEncoder(completion_id="c", created=1, model="m", include_usage=True, prompt_estimate=7)
+    out = run(TranslatingRelay(dec, enc, target=TARGET.id), raw, 0)
+    usage = chunks(out)[-1]["usage"]
+    assert usage == {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12, "estimated": True}
