@@ -15,7 +15,7 @@ import msgspec
 
 from aiogw.adapters import _base as base
 from aiogw.errors import UpstreamError, UpstreamStatusError
-from aiogw.types import CompletionUsage, Delta, FinishReason, ParsedChat, Reply
+from aiogw.types import ChatRequest, CompletionUsage, Delta, EmbeddingRequest, FinishReason, ParsedChat, Reply
 
 NAME = "openai"
 
@@ -254,6 +254,76 @@ class StreamDecoder:
         return out
 
 
+# --- embeddings -------------------------------------------------------------------------
+
+
+def build_embeddings_call(req: EmbeddingRequest, target: base.Target) -> base.Call:
+    body = msgspec.structs.replace(req, model=target.model)
+    return base.Call(url=f"{target.base_url}/embeddings", headers=base.bearer_headers(target), body=_encode(body))
+
+
+def decode_embeddings(body: bytes, target: base.Target) -> bytes:
+    """The upstream's list body is already OpenAI's: checked for shape, forwarded as is."""
+    try:
+        _check_embeddings(body)
+    except msgspec.MsgspecError as exc:
+        raise base.protocol_error(target, f"not an embeddings list: {exc}") from None
+    return body
+
+
+class _EmbeddingsView(msgspec.Struct):
+    data: list[msgspec.Raw]
+
+
+_check_embeddings = msgspec.json.Decoder(_EmbeddingsView).decode
+
+
+# --- rate limits --------------------------------------------------------------------------
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def duration_s(text: str | None) -> float | None:
+    """OpenAI's reset headers are Go durations ("6m0s", "1.5s", "20ms"); bare numbers are seconds."""
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _GO_DURATION.findall(text)
+    if not parts:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
+    """`x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (OpenAI, DeepSeek, Groq…)."""
+    if "x-ratelimit-remaining-requests" not in headers and "x-ratelimit-remaining-tokens" not in headers:
+        return None
+    return base.RateLimitInfo(
+        limit_requests=_int(headers.get("x-ratelimit-limit-requests")),
+        remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
+        reset_requests_s=duration_s(headers.get("x-ratelimit-reset-requests")),
+        limit_tokens=_int(headers.get("x-ratelimit-limit-tokens")),
+        remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
+        reset_tokens_s=duration_s(headers.get("x-ratelimit-reset-tokens")),
+    )
+
+
+# Every field is forwarded as sent (OpenAI is the canonical API; compatible servers get the
+# same body and answer for themselves).
+PARAMS = base.ParamMap(translated=frozenset(ChatRequest.__struct_fields__))
+
+
 def openai_like(
     name: str,
     default_base_url: str,
@@ -273,6 +343,10 @@ def openai_like(
         passthrough_stream=passthrough_stream,
         requires_base_url=requires_base_url,
         requires_api_key=requires_api_key,
+        build_embeddings_call=build_embeddings_call,
+        decode_embeddings=decode_embeddings,
+        params=PARAMS,
+        rate_limits=rate_limits,
     )
 
 

@@ -75,3 +75,29 @@ def test_retry_after_is_read_for_rate_limits():
 def test_non_json_200_body_is_a_protocol_error():
     with pytest.raises(UpstreamProtocolError):
         openai.decode_response(b"<html>", TARGET)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("6m0s", 360.0), ("1s", 1.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("2", 2.0), ("soon", None), ("", None)],
+)
+def test_reset_headers_are_go_durations(text, seconds):
+    assert openai.duration_s(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_rate_limit_headers_in_one_shape():
+    info = openai.rate_limits(
+        {
+            "x-ratelimit-limit-requests": "60",
+            "x-ratelimit-remaining-requests": "59",
+            "x-ratelimit-reset-requests": "1s",
+            "x-ratelimit-limit-tokens": "150000",
+            "x-ratelimit-remaining-tokens": "149984",
+            "x-ratelimit-reset-tokens": "6m0s",
+        }
+    )
+    assert info == openai.base.RateLimitInfo(
+        limit_requests=60, remaining_requests=59, reset_requests_s=1.0,
+        limit_tokens=150000, remaining_tokens=149984, reset_tokens_s=360.0,
+    )
+    assert openai.rate_limits({"content-type": "application/json"}) is None
