@@ -212,6 +212,10 @@ class Simulator:
     def __init__(self, runner: web.AppRunner, app: web.Application, url: str) -> None:
         self._runner, self._app, self.url = runner, app, url
 
+    def root(self, account: str = "default") -> str:
+        """An account's root, for providers whose SDK base URL has no version (Anthropic, Gemini)."""
+        return self.url if account == "default" else f"{self.url}/{account}"
+
     def base_url(self, account: str = "default") -> str:
         """The OpenAI base URL of an account (ends in /v1)."""
         return f"{self.url}/v1" if account == "default" else f"{self.url}/{account}/v1"
