@@ -136,18 +136,65 @@ class TargetConfig(Strict, kw_only=True):
     max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
 
 
-Strategy = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy", "adaptive"]
+Strategy = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy"]
+Ratio = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=1)]
+
+
+class BreakerConfig(Strict, kw_only=True):
+    """Circuit breaker (DESIGN.md defaults): open above `error_rate` over at least
+    `min_calls` calls in the 60 s window, or after `consecutive_failures`; stay open
+    `open_s`; then `half_open_probes` probes at a time; close after `close_after` successes."""
+
+    error_rate: Ratio = 0.05
+    min_calls: Count = 20
+    consecutive_failures: Count = 5
+    open_s: Seconds = 30.0
+    half_open_probes: Count = 1
+    close_after: Count = 3
+
+
+class RetryConfig(Strict, kw_only=True):
+    """After every target of the plan failed with a retryable error: walk the plan again up
+    to `max_rounds` times, after exponential backoff with full jitter (or the provider's
+    `retry-after` when it fits the deadline), while the retry budget allows: extra rounds
+    may add at most `budget_ratio` of the recent request rate, plus `budget_min_per_s`."""
+
+    max_rounds: Annotated[int, Meta(ge=0, le=10)] = 1
+    backoff_base_ms: Annotated[float, Meta(ge=0)] = 100.0
+    backoff_max_ms: Annotated[float, Meta(ge=0)] = 2000.0
+    budget_ratio: Ratio = 0.2
+    budget_min_per_s: Annotated[float, Meta(ge=0)] = 2.0
+
+
+class HedgeConfig(Strict, kw_only=True):
+    """Start the next target when the current one has produced no first token within
+    `delay_ms` (a number, or "p95": the target's recent p95 time to first token)."""
+
+    delay_ms: Annotated[float, Meta(gt=0)] | Literal["p95"]
+    max_parallel: Annotated[int, Meta(ge=2, le=4)] = 2
+
+
+class RoutingConfig(Strict, kw_only=True):
+    """Defaults for every model group; a group may override each section."""
+
+    breaker: BreakerConfig = BreakerConfig()
+    retry: RetryConfig = RetryConfig()
 
 
 class ModelGroup(Strict, kw_only=True):
     name: str
     strategy: Strategy = "priority"
     targets: Annotated[list[TargetConfig], Meta(min_length=1)]
+    breaker: BreakerConfig | None = None
+    retry: RetryConfig | None = None
+    hedge: HedgeConfig | None = None
 
 
 class Config(Strict, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    routing: RoutingConfig = RoutingConfig()
     providers: dict[str, AccountConfig] = {}
     models: list[ModelGroup] = []
 

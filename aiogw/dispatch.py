@@ -1,9 +1,11 @@
-"""The attempt loop: call each target of a plan in turn until one answers, within timeouts.
+"""The attempt loop: walk the router's plan until a target answers, within timeouts, limits,
+the request deadline and the retry budget; record every attempt in health and the ledger.
 
 The only user of the upstream ClientSession, and the one place where aiohttp and asyncio
 exceptions become `UpstreamError`s. Before the first byte reaches the client a failed
 attempt fails over to the next target; after it (the commit point) the stream ends with an
-OpenAI-shaped error event and `data: [DONE]`.
+OpenAI-shaped error event and `data: [DONE]`. With hedging, a second target starts when the
+first is slow to its first token, and the first to produce one wins.
 """
 
 from __future__ import annotations
@@ -11,55 +13,79 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiohttp
 
+from aiogw import health as health_mod
 from aiogw.adapters._base import Adapter, Call, Target, content_text, new_completion_id
+from aiogw.config import HedgeConfig, RetryConfig
+from aiogw.cost import Ledger, cost_usd, format_usd, price_of
 from aiogw.errors import (
     AllAttemptsFailed,
+    FailureClass,
     GatewayError,
+    GatewayRateLimited,
     InvalidRequest,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from aiogw.health import HealthStore, LocalHealth
+from aiogw.limits import LimitExceeded, Limiter, Reservation
+from aiogw.retry import RetryBudget, backoff_s
+from aiogw.router import Router
 from aiogw.runtime import ModelRoute, Runtime
 from aiogw.streaming.encode import ChunkEncoder, error_event, estimate_tokens
 from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
+from aiogw.telemetry.logs import get_logger
 from aiogw.types import CompletionUsage, EmbeddingRequest, FinishReason, ParsedChat, Reply
 
+log = get_logger("aiogw.dispatch")
 
+T = TypeVar("T")
 Decode = Callable[[bytes, Target], Reply]
+
+# Output tokens reserved against `tpm` when the request sets no cap.
+DEFAULT_OUTPUT_RESERVATION = 512
 
 
 def prompt_tokens_estimate(parsed: ParsedChat) -> int:
-    """A rough prompt size from the request's text, for when a provider reports no usage."""
+    """A rough prompt size from the request's text, for limits, routing and missing usage."""
     chars = sum(len(content_text(getattr(m, "content", None))) for m in parsed.req.messages)
     return estimate_tokens(chars)
 
 
-def _give_up(route: ModelRoute, failures: list[UpstreamError], refusals: list[InvalidRequest]) -> GatewayError:
-    """The error after a plan ran out: the request's own fault if no target could take it."""
-    if refusals and not failures:
-        return refusals[0]
-    return AllAttemptsFailed(tuple(failures), model=route.name)
+def _embedding_tokens_estimate(req: EmbeddingRequest) -> int:
+    inp = req.input
+    if isinstance(inp, str):
+        return estimate_tokens(len(inp))
+    return sum(estimate_tokens(len(x)) if isinstance(x, str) else (len(x) if isinstance(x, list) else 1) for x in inp)
 
 
 class ClientDisconnected(Exception):  # noqa: N818 - an event, not a failure
     """The client went away while we were writing to it."""
 
 
+class _LostRace(Exception):  # noqa: N818 - an event, not a failure
+    """A hedged attempt produced its first token after another attempt had won."""
+
+
+class _FailedAfterCommit(Exception):  # noqa: N818 - carries the attempt's error past the loop
+    def __init__(self, error: UpstreamError) -> None:
+        self.error = error
+
+
 @dataclass(slots=True)
 class AttemptRecord:
     target: str
     latency_ms: float
-    failure: str | None = None  # FailureClass value, None on success
+    failure: str | None = None  # FailureClass value (or a skip reason), None on success
     error: str | None = None
 
 
@@ -76,10 +102,29 @@ class Outcome:
     stream_error: UpstreamError | None = None  # failure after the commit point
     client_closed: bool = False  # the client left before the end (never the target's fault)
     notes: list[str] = field(default_factory=list)  # from adapters: dropped parameters etc.
+    cost_usd: float | None = None
+    tags: str = ""
 
     @property
     def attempts_header(self) -> str:
-        return str(len(self.attempts))
+        return str(sum(1 for a in self.attempts if a.failure not in _NOT_SENT))
+
+
+# Attempt records of targets that were never called (skipped before any request left).
+_NOT_SENT = frozenset({"unsupported", "rate_limited", "context_window"})
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Per-request routing control from `x-aiogw-*` headers."""
+
+    deadline: float | None = None  # event-loop time by which the whole request must end
+    strategy: str | None = None
+    fallbacks: tuple[ModelRoute, ...] = ()
+    tags: str = ""
+
+
+NO_CONTROL = Control()
 
 
 class StreamSink(Protocol):
@@ -93,14 +138,37 @@ class StreamSink(Protocol):
     async def write(self, data: bytes) -> None: ...
 
 
+class _Gate:
+    """Who may commit a response: the first attempt to get there; the others are cancelled."""
+
+    __slots__ = ("owner", "tasks")
+
+    def __init__(self) -> None:
+        self.owner: object | None = None
+        self.tasks: set[asyncio.Task[object]] = set()
+
+    def claim(self) -> None:
+        me = asyncio.current_task()
+        if self.owner is not None and self.owner is not me:
+            raise _LostRace
+        self.owner = me
+        for t in self.tasks:
+            if t is not me:
+                t.cancel()
+
+
 @contextmanager
-def upstream_errors(target: Target, phase: list[str]) -> Iterator[None]:
+def upstream_errors(target: Target, phase: list[str], deadline: float | None = None) -> Iterator[None]:
     """Map foreign exceptions of one upstream attempt to `UpstreamError`s (one boundary)."""
     try:
         yield
-    except (UpstreamError, ClientDisconnected):
+    except (UpstreamError, ClientDisconnected, _LostRace):
         raise
     except TimeoutError as exc:
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.001:
+            raise UpstreamTimeout(
+                "the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target=target.id
+            ) from None
         # aiohttp's connect timeout is a TimeoutError too; ours carry the phase.
         p = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else phase[0]
         limit = {
@@ -130,11 +198,46 @@ def upstream_errors(target: Target, phase: list[str]) -> Iterator[None]:
         raise UpstreamConnectError(f"{type(exc).__name__}: {exc}", target=target.id) from None
 
 
+# One attempt at one target: (target, adapter, gate) -> result. Raises InvalidRequest when
+# the target cannot honour the request (before anything is sent), UpstreamError on failure.
+Attempt = Callable[[Target, Adapter, _Gate], Awaitable[T]]
+
+
+@dataclass(slots=True)
+class _Walk:
+    """The mutable state of one request's walk through its plan."""
+
+    route: ModelRoute
+    control: Control
+    outcome: Outcome
+    tokens: int  # reserved against tpm
+    prompt_tokens: int
+    max_output: int | None
+    failures: list[UpstreamError] = field(default_factory=list)
+    refusals: list[InvalidRequest] = field(default_factory=list)
+    limited: list[LimitExceeded] = field(default_factory=list)
+
+
 class Dispatcher:
-    def __init__(self, session: aiohttp.ClientSession, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        runtime: Runtime,
+        *,
+        health: HealthStore | None = None,
+        limiter: Limiter | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self._session = session
         self._runtime = runtime
+        self.health: HealthStore = health or LocalHealth(
+            runtime.breaker_default, runtime.breaker_policies
+        )
+        self.limiter = limiter or Limiter()
+        self.ledger = ledger or Ledger()
+        self.router = Router(self.health)
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._budgets: dict[str, RetryBudget] = {}
 
     def _client_timeout(self, target: Target) -> aiohttp.ClientTimeout:
         # Only the TCP connect is bounded here: first-token and total deadlines are
@@ -146,19 +249,232 @@ class Dispatcher:
             )
         return t
 
-    def plan(self, route: ModelRoute) -> tuple[Target, ...]:
-        return route.targets
+    # --- the walk -----------------------------------------------------------------------
+
+    async def _walk(self, w: _Walk, attempt: Attempt[T]) -> T:
+        route, control, outcome = w.route, w.control, w.outcome
+        loop = asyncio.get_running_loop()
+        policy = route.retry
+        budget = self._budgets.get(route.name)
+        if budget is None:
+            budget = self._budgets[route.name] = RetryBudget(policy.budget_ratio, policy.budget_min_per_s, loop.time())
+        budget.on_request(loop.time())
+        rounds = 0
+        while True:
+            plan = self.router.plan(
+                route,
+                now=health_mod.now(),
+                strategy=control.strategy,
+                fallbacks=control.fallbacks,
+                prompt_tokens=w.prompt_tokens,
+                max_output_tokens=w.max_output,
+            )
+            if rounds == 0:
+                for skip in plan.skipped:
+                    outcome.attempts.append(AttemptRecord(skip.target, 0.0, "context_window", skip.reason))
+            found, result = await self._run_plan(w, plan.targets, attempt)
+            if found:
+                return result  # type: ignore[return-value]
+            retryable = [f for f in w.failures if f.may_fail_over and f.failure_class is not FailureClass.CREDENTIAL]
+            if not retryable or rounds >= policy.max_rounds:
+                break
+            pause = self._retry_pause(policy, rounds, retryable)
+            if pause > policy.backoff_max_ms / 1000:
+                break  # a provider asking for a long pause: tell the client (retry-after) instead
+            if control.deadline is not None and loop.time() + pause >= control.deadline:
+                break
+            if not budget.try_spend(loop.time()):
+                outcome.notes.append("retry budget exhausted: no further rounds")
+                break
+            rounds += 1
+            await asyncio.sleep(pause)
+        raise self._give_up(w)
+
+    @staticmethod
+    def _retry_pause(policy: RetryConfig, rounds: int, failures: list[UpstreamError]) -> float:
+        hinted = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+        if hinted:  # the provider said when: wait that long (and no shorter)
+            return max(min(hinted), backoff_s(policy, rounds))
+        return backoff_s(policy, rounds)
+
+    def _give_up(self, w: _Walk) -> GatewayError:
+        if self._deadline_passed(w) and not any(
+            isinstance(f, UpstreamTimeout) and f.phase == "deadline" for f in w.failures
+        ):
+            w.failures.append(
+                UpstreamTimeout("the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target="")
+            )
+        if w.refusals and not w.failures and not w.limited:
+            return w.refusals[0]  # no target could take the request as asked
+        if w.limited and not w.failures:
+            wait = min(x.retry_after_s for x in w.limited)
+            reasons = ", ".join(sorted({f"{x.target_id} ({x.reason})" for x in w.limited}))
+            return GatewayRateLimited(
+                f"Every target of model '{w.route.name}' is at its rate limit: {reasons}. Retry after {wait:.1f} s.",
+                retry_after_s=max(1.0, wait),
+            )
+        skipped = tuple(f"{x.target_id}: skipped, at its {x.reason} limit" for x in w.limited)
+        return AllAttemptsFailed(tuple(w.failures), model=w.route.name, skipped=skipped)
+
+    async def _run_plan(self, w: _Walk, targets: list[Target], attempt: Attempt[T]) -> tuple[bool, T | None]:
+        """Try the plan's targets in order (hedged when configured); (True, result) on success."""
+        pending = list(targets)
+        hedge = w.route.hedge
+        gate = _Gate()
+        if hedge is None:
+            while pending:
+                if self._deadline_passed(w):
+                    return False, None
+                task_args = self._prepare(w, pending.pop(0))
+                if task_args is None:
+                    continue
+                try:
+                    return True, await self._attempt(w, gate, attempt, *task_args)
+                except _AttemptFailed:
+                    continue
+            return False, None
+        return await self._run_hedged(w, pending, attempt, hedge, gate)
+
+    async def _run_hedged(
+        self, w: _Walk, pending: list[Target], attempt: Attempt[T], hedge: HedgeConfig, gate: _Gate
+    ) -> tuple[bool, T | None]:
+        running: dict[asyncio.Task[T], Target] = {}
+
+        def launch() -> bool:
+            while pending:
+                prepared = self._prepare(w, pending.pop(0))
+                if prepared is not None:
+                    task = asyncio.ensure_future(self._attempt(w, gate, attempt, *prepared))
+                    gate.tasks.add(task)  # type: ignore[arg-type]
+                    running[task] = prepared[0]
+                    return True
+            return False
+
+        try:
+            while True:
+                if not running and (self._deadline_passed(w) or not launch()):
+                    return False, None
+                delay = None
+                if pending and gate.owner is None and len(running) < hedge.max_parallel:
+                    delay = self._hedge_delay(hedge, next(iter(running.values())))
+                done, _ = await asyncio.wait(running, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # no first token in time: start the next target beside it
+                    if launch():
+                        w.outcome.notes.append(f"hedged: started {list(running.values())[-1].id}")
+                    continue
+                for task in done:
+                    running.pop(task)
+                    gate.tasks.discard(task)  # type: ignore[arg-type]
+                    if task.cancelled():
+                        continue
+                    exc = task.exception()
+                    if exc is None:
+                        return True, task.result()
+                    if isinstance(exc, _AttemptFailed | _LostRace):
+                        continue
+                    raise exc
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def _hedge_delay(self, hedge: HedgeConfig, target: Target) -> float:
+        if hedge.delay_ms == "p95":
+            p95 = self.health.get(target.id).stats(health_mod.now()).ttft_p95_ms
+            return (p95 or 1000.0) / 1000
+        return hedge.delay_ms / 1000
+
+    @staticmethod
+    def _deadline_passed(w: _Walk) -> bool:
+        d = w.control.deadline
+        return d is not None and asyncio.get_running_loop().time() >= d
+
+    def _prepare(self, w: _Walk, target: Target) -> tuple[Target, Adapter, Reservation] | None:
+        """Reserve rate-limit capacity for an attempt, or record why the target is skipped."""
+        try:
+            reservation = self.limiter.acquire(target, w.tokens, health_mod.now())
+        except LimitExceeded as exc:
+            w.limited.append(exc)
+            w.outcome.attempts.append(
+                AttemptRecord(target.id, 0.0, "rate_limited", f"at its {exc.reason} limit (local)")
+            )
+            return None
+        return target, self._runtime.adapter(target), reservation
+
+    async def _attempt(
+        self, w: _Walk, gate: _Gate, attempt: Attempt[T], target: Target, adapter: Adapter, reservation: Reservation
+    ) -> T:
+        """One attempt with its bookkeeping: health, limits, the attempt record."""
+        outcome = w.outcome
+        h = self.health.get(target.id)
+        probe = h.begin(health_mod.now())
+        started = time.perf_counter()
+        failure: FailureClass | None = None
+        message: str | None = None
+        counted = True
+        record: str | None = None
+        try:
+            return await attempt(target, adapter, gate)
+        except InvalidRequest as exc:  # this target cannot honour the request as asked
+            counted, record, message = False, "unsupported", exc.message
+            w.refusals.append(exc)
+            raise _AttemptFailed from None
+        except _FailedAfterCommit as exc:
+            failure, message = exc.error.failure_class, exc.error.message
+            outcome.stream_error = exc.error
+            raise
+        except UpstreamError as exc:
+            failure, message = exc.failure_class, exc.message
+            if exc.failure_class is FailureClass.CREDENTIAL:
+                log.error("target.misconfigured", target=target.id, error=exc.message)
+            if gate.owner is not None or not exc.may_fail_over:
+                raise  # the caller's own fault (returned as is), or past a hedge's commit
+            w.failures.append(exc)
+            raise _AttemptFailed from None
+        except _LostRace:
+            counted, record = False, "hedge_lost"
+            raise
+        except (asyncio.CancelledError, ClientDisconnected):
+            counted = False
+            record = "hedge_lost" if gate.owner is not None and gate.owner is not asyncio.current_task() else "client_closed"
+            raise
+        finally:
+            latency_ms = (time.perf_counter() - started) * 1000
+            now = health_mod.now()
+            mine = failure is None and counted and record is None
+            ttft = outcome.ttft_ms if mine else None
+            h.end(now, probe=probe, failure=failure, latency_ms=latency_ms, ttft_ms=ttft, error=message, counted=counted)
+            usage = outcome.usage if mine and outcome.target is target else None
+            self.limiter.release(reservation, usage.total_tokens if usage else None, now)
+            if record is None and failure is not None:
+                record = failure.value
+            outcome.attempts.append(AttemptRecord(target.id, latency_ms, record, message))
 
     # --- non-streaming ------------------------------------------------------------------
 
-    async def complete(self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome) -> Reply:
-        def prepare(target: Target, adapter: Adapter) -> tuple[Call, Decode]:
-            return adapter.build_call(parsed, target), adapter.decode_response
+    async def complete(
+        self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, control: Control = NO_CONTROL
+    ) -> Reply:
+        async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
+            call = adapter.build_call(parsed, target)
+            outcome.notes.extend(call.notes)
+            reply = await self._post(call, target, adapter, adapter.decode_response, gate, control.deadline)
+            return self._won(outcome, target, reply)
 
-        return await self._unary(route, outcome, prepare)
+        reply = await self._walk(self._new_walk(route, control, outcome, parsed), attempt)
+        self._account(outcome, route, reply.usage, "chat")
+        return reply
 
-    async def embed(self, req: EmbeddingRequest, route: ModelRoute, outcome: Outcome) -> Reply:
-        def prepare(target: Target, adapter: Adapter) -> tuple[Call, Decode]:
+    @staticmethod
+    def _won(outcome: Outcome, target: Target, reply: Reply) -> Reply:
+        outcome.target, outcome.model, outcome.usage = target, reply.model or target.model, reply.usage
+        return reply
+
+    async def embed(
+        self, req: EmbeddingRequest, route: ModelRoute, outcome: Outcome, control: Control = NO_CONTROL
+    ) -> Reply:
+        async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
             build, decode = adapter.build_embeddings_call, adapter.decode_embeddings
             if build is None or decode is None:
                 raise InvalidRequest(
@@ -166,170 +482,183 @@ class Dispatcher:
                     code="unsupported_model",
                     param="model",
                 )
-            return build(req, target), lambda body, t: Reply(body=decode(body, t), model=t.model)
 
-        return await self._unary(route, outcome, prepare)
+            def decode_reply(body: bytes, t: Target) -> Reply:
+                return Reply(body=decode(body, t), model=t.model)
 
-    async def _unary(
-        self, route: ModelRoute, outcome: Outcome, prepare: Callable[[Target, Adapter], tuple[Call, Decode]]
+            reply = await self._post(build(req, target), target, adapter, decode_reply, gate, control.deadline)
+            return self._won(outcome, target, reply)
+
+        tokens = _embedding_tokens_estimate(req)
+        walk = _Walk(route, control, outcome, tokens=tokens, prompt_tokens=tokens, max_output=None)
+        reply = await self._walk(walk, attempt)
+        self._account(outcome, route, reply.usage, "embeddings")
+        return reply
+
+    def _new_walk(self, route: ModelRoute, control: Control, outcome: Outcome, parsed: ParsedChat) -> _Walk:
+        prompt = prompt_tokens_estimate(parsed)
+        cap = parsed.req.output_cap
+        outcome.tags = control.tags
+        return _Walk(
+            route, control, outcome, tokens=prompt + (cap or DEFAULT_OUTPUT_RESERVATION), prompt_tokens=prompt, max_output=cap
+        )
+
+    def _account(self, outcome: Outcome, route: ModelRoute, usage: CompletionUsage | None, task: str) -> None:
+        target = outcome.target
+        if target is None:
+            return
+        if usage is not None:
+            price = price_of(target)
+            if price is not None:
+                outcome.cost_usd = cost_usd(usage, price)
+        self.ledger.add(
+            model=route.name,
+            provider=target.provider,
+            upstream_model=outcome.model or target.model,
+            task=task,
+            tags=outcome.tags,
+            usage=usage,
+            cost=outcome.cost_usd,
+        )
+
+    def _observe_limits(self, target: Target, adapter: Adapter, headers: aiohttp.typedefs.LooseHeaders) -> None:
+        if adapter.rate_limits is not None:
+            info = adapter.rate_limits(headers)  # type: ignore[arg-type]
+            if info is not None:
+                self.limiter.observe(target, info, health_mod.now())
+
+    async def _post(
+        self, call: Call, target: Target, adapter: Adapter, decode: Decode, gate: _Gate, deadline: float | None
     ) -> Reply:
-        failures: list[UpstreamError] = []
-        refusals: list[InvalidRequest] = []
-        for target in self.plan(route):
-            adapter = self._runtime.adapter(target)
-            try:
-                call, decode = prepare(target, adapter)
-            except InvalidRequest as exc:  # this target cannot honour the request as asked
-                refusals.append(exc)
-                outcome.attempts.append(AttemptRecord(target.id, 0.0, "unsupported", exc.message))
-                continue
-            outcome.notes.extend(call.notes)
-            started = time.perf_counter()
-            try:
-                reply = await self._post(call, target, adapter, decode)
-            except UpstreamError as exc:
-                self._record(outcome, target, started, exc)
-                if not exc.may_fail_over:
-                    raise
-                failures.append(exc)
-                continue
-            self._record(outcome, target, started, None)
-            outcome.target, outcome.model, outcome.usage = target, reply.model, reply.usage
-            return reply
-        raise _give_up(route, failures, refusals)
-
-    async def _post(self, call: Call, target: Target, adapter: Adapter, decode: Decode) -> Reply:
         phase = ["total"]
-        with upstream_errors(target, phase):
+        loop = asyncio.get_running_loop()
+        end = loop.time() + target.total_timeout_s
+        if deadline is not None:
+            end = min(end, deadline)
+        with upstream_errors(target, phase, deadline):
             async with (
-                asyncio.timeout(target.total_timeout_s),
+                asyncio.timeout_at(end),
                 self._session.post(
                     call.url, data=call.body, headers=call.headers, timeout=self._client_timeout(target)
                 ) as resp,
             ):
                 body = await resp.read()
+                self._observe_limits(target, adapter, resp.headers)
                 if resp.status >= 300:
                     raise adapter.decode_error(resp.status, resp.headers, body, target)
-                return decode(body, target)
+                reply = decode(body, target)
+        gate.claim()
+        return reply
 
     # --- streaming ----------------------------------------------------------------------
 
-    async def stream(self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, sink: StreamSink) -> None:
+    async def stream(
+        self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, sink: StreamSink, control: Control = NO_CONTROL
+    ) -> None:
         """Stream one completion into `sink`; raises before the commit point only."""
-        failures: list[UpstreamError] = []
-        refusals: list[InvalidRequest] = []
-        for target in self.plan(route):
-            adapter = self._runtime.adapter(target)
-            try:
-                call = adapter.build_call(parsed, target)
-            except InvalidRequest as exc:
-                refusals.append(exc)
-                outcome.attempts.append(AttemptRecord(target.id, 0.0, "unsupported", exc.message))
-                continue
+
+        async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
+            call = adapter.build_call(parsed, target)
             outcome.notes.extend(call.notes)
-            started = time.perf_counter()
-            try:
-                await self._stream_once(parsed, target, adapter, call, outcome, sink, started)
-            except ClientDisconnected:
-                outcome.client_closed = True
-                outcome.attempts.append(
-                    AttemptRecord(target.id, (time.perf_counter() - started) * 1000, "client_closed")
-                )
-                raise
-            except UpstreamError as exc:
-                self._record(outcome, target, started, exc)
-                if sink.started:  # past the commit point: end the stream, never cut it
-                    outcome.stream_error = exc
-                    await sink.write(error_event(exc))
-                    return
-                if not exc.may_fail_over:
-                    raise
-                failures.append(exc)
-                continue
-            self._record(outcome, target, started, None)
-            return
-        raise _give_up(route, failures, refusals)
+            await self._stream_once(parsed, route, target, adapter, call, outcome, sink, gate, control.deadline)
+
+        try:
+            await self._walk(self._new_walk(route, control, outcome, parsed), attempt)
+        except _FailedAfterCommit:
+            pass  # already ended with an error event; the attempt is recorded
 
     async def _stream_once(
         self,
         parsed: ParsedChat,
+        route: ModelRoute,
         target: Target,
         adapter: Adapter,
         call: Call,
         outcome: Outcome,
         sink: StreamSink,
-        started: float,
+        gate: _Gate,
+        deadline: float | None,
     ) -> None:
-        relay = self._relay(parsed, target, adapter)
+        started = time.perf_counter()
+        relay = self._relay(parsed, target, adapter, route)
         parser = SSEParser()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + target.total_timeout_s
+        end = loop.time() + target.total_timeout_s
+        if deadline is not None:
+            end = min(end, deadline)
         first = target.first_token_timeout_s
         phase = ["first_token" if first else "total"]
-        with upstream_errors(target, phase):
-            async with (
-                asyncio.timeout_at(min(deadline, loop.time() + first) if first else deadline) as tmo,
-                self._session.post(
-                    call.url, data=call.body, headers=call.headers, timeout=self._client_timeout(target)
-                ) as resp,
-            ):
-                if resp.status >= 300:
-                    raise adapter.decode_error(resp.status, resp.headers, await resp.read(), target)
-                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
-                    body = await resp.read()
-                    # A JSON error with status 200 is still an error; anything else is unreadable.
-                    raise adapter.decode_error(500, resp.headers, body, target)
+        try:
+            with upstream_errors(target, phase, deadline):
+                async with (
+                    asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
+                    self._session.post(
+                        call.url, data=call.body, headers=call.headers, timeout=self._client_timeout(target)
+                    ) as resp,
+                ):
+                    self._observe_limits(target, adapter, resp.headers)
+                    if resp.status >= 300:
+                        raise adapter.decode_error(resp.status, resp.headers, await resp.read(), target)
+                    if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                        body = await resp.read()
+                        # A JSON error with status 200 is still an error; anything else is unreadable.
+                        raise adapter.decode_error(500, resp.headers, body, target)
 
-                async def commit() -> None:
-                    outcome.ttft_ms = (time.perf_counter() - started) * 1000
-                    outcome.target, outcome.model = target, target.model
-                    tmo.reschedule(deadline)
-                    phase[0] = "total"
-                    await sink.start(target)
+                    async def commit() -> None:
+                        gate.claim()
+                        outcome.ttft_ms = (time.perf_counter() - started) * 1000
+                        outcome.target, outcome.model = target, target.model
+                        tmo.reschedule(end)
+                        phase[0] = "total"
+                        await sink.start(target)
 
-                async for chunk in resp.content.iter_any():
-                    out = relay.feed(parser.feed(chunk))
-                    if relay.failed is not None:
-                        if sink.started and out:  # keep what came before the error
+                    async for chunk in resp.content.iter_any():
+                        out = relay.feed(parser.feed(chunk))
+                        if relay.failed is not None:
+                            if sink.started and out:  # keep what came before the error
+                                await sink.write(out)
+                            raise relay.failed
+                        if out:
+                            if not sink.started:
+                                await commit()
                             await sink.write(out)
+                    out = relay.feed(parser.close())
+                    if relay.failed is not None:
                         raise relay.failed
-                    if out:
-                        if not sink.started:
-                            await commit()
-                        await sink.write(out)
-                out = relay.feed(parser.close())
-                if relay.failed is not None:
-                    raise relay.failed
-                out += relay.finish()  # raises if the upstream ended without its end marker
-                if not sink.started:
-                    await commit()
-                await sink.write(out)
-        outcome.usage = relay.usage
+                    outcome.usage = relay.usage
+                    self._account(outcome, route, relay.usage, "chat")
+                    out += relay.finish()  # raises if the upstream ended without its end marker
+                    if not sink.started:
+                        await commit()
+                    await sink.write(out)
+        except UpstreamError as exc:
+            if sink.started and gate.owner is asyncio.current_task():
+                # Past the commit point: end the stream, never cut it.
+                await sink.write(error_event(exc))
+                raise _FailedAfterCommit(exc) from None
+            raise
         outcome.finish_reasons = relay.finish_reasons()
 
-    def _relay(self, parsed: ParsedChat, target: Target, adapter: Adapter) -> Relay:
+    def _relay(self, parsed: ParsedChat, target: Target, adapter: Adapter, route: ModelRoute) -> Relay:
         decoder = adapter.stream_decoder(target)
+        price = price_of(target)
+
+        def cost_field(usage: CompletionUsage) -> bytes:
+            # The cost rides in the usage chunk as an extension (OpenAI's SDK keeps extra fields).
+            return b'"cost_usd":' + format_usd(cost_usd(usage, price)).encode() if price is not None else b""
+
         if adapter.passthrough_stream:
-            return PassthroughRelay(decoder, include_usage=parsed.req.wants_usage, target=target.id)
+            return PassthroughRelay(decoder, include_usage=parsed.req.wants_usage, target=target.id, usage_extra=cost_field)
         encoder = ChunkEncoder(
             completion_id=new_completion_id(),
             created=int(time.time()),
             model=target.model,
             include_usage=parsed.req.wants_usage,
             prompt_estimate=prompt_tokens_estimate(parsed),
+            usage_extra=cost_field,
         )
         return TranslatingRelay(decoder, encoder, target=target.id)
 
-    @staticmethod
-    def _record(outcome: Outcome, target: Target, started: float, exc: UpstreamError | None) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000
-        if exc is None:
-            outcome.attempts.append(AttemptRecord(target.id, latency_ms))
-        else:
-            outcome.attempts.append(
-                AttemptRecord(target.id, latency_ms, exc.failure_class.value, exc.message)
-            )
 
-
-
-
+class _AttemptFailed(Exception):  # noqa: N818 - control flow inside the walk
+    """An attempt failed in a way that lets the walk go on (recorded already)."""

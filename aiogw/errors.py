@@ -253,8 +253,8 @@ class AllAttemptsFailed(GatewayError):
     type = "upstream_error"
     code = "all_attempts_failed"
 
-    def __init__(self, attempts: tuple[UpstreamError, ...], *, model: str) -> None:
-        causes = "; ".join(a.describe() for a in attempts) or "no target was available"
+    def __init__(self, attempts: tuple[UpstreamError, ...], *, model: str, skipped: tuple[str, ...] = ()) -> None:
+        causes = "; ".join([*(a.describe() for a in attempts), *skipped]) or "no target was available"
         super().__init__(f"model '{model}' failed on every target: {causes}")
         self.attempts = attempts
 
@@ -266,6 +266,8 @@ class AllAttemptsFailed(GatewayError):
         classes = {a.failure_class for a in self.attempts}
         if classes == {FailureClass.TIMEOUT}:
             return 504
+        if classes == {FailureClass.RATE_LIMIT}:
+            return 429
         if classes <= {FailureClass.OVERLOADED, FailureClass.RATE_LIMIT}:
             return 503
         return 502

@@ -15,7 +15,10 @@ from aiogw.config import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
     Account,
+    BreakerConfig,
     Config,
+    HedgeConfig,
+    RetryConfig,
     TargetConfig,
     Timeouts,
 )
@@ -29,6 +32,8 @@ class ModelRoute:
     name: str
     strategy: str
     targets: tuple[Target, ...]
+    retry: RetryConfig = RetryConfig()
+    hedge: HedgeConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,8 @@ class Runtime:
     config: Config
     routes: dict[str, ModelRoute]
     accounts: dict[str, Account]
+    breaker_default: BreakerConfig = BreakerConfig()
+    breaker_policies: dict[str, BreakerConfig] = field(default_factory=dict)  # per target id
     _direct: dict[str, ModelRoute] = field(default_factory=dict)  # memo of direct addressing
 
     @classmethod
@@ -48,15 +55,22 @@ class Runtime:
                 raise ConfigError(file, f"providers.{name}.base_url", "a base_url is required for this type")
             if adapter.requires_api_key and account.api_key is None:
                 raise ConfigError(file, f"providers.{name}.api_key", "an api_key is required for this type")
-        routes = {
-            g.name: ModelRoute(
-                g.name,
-                g.strategy,
-                tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets),
-            )
-            for g in config.models
-        }
-        return cls(config=config, routes=routes, accounts=dict(config.providers))
+        routing = config.routing
+        routes: dict[str, ModelRoute] = {}
+        policies: dict[str, BreakerConfig] = {}
+        for g in config.models:
+            targets = tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets)
+            routes[g.name] = ModelRoute(g.name, g.strategy, targets, retry=g.retry or routing.retry, hedge=g.hedge)
+            if g.breaker is not None:
+                for t in targets:  # a target shared by several groups keeps the first group's policy
+                    policies.setdefault(t.id, g.breaker)
+        return cls(
+            config=config,
+            routes=routes,
+            accounts=dict(config.providers),
+            breaker_default=routing.breaker,
+            breaker_policies=policies,
+        )
 
     def adapter(self, target: Target) -> Adapter:
         return REGISTRY[target.type]
@@ -74,7 +88,8 @@ class Runtime:
                 f"listed by GET /v1/models, or '<provider>/<model>' with a configured provider "
                 f"({', '.join(sorted(self.accounts)) or 'none configured'})."
             )
-        route = ModelRoute(model, "priority", (make_target(account, provider, TargetConfig(provider=provider, model=upstream_model)),))
+        target = make_target(account, provider, TargetConfig(provider=provider, model=upstream_model))
+        route = ModelRoute(model, "priority", (target,), retry=self.config.routing.retry)
         if len(self._direct) < 10_000:  # bounded: clients choose these names
             self._direct[model] = route
         return route

@@ -198,6 +198,14 @@ class ChatRequest(Wire, kw_only=True):
         return self.stream is True
 
     @property
+    def output_cap(self) -> int | None:
+        """The client's cap on output tokens, whichever field carries it."""
+        for v in (self.max_completion_tokens, self.max_tokens):
+            if isinstance(v, int):
+                return v
+        return None
+
+    @property
     def wants_usage(self) -> bool:
         """Did the client ask for the trailing usage chunk of a stream?"""
         so = self.stream_options

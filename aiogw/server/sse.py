@@ -33,7 +33,7 @@ class SSESink:
         headers["x-aiogw-provider"] = target.provider
         headers["x-aiogw-model"] = target.model
         # Headers leave with the first byte: the attempts made so far, this one included.
-        headers["x-aiogw-attempts"] = str(len(self._outcome.attempts) + 1)
+        headers["x-aiogw-attempts"] = str(int(self._outcome.attempts_header) + 1)
         resp = self.response = web.StreamResponse(status=200, headers=headers)
         try:
             await resp.prepare(self._request)

@@ -164,17 +164,23 @@ async def test_failover_to_the_next_target_before_the_first_byte(sim, make_gatew
     assert headers["x-aiogw-provider"] == "compat"
 
 
-async def test_every_target_failing_lists_each_attempt(sim, make_gateway):
+@pytest.mark.parametrize("rounds", [0, 1])
+async def test_every_target_failing_lists_each_attempt(sim, make_gateway, rounds):
     sim.set_profile("default", fault="status", fault_status=500)
     sim.set_profile("compat", fault="status", fault_status=429)
-    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
-        {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}])
+    cfg = gateway_config(
+        sim,
+        models=[{"name": "fast", "targets": [
+            {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}],
+        routing={"retry": {"max_rounds": rounds, "backoff_base_ms": 1}},
+    )
     url, _ = await make_gateway(cfg)
     status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 502
     msg = error_of(raw)["message"]
     assert "sim/sim-gpt-fast: 500" in msg and "compat/sim-llama: 429" in msg
-    assert headers["x-aiogw-attempts"] == "2"
+    assert headers["x-aiogw-attempts"] == str(2 * (rounds + 1))
+    assert sim.stats("default")["requests"] == rounds + 1
 
 
 @pytest.mark.parametrize("model", ["fast", "compat-model"])
