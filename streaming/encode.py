@@ -8,6 +8,8 @@ finishing chunk per choice (`tool_calls` when the choice called tools and upstre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import orjson
 
@@ -31,6 +33,21 @@ _encode_into = msgspec.json.Encoder().encode_into
 _encode = msgspec.json.Encoder().encode
 
 
+# Extra fields for the usage object of the final chunk (the gateway adds the cost):
+# usage -> b'"name":value' (or b"" for nothing).
+UsageExtra = Callable[[CompletionUsage], bytes]
+
+
+def with_usage_extra(usage_json: bytes, usage: CompletionUsage, extra: UsageExtra | None) -> bytes:
+    """`{"prompt_tokens":…}` -> `{"cost_usd":…,"prompt_tokens":…}`."""
+    if extra is None:
+        return usage_json
+    fields = extra(usage)
+    if not fields:
+        return usage_json
+    return b"{" + fields + (b"," + usage_json[1:] if len(usage_json) > 2 else b"}")
+
+
 def sse_data(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
@@ -51,12 +68,20 @@ class ChunkEncoder:
         "_prompt_estimate",
         "_started",
         "_tools_used",
+        "_usage_extra",
         "finish_reasons",
         "usage",
     )
 
     def __init__(
-        self, *, completion_id: str, created: int, model: str, include_usage: bool, prompt_estimate: int = 0
+        self,
+        *,
+        completion_id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        prompt_estimate: int = 0,
+        usage_extra: UsageExtra | None = None,
     ) -> None:
         # Everything before the choice index is the same in every chunk of the stream.
         head = orjson.dumps(
@@ -64,6 +89,7 @@ class ChunkEncoder:
         )
         self._prefix = head[:-1] + b',"choices":[{"index":'
         self._include_usage = include_usage
+        self._usage_extra = usage_extra
         self._started: set[int] = set()
         self._tools_used: set[int] = set()
         self._finished: set[int] = set()
@@ -142,7 +168,7 @@ class ChunkEncoder:
                 estimated=True,
             )
         if self._include_usage:
-            usage = _encode(self.usage)
+            usage = with_usage_extra(_encode(self.usage), self.usage, self._usage_extra)
             buf += b"data: " + self._prefix[: self._prefix.rindex(b'"choices"')]
             buf += b'"choices":[],"usage":' + usage + b"}\n\n"
         buf += DONE

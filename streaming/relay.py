@@ -18,7 +18,7 @@ from typing import Protocol
 import msgspec
 
 from aiogw.errors import UpstreamError, UpstreamProtocolError
-from aiogw.streaming.encode import DONE, ChunkEncoder
+from aiogw.streaming.encode import DONE, ChunkEncoder, UsageExtra, with_usage_extra
 from aiogw.streaming.sse import SSEEvent
 from aiogw.types import CompletionUsage, Delta, FinishReason
 
@@ -50,10 +50,13 @@ def _truncated(target: str) -> UpstreamProtocolError:
 
 
 class PassthroughRelay:
-    __slots__ = ("_decoder", "_finish", "_include_usage", "_target", "failed", "usage")
+    __slots__ = ("_decoder", "_finish", "_include_usage", "_target", "_usage_extra", "failed", "usage")
 
-    def __init__(self, decoder: Decoder, *, include_usage: bool, target: str) -> None:
+    def __init__(
+        self, decoder: Decoder, *, include_usage: bool, target: str, usage_extra: UsageExtra | None = None
+    ) -> None:
         self._decoder = decoder
+        self._usage_extra = usage_extra
         self._include_usage = include_usage
         self._target = target
         self._finish: list[FinishReason] = []
@@ -93,6 +96,10 @@ class PassthroughRelay:
                     continue
                 if b'"usage":null' in data:
                     data = data.replace(b',"usage":null', b"")
+            elif has_usage and self.usage is not None and self._usage_extra is not None:
+                fields = self._usage_extra(self.usage)
+                if fields:
+                    data = data.replace(b'"usage":{', b'"usage":{' + fields + b",", 1)
             out += b"data: "
             out += data
             out += b"\n\n"
