@@ -216,6 +216,8 @@ class _Walk:
     failures: list[UpstreamError] = field(default_factory=list)
     refusals: list[InvalidRequest] = field(default_factory=list)
     limited: list[LimitExceeded] = field(default_factory=list)
+    # After a provider's context-length error, only targets with a larger configured window.
+    context_floor: int | None = None
 
 
 class Dispatcher:
@@ -306,6 +308,8 @@ class Dispatcher:
             )
         if w.refusals and not w.failures and not w.limited:
             return w.refusals[0]  # no target could take the request as asked
+        if w.failures and all(f.failure_class is FailureClass.CONTEXT_LENGTH for f in w.failures):
+            return w.failures[0]  # the caller's prompt is too long for every target: a 400
         if w.limited and not w.failures:
             wait = min(x.retry_after_s for x in w.limited)
             reasons = ", ".join(sorted({f"{x.target_id} ({x.reason})" for x in w.limited}))
@@ -392,6 +396,11 @@ class Dispatcher:
 
     def _prepare(self, w: _Walk, target: Target) -> tuple[Target, Adapter, Reservation] | None:
         """Reserve rate-limit capacity for an attempt, or record why the target is skipped."""
+        if w.context_floor is not None and (target.context_window or 0) <= w.context_floor:
+            w.outcome.attempts.append(
+                AttemptRecord(target.id, 0.0, "context_window", "no larger context window than a target that refused the prompt")
+            )
+            return None
         try:
             reservation = self.limiter.acquire(target, w.tokens, health_mod.now())
         except LimitExceeded as exc:
@@ -428,6 +437,11 @@ class Dispatcher:
             failure, message = exc.failure_class, exc.message
             if exc.failure_class is FailureClass.CREDENTIAL:
                 log.error("target.misconfigured", target=target.id, error=exc.message)
+            if exc.failure_class is FailureClass.CONTEXT_LENGTH and gate.owner is None:
+                # The prompt is too long here; a target with a larger window may still take it.
+                w.context_floor = max(w.context_floor or 0, target.context_window or 0)
+                w.failures.append(exc)
+                raise _AttemptFailed from None
             if gate.owner is not None or not exc.may_fail_over:
                 raise  # the caller's own fault (returned as is), or past a hedge's commit
             w.failures.append(exc)

@@ -94,6 +94,14 @@ class Runtime:
             self._direct[model] = route
         return route
 
+    def known_target(self, target_id: str) -> Target | None:
+        """A target by id, among configured groups and direct addresses seen so far."""
+        for route in (*self.routes.values(), *self._direct.values()):
+            for t in route.targets:
+                if t.id == target_id:
+                    return t
+        return None
+
     def public_models(self) -> list[str]:
         return list(self.routes)
 

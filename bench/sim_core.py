@@ -35,6 +35,7 @@ class Profile(msgspec.Struct, kw_only=True):
     fault_count: int | None = None  # only the next N requests get the fault
     fault_after_chunks: int = 2  # drop / malformed / error_event after this many content chunks
     models: list[str] = msgspec.field(default_factory=lambda: ["sim-gpt-fast", "sim-gpt-mini"])
+    context_window: int | None = None  # prompt + max_tokens above this: a context-length error
 
 
 @dataclass

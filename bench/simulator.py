@@ -67,6 +67,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if fault == "hang":
         await asyncio.sleep(3600)  # until the client goes away (handler cancellation)
     answer = Answer(body, p)
+    requested = answer.prompt_tokens + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+    if p.context_window is not None and requested > p.context_window:
+        return json_error(
+            400,
+            message=f"This model's maximum context length is {p.context_window} tokens. However, you requested "
+            f"{requested} tokens. Please reduce the length of the messages or completion.",
+            param="messages",
+            code="context_length_exceeded",
+        )
     if body.get("stream"):
         return await _stream(request, answer, p, fault, stats)
     delay = p.ttft_ms / 1000 + (answer.completion_tokens() / p.tokens_per_s if p.tokens_per_s else 0)

@@ -8,8 +8,12 @@ import re
 import msgspec
 from aiohttp import web
 
-from aiogw.dispatch import ClientDisconnected
-from aiogw.errors import InvalidRequest, ServiceUnavailable
+from aiogw.cost import format_usd
+from aiogw.dispatch import ClientDisconnected, Control, Outcome
+from aiogw.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from aiogw.health import now as health_now
+from aiogw.router import STRATEGIES
+from aiogw.runtime import Runtime
 from aiogw.server.keys import DISPATCHER, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.server.sse import SSESink
 from aiogw.streaming.encode import error_event
@@ -54,22 +58,74 @@ def _base_headers(request: web.Request) -> dict[str, str]:
     return {"x-request-id": request[REQUEST_ID]}
 
 
+def _answer_headers(request: web.Request, outcome: Outcome, model: str | None) -> dict[str, str]:
+    headers = _base_headers(request)
+    assert outcome.target is not None
+    headers["x-aiogw-provider"] = outcome.target.provider
+    headers["x-aiogw-model"] = model or outcome.target.model
+    headers["x-aiogw-attempts"] = outcome.attempts_header
+    if outcome.cost_usd is not None:
+        headers["x-aiogw-cost-usd"] = format_usd(outcome.cost_usd)
+    return headers
+
+
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+_TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}=[A-Za-z0-9_.:/@ -]{0,128}$")
+
+
+def _bad_header(name: str, why: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid header '{name}': {why}.", code="invalid_header", param=name)
+
+
+def request_control(request: web.Request, runtime: Runtime) -> Control:
+    """The `x-aiogw-*` routing headers, validated; a bad value is a 400 naming the header."""
+    h = request.headers
+    deadline = strategy = None
+    fallbacks = ()
+    tags = ""
+    if (v := h.get("x-aiogw-timeout-ms")) is not None:
+        try:
+            ms = float(v)
+        except ValueError:
+            raise _bad_header("x-aiogw-timeout-ms", f"expected milliseconds as a number, got {v!r}") from None
+        if not 0 < ms <= MAX_TIMEOUT_MS:
+            raise _bad_header("x-aiogw-timeout-ms", f"must be between 1 and {MAX_TIMEOUT_MS}")
+        deadline = asyncio.get_running_loop().time() + ms / 1000
+    if (v := h.get("x-aiogw-strategy")) is not None:
+        strategy = v.strip()
+        if strategy not in STRATEGIES:
+            raise _bad_header("x-aiogw-strategy", f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if (v := h.get("x-aiogw-fallbacks")) is not None:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        if not names or len(names) > 8:
+            raise _bad_header("x-aiogw-fallbacks", "expected 1 to 8 comma-separated model names")
+        try:
+            fallbacks = tuple(runtime.resolve(n) for n in names)
+        except ModelNotFound as exc:
+            raise _bad_header("x-aiogw-fallbacks", exc.message) from None
+    if (v := h.get("x-aiogw-tags")) is not None:
+        pairs = [p.strip() for p in v.split(",") if p.strip()]
+        bad = [p for p in pairs if not _TAG.match(p)]
+        if bad or len(pairs) > 16:
+            raise _bad_header("x-aiogw-tags", "expected up to 16 comma-separated key=value pairs (e.g. team=search,feature=qa)")
+        tags = ",".join(sorted(pairs))
+    return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags)
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     parsed = parse_chat(body)
     request[PUBLIC_MODEL] = parsed.req.model
     request[STREAM] = parsed.req.is_stream
-    route = request.app[RUNTIME].resolve(parsed.req.model)
+    runtime = request.app[RUNTIME]
+    route = runtime.resolve(parsed.req.model)
+    control = request_control(request, runtime)
     dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
 
     if not parsed.req.is_stream:
-        reply = await dispatcher.complete(parsed, route, outcome)
-        headers = _base_headers(request)
-        assert outcome.target is not None
-        headers["x-aiogw-provider"] = outcome.target.provider
-        headers["x-aiogw-model"] = reply.model or outcome.target.model
-        headers["x-aiogw-attempts"] = outcome.attempts_header
+        reply = await dispatcher.complete(parsed, route, outcome, control)
+        headers = _answer_headers(request, outcome, reply.model)
         return web.Response(body=reply.body, content_type="application/json", headers=headers)
 
     sink = SSESink(request, _base_headers(request), outcome)
@@ -78,7 +134,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     assert task is not None
     lifecycle.streams.add(task)
     try:
-        await dispatcher.stream(parsed, route, outcome, sink)
+        await dispatcher.stream(parsed, route, outcome, sink, control)
         await sink.finish()
     except ClientDisconnected:
         outcome.client_closed = True  # nothing left to tell anyone; the log line says so
@@ -104,14 +160,11 @@ async def embeddings(request: web.Request) -> web.Response:
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
     request[PUBLIC_MODEL] = req.model
-    route = request.app[RUNTIME].resolve(req.model)
+    runtime = request.app[RUNTIME]
+    route = runtime.resolve(req.model)
     outcome = request[OUTCOME]
-    reply = await request.app[DISPATCHER].embed(req, route, outcome)
-    assert outcome.target is not None
-    headers = _base_headers(request)
-    headers["x-aiogw-provider"] = outcome.target.provider
-    headers["x-aiogw-model"] = outcome.target.model
-    headers["x-aiogw-attempts"] = outcome.attempts_header
+    reply = await request.app[DISPATCHER].embed(req, route, outcome, request_control(request, runtime))
+    headers = _answer_headers(request, outcome, None)
     return web.Response(body=reply.body, content_type="application/json", headers=headers)
 
 
@@ -119,6 +172,46 @@ async def list_models(request: web.Request) -> web.Response:
     names = request.app[RUNTIME].public_models()
     body = _encode(ModelList(data=[ModelCard(id=n) for n in names]))
     return web.Response(body=body, content_type="application/json")
+
+
+async def gateway_health(request: web.Request) -> web.Response:
+    """Every configured target (and any addressed directly since start): breaker state and
+    the sliding window's numbers, plus rate-limit headroom."""
+    runtime = request.app[RUNTIME]
+    dispatcher = request.app[DISPATCHER]
+    now = health_now()
+    targets = {t.id: t for r in runtime.routes.values() for t in r.targets}
+    for tid in dispatcher.health.all():
+        if tid not in targets and (t := runtime.known_target(tid)) is not None:
+            targets[tid] = t
+    out = []
+    for tid, t in targets.items():
+        h = dispatcher.health.get(tid)
+        state = "open" if not h.available(now) and h.state == "open" else h.state
+        s = h.stats(now)
+        out.append(
+            {
+                "id": tid,
+                "provider": t.provider,
+                "model": t.model,
+                "type": t.type,
+                "state": state,
+                "requests": s.requests,
+                "failures": s.failures,
+                "failures_by_kind": s.failures_by_kind,
+                "error_rate": s.error_rate,
+                "latency_p50_ms": s.latency_p50_ms,
+                "latency_p95_ms": s.latency_p95_ms,
+                "ttft_p50_ms": s.ttft_p50_ms,
+                "ttft_p95_ms": s.ttft_p95_ms,
+                "in_flight": h.in_flight,
+                "consecutive_failures": h.consecutive_failures,
+                "last_error": h.last_error,
+                "seconds_since_failure": round(now - h.last_failure_at, 1) if h.last_failure_at else None,
+                "limits": dispatcher.limiter.headroom(t, now),
+            }
+        )
+    return web.json_response({"window_s": 60, "targets": out})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -135,6 +228,7 @@ ROUTES = [
     web.post("/v1/chat/completions", chat_completions),
     web.post("/v1/embeddings", embeddings),
     web.get("/v1/models", list_models),
+    web.get("/v1/gateway/health", gateway_health),
     web.get("/healthz", healthz),
     web.get("/readyz", readyz),
 ]

@@ -150,6 +150,10 @@ def _log_finished(
     if error is not None:
         fields["error_type"] = error.type
         fields["error"] = error.message
+    if outcome.cost_usd is not None:
+        fields["cost_usd"] = outcome.cost_usd
+    if outcome.tags:
+        fields["tags"] = outcome.tags
     if outcome.notes:
         fields["notes"] = outcome.notes
     if outcome.stream_error is not None:
