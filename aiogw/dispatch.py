@@ -544,18 +544,21 @@ class Dispatcher:
     async def _post(
         self, call: Call, target: Target, adapter: Adapter, decode: Decode, gate: _Gate, deadline: float | None
     ) -> Reply:
-        phase = ["total"]
         loop = asyncio.get_running_loop()
         end = loop.time() + target.total_timeout_s
         if deadline is not None:
             end = min(end, deadline)
+        first = target.first_token_timeout_s  # for a unary call: until the response starts
+        phase = ["first_token" if first else "total"]
         with upstream_errors(target, phase, deadline):
             async with (
-                asyncio.timeout_at(end),
+                asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
                 self._session.post(
                     call.url, data=call.body, headers=call.headers, timeout=self._client_timeout(target)
                 ) as resp,
             ):
+                tmo.reschedule(end)
+                phase[0] = "total"
                 body = await resp.read()
                 self._observe_limits(target, adapter, resp.headers)
                 if resp.status >= 300:

@@ -134,8 +134,14 @@ async def test_upstream_hang_hits_first_token_timeout_with_504(sim, make_gateway
     assert status == 504
     assert "no first token within 0.3 s" in error_of(raw)["message"]
     status, _, raw = await post(url, {"model": "fast", "messages": MSG})
+    assert status == 504  # unary: no response started within first_token
+    assert "no first token within 0.3 s" in error_of(raw)["message"]
+    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
+        {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"total": 0.5}}]}])
+    url, _ = await make_gateway(cfg)
+    status, _, raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 504
-    assert "within 0.5 s" in error_of(raw)["message"]
+    assert "not finished within 0.5 s" in error_of(raw)["message"]
     sim.set_profile("default", fault="none")
     status, _, _ = await post(url, {"model": "fast", "messages": MSG})
     assert status == 200
