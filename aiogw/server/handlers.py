@@ -187,7 +187,7 @@ async def gateway_health(request: web.Request) -> web.Response:
     out = []
     for tid, t in targets.items():
         h = dispatcher.health.get(tid)
-        state = "open" if not h.available(now) and h.state == "open" else h.state
+        h.available(now)  # moves an open breaker whose cooldown has passed to half-open
         s = h.stats(now)
         out.append(
             {
@@ -195,7 +195,7 @@ async def gateway_health(request: web.Request) -> web.Response:
                 "provider": t.provider,
                 "model": t.model,
                 "type": t.type,
-                "state": state,
+                "state": h.state,
                 "requests": s.requests,
                 "failures": s.failures,
                 "failures_by_kind": s.failures_by_kind,
