@@ -251,6 +251,7 @@ class ParamMap:
     reject: Mapping[str, str] = field(default_factory=dict)  # field -> why it is refused
     drop: Mapping[str, str] = field(default_factory=dict)  # field -> why dropping is harmless
     translated: frozenset[str] = frozenset()  # fields the adapter maps itself
+    translated_as: str = "mapped"  # how the docs describe a translated field here
 
     def check(self, req: ChatRequest, provider: str) -> tuple[str, ...]:
         """Raise InvalidRequest for a refused field; return notes for dropped ones."""

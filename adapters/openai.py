@@ -321,7 +321,7 @@ def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
 
 # Every field is forwarded as sent (OpenAI is the canonical API; compatible servers get the
 # same body and answer for themselves).
-PARAMS = base.ParamMap(translated=frozenset(ChatRequest.__struct_fields__))
+PARAMS = base.ParamMap(translated=frozenset(ChatRequest.__struct_fields__), translated_as="forwarded as sent")
 
 
 def openai_like(

@@ -23,3 +23,13 @@ def test_every_refusal_and_drop_gives_a_reason(name):
     params = REGISTRY[name].params
     assert params is not None
     assert all(params.reject.values()) and all(params.drop.values())
+
+
+def test_readme_parameter_table_is_generated_from_the_adapters():
+    from pathlib import Path
+
+    from aiogw.adapters import params_table
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    assert params_table.START in readme, "README lacks the parameter table markers"
+    assert params_table.splice(readme) == readme, "run: python -m aiogw.adapters.params_table README.md"
