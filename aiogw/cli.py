@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     c = sub.add_parser("check-config", help="validate a config and print the routing table")
     c.add_argument("file")
+    from aiogw.bench.run import add_arguments  # noqa: PLC0415 - keeps `serve` start-up lean
+
+    b = sub.add_parser("bench", help="load-test aiogw against the simulator (and it directly)")
+    add_arguments(b)
     return p
 
 
@@ -48,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "bench":
+        from aiogw.bench.run import run  # noqa: PLC0415
+
+        return run(args)
     return serve(args)
 
 

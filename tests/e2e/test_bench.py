@@ -1,0 +1,35 @@
+"""`aiogw bench` end to end, tiny and bounded: it starts the simulator and a gateway
+process, runs the same load at both, and writes JSON and Markdown results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def run_bench(tmp_path, *extra):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-P", "-m", "aiogw", "bench", "--duration", "0.5", "--requests", "60",
+           "--concurrency", "4", "--no-pin", "--out", str(out), *extra]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, timeout=90, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    return json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
+
+
+def test_bench_closed_loop_streams_against_direct_and_gateway(tmp_path):
+    result, table = run_bench(tmp_path, "--stream", "--tokens-per-s", "2000")
+    runs = {r["target"]: r for r in result["runs"]}
+    assert set(runs) == {"direct", "aiogw"}
+    for r in runs.values():
+        assert r["requests_ok"] > 0 and r["errors"] == {}
+        assert r["ttft_ms"]["p50"] is not None and r["gap_ms"]["p50"] is not None
+    assert runs["aiogw"]["cpu_ms_per_req"] > 0 and runs["aiogw"]["peak_rss_mb"] > 0
+    assert "| aiogw | 4 |" in table and "×direct" in table
+
+
+def test_bench_open_loop_counts_every_arrival(tmp_path):
+    result, _ = run_bench(tmp_path, "--mode", "open", "--rate", "100")
+    for r in result["runs"]:
+        assert 25 <= r["requests_sent"] <= 75  # Poisson arrivals: ~50 in 0.5 s at 100/s
+        assert r["requests_ok"] + sum(r["errors"].values()) == r["requests_sent"]
