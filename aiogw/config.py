@@ -272,7 +272,7 @@ def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | No
 
 def _convert(obj: Any, typ: Any, file: str, prefix: str) -> Any:
     try:
-        return msgspec.convert(obj, typ, dec_hook=_dec_hook)
+        return msgspec.convert(obj, typ, dec_hook=_dec_hook, strict=False)  # "${PORT}" is a string
     except msgspec.ValidationError as exc:
         m = _PATH_IN_MESSAGE.match(str(exc))
         assert m is not None

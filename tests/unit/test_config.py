@@ -106,3 +106,10 @@ def test_check_config_prints_routing_table_or_exits_2(tmp_path):
     bad = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
     assert bad.returncode == 2
     assert "providers.openai.api_key" in bad.stderr and str(good) in bad.stderr
+
+
+def test_numbers_from_environment_variables_are_numbers():
+    from aiogw.config import from_builtins
+
+    cfg = from_builtins({"server": {"port": "${PORT}", "shutdown_grace": "${GRACE:-2.5}"}}, env={"PORT": "9000"})
+    assert cfg.server.port == 9000 and cfg.server.shutdown_grace == 2.5
