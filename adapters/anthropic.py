@@ -1,0 +1,620 @@
+"""Anthropic Messages API (`POST {base}/v1/messages`) as an upstream.
+
+Spec: docs.anthropic.com / platform.claude.com API reference and the official SDK's types
+(anthropics/anthropic-sdk-python, src/anthropic/types); our summary is providers.md §4.
+OpenAI's chat turns become Anthropic's strictly alternating user/assistant messages with a
+top-level `system`; tool calls become `tool_use` blocks and tool results `tool_result`
+blocks in a user turn; JSON mode uses a forced tool whose input is returned as the message
+content (documented, works on every Claude model).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from aiogw.adapters import _base as base
+from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
+from aiogw.types import (
+    AssistantMessage,
+    ChatRequest,
+    CompletionTokensDetails,
+    CompletionUsage,
+    Delta,
+    DeveloperMessage,
+    FilePart,
+    FinishReason,
+    FunctionCall,
+    FunctionMessage,
+    ImagePart,
+    NamedToolChoice,
+    ParsedChat,
+    PromptTokensDetails,
+    Reply,
+    ResponseMessage,
+    SystemMessage,
+    TextPart,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
+
+NAME = "anthropic"
+API_VERSION = "2023-06-01"
+
+# The output cap Anthropic requires, when neither the client nor the config gives one: the
+# model's documented maximum output, so "no cap" keeps meaning "as long as the model
+# allows" (longest prefix wins; platform.claude.com "Models overview").
+MAX_OUTPUT: dict[str, int] = {
+    "claude-opus-5": 128_000,
+    "claude-sonnet-5": 128_000,
+    "claude-haiku-5": 128_000,
+    "claude-fable-5": 128_000,
+    "claude-opus-4-5": 64_000,
+    "claude-opus-4-1": 32_000,
+    "claude-opus-4": 32_000,
+    "claude-sonnet-4": 64_000,
+    "claude-haiku-4-5": 64_000,
+    "claude-3-7-sonnet": 64_000,
+    "claude-3-5-sonnet": 8_192,
+    "claude-3-5-haiku": 8_192,
+    "claude-3-haiku": 4_096,
+}
+FALLBACK_MAX_OUTPUT = 4_096
+
+# reasoning_effort -> extended-thinking budget (budget_tokens >= 1024 and < max_tokens).
+THINKING_BUDGET: dict[str, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
+
+FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Error types -> failure class where the HTTP status alone would mislead (an `error` event
+# inside a 200 stream has no status of its own).
+ERROR_CLASS: dict[str, FailureClass] = {
+    "overloaded_error": FailureClass.OVERLOADED,
+    "rate_limit_error": FailureClass.RATE_LIMIT,
+    "api_error": FailureClass.TRANSIENT,
+    "timeout_error": FailureClass.TIMEOUT,
+    "authentication_error": FailureClass.CREDENTIAL,
+    "permission_error": FailureClass.CREDENTIAL,
+    "billing_error": FailureClass.QUOTA,
+    "not_found_error": FailureClass.MODEL_GONE,
+    "invalid_request_error": FailureClass.CALLER_FAULT,
+    "request_too_large": FailureClass.CALLER_FAULT,
+}
+_STATUS_OF_TYPE = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500, "timeout_error": 504}
+
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+JSON_TOOL = "json_response"  # the forced tool that carries JSON-mode answers
+# Request fields of Anthropic's own that a client may send as extras (forwarded as given).
+NATIVE_EXTRAS = ("thinking", "metadata", "service_tier", "output_config", "context_management")
+
+PARAMS = base.ParamMap(
+    reject={
+        "n": "one completion per request",
+        "presence_penalty": "no penalty parameters",
+        "frequency_penalty": "no penalty parameters",
+        "logit_bias": "no token biasing",
+        "logprobs": "no log probabilities",
+        "top_logprobs": "no log probabilities",
+    },
+    drop={"seed": "no seed; OpenAI defines it as a best-effort hint"},
+    translated=frozenset(
+        {
+            "temperature",  # 0-1 only: above 1 is refused, never clamped
+            "top_p",  # with temperature on current models: dropped if 1, else refused
+            "top_k",
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "user",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "reasoning_effort",
+        }
+    ),
+)
+
+_encode = msgspec.json.Encoder().encode
+_TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def _tool_id(openai_id: str) -> str:
+    """Anthropic ids match ^[a-zA-Z0-9_-]+$; ids minted elsewhere are rewritten the same way
+    wherever they appear, so a tool_use and its tool_result still pair up."""
+    return _TOOL_ID.sub("_", openai_id) or "call"
+
+
+def max_output(target: base.Target) -> int:
+    if target.max_output_tokens:
+        return target.max_output_tokens
+    model = target.model.lower()
+    best = max((p for p in MAX_OUTPUT if model.startswith(p)), key=len, default=None)
+    return MAX_OUTPUT[best] if best else FALLBACK_MAX_OUTPUT
+
+
+# --- request ------------------------------------------------------------------------------
+
+
+def _bad(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, code="invalid_value", param=param)
+
+
+def _image_block(part: ImagePart, where: str) -> dict[str, Any]:
+    url = part.image_url.url
+    data = base.parse_data_url(url)
+    if data is None:
+        if not url.startswith(("http://", "https://")):
+            raise _bad("An image URL must be http(s) or a base64 data URL.", f"{where}.image_url.url")
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    mime, b64 = data
+    if mime not in IMAGE_TYPES:
+        raise _bad(
+            f"Anthropic accepts images of type {', '.join(sorted(IMAGE_TYPES))}, not {mime}.",
+            f"{where}.image_url.url",
+        )
+    return {"type": "image", "source": {"type": "base64", "media_type": mime, "data": b64}}
+
+
+def _blocks(content: str | list[Any] | None, where: str) -> list[dict[str, Any]]:
+    """OpenAI content -> Anthropic content blocks (empty text is left out: the API refuses it)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    out: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        if isinstance(part, TextPart):
+            if part.text:
+                out.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            out.append(_image_block(part, f"{where}[{i}]"))
+        elif isinstance(part, FilePart):
+            data = part.file.get("file_data")
+            parsed = base.parse_data_url(data) if isinstance(data, str) else None
+            if parsed is None or parsed[0] != "application/pdf":
+                raise _bad("Anthropic accepts files only as PDF data URLs.", f"{where}[{i}].file")
+            out.append({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]}})
+        else:
+            raise _bad(f"Anthropic cannot take content parts of type '{part.type}'.", f"{where}[{i}].type")  # type: ignore[union-attr]
+    return out
+
+
+def _tool_input(call: ToolCall, where: str) -> Any:
+    args = call.function.arguments
+    if not args.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(args)
+    except msgspec.DecodeError:
+        raise _bad("Tool-call arguments must be valid JSON.", f"{where}.function.arguments") from None
+    if not isinstance(value, dict):
+        raise _bad("Tool-call arguments must be a JSON object.", f"{where}.function.arguments")
+    return value
+
+
+def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, messages): roles alternate, tool results lead their user turn."""
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+
+    def turn(role: str) -> list[dict[str, Any]]:
+        if not messages or messages[-1]["role"] != role:
+            messages.append({"role": role, "content": []})
+        content: list[dict[str, Any]] = messages[-1]["content"]
+        return content
+
+    for k, m in enumerate(req.messages):
+        where = f"messages[{k}]"
+        if isinstance(m, SystemMessage | DeveloperMessage):
+            system.extend(_blocks(m.content, f"{where}.content"))
+        elif isinstance(m, UserMessage):
+            turn("user").extend(_blocks(m.content, f"{where}.content"))
+        elif isinstance(m, AssistantMessage):
+            blocks = _blocks(m.content, f"{where}.content")
+            for i, call in enumerate(m.tool_calls or ()):
+                blocks.append(
+                    {"type": "tool_use", "id": _tool_id(call.id), "name": call.function.name,
+                     "input": _tool_input(call, f"{where}.tool_calls[{i}]")}  # fmt: skip
+                )
+            if isinstance(m.function_call, FunctionCall):
+                raise _bad("Legacy function_call messages are not supported; use tool_calls.", f"{where}.function_call")
+            turn("assistant").extend(blocks)
+        elif isinstance(m, ToolMessage):
+            content = turn("user")
+            result = {"type": "tool_result", "tool_use_id": _tool_id(m.tool_call_id),
+                      "content": _blocks(m.content, f"{where}.content") or ""}  # fmt: skip
+            # Results of one parallel call go first in their user turn, together.
+            n_results = sum(1 for b in content if b.get("type") == "tool_result")
+            content.insert(n_results, result)
+        elif isinstance(m, FunctionMessage):
+            raise _bad("Legacy function messages are not supported; use tool messages.", f"{where}.role")
+    for msg in messages:
+        if not msg["content"]:
+            msg["content"] = [{"type": "text", "text": "."}] if msg["role"] == "user" else []
+    messages = [m for m in messages if m["content"]]
+    if not messages:
+        raise _bad("At least one user or assistant message with content is required.", "messages")
+    return system, messages
+
+
+def _tools(req: ChatRequest, body: dict[str, Any]) -> None:
+    tools = [
+        {"name": t.function.name, "input_schema": t.function.parameters or {"type": "object", "properties": {}}}
+        | ({"description": t.function.description} if t.function.description else {})
+        for t in (req.tools or ())
+    ]
+    choice: dict[str, Any] | None = None
+    tc = req.tool_choice
+    if isinstance(tc, NamedToolChoice):
+        choice = {"type": "tool", "name": tc.function.name}
+    elif tc == "required":
+        choice = {"type": "any"}
+    elif tc == "none":
+        choice = {"type": "none"}
+    elif tc == "auto":
+        choice = {"type": "auto"}
+    if req.parallel_tool_calls is False and tools:
+        choice = (choice or {"type": "auto"}) | {"disable_parallel_tool_use": True}
+    rf = req.response_format
+    if rf and rf.type in ("json_object", "json_schema"):
+        schema: dict[str, Any] = {"type": "object"}
+        if rf.type == "json_schema" and rf.json_schema and rf.json_schema.schema:
+            schema = rf.json_schema.schema
+        tools.append({"name": JSON_TOOL, "description": "Respond with the answer as this tool's input.", "input_schema": schema})
+        choice = {"type": "tool", "name": JSON_TOOL}
+    if not tools and _has_tool_blocks(body["messages"]):
+        # Anthropic wants `tools` whenever the history holds tool blocks; OpenAI does not.
+        # A tool that may not be called keeps the history valid and the answer unchanged.
+        tools = [{"name": "no_tools_available", "input_schema": {"type": "object", "properties": {}}}]
+        choice = {"type": "none"}
+    if tools:
+        body["tools"] = tools
+    if choice is not None and tools:
+        body["tool_choice"] = choice
+
+
+def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
+    return any(b.get("type") in ("tool_use", "tool_result") for m in messages for b in m["content"])
+
+
+def _sampling(req: ChatRequest, body: dict[str, Any], target: base.Target) -> None:
+    t, p = req.temperature, req.top_p
+    if isinstance(t, float | int):
+        if t > 1:
+            raise _bad(f"temperature {t:g} is outside Anthropic's range 0-1; send a value from 0 to 1.", "temperature")
+        body["temperature"] = t
+    if isinstance(p, float | int):
+        if isinstance(t, float | int):
+            if p != 1:  # current Claude models refuse the pair
+                raise _bad("Anthropic models take temperature or top_p, not both; send only one.", "top_p")
+        else:
+            body["top_p"] = p
+    if isinstance(req.top_k, int):
+        body["top_k"] = req.top_k
+    stop = req.stop
+    if stop:
+        seqs = [stop] if isinstance(stop, str) else list(stop)
+        if any(not s.strip() for s in seqs):
+            raise _bad("Anthropic refuses stop sequences that are only whitespace.", "stop")
+        body["stop_sequences"] = seqs
+    effort = req.reasoning_effort
+    if isinstance(effort, str) and effort != "none":
+        budget = THINKING_BUDGET.get(effort)
+        if budget is None:
+            raise _bad(f"Unknown reasoning_effort {effort!r}; use one of none, {', '.join(THINKING_BUDGET)}.", "reasoning_effort")
+        budget = min(budget, body["max_tokens"] - 1)
+        if budget < 1024:
+            raise _bad("Extended thinking needs max_tokens above 1024.", "reasoning_effort")
+        if "temperature" in body or "top_k" in body:
+            raise _bad("Anthropic does not allow temperature or top_k with extended thinking.", "reasoning_effort")
+        choice = body.get("tool_choice", {}).get("type")
+        if choice in ("any", "tool"):
+            raise _bad("Anthropic does not allow forced tool use (or JSON mode) with extended thinking.", "reasoning_effort")
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+
+
+def build_call(p: ParsedChat, target: base.Target) -> base.Call:
+    req = p.req
+    notes = PARAMS.check(req, NAME)
+    system, messages = convert_messages(req)
+    body: dict[str, Any] = {
+        "model": target.model,
+        "max_tokens": req.output_cap or max_output(target),
+        "messages": messages,
+    }
+    if system:
+        body["system"] = system
+    _tools(req, body)
+    _sampling(req, body, target)
+    if isinstance(req.user, str) and req.user:
+        body["metadata"] = {"user_id": req.user}
+    for key in NATIVE_EXTRAS:
+        if key in p.raw:
+            body[key] = p.raw[key]
+    if req.is_stream:
+        body["stream"] = True
+    headers = {"content-type": "application/json", "anthropic-version": API_VERSION, **target.headers}
+    if target.api_key is not None:
+        headers["x-api-key"] = target.api_key.reveal()
+    return base.Call(url=f"{target.base_url}/v1/messages", headers=headers, body=_encode(body), notes=notes)
+
+
+# --- response -----------------------------------------------------------------------------
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class _Block(msgspec.Struct):
+    type: str
+    text: str | None = None
+    thinking: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw | None = None
+
+
+class _Message(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    content: list[_Block] = []
+    stop_reason: str | None = None
+    usage: _Usage | None = None
+
+
+def usage_of(u: _Usage) -> CompletionUsage:
+    """Anthropic's input_tokens excludes cache reads and writes; OpenAI's prompt_tokens has them."""
+    read = u.cache_read_input_tokens or 0
+    written = u.cache_creation_input_tokens or 0
+    prompt = (u.input_tokens or 0) + read + written
+    out = u.output_tokens or 0
+    details = PromptTokensDetails(cached_tokens=read)
+    if written:
+        details.cache_write_tokens = written
+    return CompletionUsage(
+        prompt_tokens=prompt,
+        completion_tokens=out,
+        total_tokens=prompt + out,
+        prompt_tokens_details=details,
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=0),
+    )
+
+
+_decode_message = msgspec.json.Decoder(_Message).decode
+
+
+def decode_response(body: bytes, target: base.Target) -> Reply:
+    try:
+        msg = _decode_message(body)
+    except msgspec.MsgspecError as exc:
+        raise base.protocol_error(target, f"not a message: {exc}") from None
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[ToolCall] = []
+    json_mode = False
+    for b in msg.content:
+        if b.type == "text" and b.text:
+            texts.append(b.text)
+        elif b.type == "thinking" and b.thinking:
+            thinking.append(b.thinking)
+        elif b.type == "tool_use" and b.id and b.name:
+            args = bytes(b.input).decode() if b.input is not None else "{}"
+            if b.name == JSON_TOOL:
+                texts.append(args)  # JSON mode: the forced tool's input is the answer
+                json_mode = True
+            else:
+                calls.append(ToolCall(id=b.id, function=FunctionCall(name=b.name, arguments=args)))
+    finish = FINISH.get(msg.stop_reason or "", "stop")
+    if json_mode and finish == "tool_calls":
+        finish = "stop"
+    message = ResponseMessage(content="".join(texts) if texts else None)
+    if calls:
+        message.tool_calls = calls
+    if thinking:
+        message.reasoning_content = "".join(thinking)
+    usage = usage_of(msg.usage) if msg.usage else None
+    model = msg.model or target.model
+    body_out = base.completion_body(
+        model=model, message=message, finish_reason=finish, usage=usage,
+        completion_id=f"chatcmpl-{msg.id}" if msg.id else None,
+    )  # fmt: skip
+    return Reply(body=body_out, usage=usage, model=model)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class _ErrorDetail(msgspec.Struct):
+    type: str = ""
+    message: str = ""
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorDetail | None = None
+    request_id: str | None = None
+
+
+_decode_error = msgspec.json.Decoder(_ErrorBody).decode
+
+
+def decode_error(status: int, headers: Mapping[str, str], body: bytes, target: base.Target) -> UpstreamError:
+    try:
+        detail = _decode_error(body).error or _ErrorDetail()
+    except msgspec.MsgspecError:
+        detail = _ErrorDetail(message=body[:300].decode("utf-8", "replace").strip())
+    err = base.status_error(
+        target, status, headers, message=detail.message, upstream_type=detail.type or None, upstream_code=detail.type or None
+    )
+    cls = ERROR_CLASS.get(detail.type)
+    if status == 200 and cls is not None:  # an error object in a 200 body
+        err.failure_class = cls
+    return err
+
+
+def stream_error(detail: _ErrorDetail, target: base.Target) -> UpstreamError:
+    """An `error` event inside a 200 stream: its type decides the class (529-like overload etc.)."""
+    status = _STATUS_OF_TYPE.get(detail.type, 500)
+    err = base.status_error(target, status, {}, message=detail.message, upstream_type=detail.type, upstream_code=detail.type)
+    if detail.type in ERROR_CLASS:
+        err.failure_class = ERROR_CLASS[detail.type]
+    return err
+
+
+def _ratelimit_reset_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (at - datetime.now(UTC)).total_seconds())
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
+    """`anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (reset: RFC 3339)."""
+    if "anthropic-ratelimit-requests-remaining" not in headers and "anthropic-ratelimit-tokens-remaining" not in headers:
+        return None
+    return base.RateLimitInfo(
+        limit_requests=_int(headers.get("anthropic-ratelimit-requests-limit")),
+        remaining_requests=_int(headers.get("anthropic-ratelimit-requests-remaining")),
+        reset_requests_s=_ratelimit_reset_s(headers.get("anthropic-ratelimit-requests-reset")),
+        limit_tokens=_int(headers.get("anthropic-ratelimit-tokens-limit")),
+        remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
+        reset_tokens_s=_ratelimit_reset_s(headers.get("anthropic-ratelimit-tokens-reset")),
+    )
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+class _DeltaBody(msgspec.Struct):
+    type: str = ""
+    text: str | None = None
+    partial_json: str | None = None
+    thinking: str | None = None
+    stop_reason: str | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str
+    index: int = 0
+    message: _Message | None = None
+    content_block: _Block | None = None
+    delta: _DeltaBody | None = None
+    usage: _Usage | None = None
+    error: _ErrorDetail | None = None
+
+
+_decode_event = msgspec.json.Decoder(_Event).decode
+
+
+class StreamDecoder:
+    """Anthropic events -> canonical deltas (providers.md §4.3.1)."""
+
+    __slots__ = ("_blocks", "_finish", "_json_block", "_target", "_tools", "_usage", "complete")
+
+    def __init__(self, target: base.Target) -> None:
+        self._target = target
+        self._blocks: dict[int, tuple[str, int]] = {}  # block index -> (kind, tool index)
+        self._tools = 0
+        self._usage = _Usage()
+        self._finish: FinishReason | None = None
+        self._json_block: int | None = None
+        self.complete = False
+
+    def feed(self, event: str, data: bytes) -> list[Delta]:
+        try:
+            ev = _decode_event(data)
+        except msgspec.MsgspecError:
+            raise base.protocol_error(self._target, "stream event is not valid JSON") from None
+        t = ev.type
+        if t == "content_block_delta" and ev.delta is not None:
+            d = ev.delta
+            kind, tool = self._blocks.get(ev.index, ("text", -1))
+            if d.type == "text_delta" and d.text:
+                return [Delta(content=d.text)]
+            if d.type == "input_json_delta" and d.partial_json:
+                if kind == "json":
+                    return [Delta(content=d.partial_json)]
+                return [Delta.tool_args_fragment(tool, d.partial_json)]
+            if d.type == "thinking_delta" and d.thinking:
+                return [Delta(reasoning=d.thinking)]
+            return []  # signature_delta, citations_delta, empty fragments
+        if t == "content_block_start" and ev.content_block is not None:
+            b = ev.content_block
+            if b.type == "tool_use" and b.name == JSON_TOOL:
+                self._blocks[ev.index] = ("json", -1)
+                return []
+            if b.type == "tool_use":
+                index = self._tools
+                self._tools += 1
+                self._blocks[ev.index] = ("tool", index)
+                return [Delta.tool_start(index, b.id or f"call_{index}", b.name or "")]
+            self._blocks[ev.index] = (b.type, -1)
+            if b.type == "text" and b.text:
+                return [Delta(content=b.text)]
+            return []
+        if t == "message_start" and ev.message is not None:
+            self._merge_usage(ev.message.usage)
+            return []
+        if t == "message_delta":
+            self._merge_usage(ev.usage)
+            if ev.delta is not None and ev.delta.stop_reason:
+                self._finish = FINISH.get(ev.delta.stop_reason, "stop")
+            return []
+        if t == "message_stop":
+            self.complete = True
+            finish = self._finish or "stop"
+            if finish == "tool_calls" and self._tools == 0:
+                finish = "stop"  # JSON mode's forced tool is content to the client
+            return [Delta(finish_reason=finish), Delta(usage=usage_of(self._usage))]
+        if t == "error":
+            raise stream_error(ev.error or _ErrorDetail(type="api_error", message="stream error"), self._target)
+        return []  # ping, content_block_stop, unknown future events
+
+    def _merge_usage(self, u: _Usage | None) -> None:
+        """Usage in message_delta is cumulative; later values replace earlier ones."""
+        if u is None:
+            return
+        for f in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+            v = getattr(u, f)
+            if v is not None:
+                setattr(self._usage, f, v)
+
+
+ADAPTER = base.Adapter(
+    name=NAME,
+    default_base_url="https://api.anthropic.com",
+    build_call=build_call,
+    decode_response=decode_response,
+    decode_error=decode_error,
+    stream_decoder=StreamDecoder,
+    params=PARAMS,
+    rate_limits=rate_limits,
+)
+
