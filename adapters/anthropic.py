@@ -22,7 +22,6 @@ from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
 from aiogw.types import (
     AssistantMessage,
     ChatRequest,
-    CompletionTokensDetails,
     CompletionUsage,
     Delta,
     DeveloperMessage,
@@ -189,7 +188,8 @@ def _blocks(content: str | list[Any] | None, where: str) -> list[dict[str, Any]]
                 raise _bad("Anthropic accepts files only as PDF data URLs.", f"{where}[{i}].file")
             out.append({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]}})
         else:
-            raise _bad(f"Anthropic cannot take content parts of type '{part.type}'.", f"{where}[{i}].type")  # type: ignore[union-attr]
+            kind = type(part).__struct_config__.tag
+            raise _bad(f"Anthropic cannot take content parts of type '{kind}'.", f"{where}[{i}].type")
     return out
 
 
@@ -369,7 +369,7 @@ class _Block(msgspec.Struct):
     thinking: str | None = None
     id: str | None = None
     name: str | None = None
-    input: msgspec.Raw | None = None
+    input: msgspec.Raw = msgspec.Raw(b"{}")
 
 
 class _Message(msgspec.Struct):
@@ -386,15 +386,11 @@ def usage_of(u: _Usage) -> CompletionUsage:
     written = u.cache_creation_input_tokens or 0
     prompt = (u.input_tokens or 0) + read + written
     out = u.output_tokens or 0
-    details = PromptTokensDetails(cached_tokens=read)
-    if written:
-        details.cache_write_tokens = written
     return CompletionUsage(
         prompt_tokens=prompt,
         completion_tokens=out,
         total_tokens=prompt + out,
-        prompt_tokens_details=details,
-        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=0),
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=read, cache_write_tokens=written),
     )
 
 
@@ -416,7 +412,7 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         elif b.type == "thinking" and b.thinking:
             thinking.append(b.thinking)
         elif b.type == "tool_use" and b.id and b.name:
-            args = bytes(b.input).decode() if b.input is not None else "{}"
+            args = bytes(b.input).decode()
             if b.name == JSON_TOOL:
                 texts.append(args)  # JSON mode: the forced tool's input is the answer
                 json_mode = True
@@ -581,7 +577,7 @@ class StreamDecoder:
             return []
         if t == "message_start" and ev.message is not None:
             self._merge_usage(ev.message.usage)
-            return []
+            return [Delta(content="")]  # OpenAI's first chunk: the role, empty content
         if t == "message_delta":
             self._merge_usage(ev.usage)
             if ev.delta is not None and ev.delta.stop_reason:

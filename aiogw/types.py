@@ -251,7 +251,9 @@ class CompletionUsage(Wire, kw_only=True):
         return d.reasoning_tokens or 0 if isinstance(d, CompletionTokensDetails) else 0
 
 
-class ResponseMessage(Wire, kw_only=True):
+class ResponseMessage(Wire, kw_only=True, omit_defaults=False):
+    """`content` and `refusal` are always present (null when empty), as OpenAI sends them."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
@@ -259,7 +261,7 @@ class ResponseMessage(Wire, kw_only=True):
     reasoning_content: str | UnsetType = UNSET
 
 
-class Choice(Wire, kw_only=True):
+class Choice(Wire, kw_only=True, omit_defaults=False):
     index: int = 0
     message: ResponseMessage
     logprobs: Raw | None = None

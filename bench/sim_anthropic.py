@@ -1,0 +1,278 @@
+"""The simulator speaking Anthropic's Messages API: `POST /v1/messages` (default account) and
+`/{account}/v1/messages`, so an `anthropic` provider's `base_url` is `Simulator.root(account)`.
+
+Written from Anthropic's API reference and the official SDK's types
+(anthropic-sdk-python: types/message.py, raw_message_stream_event.py, usage.py; errors in
+_exceptions.py) — never from aiogw's adapter. Same profiles, faults and deterministic
+answers as the OpenAI simulator (sim_core), rendered in Anthropic's wire format:
+`event:`-named SSE events ending with `message_stop` (no `[DONE]`), `ping`s, cumulative
+usage in `message_delta`, native error bodies and `anthropic-ratelimit-*` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aiogw.bench.sim_core import STATE, Answer, Profile, Stats, account_of, chunk_gap_s
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_MESSAGES = {
+    "overloaded_error": "Overloaded",
+    "rate_limit_error": "Number of request tokens has exceeded your per-minute rate limit (simulated).",
+    "api_error": "Internal server error (simulated).",
+    "authentication_error": "invalid x-api-key",
+    "not_found_error": "model: not found (simulated)",
+    "timeout_error": "Request timed out (simulated).",
+    "billing_error": "Your credit balance is too low (simulated).",
+    "permission_error": "Your API key does not have permission (simulated).",
+    "request_too_large": "Request exceeds the maximum allowed number of bytes.",
+    "invalid_request_error": "Invalid request (simulated).",
+}
+STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def _rate_headers() -> dict[str, str]:
+    reset = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "anthropic-ratelimit-requests-limit": "4000",
+        "anthropic-ratelimit-requests-remaining": "3999",
+        "anthropic-ratelimit-requests-reset": reset,
+        "anthropic-ratelimit-tokens-limit": "2000000",
+        "anthropic-ratelimit-tokens-remaining": "1999000",
+        "anthropic-ratelimit-tokens-reset": reset,
+    }
+
+
+def error(status: int, message: str | None = None, etype: str | None = None) -> web.Response:
+    etype = etype or _ERROR_TYPES.get(status, "api_error")
+    rid = "req_sim" + secrets.token_hex(8)
+    body = {"type": "error", "error": {"type": etype, "message": message or _MESSAGES.get(etype, "error")}, "request_id": rid}
+    headers = {"request-id": rid}
+    if status in (429, 529):
+        headers["retry-after"] = "1"
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    out = []
+    for b in content or []:
+        if isinstance(b, dict):
+            if b.get("type") == "text":
+                out.append(b.get("text", ""))
+            elif b.get("type") == "tool_result":
+                out.append(_text(b.get("content")))
+    return " ".join(out)
+
+
+def openai_view(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields sim_core's Answer reads, from an Anthropic request."""
+    system = body.get("system")
+    messages = [{"role": "system", "content": _text(system)}] if system else []
+    messages += [{"role": m.get("role"), "content": _text(m.get("content"))} for m in body["messages"]]
+    view: dict[str, Any] = {"model": body["model"], "messages": messages, "max_tokens": body.get("max_tokens")}
+    tools = [
+        {"type": "function", "function": {"name": t["name"], "parameters": t.get("input_schema", {})}}
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and "name" in t
+    ]
+    if tools:
+        view["tools"] = tools
+        choice = body.get("tool_choice") or {"type": "auto"}
+        ctype = choice.get("type")
+        if ctype == "any":
+            view["tool_choice"] = "required"
+        elif ctype == "tool":
+            view["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+        elif ctype == "none":
+            view["tool_choice"] = "none"
+        if not choice.get("disable_parallel_tool_use"):
+            view["parallel_tool_calls"] = True
+    return view
+
+
+class NativeAnswer:
+    """An Answer rendered as Anthropic content blocks."""
+
+    def __init__(self, body: dict[str, Any], profile: Profile) -> None:
+        self.a = Answer(openai_view(body), profile)
+        self.id = "msg_sim" + secrets.token_hex(10)
+        self.model = body["model"]
+        self.thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+        self.tools = [("toolu_sim" + secrets.token_hex(8), name, args) for _, name, args in self.a.tool_calls]
+        self.stop_reason = STOP_REASON[self.a.finish]
+        self.input_tokens = self.a.prompt_tokens
+        self.output_tokens = self.a.completion_tokens() + (8 if self.thinking else 0)
+
+    THOUGHT = "Considering the question step by step."
+
+    def usage(self, *, output: int) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output,
+            "service_tier": "standard",
+        }
+
+    def message(self) -> bytes:
+        content: list[dict[str, Any]] = []
+        if self.thinking:
+            content.append({"type": "thinking", "thinking": self.THOUGHT, "signature": "EqSim" + secrets.token_hex(16)})
+        if self.tools:
+            content += [{"type": "tool_use", "id": i, "name": n, "input": orjson.loads(a)} for i, n, a in self.tools]
+        else:
+            content.append({"type": "text", "text": self.a.text(0)})
+        return orjson.dumps({
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
+            "stop_reason": self.stop_reason, "stop_sequence": None, "usage": self.usage(output=self.output_tokens),
+        })  # fmt: skip
+
+    def events(self, per_chunk: int) -> list[tuple[bytes, bool]]:
+        """(SSE event bytes, carries a token), in order, `message_stop` last."""
+
+        def ev(kind: str, data: dict[str, Any]) -> bytes:
+            return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+        start = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+                 "stop_reason": None, "stop_sequence": None, "usage": self.usage(output=1)}  # fmt: skip
+        out = [(ev("message_start", {"message": start}), False), (ev("ping", {}), False)]
+        index = 0
+        if self.thinking:
+            out.append((ev("content_block_start", {"index": index, "content_block": {"type": "thinking", "thinking": ""}}), False))
+            out.append((ev("content_block_delta", {"index": index, "delta": {"type": "thinking_delta", "thinking": self.THOUGHT}}), True))
+            sig = {"type": "signature_delta", "signature": "EqSim" + secrets.token_hex(16)}
+            out.append((ev("content_block_delta", {"index": index, "delta": sig}), False))
+            out.append((ev("content_block_stop", {"index": index}), False))
+            index += 1
+        if self.tools:
+            for tid, name, args in self.tools:
+                block = {"type": "tool_use", "id": tid, "name": name, "input": {}}
+                out.append((ev("content_block_start", {"index": index, "content_block": block}), False))
+                out.append((ev("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": ""}}), False))
+                for j in range(0, len(args), 9):  # fragments split anywhere, even mid-string
+                    d = {"type": "input_json_delta", "partial_json": args[j : j + 9]}
+                    out.append((ev("content_block_delta", {"index": index, "delta": d}), True))
+                out.append((ev("content_block_stop", {"index": index}), False))
+                index += 1
+        else:
+            out.append((ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}), False))
+            for piece in self.a.pieces(0, per_chunk):
+                out.append((ev("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}}), True))
+            out.append((ev("content_block_stop", {"index": index}), False))
+        delta = {"delta": {"stop_reason": self.stop_reason, "stop_sequence": None}, "usage": {"output_tokens": self.output_tokens}}
+        out.append((ev("message_delta", delta), False))
+        out.append((ev("message_stop", {}), False))
+        return out
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    account = account_of(request)
+    p = state.profile(account)
+    stats = state.stat(account)
+    stats.requests += 1
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(400, "There was an error parsing the body of your request.")
+    stats.last_request = {"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
+    if p.api_key is not None and request.headers.get("x-api-key") != p.api_key:
+        return error(401)
+    if "anthropic-version" not in request.headers:
+        return error(400, "anthropic-version: header is required")
+    for field in ("model", "messages", "max_tokens"):
+        if field not in body:
+            return error(400, f"{field}: Field required")
+    if body["messages"] and body["messages"][0].get("role") != "user":
+        return error(400, "messages: first message must use the \"user\" role")
+    fault = p.fault if state.take_fault(p) else "none"
+    if fault == "status":
+        return error(p.fault_status)
+    if fault == "hang":
+        await asyncio.sleep(3600)
+    answer = NativeAnswer(body, p)
+    if body.get("stream"):
+        return await _stream(request, answer, p, fault, stats)
+    delay = p.ttft_ms / 1000 + (answer.output_tokens / p.tokens_per_s if p.tokens_per_s else 0)
+    if delay:
+        await asyncio.sleep(delay)
+    if fault == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(status=500)
+    if fault == "malformed":
+        return web.Response(body=answer.message()[:-20], content_type="application/json")
+    headers = {"request-id": "req_sim" + secrets.token_hex(8), **_rate_headers()}
+    return web.Response(body=answer.message(), content_type="application/json", headers=headers)
+
+
+async def _stream(request: web.Request, answer: NativeAnswer, p: Profile, fault: str, stats: Stats) -> web.StreamResponse:
+    stats.streams_started += 1
+    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+               "request-id": "req_sim" + secrets.token_hex(8), **_rate_headers()}  # fmt: skip
+    resp = web.StreamResponse(headers=headers)
+    events = answer.events(max(1, p.chunk_tokens))
+    gap = chunk_gap_s(p)
+    try:
+        if p.ttft_ms:
+            await asyncio.sleep(p.ttft_ms / 1000)
+        await resp.prepare(request)
+        if fault == "hang_after_headers":
+            await resp.write(events[0][0])
+            await asyncio.sleep(3600)
+        if not gap and fault == "none":
+            await resp.write(b"".join(e for e, _ in events))
+        else:
+            sent = 0
+            for ev, token in events:
+                if token:
+                    if fault != "none" and sent >= p.fault_after_chunks:
+                        await _inject(request, resp, fault)
+                        return resp
+                    sent += 1
+                    if gap:
+                        await asyncio.sleep(gap)
+                await resp.write(ev)
+        await resp.write_eof()
+    except (asyncio.CancelledError, ConnectionResetError):
+        stats.streams_cancelled += 1
+        raise
+    stats.streams_completed += 1
+    return resp
+
+
+async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) -> None:
+    if fault == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+    elif fault == "malformed":
+        await resp.write(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_de\n\n')
+        await resp.write_eof()
+    elif fault == "error_event":
+        err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        await resp.write(b"event: error\ndata: " + orjson.dumps(err) + b"\n\n")
+        await resp.write_eof()
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in ("", "/{account}"):
+        app.router.add_post(prefix + "/v1/messages", messages)
