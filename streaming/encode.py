@@ -104,6 +104,8 @@ class ChunkEncoder:
             delta.role = "assistant"
             if isinstance(delta.content, msgspec.UnsetType):
                 delta.content = None if (delta.tool_calls or delta.refusal) else ""
+            if isinstance(delta.refusal, msgspec.UnsetType):
+                delta.refusal = None  # OpenAI's first chunk: role, content and refusal
         buf += b"data: "
         buf += self._prefix
         buf += str(choice).encode()

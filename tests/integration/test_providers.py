@@ -1,0 +1,230 @@
+"""Every provider end to end: the official `openai` SDK through the gateway gets the same
+text, tool calls, finish reason and usage as the provider's native answer holds (read by
+calling the simulator directly in its native format), streaming and not; native errors
+become OpenAI-shaped ones; a mixed model group streams the same shape whichever answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from conftest import SIM_KEY
+from openai import AsyncOpenAI
+from sse_client import chunks
+
+from aiogw.config import from_builtins
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]  # fmt: skip
+MSG = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@dataclass(frozen=True)
+class Native:
+    text: str | None
+    tools: list[tuple[str, Any]]  # (name, parsed arguments)
+    finish: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Provider:
+    type: str
+    account: str
+    model: str
+    base_url: Callable[[Any], str]
+    native: Callable[[dict[str, Any]], tuple[str, dict[str, Any], dict[str, str]]]  # last body -> (path, body, headers)
+    read: Callable[[dict[str, Any]], Native]
+    auth_header: str
+    status_of_overload: int  # the provider's own "overloaded" status
+
+
+# --- native answer readers, written from each provider's reference (not from adapters) -----
+
+ANTHROPIC_FINISH = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "stop_sequence": "stop"}
+
+
+def anthropic_read(msg: dict[str, Any]) -> Native:
+    texts = [b["text"] for b in msg["content"] if b["type"] == "text"]
+    tools = [(b["name"], b["input"]) for b in msg["content"] if b["type"] == "tool_use"]
+    u = msg["usage"]
+    prompt = u["input_tokens"] + u.get("cache_read_input_tokens", 0) + u.get("cache_creation_input_tokens", 0)
+    return Native("".join(texts) or None, tools, ANTHROPIC_FINISH[msg["stop_reason"]], prompt, u["output_tokens"])
+
+
+def openai_read(c: dict[str, Any]) -> Native:
+    m = c["choices"][0]["message"]
+    tools = [(t["function"]["name"], json.loads(t["function"]["arguments"])) for t in m.get("tool_calls") or []]
+    return Native(m["content"], tools, c["choices"][0]["finish_reason"], c["usage"]["prompt_tokens"], c["usage"]["completion_tokens"])
+
+
+PROVIDERS = {
+    "openai": Provider(
+        type="openai", account="oai", model="gpt-sim",
+        base_url=lambda sim: sim.base_url("oai"),
+        native=lambda b: ("/oai/v1/chat/completions", {**b, "stream": False}, {"authorization": f"Bearer {SIM_KEY}"}),
+        read=openai_read, auth_header="authorization", status_of_overload=503,
+    ),
+    "anthropic": Provider(
+        type="anthropic", account="claude", model="claude-sonnet-5-5",
+        base_url=lambda sim: sim.root("claude"),
+        native=lambda b: ("/claude/v1/messages", {**b, "stream": False},
+                          {"x-api-key": SIM_KEY, "anthropic-version": "2023-06-01"}),
+        read=anthropic_read, auth_header="x-api-key", status_of_overload=529,
+    ),
+}  # fmt: skip
+
+
+def config(sim, names, *, group_targets=None):
+    providers = {}
+    for n in names:
+        p = PROVIDERS[n]
+        providers[p.account] = {"type": p.type, "base_url": p.base_url(sim), "api_key": SIM_KEY}
+        sim.set_profile(p.account, api_key=SIM_KEY, completion_tokens=12)
+    models = [{"name": n, "targets": [{"provider": PROVIDERS[n].account, "model": PROVIDERS[n].model}]} for n in names]
+    if group_targets:
+        models.append({"name": "mixed", "targets": group_targets})
+    return from_builtins({"server": {"host": "127.0.0.1", "port": 0}, "providers": providers, "models": models,
+                          "routing": {"retry": {"max_rounds": 0}}}, env={})  # fmt: skip
+
+
+async def native_answer(sim, p: Provider) -> Native:
+    path, body, headers = p.native(sim.stats(p.account)["last_request"]["body"])
+    async with aiohttp.ClientSession() as s, s.post(sim.url + path, json=body, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        return p.read(await r.json())
+
+
+@pytest.fixture
+def names():
+    return list(PROVIDERS)
+
+
+@pytest.fixture
+async def gw(sim, make_gateway, names):
+    url, _ = await make_gateway(config(sim, names))
+    client = AsyncOpenAI(base_url=url, api_key="client", max_retries=0, timeout=20)
+    yield url, client
+    await client.close()
+
+
+def tool_args(calls) -> list[tuple[str, Any]]:
+    return [(c.function.name, json.loads(c.function.arguments)) for c in calls or []]
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+async def test_text_matches_the_native_answer_streaming_and_not(sim, gw, name):
+    url, client = gw
+    p = PROVIDERS[name]
+    r = await client.chat.completions.create(model=name, messages=MSG)
+    native = await native_answer(sim, p)
+    assert r.choices[0].message.content == native.text
+    assert r.choices[0].finish_reason == native.finish == "stop"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (native.prompt_tokens, native.completion_tokens)
+
+    async with client.chat.completions.stream(model=name, messages=MSG, stream_options={"include_usage": True}) as s:
+        final = await s.get_final_completion()
+    native = await native_answer(sim, p)
+    assert final.choices[0].message.content == native.text
+    assert final.choices[0].finish_reason == "stop"
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (native.prompt_tokens, native.completion_tokens)
+    headers = sim.stats(p.account)["last_request"]["headers"]
+    assert SIM_KEY in headers[p.auth_header]
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_calls_match_the_native_answer(sim, gw, name, stream):
+    url, client = gw
+    p = PROVIDERS[name]
+    kw = {"model": name, "messages": MSG, "tools": TOOLS, "tool_choice": "required"}
+    if stream:
+        async with client.chat.completions.stream(**kw) as s:
+            r = await s.get_final_completion()
+    else:
+        r = await client.chat.completions.create(**kw)
+    native = await native_answer(sim, p)
+    assert tool_args(r.choices[0].message.tool_calls) == native.tools != []
+    assert r.choices[0].finish_reason == native.finish == "tool_calls"
+    assert all(c.id for c in r.choices[0].message.tool_calls)
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+@pytest.mark.parametrize(("status", "expect"), [("overload", 503), (429, 429), (500, 502)])
+async def test_native_errors_become_openai_errors(sim, gw, name, status, expect):
+    url, client = gw
+    p = PROVIDERS[name]
+    sim.set_profile(p.account, fault="status", fault_status=p.status_of_overload if status == "overload" else status)
+    with pytest.raises(openai.APIStatusError) as exc:
+        await client.chat.completions.create(model=name, messages=MSG)
+    assert exc.value.status_code == expect
+    body = exc.value.body
+    assert set(body) >= {"message", "type", "param", "code"}  # the SDK unwraps {"error": ...}
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+async def test_mid_stream_error_ends_with_error_event_then_done(sim, gw, name):
+    url, _ = gw
+    p = PROVIDERS[name]
+    sim.set_profile(p.account, fault="error_event", fault_after_chunks=2, tokens_per_s=500)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{url}/chat/completions", json={"model": name, "messages": MSG, "stream": True}) as r:
+            raw = await r.read()
+    cs = chunks(raw)  # asserts the single trailing [DONE]
+    assert "error" in cs[-1] and cs[-1]["error"]["message"]
+    assert any(c.get("choices") and c["choices"][0]["delta"].get("content") for c in cs[:-1])
+
+
+@pytest.mark.parametrize(("name", "param"), [("anthropic", "temperature")])
+async def test_a_parameter_the_provider_cannot_honour_is_a_400_naming_it(sim, gw, name, param):
+    _, client = gw
+    with pytest.raises(openai.BadRequestError) as exc:
+        await client.chat.completions.create(model=name, messages=MSG, temperature=1.5)
+    assert exc.value.body["param"] == param
+    assert sim.stats(PROVIDERS[name].account)["requests"] == 0
+
+
+def shape(raw: bytes) -> list[Any]:
+    """A stream's structure without its values: what each chunk carries."""
+    out = []
+    for c in chunks(raw):
+        if not c["choices"]:
+            # Token counts are always there; details and extensions (cost) vary by provider.
+            out.append(("usage", {"prompt_tokens", "completion_tokens", "total_tokens"} <= set(c["usage"])))
+            continue
+        ch = c["choices"][0]
+        delta = ch["delta"]
+        keys = sorted(delta)
+        if "tool_calls" in delta:
+            keys.append(("tool", sorted(delta["tool_calls"][0]), sorted(delta["tool_calls"][0]["function"])))
+        out.append((keys, ch["finish_reason"]))
+    # Providers split text and arguments differently: a run of like chunks counts once.
+    return [x for i, x in enumerate(out) if i == 0 or x != out[i - 1]]
+
+
+@pytest.mark.parametrize("names", [["anthropic", "openai"]])
+@pytest.mark.parametrize("tools", [False, True])
+async def test_mixed_group_streams_the_same_shape_whichever_answers(sim, make_gateway, names, tools):
+    first, second = (PROVIDERS[n] for n in names)
+    targets = [{"provider": first.account, "model": first.model}, {"provider": second.account, "model": second.model}]
+    url, _ = await make_gateway(config(sim, names, group_targets=targets))
+    body: dict[str, Any] = {"model": "mixed", "messages": MSG, "stream": True, "stream_options": {"include_usage": True}}
+    if tools:
+        body |= {"tools": TOOLS, "tool_choice": "required"}
+
+    async def run() -> tuple[bytes, str]:
+        async with aiohttp.ClientSession() as s, s.post(f"{url}/chat/completions", json=body) as r:
+            return await r.read(), r.headers["x-aiogw-provider"]
+
+    raw_first, who = await run()
+    assert who == first.account
+    sim.set_profile(first.account, fault="status", fault_status=first.status_of_overload)
+    raw_second, who = await run()
+    assert who == second.account
+    assert shape(raw_first) == shape(raw_second)
