@@ -1,6 +1,6 @@
 """Provider adapters, keyed by the config `type`. Installed as `aiogw.adapters`."""
 
-from aiogw.adapters import anthropic, openai, openai_compatible
+from aiogw.adapters import anthropic, gemini, openai, openai_compatible
 from aiogw.adapters._base import Adapter
 
-REGISTRY: dict[str, Adapter] = {a.name: a for a in (openai.ADAPTER, openai_compatible.ADAPTER, anthropic.ADAPTER)}
+REGISTRY: dict[str, Adapter] = {a.name: a for a in (openai.ADAPTER, openai_compatible.ADAPTER, anthropic.ADAPTER, gemini.ADAPTER)}
