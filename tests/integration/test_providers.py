@@ -58,6 +58,22 @@ def anthropic_read(msg: dict[str, Any]) -> Native:
     return Native("".join(texts) or None, tools, ANTHROPIC_FINISH[msg["stop_reason"]], prompt, u["output_tokens"])
 
 
+GEMINI_FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter"}
+
+
+def gemini_read(r: dict[str, Any]) -> Native:
+    cand = r["candidates"][0]
+    parts = cand["content"]["parts"]
+    texts = [p["text"] for p in parts if "text" in p and not p.get("thought")]
+    tools = [(p["functionCall"]["name"], p["functionCall"]["args"]) for p in parts if "functionCall" in p]
+    finish = GEMINI_FINISH[cand["finishReason"]]
+    if tools and finish == "stop":
+        finish = "tool_calls"  # Gemini says STOP after a function call (providers.md §5.4)
+    u = r["usageMetadata"]
+    return Native("".join(texts) or None, tools, finish, u["promptTokenCount"],
+                  u.get("candidatesTokenCount", 0) + u.get("thoughtsTokenCount", 0))
+
+
 def openai_read(c: dict[str, Any]) -> Native:
     m = c["choices"][0]["message"]
     tools = [(t["function"]["name"], json.loads(t["function"]["arguments"])) for t in m.get("tool_calls") or []]
@@ -77,6 +93,12 @@ PROVIDERS = {
         native=lambda b: ("/claude/v1/messages", {**b, "stream": False},
                           {"x-api-key": SIM_KEY, "anthropic-version": "2023-06-01"}),
         read=anthropic_read, auth_header="x-api-key", status_of_overload=529,
+    ),
+    "gemini": Provider(
+        type="gemini", account="goog", model="gemini-2.5-flash",
+        base_url=lambda sim: sim.root("goog"),
+        native=lambda b: ("/goog/v1beta/models/gemini-2.5-flash:generateContent", b, {"x-goog-api-key": SIM_KEY}),
+        read=gemini_read, auth_header="x-goog-api-key", status_of_overload=503,
     ),
 }  # fmt: skip
 
@@ -181,11 +203,14 @@ async def test_mid_stream_error_ends_with_error_event_then_done(sim, gw, name):
     assert any(c.get("choices") and c["choices"][0]["delta"].get("content") for c in cs[:-1])
 
 
-@pytest.mark.parametrize(("name", "param"), [("anthropic", "temperature")])
-async def test_a_parameter_the_provider_cannot_honour_is_a_400_naming_it(sim, gw, name, param):
+@pytest.mark.parametrize(
+    ("name", "extra", "param"),
+    [("anthropic", {"temperature": 1.5}, "temperature"), ("gemini", {"logit_bias": {"50256": -100}}, "logit_bias")],
+)
+async def test_a_parameter_the_provider_cannot_honour_is_a_400_naming_it(sim, gw, name, extra, param):
     _, client = gw
     with pytest.raises(openai.BadRequestError) as exc:
-        await client.chat.completions.create(model=name, messages=MSG, temperature=1.5)
+        await client.chat.completions.create(model=name, messages=MSG, **extra)
     assert exc.value.body["param"] == param
     assert sim.stats(PROVIDERS[name].account)["requests"] == 0
 
@@ -208,7 +233,7 @@ def shape(raw: bytes) -> list[Any]:
     return [x for i, x in enumerate(out) if i == 0 or x != out[i - 1]]
 
 
-@pytest.mark.parametrize("names", [["anthropic", "openai"]])
+@pytest.mark.parametrize("names", [["anthropic", "gemini"], ["gemini", "anthropic"], ["anthropic", "openai"]])
 @pytest.mark.parametrize("tools", [False, True])
 async def test_mixed_group_streams_the_same_shape_whichever_answers(sim, make_gateway, names, tools):
     first, second = (PROVIDERS[n] for n in names)

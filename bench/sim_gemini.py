@@ -1,0 +1,282 @@
+"""The simulator speaking the Gemini API (generativelanguage v1beta):
+`POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent?alt=sse`,
+`:embedContent` and `:batchEmbedContents`, for the default account and under
+`/{account}`, so a `gemini` provider's `base_url` is `Simulator.root(account)`.
+
+Written from ai.google.dev/api and the official SDK's types (googleapis/python-genai
+types.py: GenerateContentResponse, Candidate, Part, FunctionCall, UsageMetadata) — never
+from aiogw's adapter. The same profiles, faults and deterministic answers as the other
+formats (sim_core), rendered the Gemini way: camelCase keys, CRLF-framed SSE events each
+holding only the new parts, a function call arriving whole, `finishReason` and the final
+`usageMetadata` on the last event and no end sentinel, Google-style error bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import zlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aiogw.bench.sim_core import STATE, Answer, Profile, Stats, account_of, chunk_gap_s
+
+_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
+_MESSAGES = {
+    "RESOURCE_EXHAUSTED": "Resource has been exhausted (e.g. check quota). (simulated)",
+    "UNAVAILABLE": "The model is overloaded. Please try again later.",
+    "INTERNAL": "An internal error has occurred. (simulated)",
+    "PERMISSION_DENIED": "Method doesn't allow unregistered callers. (simulated)",
+    "NOT_FOUND": "models/x is not found for API version v1beta. (simulated)",
+    "DEADLINE_EXCEEDED": "Deadline expired before operation could complete. (simulated)",
+}
+FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+CRLF = b"\r\n"
+
+
+def error(status: int, message: str | None = None, reason: str | None = None) -> web.Response:
+    st = _STATUS.get(status, "UNKNOWN")
+    details: list[dict[str, Any]] = []
+    if reason:
+        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com"})
+    if status == 429:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"})
+    body = {"error": {"code": status, "message": message or _MESSAGES.get(st, "Request failed. (simulated)"), "status": st, "details": details}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _text(parts: Any) -> str:
+    out = []
+    for p in parts or []:
+        if isinstance(p, dict):
+            if "text" in p:
+                out.append(p["text"])
+            elif "functionResponse" in p:
+                out.append(orjson.dumps(p["functionResponse"].get("response")).decode())
+    return " ".join(out)
+
+
+def openai_view(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The fields sim_core's Answer reads, from a Gemini request."""
+    g = body.get("generationConfig") or {}
+    messages = []
+    if body.get("systemInstruction"):
+        messages.append({"role": "system", "content": _text(body["systemInstruction"].get("parts"))})
+    messages += [{"role": c.get("role", "user"), "content": _text(c.get("parts"))} for c in body.get("contents", [])]
+    view: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": g.get("maxOutputTokens"),
+                            "n": g.get("candidateCount") or 1, "seed": g.get("seed")}  # fmt: skip
+    if g.get("responseMimeType") == "application/json":
+        view["response_format"] = {"type": "json_object"}
+    decls = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations", [])]
+    if decls:
+        view["tools"] = [{"type": "function", "function": {"name": d["name"],
+                          "parameters": d.get("parametersJsonSchema") or d.get("parameters") or {}}} for d in decls]  # fmt: skip
+        cfg = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+        mode = cfg.get("mode", "AUTO")
+        allowed = cfg.get("allowedFunctionNames")
+        if mode == "NONE":
+            view["tool_choice"] = "none"
+        elif mode == "ANY" and allowed:
+            view["tool_choice"] = {"type": "function", "function": {"name": allowed[0]}}
+        elif mode == "ANY":
+            view["tool_choice"] = "required"
+    return view
+
+
+class NativeAnswer:
+    """An Answer rendered as Gemini candidates."""
+
+    def __init__(self, model: str, body: dict[str, Any], profile: Profile) -> None:
+        self.a = Answer(openai_view(model, body), profile)
+        self.model = model
+        self.response_id = secrets.token_urlsafe(16)
+        thinking = ((body.get("generationConfig") or {}).get("thinkingConfig") or {})
+        self.thoughts = "**Planning** the reply." if thinking.get("includeThoughts") else None
+        self.thought_tokens = 6 if self.thoughts else 0
+
+    def usage(self, final: bool) -> dict[str, Any]:
+        u: dict[str, Any] = {"promptTokenCount": self.a.prompt_tokens,
+                             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.a.prompt_tokens}]}  # fmt: skip
+        out = self.a.completion_tokens()
+        if final:
+            u["candidatesTokenCount"] = out
+            if self.thought_tokens:
+                u["thoughtsTokenCount"] = self.thought_tokens
+            u["totalTokenCount"] = self.a.prompt_tokens + out + self.thought_tokens
+        else:
+            u["totalTokenCount"] = self.a.prompt_tokens
+        return u
+
+    def _call_parts(self) -> list[dict[str, Any]]:
+        parts = []
+        for k, (_, name, args) in enumerate(self.a.tool_calls):
+            part: dict[str, Any] = {"functionCall": {"name": name, "args": orjson.loads(args)}}
+            if k == 0:
+                part["thoughtSignature"] = "CiSim" + secrets.token_hex(12)
+            parts.append(part)
+        return parts
+
+    def response(self) -> bytes:
+        candidates = []
+        for i in range(self.a.n):
+            parts: list[dict[str, Any]] = [{"text": self.thoughts, "thought": True}] if self.thoughts else []
+            parts += self._call_parts() if self.a.tool_calls else [{"text": self.a.text(i)}]
+            candidates.append({"content": {"role": "model", "parts": parts}, "finishReason": FINISH[self.a.finish], "index": i})
+        return orjson.dumps({"candidates": candidates, "usageMetadata": self.usage(True),
+                             "modelVersion": self.model, "responseId": self.response_id})  # fmt: skip
+
+    def events(self, per_chunk: int) -> list[tuple[bytes, bool]]:
+        def ev(candidates: list[dict[str, Any]], final: bool) -> bytes:
+            # Gemini's SSE: one full GenerateContentResponse per event, CRLF line ends.
+            body = {"candidates": candidates, "usageMetadata": self.usage(final),
+                    "modelVersion": self.model, "responseId": self.response_id}  # fmt: skip
+            return b"data: " + orjson.dumps(body) + CRLF + CRLF
+
+        out: list[tuple[bytes, bool]] = []
+        for i in range(self.a.n):
+            if self.thoughts:
+                out.append((ev([{"content": {"role": "model", "parts": [{"text": self.thoughts, "thought": True}]}, "index": i}], False), True))
+            if self.a.tool_calls:
+                cand = {"content": {"role": "model", "parts": self._call_parts()}, "index": i}
+                out.append((ev([cand], False), True))
+            else:
+                for piece in self.a.pieces(i, per_chunk):
+                    out.append((ev([{"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}], False), True))
+        # The last event: finishReason for every candidate and the final usage.
+        last = [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": FINISH[self.a.finish], "index": i}
+                for i in range(self.a.n)]  # fmt: skip
+        out.append((ev(last, True), False))
+        return out
+
+
+def _check_auth(request: web.Request, p: Profile) -> web.Response | None:
+    if p.api_key is not None and request.headers.get("x-goog-api-key") != p.api_key:
+        return error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")
+    return None
+
+
+async def model_action(request: web.Request) -> web.StreamResponse:
+    model, _, action = request.match_info["model_action"].partition(":")
+    if action in ("embedContent", "batchEmbedContents"):
+        return await _embed(request, model, action)
+    if action not in ("generateContent", "streamGenerateContent"):
+        return error(404, f"Method {action!r} not found. (simulated)")
+    state = request.app[STATE]
+    account = account_of(request)
+    p = state.profile(account)
+    stats = state.stat(account)
+    stats.requests += 1
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(400, "Invalid JSON payload received.")
+    stats.last_request = {"path": request.path_qs, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
+    if denied := _check_auth(request, p):
+        return denied
+    if not body.get("contents"):
+        return error(400, "* GenerateContentRequest.contents: contents is not specified")
+    fault = p.fault if state.take_fault(p) else "none"
+    if fault == "status":
+        return error(p.fault_status)
+    if fault == "hang":
+        await asyncio.sleep(3600)
+    answer = NativeAnswer(model, body, p)
+    if action == "streamGenerateContent":
+        if request.query.get("alt") != "sse":
+            return error(400, "This simulator streams only with alt=sse.")
+        return await _stream(request, answer, p, fault, stats)
+    delay = p.ttft_ms / 1000 + (answer.a.completion_tokens() / p.tokens_per_s if p.tokens_per_s else 0)
+    if delay:
+        await asyncio.sleep(delay)
+    if fault == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(status=500)
+    if fault == "malformed":
+        return web.Response(body=answer.response()[:-20], content_type="application/json")
+    return web.Response(body=answer.response(), content_type="application/json")
+
+
+async def _stream(request: web.Request, answer: NativeAnswer, p: Profile, fault: str, stats: Stats) -> web.StreamResponse:
+    stats.streams_started += 1
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    events = answer.events(max(1, p.chunk_tokens))
+    gap = chunk_gap_s(p)
+    try:
+        if p.ttft_ms:
+            await asyncio.sleep(p.ttft_ms / 1000)
+        await resp.prepare(request)
+        if fault == "hang_after_headers":
+            await resp.write(events[0][0])
+            await asyncio.sleep(3600)
+        if not gap and fault == "none":
+            await resp.write(b"".join(e for e, _ in events))
+        else:
+            sent = 0
+            for ev, token in events:
+                if token:
+                    if fault != "none" and sent >= p.fault_after_chunks:
+                        await _inject(request, resp, fault)
+                        return resp
+                    sent += 1
+                    if gap:
+                        await asyncio.sleep(gap)
+                await resp.write(ev)
+        await resp.write_eof()
+    except (asyncio.CancelledError, ConnectionResetError):
+        stats.streams_cancelled += 1
+        raise
+    stats.streams_completed += 1
+    return resp
+
+
+async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) -> None:
+    if fault == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+    elif fault == "malformed":
+        await resp.write(b'data: {"candidates": [{"content": {"parts": [{"text": "cut' + CRLF + CRLF)
+        await resp.write_eof()
+    elif fault == "error_event":
+        err = {"error": {"code": 503, "message": _MESSAGES["UNAVAILABLE"], "status": "UNAVAILABLE"}}
+        await resp.write(b"data: " + orjson.dumps(err) + CRLF + CRLF)
+        await resp.write_eof()
+
+
+async def _embed(request: web.Request, model: str, action: str) -> web.Response:
+    state = request.app[STATE]
+    account = account_of(request)
+    p = state.profile(account)
+    state.stat(account).requests += 1
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(400, "Invalid JSON payload received.")
+    state.stat(account).last_request = {"path": request.path, "headers": dict(request.headers), "body": body}
+    if denied := _check_auth(request, p):
+        return denied
+    if state.take_fault(p) and p.fault == "status":
+        return error(p.fault_status)
+
+    def vector(req: dict[str, Any]) -> dict[str, Any]:
+        text = _text((req.get("content") or {}).get("parts"))
+        dims = int(req.get("outputDimensionality") or 8)
+        rnd = random.Random(zlib.crc32(text.encode()))
+        return {"values": [round(rnd.uniform(-1, 1), 6) for _ in range(dims)]}
+
+    if action == "embedContent":
+        return web.json_response({"embedding": vector(body)})
+    requests = body.get("requests") or []
+    for r in requests:
+        if r.get("model") != f"models/{model}":
+            return error(400, f"* BatchEmbedContentsRequest.requests: model must be models/{model}")
+    return web.json_response({"embeddings": [vector(r) for r in requests]})
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in ("", "/{account}"):
+        app.router.add_post(prefix + "/v1beta/models/{model_action}", model_action)
