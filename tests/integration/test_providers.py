@@ -253,3 +253,13 @@ async def test_mixed_group_streams_the_same_shape_whichever_answers(sim, make_ga
     raw_second, who = await run()
     assert who == second.account
     assert shape(raw_first) == shape(raw_second)
+
+
+@pytest.mark.parametrize("inputs", ["one text", ["first", "second", "third"]])
+async def test_gemini_embeddings_through_the_gateway(sim, gw, inputs):
+    _, client = gw
+    r = await client.embeddings.create(model="goog/gemini-embedding-001", input=inputs, dimensions=4)
+    n = 1 if isinstance(inputs, str) else len(inputs)
+    assert [d.index for d in r.data] == list(range(n)) and all(len(d.embedding) == 4 for d in r.data)
+    path = sim.stats("goog")["last_request"]["path"]
+    assert path.endswith(":embedContent" if n == 1 else ":batchEmbedContents")
