@@ -9,7 +9,7 @@ set so the gateway can account for every streamed token.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -27,12 +27,12 @@ _INCLUDE_USAGE = msgspec.Raw(b'{"include_usage":true}')
 _encode = msgspec.json.Encoder().encode
 
 
-def forward_body(p: ParsedChat, target: base.Target) -> bytes:
+def forward_dict(p: ParsedChat, target: base.Target, *, ask_usage: bool = True) -> dict[str, object]:
     """The client's body with the upstream model name and usage on streams; every other
-    value is re-emitted byte for byte (msgspec.Raw), unknown fields included."""
+    value stays raw JSON (msgspec.Raw, re-emitted byte for byte), unknown fields included."""
     body: dict[str, object] = dict(p.raw)
     body["model"] = target.model
-    if p.req.is_stream and not p.req.wants_usage:
+    if ask_usage and p.req.is_stream and not p.req.wants_usage:
         so = p.req.stream_options
         if so is None or isinstance(so, msgspec.UnsetType):
             body["stream_options"] = _INCLUDE_USAGE
@@ -41,7 +41,11 @@ def forward_body(p: ParsedChat, target: base.Target) -> bytes:
             body["stream_options"] = msgspec.Raw(_encode(merged))
     if "max_tokens" in body and _REASONING_MODEL.match(target.model) and "max_completion_tokens" not in body:
         body["max_completion_tokens"] = body.pop("max_tokens")
-    return _encode(body)
+    return body
+
+
+def forward_body(p: ParsedChat, target: base.Target) -> bytes:
+    return _encode(forward_dict(p, target))
 
 
 def build_call(p: ParsedChat, target: base.Target) -> base.Call:
@@ -51,6 +55,23 @@ def build_call(p: ParsedChat, target: base.Target) -> base.Call:
         headers=headers,
         body=forward_body(p, target),
     )
+
+
+# A dialect's change to the forwarded body (in place); returns notes for the operator and
+# raises InvalidRequest for what the provider cannot honour.
+Prepare = Callable[[ParsedChat, base.Target, dict[str, object]], tuple[str, ...]]
+
+
+def dialect_call(params: base.ParamMap, prepare: Prepare, *, ask_usage: bool, path: str = "/chat/completions") -> Callable[[ParsedChat, base.Target], base.Call]:
+    """build_call for an OpenAI-like provider whose body needs adjusting."""
+
+    def build(p: ParsedChat, target: base.Target) -> base.Call:
+        notes = params.check(p.req, target.type)
+        body = forward_dict(p, target, ask_usage=ask_usage)
+        notes += prepare(p, target, body)
+        return base.Call(url=f"{target.base_url}{path}", headers=base.bearer_headers(target), body=_encode(body), notes=notes)
+
+    return build
 
 
 class _ReplyView(msgspec.Struct):
@@ -147,8 +168,20 @@ class _ToolCallView(msgspec.Struct):
     function: _FunctionView | None = None
 
 
+class _TextChunk(msgspec.Struct):
+    text: str = ""
+
+
+class _ContentChunk(msgspec.Struct):
+    """Mistral's reasoning models stream content as typed chunks instead of a string."""
+
+    type: str = ""
+    text: str | None = None
+    thinking: list[_TextChunk] | str | None = None
+
+
 class _DeltaView(msgspec.Struct):
-    content: str | None = None
+    content: str | list[_ContentChunk] | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None  # newer vLLM / OpenRouter spelling
     refusal: str | None = None
@@ -176,6 +209,17 @@ class _ChunkView(msgspec.Struct):
 
 
 _decode_chunk = msgspec.json.Decoder(_ChunkView).decode
+
+def chunk_texts(chunks: list[_ContentChunk]) -> tuple[str, str]:
+    """(text, thinking) of a typed content-chunk list."""
+    text, thought = [], []
+    for c in chunks:
+        if c.type == "text" and c.text:
+            text.append(c.text)
+        elif c.type == "thinking" and c.thinking:
+            thought.append(c.thinking if isinstance(c.thinking, str) else "".join(t.text for t in c.thinking))
+    return "".join(text), "".join(thought)
+
 
 FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -221,6 +265,9 @@ class StreamDecoder:
         for ch in chunk.choices or ():
             d = ch.delta
             if d is not None:
+                if isinstance(d.content, list):
+                    text, thought = chunk_texts(d.content)
+                    d.content, d.reasoning_content = text or None, (d.reasoning_content or "") + thought or None
                 if d.reasoning_content or d.reasoning:
                     out.append(Delta(choice=ch.index, reasoning=d.reasoning_content or d.reasoning))
                 if d.content:
@@ -331,22 +378,29 @@ def openai_like(
     passthrough_stream: bool = False,
     requires_base_url: bool = False,
     requires_api_key: bool = True,
+    params: base.ParamMap = PARAMS,
+    call: Callable[[ParsedChat, base.Target], base.Call] = build_call,
+    response: Callable[[bytes, base.Target], Reply] | None = None,
+    error: Callable[[int, Mapping[str, str], bytes, base.Target], UpstreamError] = decode_error,
+    embeddings: Callable[[EmbeddingRequest, base.Target], base.Call] | None = build_embeddings_call,
+    limits: Callable[[Mapping[str, str]], base.RateLimitInfo | None] = rate_limits,
 ) -> base.Adapter:
-    """An adapter for a provider that speaks OpenAI's wire format (possibly imperfectly)."""
+    """An adapter for a provider that speaks OpenAI's wire format (possibly imperfectly);
+    the keyword arguments are where a dialect differs."""
     return base.Adapter(
         name=name,
         default_base_url=default_base_url,
-        build_call=build_call,
-        decode_response=decode_response,
-        decode_error=decode_error,
+        build_call=call,
+        decode_response=response or decode_response,
+        decode_error=error,
         stream_decoder=StreamDecoder,
         passthrough_stream=passthrough_stream,
         requires_base_url=requires_base_url,
         requires_api_key=requires_api_key,
-        build_embeddings_call=build_embeddings_call,
-        decode_embeddings=decode_embeddings,
-        params=PARAMS,
-        rate_limits=rate_limits,
+        build_embeddings_call=embeddings,
+        decode_embeddings=decode_embeddings if embeddings is not None else None,
+        params=params,
+        rate_limits=limits,
     )
 
 
