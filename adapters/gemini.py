@@ -519,10 +519,11 @@ class StreamDecoder:
                     k = self._tools.get(c, 0)
                     self._tools[c] = k + 1
                     self._called.add(c)
-                    # A call arrives whole: one chunk with id, name and the complete arguments.
-                    call_id = make_call_id(part.thought_signature, fc.id)
-                    args = bytes(fc.args).decode()
-                    out.append(Delta(choice=c, tool_index=k, tool_id=call_id, tool_name=fc.name, tool_args=args))
+                    # A call arrives whole; it is re-emitted the way OpenAI streams calls (id and
+                    # name with empty arguments, then the arguments), so a client sees one shape
+                    # whichever provider answers.
+                    out.append(Delta.tool_start(k, make_call_id(part.thought_signature, fc.id), fc.name, choice=c))
+                    out.append(Delta.tool_args_fragment(k, bytes(fc.args).decode(), choice=c))
                 elif part.text:
                     out.append(Delta(choice=c, reasoning=part.text) if part.thought else Delta(choice=c, content=part.text))
             if cand.finish_reason:

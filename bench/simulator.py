@@ -27,7 +27,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from aiogw.bench import sim_anthropic, sim_gemini
+from aiogw.bench import sim_anthropic, sim_dialects, sim_gemini
 from aiogw.bench.sim_core import (
     DONE,
     MAX_BODY,
@@ -212,6 +212,7 @@ def create_simulator_app(profile: Profile | None = None) -> web.Application:
         app.router.add_get(prefix + "/v1/models", models)
     sim_anthropic.add_routes(app)
     sim_gemini.add_routes(app)
+    sim_dialects.add_routes(app)
     app.router.add_route("*", "/_sim/profile", control_profile)
     app.router.add_get("/_sim/stats", control_stats)
     app.router.add_post("/_sim/reset", control_reset)

@@ -94,6 +94,25 @@ PROVIDERS = {
                           {"x-api-key": SIM_KEY, "anthropic-version": "2023-06-01"}),
         read=anthropic_read, auth_header="x-api-key", status_of_overload=529,
     ),
+    "mistral": Provider(
+        type="mistral", account="mis", model="mistral-small-latest",
+        base_url=lambda sim: sim.root("mis") + "/mistral/v1",
+        native=lambda b: ("/mis/mistral/v1/chat/completions", {**b, "stream": False}, {"authorization": f"Bearer {SIM_KEY}"}),
+        read=openai_read, auth_header="authorization", status_of_overload=503,
+    ),
+    "deepseek": Provider(
+        type="deepseek", account="ds", model="deepseek-chat",
+        base_url=lambda sim: sim.root("ds") + "/deepseek",
+        native=lambda b: ("/ds/deepseek/chat/completions", {**b, "stream": False}, {"authorization": f"Bearer {SIM_KEY}"}),
+        read=openai_read, auth_header="authorization", status_of_overload=503,
+    ),
+    "qwen": Provider(
+        type="qwen", account="qw", model="qwen-plus",
+        base_url=lambda sim: sim.root("qw") + "/qwen/compatible-mode/v1",
+        native=lambda b: ("/qw/qwen/compatible-mode/v1/chat/completions", {**b, "stream": False},
+                          {"authorization": f"Bearer {SIM_KEY}"}),
+        read=openai_read, auth_header="authorization", status_of_overload=503,
+    ),
     "gemini": Provider(
         type="gemini", account="goog", model="gemini-2.5-flash",
         base_url=lambda sim: sim.root("goog"),
@@ -205,7 +224,13 @@ async def test_mid_stream_error_ends_with_error_event_then_done(sim, gw, name):
 
 @pytest.mark.parametrize(
     ("name", "extra", "param"),
-    [("anthropic", {"temperature": 1.5}, "temperature"), ("gemini", {"logit_bias": {"50256": -100}}, "logit_bias")],
+    [
+        ("anthropic", {"temperature": 1.5}, "temperature"),
+        ("gemini", {"logit_bias": {"50256": -100}}, "logit_bias"),
+        ("mistral", {"logprobs": True}, "logprobs"),
+        ("deepseek", {"n": 2}, "n"),
+        ("qwen", {"temperature": 2.0}, "temperature"),
+    ],
 )
 async def test_a_parameter_the_provider_cannot_honour_is_a_400_naming_it(sim, gw, name, extra, param):
     _, client = gw
