@@ -1,11 +1,25 @@
 """Anthropic Messages API (`POST {base}/v1/messages`) as an upstream.
 
-Spec: docs.anthropic.com / platform.claude.com API reference and the official SDK's types
+Spec: platform.claude.com API reference and the official SDK's types
 (anthropics/anthropic-sdk-python, src/anthropic/types); our summary is providers.md §4.
-OpenAI's chat turns become Anthropic's strictly alternating user/assistant messages with a
-top-level `system`; tool calls become `tool_use` blocks and tool results `tool_result`
-blocks in a user turn; JSON mode uses a forced tool whose input is returned as the message
-content (documented, works on every Claude model).
+OpenAI's chat turns become Anthropic's alternating user/assistant messages with a top-level
+`system`; tool calls become `tool_use` blocks and tool results `tool_result` blocks in a
+user turn.
+
+JSON mode (`response_format` json_object / json_schema) uses the forced-tool technique: a
+tool named `json_response` whose `input_schema` is the requested schema, forced with
+`tool_choice`, and whose input comes back as the message *content* with finish_reason
+`stop`. It works on every Claude model and with any schema, whereas native structured
+output (`output_config.format`) is documented only for Claude 4.5+ models and demands
+`additionalProperties: false` everywhere. The exception is a request that also asks for
+thinking: Anthropic refuses forced tool use with thinking, so json_schema then goes native
+and json_object (which has no schema to give) is refused.
+
+reasoning_effort: models with adaptive thinking (Claude 4.6 and later) get
+`thinking: {"type": "adaptive"}` plus `output_config.effort` (minimal -> low, xhigh ->
+xhigh); older thinking models get `thinking: {"type": "enabled", "budget_tokens": B}` from
+THINKING_BUDGET (kept below max_tokens, as the API requires); `none` sends no thinking
+field (the model's default); models without thinking refuse the parameter.
 """
 
 from __future__ import annotations
@@ -47,26 +61,39 @@ API_VERSION = "2023-06-01"
 
 # The output cap Anthropic requires, when neither the client nor the config gives one: the
 # model's documented maximum output, so "no cap" keeps meaning "as long as the model
-# allows" (longest prefix wins; platform.claude.com "Models overview").
+# allows" (longest prefix wins; platform.claude.com/docs/en/models/<model>/overview).
 MAX_OUTPUT: dict[str, int] = {
+    "claude-fable-5": 128_000,
     "claude-opus-5": 128_000,
     "claude-sonnet-5": 128_000,
-    "claude-haiku-5": 128_000,
-    "claude-fable-5": 128_000,
+    "claude-opus-4-8": 128_000,
+    "claude-opus-4-7": 128_000,
+    "claude-opus-4-6": 128_000,
+    "claude-sonnet-4-6": 128_000,
     "claude-opus-4-5": 64_000,
     "claude-opus-4-1": 32_000,
     "claude-opus-4": 32_000,
-    "claude-sonnet-4": 64_000,
+    "claude-sonnet-4": 64_000,  # 4 and 4.5
     "claude-haiku-4-5": 64_000,
     "claude-3-7-sonnet": 64_000,
     "claude-3-5-sonnet": 8_192,
     "claude-3-5-haiku": 8_192,
     "claude-3-haiku": 4_096,
+    "claude-3-opus": 4_096,
 }
-FALLBACK_MAX_OUTPUT = 4_096
+FALLBACK_MAX_OUTPUT = 4_096  # an unknown model: the smallest cap any Claude model accepts
 
-# reasoning_effort -> extended-thinking budget (budget_tokens >= 1024 and < max_tokens).
+# Models with adaptive thinking, where `budget_tokens` is deprecated or refused (Opus 4.7,
+# Fable and Mythos accept only adaptive): platform.claude.com "Adaptive thinking".
+ADAPTIVE_THINKING = ("claude-opus-4-6", "claude-sonnet-4-6", "claude-opus-4-7", "claude-opus-4-8",
+                     "claude-opus-5", "claude-sonnet-5", "claude-fable", "claude-mythos")  # fmt: skip
+# Models that cannot think at all (extended thinking starts with Claude 3.7 Sonnet).
+NO_THINKING = ("claude-3-5", "claude-3-haiku", "claude-3-opus", "claude-3-sonnet", "claude-2", "claude-instant")
+
+# reasoning_effort -> extended-thinking budget (budget_tokens >= 1024 and < max_tokens) ...
 THINKING_BUDGET: dict[str, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768}
+# ... or -> `output_config.effort` for adaptive thinking (SDK OutputConfigParam.effort).
+EFFORT: dict[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 
 FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",

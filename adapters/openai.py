@@ -181,6 +181,7 @@ class _ContentChunk(msgspec.Struct):
 
 
 class _DeltaView(msgspec.Struct):
+    role: str | None = None
     content: str | list[_ContentChunk] | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None  # newer vLLM / OpenRouter spelling
@@ -268,6 +269,8 @@ class StreamDecoder:
                 if isinstance(d.content, list):
                     text, thought = chunk_texts(d.content)
                     d.content, d.reasoning_content = text or None, (d.reasoning_content or "") + thought or None
+                if d.role and not d.content and not d.tool_calls:
+                    out.append(Delta(choice=ch.index, content=""))  # the role chunk, kept as its own
                 if d.reasoning_content or d.reasoning:
                     out.append(Delta(choice=ch.index, reasoning=d.reasoning_content or d.reasoning))
                 if d.content:

@@ -288,3 +288,11 @@ async def test_gemini_embeddings_through_the_gateway(sim, gw, inputs):
     assert [d.index for d in r.data] == list(range(n)) and all(len(d.embedding) == 4 for d in r.data)
     path = sim.stats("goog")["last_request"]["path"]
     assert path.endswith(":embedContent" if n == 1 else ":batchEmbedContents")
+
+
+async def test_mistral_embeddings_through_the_gateway(sim, gw):
+    _, client = gw
+    r = await client.embeddings.create(model="mis/mistral-embed", input=["a", "b"], dimensions=4)
+    assert [len(d.embedding) for d in r.data] == [4, 4] and r.usage.prompt_tokens > 0
+    body = sim.stats("mis")["last_request"]["body"]
+    assert body == {"model": "mistral-embed", "input": ["a", "b"], "output_dimension": 4}
