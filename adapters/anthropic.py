@@ -123,6 +123,7 @@ _STATUS_OF_TYPE = {"overloaded_error": 529, "rate_limit_error": 429, "api_error"
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 JSON_TOOL = "json_response"  # the forced tool that carries JSON-mode answers
+TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
 # Request fields of Anthropic's own that a client may send as extras (forwarded as given).
 NATIVE_EXTRAS = ("thinking", "metadata", "service_tier", "output_config", "context_management")
 
@@ -278,31 +279,49 @@ def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[
     return system, messages
 
 
-def _tools(req: ChatRequest, body: dict[str, Any]) -> None:
+def _model_has(target: base.Target, prefixes: tuple[str, ...]) -> bool:
+    return target.model.lower().startswith(prefixes)
+
+
+def _tool_choice(req: ChatRequest) -> dict[str, Any] | None:
+    tc = req.tool_choice
+    if isinstance(tc, NamedToolChoice):
+        return {"type": "tool", "name": tc.function.name}
+    return {"type": TOOL_CHOICE[tc]} if isinstance(tc, str) else None
+
+
+def _tools(req: ChatRequest, body: dict[str, Any], thinking: bool) -> None:
+    """tools, tool_choice, parallel_tool_calls and JSON mode (see the module docstring)."""
     tools = [
         {"name": t.function.name, "input_schema": t.function.parameters or {"type": "object", "properties": {}}}
         | ({"description": t.function.description} if t.function.description else {})
         for t in (req.tools or ())
     ]
-    choice: dict[str, Any] | None = None
-    tc = req.tool_choice
-    if isinstance(tc, NamedToolChoice):
-        choice = {"type": "tool", "name": tc.function.name}
-    elif tc == "required":
-        choice = {"type": "any"}
-    elif tc == "none":
-        choice = {"type": "none"}
-    elif tc == "auto":
-        choice = {"type": "auto"}
-    if req.parallel_tool_calls is False and tools:
-        choice = (choice or {"type": "auto"}) | {"disable_parallel_tool_use": True}
+    choice = _tool_choice(req)
     rf = req.response_format
     if rf and rf.type in ("json_object", "json_schema"):
         schema: dict[str, Any] = {"type": "object"}
         if rf.type == "json_schema" and rf.json_schema and rf.json_schema.schema:
             schema = rf.json_schema.schema
-        tools.append({"name": JSON_TOOL, "description": "Respond with the answer as this tool's input.", "input_schema": schema})
-        choice = {"type": "tool", "name": JSON_TOOL}
+        if thinking:
+            if rf.type == "json_object":
+                raise _bad(
+                    "With reasoning_effort, Anthropic needs a schema for JSON output; send "
+                    "response_format json_schema, or drop reasoning_effort.",
+                    "response_format",
+                )
+            body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        elif choice is None or choice["type"] in ("auto", "none"):
+            # A required or named tool choice already fixes the answer's form; otherwise the
+            # answer is the JSON tool's input, or (tools offered and allowed) a tool call.
+            if schema.get("type", "object") != "object":
+                raise _bad("Anthropic needs a JSON schema whose top level is an object.", "response_format")
+            offer_tools = bool(tools) and (choice is None or choice["type"] == "auto")
+            choice = {"type": "any"} if offer_tools else {"type": "tool", "name": JSON_TOOL}
+            tools.append({"name": JSON_TOOL, "description": "Respond with the answer as this tool's input.", "input_schema": schema})
+    if req.parallel_tool_calls is False and tools and (choice or {}).get("type") != "none":
+        # `none` takes no options; a choice left unset means auto (providers.md §1.2).
+        choice = (choice or {"type": "auto"}) | {"disable_parallel_tool_use": True}
     if not tools and _has_tool_blocks(body["messages"]):
         # Anthropic wants `tools` whenever the history holds tool blocks; OpenAI does not.
         # A tool that may not be called keeps the history valid and the answer unchanged.
@@ -310,15 +329,15 @@ def _tools(req: ChatRequest, body: dict[str, Any]) -> None:
         choice = {"type": "none"}
     if tools:
         body["tools"] = tools
-    if choice is not None and tools:
-        body["tool_choice"] = choice
+        if choice is not None:
+            body["tool_choice"] = choice
 
 
 def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
     return any(b.get("type") in ("tool_use", "tool_result") for m in messages for b in m["content"])
 
 
-def _sampling(req: ChatRequest, body: dict[str, Any], target: base.Target) -> None:
+def _sampling(req: ChatRequest, body: dict[str, Any]) -> None:
     t, p = req.temperature, req.top_p
     if isinstance(t, float | int):
         if t > 1:
@@ -326,7 +345,7 @@ def _sampling(req: ChatRequest, body: dict[str, Any], target: base.Target) -> No
         body["temperature"] = t
     if isinstance(p, float | int):
         if isinstance(t, float | int):
-            if p != 1:  # current Claude models refuse the pair
+            if p != 1:  # current Claude models refuse the pair; top_p 1 asks for nothing
                 raise _bad("Anthropic models take temperature or top_p, not both; send only one.", "top_p")
         else:
             body["top_p"] = p
@@ -338,40 +357,52 @@ def _sampling(req: ChatRequest, body: dict[str, Any], target: base.Target) -> No
         if any(not s.strip() for s in seqs):
             raise _bad("Anthropic refuses stop sequences that are only whitespace.", "stop")
         body["stop_sequences"] = seqs
+
+
+def _thinking(req: ChatRequest, target: base.Target, max_tokens: int) -> dict[str, Any] | None:
+    """reasoning_effort -> Anthropic's thinking settings (`thinking`, maybe `output_config`)."""
     effort = req.reasoning_effort
-    if isinstance(effort, str) and effort != "none":
-        budget = THINKING_BUDGET.get(effort)
-        if budget is None:
-            raise _bad(f"Unknown reasoning_effort {effort!r}; use one of none, {', '.join(THINKING_BUDGET)}.", "reasoning_effort")
-        budget = min(budget, body["max_tokens"] - 1)
-        if budget < 1024:
-            raise _bad("Extended thinking needs max_tokens above 1024.", "reasoning_effort")
-        if "temperature" in body or "top_k" in body:
-            raise _bad("Anthropic does not allow temperature or top_k with extended thinking.", "reasoning_effort")
-        choice = body.get("tool_choice", {}).get("type")
-        if choice in ("any", "tool"):
-            raise _bad("Anthropic does not allow forced tool use (or JSON mode) with extended thinking.", "reasoning_effort")
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if not isinstance(effort, str) or effort == "none":
+        return None
+    if effort not in THINKING_BUDGET:
+        raise _bad(f"Unknown reasoning_effort {effort!r}; use one of none, {', '.join(THINKING_BUDGET)}.", "reasoning_effort")
+    if _model_has(target, NO_THINKING):
+        raise _bad(f"{target.model} cannot reason (no extended thinking); remove reasoning_effort.", "reasoning_effort")
+    if _model_has(target, ADAPTIVE_THINKING):
+        return {"thinking": {"type": "adaptive"}, "output_config": {"effort": EFFORT[effort]}}
+    budget = min(THINKING_BUDGET[effort], max_tokens - 1)
+    if budget < 1024:
+        raise _bad("Extended thinking needs max_tokens above 1024.", "reasoning_effort")
+    return {"thinking": {"type": "enabled", "budget_tokens": budget}}
 
 
 def build_call(p: ParsedChat, target: base.Target) -> base.Call:
     req = p.req
     notes = PARAMS.check(req, NAME)
     system, messages = convert_messages(req)
-    body: dict[str, Any] = {
-        "model": target.model,
-        "max_tokens": req.output_cap or max_output(target),
-        "messages": messages,
-    }
+    max_tokens = req.output_cap or max_output(target)
+    body: dict[str, Any] = {"model": target.model, "max_tokens": max_tokens, "messages": messages}
     if system:
         body["system"] = system
-    _tools(req, body)
-    _sampling(req, body, target)
+    thinking = _thinking(req, target, max_tokens)
+    _tools(req, body, thinking is not None)
+    _sampling(req, body)
+    if thinking is not None:
+        # Anthropic refuses thinking with sampling changes and with forced tool use.
+        if "temperature" in body or "top_k" in body:
+            raise _bad("Anthropic does not allow temperature or top_k with thinking (reasoning_effort).", "reasoning_effort")
+        if body.get("tool_choice", {}).get("type") in ("any", "tool"):
+            raise _bad("Anthropic does not allow a required or named tool_choice with thinking (reasoning_effort).", "reasoning_effort")
+        body["thinking"] = thinking["thinking"]
+        if "output_config" in thinking:
+            body["output_config"] = body.get("output_config", {}) | thinking["output_config"]
     if isinstance(req.user, str) and req.user:
         body["metadata"] = {"user_id": req.user}
     for key in NATIVE_EXTRAS:
-        if key in p.raw:
-            body[key] = p.raw[key]
+        if key in p.raw:  # the caller's own Anthropic fields win over translated ones
+            native = msgspec.json.decode(p.raw[key])
+            merge = isinstance(native, dict) and isinstance(body.get(key), dict)
+            body[key] = body[key] | native if merge else native
     if req.is_stream:
         body["stream"] = True
     headers = {"content-type": "application/json", "anthropic-version": API_VERSION, **target.headers}

@@ -18,9 +18,11 @@ ranges, error bodies) — never from aiogw's adapters. Answers come from sim_cor
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import re
 import secrets
+import struct
 import time
 import zlib
 from typing import Any
@@ -337,7 +339,9 @@ async def mistral_embeddings(request: web.Request) -> web.Response:
     data = []
     for i, text in enumerate(inputs):
         rnd = random.Random(zlib.crc32(str(text).encode()))
-        data.append({"object": "embedding", "embedding": [round(rnd.uniform(-1, 1), 6) for _ in range(dims)], "index": i})
+        vec = [round(rnd.uniform(-1, 1), 6) for _ in range(dims)]
+        emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if body.get("encoding_format") == "base64" else vec
+        data.append({"object": "embedding", "embedding": emb, "index": i})
     tokens = sum(max(1, len(str(t)) // 4) for t in inputs)
     return _json(200, {"id": secrets.token_hex(16), "object": "list", "data": data, "model": body["model"],
                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}})  # fmt: skip

@@ -295,4 +295,5 @@ async def test_mistral_embeddings_through_the_gateway(sim, gw):
     r = await client.embeddings.create(model="mis/mistral-embed", input=["a", "b"], dimensions=4)
     assert [len(d.embedding) for d in r.data] == [4, 4] and r.usage.prompt_tokens > 0
     body = sim.stats("mis")["last_request"]["body"]
-    assert body == {"model": "mistral-embed", "input": ["a", "b"], "output_dimension": 4}
+    # The SDK asks for base64 (it decodes the vectors itself); Mistral takes encoding_format too.
+    assert body == {"model": "mistral-embed", "input": ["a", "b"], "output_dimension": 4, "encoding_format": "base64"}
