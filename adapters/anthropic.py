@@ -36,6 +36,7 @@ from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
 from aiogw.types import (
     AssistantMessage,
     ChatRequest,
+    CompletionTokensDetails,
     CompletionUsage,
     Delta,
     DeveloperMessage,
@@ -414,11 +415,16 @@ def build_call(p: ParsedChat, target: base.Target) -> base.Call:
 # --- response -----------------------------------------------------------------------------
 
 
+class _OutputDetails(msgspec.Struct):
+    thinking_tokens: int | None = None
+
+
 class _Usage(msgspec.Struct):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    output_tokens_details: _OutputDetails | None = None  # newer responses only
 
 
 class _Block(msgspec.Struct):
@@ -444,12 +450,17 @@ def usage_of(u: _Usage) -> CompletionUsage:
     written = u.cache_creation_input_tokens or 0
     prompt = (u.input_tokens or 0) + read + written
     out = u.output_tokens or 0
-    return CompletionUsage(
+    usage = CompletionUsage(
         prompt_tokens=prompt,
         completion_tokens=out,
         total_tokens=prompt + out,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=read, cache_write_tokens=written),
     )
+    # output_tokens includes thinking, as OpenAI's completion_tokens includes reasoning.
+    thought = u.output_tokens_details.thinking_tokens if u.output_tokens_details else None
+    if thought is not None:
+        usage.completion_tokens_details = CompletionTokensDetails(reasoning_tokens=thought)
+    return usage
 
 
 _decode_message = msgspec.json.Decoder(_Message).decode
@@ -588,17 +599,21 @@ _decode_event = msgspec.json.Decoder(_Event).decode
 
 
 class StreamDecoder:
-    """Anthropic events -> canonical deltas (providers.md §4.3.1)."""
+    """Anthropic events -> canonical deltas (providers.md §4.3.1).
 
-    __slots__ = ("_blocks", "_finish", "_json_block", "_target", "_tools", "_usage", "complete")
+    Tool indices are dense per tool_use block (a text or thinking block before a tool call
+    takes a content-block index but no tool index); JSON mode's forced tool streams as
+    content. Usage is cumulative, so the last values seen are the answer's."""
+
+    __slots__ = ("_blocks", "_finish", "_target", "_tools", "_usage", "complete")
 
     def __init__(self, target: base.Target) -> None:
         self._target = target
-        self._blocks: dict[int, tuple[str, int]] = {}  # block index -> (kind, tool index)
+        # content-block index -> [kind, tool index, has a non-empty fragment been sent]
+        self._blocks: dict[int, list[Any]] = {}
         self._tools = 0
         self._usage = _Usage()
         self._finish: FinishReason | None = None
-        self._json_block: int | None = None
         self.complete = False
 
     def feed(self, event: str, data: bytes) -> list[Delta]:
@@ -609,30 +624,38 @@ class StreamDecoder:
         t = ev.type
         if t == "content_block_delta" and ev.delta is not None:
             d = ev.delta
-            kind, tool = self._blocks.get(ev.index, ("text", -1))
+            block = self._blocks.get(ev.index) or ["text", -1, False]
             if d.type == "text_delta" and d.text:
                 return [Delta(content=d.text)]
             if d.type == "input_json_delta" and d.partial_json:
-                if kind == "json":
+                block[2] = True
+                if block[0] == "json":
                     return [Delta(content=d.partial_json)]
-                return [Delta.tool_args_fragment(tool, d.partial_json)]
+                return [Delta.tool_args_fragment(block[1], d.partial_json)]
             if d.type == "thinking_delta" and d.thinking:
                 return [Delta(reasoning=d.thinking)]
             return []  # signature_delta, citations_delta, empty fragments
         if t == "content_block_start" and ev.content_block is not None:
             b = ev.content_block
             if b.type == "tool_use" and b.name == JSON_TOOL:
-                self._blocks[ev.index] = ("json", -1)
+                self._blocks[ev.index] = ["json", -1, False]
                 return []
             if b.type == "tool_use":
                 index = self._tools
                 self._tools += 1
-                self._blocks[ev.index] = ("tool", index)
+                self._blocks[ev.index] = ["tool", index, False]
                 return [Delta.tool_start(index, b.id or f"call_{index}", b.name or "")]
-            self._blocks[ev.index] = (b.type, -1)
+            self._blocks[ev.index] = [b.type, -1, False]
             if b.type == "text" and b.text:
                 return [Delta(content=b.text)]
             return []
+        if t == "content_block_stop":
+            block = self._blocks.get(ev.index)
+            if block is None or block[2] or block[0] not in ("tool", "json"):
+                return []
+            # A call without arguments streams no fragment; OpenAI clients expect "{}".
+            block[2] = True
+            return [Delta(content="{}")] if block[0] == "json" else [Delta.tool_args_fragment(block[1], "{}")]
         if t == "message_start" and ev.message is not None:
             self._merge_usage(ev.message.usage)
             return [Delta(content="")]  # OpenAI's first chunk: the role, empty content
@@ -649,13 +672,14 @@ class StreamDecoder:
             return [Delta(finish_reason=finish), Delta(usage=usage_of(self._usage))]
         if t == "error":
             raise stream_error(ev.error or _ErrorDetail(type="api_error", message="stream error"), self._target)
-        return []  # ping, content_block_stop, unknown future events
+        return []  # ping, unknown future events
 
     def _merge_usage(self, u: _Usage | None) -> None:
         """Usage in message_delta is cumulative; later values replace earlier ones."""
         if u is None:
             return
-        for f in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        for f in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                  "output_tokens_details"):  # fmt: skip
             v = getattr(u, f)
             if v is not None:
                 setattr(self._usage, f, v)

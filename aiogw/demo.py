@@ -14,6 +14,8 @@ ACCOUNTS = {
     "default": Profile(ttft_ms=30, tokens_per_s=400, completion_tokens=40),
     "flaky": Profile(ttft_ms=30, tokens_per_s=400, completion_tokens=40, fault="status", fault_status=503, fault_rate=0.5),
     "local": Profile(ttft_ms=150, tokens_per_s=40, completion_tokens=60),
+    "claude": Profile(ttft_ms=40, tokens_per_s=300, completion_tokens=40),
+    "gemini": Profile(ttft_ms=30, tokens_per_s=500, completion_tokens=40),
 }
 
 
@@ -25,6 +27,9 @@ def demo_config(sim_url: str) -> Config:
                 "sim-openai": {"type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-demo-simulated"},
                 "sim-flaky": {"type": "openai", "base_url": f"{sim_url}/flaky/v1", "api_key": "sk-demo-simulated"},
                 "sim-local": {"type": "openai-compatible", "base_url": f"{sim_url}/local/v1"},
+                # The same simulator speaking Anthropic's and Gemini's native wire formats.
+                "sim-anthropic": {"type": "anthropic", "base_url": f"{sim_url}/claude", "api_key": "sk-demo-simulated"},
+                "sim-gemini": {"type": "gemini", "base_url": f"{sim_url}/gemini", "api_key": "sk-demo-simulated"},
             },
             "models": [
                 {"name": "demo-fast", "targets": [{"provider": "sim-openai", "model": "sim-gpt-fast"}]},
@@ -36,6 +41,15 @@ def demo_config(sim_url: str) -> Config:
                     ],
                 },
                 {"name": "demo-slow-stream", "targets": [{"provider": "sim-local", "model": "sim-llama-slow"}]},
+                {"name": "demo-claude", "targets": [{"provider": "sim-anthropic", "model": "sim-claude"}]},
+                {"name": "demo-gemini", "targets": [{"provider": "sim-gemini", "model": "sim-gemini-flash"}]},
+                {
+                    "name": "demo-mixed",  # Anthropic first, Gemini when it fails: one stream shape
+                    "targets": [
+                        {"provider": "sim-anthropic", "model": "sim-claude"},
+                        {"provider": "sim-gemini", "model": "sim-gemini-flash"},
+                    ],
+                },
             ],
         },
         file="<demo>",

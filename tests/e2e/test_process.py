@@ -82,6 +82,10 @@ async def test_demo_serves_completions_and_streams_with_no_keys():
             for _ in range(4):  # the flaky account fails half the time; failover hides it
                 r = await c.chat.completions.create(model="demo-failover", messages=MSG)
                 assert r.choices[0].message.content
+            for model in ("demo-claude", "demo-gemini", "demo-mixed"):  # native formats, simulated
+                async with c.chat.completions.stream(model=model, messages=MSG) as s:
+                    final = await s.get_final_completion()
+                assert final.choices[0].message.content.startswith("Simulated")
     finally:
         assert await p.stop() == 0
 
