@@ -474,7 +474,6 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
     texts: list[str] = []
     thinking: list[str] = []
     calls: list[ToolCall] = []
-    json_mode = False
     for b in msg.content:
         if b.type == "text" and b.text:
             texts.append(b.text)
@@ -484,12 +483,13 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
             args = bytes(b.input).decode()
             if b.name == JSON_TOOL:
                 texts.append(args)  # JSON mode: the forced tool's input is the answer
-                json_mode = True
             else:
                 calls.append(ToolCall(id=b.id, function=FunctionCall(name=b.name, arguments=args)))
     finish = FINISH.get(msg.stop_reason or "", "stop")
-    if json_mode and finish == "tool_calls":
-        finish = "stop"
+    if finish == "tool_calls" and not calls:
+        finish = "stop"  # JSON mode's forced tool is content to the client
+    elif finish == "stop" and calls:
+        finish = "tool_calls"  # providers.md §1.3: a normal end after tool calls
     message = ResponseMessage(content="".join(texts) if texts else None)
     if calls:
         message.tool_calls = calls
