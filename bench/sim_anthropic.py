@@ -12,6 +12,7 @@ usage in `message_delta`, native error bodies and `anthropic-ratelimit-*` header
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -94,6 +95,9 @@ def openai_view(body: dict[str, Any]) -> dict[str, Any]:
         for t in body.get("tools") or []
         if isinstance(t, dict) and "name" in t
     ]
+    fmt = (body.get("output_config") or {}).get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        view["response_format"] = {"type": "json_object"}  # the answer text is JSON
     if tools:
         view["tools"] = tools
         choice = body.get("tool_choice") or {"type": "auto"}
@@ -116,7 +120,7 @@ class NativeAnswer:
         self.a = Answer(openai_view(body), profile)
         self.id = "msg_sim" + secrets.token_hex(10)
         self.model = body["model"]
-        self.thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+        self.thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
         self.tools = [("toolu_sim" + secrets.token_hex(8), name, args) for _, name, args in self.a.tool_calls]
         self.stop_reason = STOP_REASON[self.a.finish]
         self.input_tokens = self.a.prompt_tokens
@@ -184,6 +188,60 @@ class NativeAnswer:
         return out
 
 
+_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def invalid(body: dict[str, Any]) -> str | None:
+    """The request rules the Messages API enforces that a translator can get wrong (API
+    reference "Create a Message"; the error texts are Anthropic's where documented)."""
+    for field in ("model", "messages", "max_tokens"):
+        if field not in body:
+            return f"{field}: Field required"
+    msgs = body["messages"]
+    if not isinstance(msgs, list) or not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+        return "messages: Input should be a valid list; max_tokens: a positive integer"
+    has_tool_blocks = False
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        content = m.get("content")
+        if content == [] or content == "":
+            return f"messages.{i}: all messages must have non-empty content except for the optional final assistant message"
+        for j, b in enumerate(content if isinstance(content, list) else []):
+            kind = b.get("type") if isinstance(b, dict) else None
+            if kind == "text" and not b.get("text"):
+                return f"messages.{i}.content.{j}.text: text content blocks must be non-empty"
+            if kind in ("tool_use", "tool_result"):
+                has_tool_blocks = True
+                tid = b.get("id") if kind == "tool_use" else b.get("tool_use_id")
+                if not isinstance(tid, str) or not _TOOL_ID.match(tid):
+                    return f"messages.{i}.content.{j}.{kind}.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+            if kind == "tool_use" and m["role"] != "assistant" or kind == "tool_result" and m["role"] != "user":
+                return f"messages.{i}.content.{j}: {kind} blocks are not allowed in {m['role']} messages"
+    if msgs and msgs[0].get("role") != "user":
+        return 'messages: first message must use the "user" role'
+    if has_tool_blocks and not body.get("tools"):
+        return "Requests which include `tool_use` or `tool_result` blocks must define tools."
+    t = body.get("temperature")
+    if t is not None and not 0 <= t <= 1:
+        return "temperature: Input should be less than or equal to 1"
+    if t is not None and body.get("top_p") is not None:
+        return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+    if any(not s.strip() for s in body.get("stop_sequences") or []):
+        return "stop_sequences: each stop sequence must contain non-whitespace"
+    choice = body.get("tool_choice") or {}
+    if choice.get("type") == "none" and len(choice) > 1:
+        return "tool_choice.none: Extra inputs are not permitted"
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") in ("enabled", "adaptive"):
+        if choice.get("type") in ("any", "tool"):
+            return "Thinking may not be enabled when tool_choice forces tool use."
+        budget = thinking.get("budget_tokens")
+        if thinking["type"] == "enabled" and (not isinstance(budget, int) or not 1024 <= budget < body["max_tokens"]):
+            return "`max_tokens` must be greater than `thinking.budget_tokens`, which must be at least 1024"
+    return None
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     account = account_of(request)
@@ -199,17 +257,17 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return error(401)
     if "anthropic-version" not in request.headers:
         return error(400, "anthropic-version: header is required")
-    for field in ("model", "messages", "max_tokens"):
-        if field not in body:
-            return error(400, f"{field}: Field required")
-    if body["messages"] and body["messages"][0].get("role") != "user":
-        return error(400, "messages: first message must use the \"user\" role")
+    if problem := invalid(body):
+        return error(400, problem)
     fault = p.fault if state.take_fault(p) else "none"
     if fault == "status":
         return error(p.fault_status)
     if fault == "hang":
         await asyncio.sleep(3600)
     answer = NativeAnswer(body, p)
+    if p.context_window is not None and answer.input_tokens + body["max_tokens"] > p.context_window:
+        # The documented wording: "prompt is too long: N tokens > M maximum".
+        return error(400, f"prompt is too long: {answer.input_tokens + body['max_tokens']} tokens > {p.context_window} maximum")
     if body.get("stream"):
         return await _stream(request, answer, p, fault, stats)
     delay = p.ttft_ms / 1000 + (answer.output_tokens / p.tokens_per_s if p.tokens_per_s else 0)
