@@ -265,9 +265,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if fault == "hang":
         await asyncio.sleep(3600)
     answer = NativeAnswer(body, p)
-    if p.context_window is not None and answer.input_tokens + body["max_tokens"] > p.context_window:
-        # The documented wording: "prompt is too long: N tokens > M maximum".
-        return error(400, f"prompt is too long: {answer.input_tokens + body['max_tokens']} tokens > {p.context_window} maximum")
+    if p.context_window is not None and answer.input_tokens > p.context_window:
+        # Anthropic counts the prompt only (an answer that runs out of room stops with
+        # model_context_window_exceeded); the documented wording follows.
+        return error(400, f"prompt is too long: {answer.input_tokens} tokens > {p.context_window} maximum")
     if body.get("stream"):
         return await _stream(request, answer, p, fault, stats)
     delay = p.ttft_ms / 1000 + (answer.output_tokens / p.tokens_per_s if p.tokens_per_s else 0)
