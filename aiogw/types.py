@@ -231,7 +231,9 @@ class CompletionTokensDetails(Wire, kw_only=True):
     rejected_prediction_tokens: int | UnsetType = UNSET
 
 
-class CompletionUsage(Wire, kw_only=True):
+class CompletionUsage(Wire, kw_only=True, omit_defaults=False):
+    # The three counts are required in OpenAI's schema, so a 0 is written, not omitted;
+    # UNSET details still are (msgspec always omits UNSET).
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
