@@ -159,7 +159,20 @@ def test_json_mode_tool_input_becomes_content():
     assert "tool_calls" not in choice["message"]
 
 
-@pytest.mark.parametrize("name", ["stream_text_tool", "stream_thinking"])
+RECORDED = [
+    "stream_text_tool",
+    "stream_thinking",
+    "stream_parallel_no_args",
+    "stream_json_mode",
+    "sdk_basic_response",
+    "sdk_tool_use_response",
+    "sdk_refusal_response",
+    "sdk_incomplete_partial_json_response",
+    "sdk_message_delta_fields_response",
+]
+
+
+@pytest.mark.parametrize("name", RECORDED)
 @pytest.mark.parametrize("seed", range(6))
 def test_recorded_streams_become_exact_openai_chunks(name, seed):
     got = replay(anthropic.StreamDecoder(T), (DIR / f"{name}.sse").read_bytes(), seed, model="claude-sonnet-4-5")
