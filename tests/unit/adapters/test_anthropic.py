@@ -229,3 +229,118 @@ def test_rate_limit_headers():
 def test_decoder_ignores_unknown_events():
     dec = anthropic.StreamDecoder(T)
     assert dec.feed("future_event", msgspec.json.encode({"type": "future_event", "x": 1})) == []
+
+
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+
+
+def with_model(model: str) -> Target:
+    return msgspec.structs.replace(T, model=model)
+
+
+def test_reasoning_effort_is_adaptive_thinking_on_current_models():
+    p = parse_chat(json.dumps({"model": "m", "messages": USER, "reasoning_effort": "minimal"}).encode())
+    body = json.loads(anthropic.build_call(p, with_model("claude-opus-4-7")).body)
+    assert body["thinking"] == {"type": "adaptive"} and body["output_config"] == {"effort": "low"}
+    assert body["max_tokens"] == 128000
+
+
+def test_reasoning_effort_is_refused_for_models_that_cannot_think():
+    p = parse_chat(json.dumps({"model": "m", "messages": USER, "reasoning_effort": "low"}).encode())
+    with pytest.raises(InvalidRequest) as exc:
+        anthropic.build_call(p, with_model("claude-3-5-haiku-20241022"))
+    assert exc.value.param == "reasoning_effort"
+
+
+def test_reasoning_effort_none_sends_no_thinking():
+    _, body = call(reasoning_effort="none")
+    assert "thinking" not in body and "output_config" not in body
+
+
+def test_json_mode_with_tools_lets_the_model_call_a_tool_or_answer_json():
+    _, body = call(tools=TOOLS, response_format={"type": "json_object"})
+    assert [t["name"] for t in body["tools"]] == ["f", anthropic.JSON_TOOL]
+    assert body["tool_choice"] == {"type": "any"}
+    _, body = call(tools=TOOLS, tool_choice="none", response_format={"type": "json_object"})
+    assert body["tool_choice"] == {"type": "tool", "name": anthropic.JSON_TOOL}
+    _, body = call(tools=TOOLS, tool_choice="required", response_format={"type": "json_object"})
+    assert body["tool_choice"] == {"type": "any"} and [t["name"] for t in body["tools"]] == ["f"]
+
+
+def test_json_schema_with_thinking_uses_native_structured_output():
+    _, body = call(response_format=JSON_SCHEMA, reasoning_effort="low", max_tokens=5000)
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": {"type": "object"}}}
+    assert "tools" not in body and body["thinking"]["type"] == "enabled"
+    with pytest.raises(InvalidRequest) as exc:
+        call(response_format={"type": "json_object"}, reasoning_effort="low", max_tokens=5000)
+    assert exc.value.param == "response_format"
+
+
+def test_json_schema_whose_top_level_is_not_an_object_is_refused():
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array"}}}
+    with pytest.raises(InvalidRequest) as exc:
+        call(response_format=rf)
+    assert exc.value.param == "response_format"
+
+
+def test_parallel_tool_calls_false_never_decorates_tool_choice_none():
+    _, body = call(tools=TOOLS, tool_choice="none", parallel_tool_calls=False)
+    assert body["tool_choice"] == {"type": "none"}
+    _, body = call(tools=TOOLS, parallel_tool_calls=False)
+    assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+
+def test_forced_tool_choice_with_thinking_is_refused():
+    with pytest.raises(InvalidRequest) as exc:
+        call(tools=TOOLS, tool_choice="required", reasoning_effort="low", max_tokens=5000)
+    assert exc.value.param == "reasoning_effort"
+
+
+def test_native_extras_merge_over_translated_fields():
+    _, body = call(reasoning_effort="high", output_config={"effort": "max"})
+    assert body["output_config"] == {"effort": "max"}  # T is Sonnet 4.5: budget thinking
+    assert body["thinking"]["type"] == "enabled"
+
+
+def test_anthropic_beta_header_from_the_target_is_sent():
+    t = msgspec.structs.replace(T, headers={"anthropic-beta": "context-1m-2025-08-07"})
+    c = anthropic.build_call(parse_chat(json.dumps({"model": "m", "messages": USER}).encode()), t)
+    assert c.headers["anthropic-beta"] == "context-1m-2025-08-07"
+
+
+@pytest.mark.parametrize(
+    ("model", "cap"),
+    [("claude-sonnet-4-6", 128000), ("claude-opus-4-1-20250805", 32000), ("claude-3-5-haiku-latest", 8192), ("mystery", 4096)],
+)
+def test_default_max_tokens_is_the_models_documented_output_cap(model, cap):
+    assert anthropic.max_output(with_model(model)) == cap
+    assert anthropic.max_output(msgspec.structs.replace(with_model(model), max_output_tokens=77)) == 77
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [("end_turn", "stop"), ("stop_sequence", "stop"), ("pause_turn", "stop"), ("max_tokens", "length"),
+     ("model_context_window_exceeded", "length"), ("refusal", "content_filter"), ("brand_new", "stop")],
+)  # fmt: skip
+def test_stop_reasons_map_to_finish_reasons(stop_reason, finish):
+    msg = {"id": "m", "model": "c", "stop_reason": stop_reason, "content": [{"type": "text", "text": "x"}],
+           "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
+    assert json.loads(anthropic.decode_response(json.dumps(msg).encode(), T).body)["choices"][0]["finish_reason"] == finish
+
+
+def test_thinking_tokens_become_reasoning_tokens():
+    msg = {"id": "m", "model": "c", "stop_reason": "end_turn", "content": [],
+           "usage": {"input_tokens": 3, "output_tokens": 10, "output_tokens_details": {"thinking_tokens": 4}}}  # fmt: skip
+    body = json.loads(anthropic.decode_response(json.dumps(msg).encode(), T).body)
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 4}
+    assert body["choices"][0]["message"]["content"] is None
+
+
+@pytest.mark.parametrize(("etype", "cls"), [("overloaded_error", FailureClass.OVERLOADED), ("api_error", FailureClass.TRANSIENT),
+                                            ("rate_limit_error", FailureClass.RATE_LIMIT)])  # fmt: skip
+def test_error_event_types_decide_the_failure_class(etype, cls):
+    dec = anthropic.StreamDecoder(T)
+    with pytest.raises(UpstreamError) as exc:
+        dec.feed("error", json.dumps({"type": "error", "error": {"type": etype, "message": "x"}}).encode())
+    assert exc.value.failure_class is cls and not dec.complete
