@@ -5,7 +5,6 @@ or logging: dispatch owns all I/O."""
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from aiogw.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
+from aiogw.ids import alnum_id
 from aiogw.types import (
     UNSET,
     ChatCompletion,
@@ -311,7 +311,7 @@ def is_image(part: ContentPart) -> bool:
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + secrets.token_urlsafe(18)
+    return "chatcmpl-" + alnum_id(24)
 
 
 _encode = msgspec.json.Encoder().encode

@@ -377,6 +377,11 @@ def _thinking(req: ChatRequest, target: base.Target, max_tokens: int) -> dict[st
     return {"thinking": {"type": "enabled", "budget_tokens": budget}}
 
 
+def _continues_tool_loop(req: ChatRequest) -> bool:
+    last = next((m for m in reversed(req.messages) if not isinstance(m, ToolMessage)), None)
+    return isinstance(last, AssistantMessage) and bool(last.tool_calls)
+
+
 def build_call(p: ParsedChat, target: base.Target) -> base.Call:
     req = p.req
     notes = PARAMS.check(req, NAME)
@@ -386,6 +391,11 @@ def build_call(p: ParsedChat, target: base.Target) -> base.Call:
     if system:
         body["system"] = system
     thinking = _thinking(req, target, max_tokens)
+    if thinking is not None and _continues_tool_loop(req):
+        # Anthropic wants the loop's signed thinking block first in the last assistant turn;
+        # OpenAI clients cannot send it back, so this turn of the loop is answered without.
+        thinking = None
+        notes += ("reasoning_effort not applied: a tool loop continues without its signed thinking block",)
     _tools(req, body, thinking is not None)
     _sampling(req, body)
     if thinking is not None:

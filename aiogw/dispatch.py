@@ -148,6 +148,9 @@ class _Gate:
         self.tasks: set[asyncio.Task[object]] = set()
 
     def claim(self) -> None:
+        if not self.tasks:  # no hedge running: nobody to race (and no task lookup to pay for)
+            self.owner = self
+            return
         me = asyncio.current_task()
         if self.owner is not None and self.owner is not me:
             raise _LostRace
@@ -155,6 +158,10 @@ class _Gate:
         for t in self.tasks:
             if t is not me:
                 t.cancel()
+
+    def mine(self) -> bool:
+        """Did the running attempt claim the response?"""
+        return self.owner is self or (self.owner is not None and self.owner is asyncio.current_task())
 
 
 @contextmanager
@@ -451,7 +458,7 @@ class Dispatcher:
             raise
         except (asyncio.CancelledError, ClientDisconnected):
             counted = False
-            record = "hedge_lost" if gate.owner is not None and gate.owner is not asyncio.current_task() else "client_closed"
+            record = "hedge_lost" if gate.owner is not None and not gate.mine() else "client_closed"
             raise
         finally:
             latency_ms = (time.perf_counter() - started) * 1000
@@ -557,8 +564,9 @@ class Dispatcher:
                     call.url, data=call.body, headers=call.headers, timeout=self._client_timeout(target)
                 ) as resp,
             ):
-                tmo.reschedule(end)
-                phase[0] = "total"
+                if first:
+                    tmo.reschedule(end)
+                    phase[0] = "total"
                 body = await resp.read()
                 self._observe_limits(target, adapter, resp.headers)
                 if resp.status >= 300:
@@ -649,7 +657,7 @@ class Dispatcher:
                         await commit()
                     await sink.write(out)
         except UpstreamError as exc:
-            if sink.started and gate.owner is asyncio.current_task():
+            if sink.started and gate.mine():
                 # Past the commit point: end the stream, never cut it.
                 await sink.write(error_event(exc))
                 raise _FailedAfterCommit(exc) from None

@@ -13,7 +13,8 @@ FOLDERS = {"aiogw": "aiogw", "adapters": "aiogw.adapters", "streaming": "aiogw.s
 ALLOWED = {
     "aiogw.types": set(),
     "aiogw.errors": set(),
-    "aiogw.adapters": {"aiogw.types", "aiogw.errors", "aiogw.adapters._base", "aiogw.adapters.openai", "aiogw.adapters"},
+    "aiogw.adapters": {"aiogw.types", "aiogw.errors", "aiogw.ids", "aiogw.adapters._base", "aiogw.adapters.openai", "aiogw.adapters"},
+    "aiogw.ids": set(),
     "aiogw.streaming": {"aiogw.types", "aiogw.errors", "aiogw.streaming"},
     # Simulators (bench/sim*.py) model providers independently of our adapters; the rest of
     # bench/ measures the gateway and may import anything.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from aiogw.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from aiogw.ids import hex_id
 from aiogw.server.keys import LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.telemetry.logs import get_logger
 
@@ -34,7 +34,7 @@ def _request_id(request: web.Request) -> str:
     sent = request.headers.get("x-request-id")
     if sent and _CLIENT_ID.match(sent):
         return sent
-    return "req_" + secrets.token_hex(12)
+    return "req_" + hex_id(12)
 
 
 def error_response(err: GatewayError, request_id: str, outcome: Outcome | None) -> web.Response:

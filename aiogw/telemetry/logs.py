@@ -19,22 +19,35 @@ _SECRET_KEYS = frozenset(
 _SECRET_TEXT = re.compile(r"(Bearer\s+)\S+|\b(sk-[A-Za-z0-9_\-]{3})[A-Za-z0-9_\-]{8,}|\bAIza[0-9A-Za-z_\-]{20,}")
 
 
+# Substrings every match of _SECRET_TEXT contains: plain `in` tests skip the regex for
+# the ordinary values of a log line (a third of the logging cost before).
+_HINTS = ("Bearer", "sk-", "AIza")
+
+
 def _mask_text(s: str) -> str:
+    if not any(h in s for h in _HINTS):
+        return s
     return _SECRET_TEXT.sub(lambda m: (m.group(1) or m.group(2) or "") + "***", s)
 
 
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return _mask_text(value)
+    if isinstance(value, dict):
+        return {k: "***" if str(k).lower() in _SECRET_KEYS else _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
 def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Mask values under secret-looking keys and key-shaped substrings in strings."""
+    """Mask values under secret-looking keys and key-shaped substrings in strings, nested
+    values (a request's attempts and their errors) included."""
     for key, value in event.items():
         if key.lower() in _SECRET_KEYS:
             event[key] = "***"
-        elif isinstance(value, str):
-            event[key] = _mask_text(value)
-        elif isinstance(value, dict):
-            event[key] = {
-                k: "***" if str(k).lower() in _SECRET_KEYS else (_mask_text(v) if isinstance(v, str) else v)
-                for k, v in value.items()
-            }
+        elif isinstance(value, str | dict | list | tuple):
+            event[key] = _redact(value)
     return event
 
 

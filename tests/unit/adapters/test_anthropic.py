@@ -344,3 +344,14 @@ def test_error_event_types_decide_the_failure_class(etype, cls):
     with pytest.raises(UpstreamError) as exc:
         dec.feed("error", json.dumps({"type": "error", "error": {"type": etype, "message": "x"}}).encode())
     assert exc.value.failure_class is cls and not dec.complete
+
+
+def test_thinking_is_not_requested_in_a_tool_loop_without_its_signed_block():
+    loop = [*USER, {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "ok"}]  # fmt: skip
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    c, body = call(messages=loop, tools=tools, reasoning_effort="low", max_tokens=5000)
+    assert "thinking" not in body and any("tool loop" in n for n in c.notes)
+    _, body = call(messages=[*loop, {"role": "assistant", "content": "done"}, {"role": "user", "content": "next"}],
+                   tools=tools, reasoning_effort="low", max_tokens=5000)  # fmt: skip
+    assert "thinking" in body
