@@ -1,0 +1,21 @@
+"""The redaction processor: secrets never reach a log line, nested values included."""
+
+from aiogw.telemetry.logs import redact_secrets
+
+
+def test_keys_and_key_shaped_text_are_masked_at_any_depth():
+    event = {
+        "event": "request.finished",
+        "authorization": "Bearer sk-live-abcdefghijklmnop",
+        "error": "upstream said: invalid key sk-proj-ABCDEFGHIJKLMNOP",
+        "attempts": [{"target": "a/b", "error": "401 with Bearer abc.def.ghi"}, {"target": "c/d"}],
+        "headers": {"x-api-key": "secret", "x-goog-api-key": "AIzaSyA1234567890123456789012"},
+        "model": "gpt-4o",
+        "status": 200,
+    }
+    out = redact_secrets(None, "info", event)
+    text = repr(out)
+    for secret in ("abcdefghijklmnop", "ABCDEFGHIJKLMNOP", "abc.def.ghi", "secret", "AIzaSyA"):
+        assert secret not in text
+    assert out["model"] == "gpt-4o" and out["status"] == 200
+    assert out["attempts"][1] == {"target": "c/d"}
