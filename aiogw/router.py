@@ -52,6 +52,8 @@ class Router:
         prompt_tokens: int = 0,
         max_output_tokens: int | None = None,
     ) -> Plan:
+        if len(route.targets) == 1 and not fallbacks and route.targets[0].context_window is None:
+            return Plan(list(route.targets))  # nothing to order or skip: the common single-target case
         ordered = self.order(route.targets, strategy or route.strategy, prompt_tokens, max_output_tokens, now)
         seen = {t.id for t in ordered}
         for fb in fallbacks:  # tried after the group's own targets, each in its own order
