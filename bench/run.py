@@ -66,6 +66,7 @@ def start_simulator(args: argparse.Namespace, cpus: set[int] | None) -> Proc:
         sys.executable, "-P", "-m", "aiogw.bench.simulator", "--port", "0",
         "--ttft-ms", str(args.ttft_ms), "--tokens-per-s", str(args.tokens_per_s),
         "--chunk-tokens", str(args.chunk_tokens), "--completion-tokens", str(args.completion_tokens),
+        "--error-rate", str(args.error_rate), "--error-status", str(args.error_status),
     ]  # fmt: skip
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE)  # noqa: S603 - our own module
     assert p.stdout is not None
@@ -265,9 +266,11 @@ async def _bench(args: argparse.Namespace) -> int:
             sim = start_simulator(args, load_cpus)
             procs.append(sim)
             with tempfile.TemporaryDirectory() as tmp:
-                gw = start_gateway(sim.url, "openai", gw_cpus, Path(tmp))
+                gw = start_gateway(sim.url, args.format, gw_cpus, Path(tmp))
             procs.append(gw)
-            targets += [("direct", f"{sim.url}/v1/chat/completions", None), ("aiogw", f"{gw.url}/v1/chat/completions", gw.popen.pid)]
+            if args.format == "openai":  # the direct baseline speaks the same (OpenAI) wire format
+                targets.append(("direct", f"{sim.url}/v1/chat/completions", None))
+            targets.append(("aiogw", f"{gw.url}/v1/chat/completions", gw.popen.pid))
             model_gw, model_direct = "bench", "sim-bench"
         spec_args = {"stream": args.stream, "mode": args.mode, "rate": args.rate, "duration_s": args.duration,
                      "max_requests": args.requests}  # fmt: skip
@@ -309,6 +312,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tokens-per-s", type=float, default=0.0)
     ap.add_argument("--chunk-tokens", type=int, default=1)
     ap.add_argument("--completion-tokens", type=int, default=20)
+    ap.add_argument("--error-rate", type=float, default=0.0, help="share of simulator answers that are errors")
+    ap.add_argument("--error-status", type=int, default=503)
+    ap.add_argument("--format", choices=["openai", "anthropic", "gemini"], default="openai",
+                    help="the simulator's wire format behind aiogw (direct runs only for openai)")  # fmt: skip
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--out", default="bench-results")
 

@@ -257,6 +257,9 @@ async def _main(args: argparse.Namespace) -> None:
     profile = Profile(
         ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, chunk_tokens=args.chunk_tokens,
         completion_tokens=args.completion_tokens,
+        fault="status" if args.error_rate > 0 else "none",
+        fault_status=args.error_status,
+        fault_rate=args.error_rate,
     )
     sim = await start_simulator(profile, args.host, args.port)
     print(f"aiogw-simulator listening on {sim.url}", flush=True)
@@ -276,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens-per-s", type=float, default=0.0)
     ap.add_argument("--chunk-tokens", type=int, default=1)
     ap.add_argument("--completion-tokens", type=int, default=20)
+    ap.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with --error-status")
+    ap.add_argument("--error-status", type=int, default=503)
     args = ap.parse_args(argv)
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up

@@ -33,3 +33,12 @@ def test_bench_open_loop_counts_every_arrival(tmp_path):
     for r in result["runs"]:
         assert 25 <= r["requests_sent"] <= 75  # Poisson arrivals: ~50 in 0.5 s at 100/s
         assert r["requests_ok"] + sum(r["errors"].values()) == r["requests_sent"]
+
+
+def test_bench_translated_format_with_errors_counts_failovers_as_successes(tmp_path):
+    result, _ = run_bench(tmp_path, "--format", "anthropic", "--stream", "--error-rate", "0.3")
+    runs = {r["target"]: r for r in result["runs"]}
+    assert set(runs) == {"aiogw"}  # no direct baseline for a non-OpenAI wire format
+    r = runs["aiogw"]
+    # A 503 from the simulator is retried by aiogw; only a double failure reaches the client.
+    assert r["requests_ok"] > 0 and r["requests_ok"] + sum(r["errors"].values()) == r["requests_sent"]
