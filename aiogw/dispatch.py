@@ -449,8 +449,10 @@ class Dispatcher:
                 w.context_floor = max(w.context_floor or 0, target.context_window or 0)
                 w.failures.append(exc)
                 raise _AttemptFailed from None
-            if gate.owner is not None or not exc.may_fail_over:
-                raise  # the caller's own fault (returned as is), or past a hedge's commit
+            if gate.owner is not None and not gate.mine():
+                raise _LostRace from None  # another hedged attempt already answered
+            if not exc.may_fail_over:
+                raise  # the caller's own fault, returned as it is
             w.failures.append(exc)
             raise _AttemptFailed from None
         except _LostRace:
