@@ -78,8 +78,14 @@ class PassthroughRelay:
                 self._decoder.complete = True
                 continue  # written by finish(), after anything we add
             # Cheap byte tests pick the few events worth decoding: usage, errors, finishes.
-            has_usage = b'"usage":{' in data
-            if has_usage or b'"finish_reason":"' in data or b'"error"' in data:
+            # `finish_reason` and `usage` close an OpenAI chunk, so a reverse search finds them
+            # at once; an error object names itself in its first bytes (`{"error":` or vLLM's
+            # `{"object":"error"`). Scanning every chunk forwards three times cost 0.7 µs.
+            u = data.rfind(b'"usage":')
+            has_usage = u >= 0 and data[u + 8 : u + 9] == b"{"
+            f = data.rfind(b'"finish_reason":')
+            finishing = f >= 0 and data[f + 16 : f + 17] == b'"'
+            if has_usage or finishing or b"error" in data[:40]:
                 for d in self._decoder.feed(ev.event, data):
                     if d.usage is not None:
                         self.usage = d.usage
@@ -94,8 +100,8 @@ class PassthroughRelay:
                 # We asked upstream for usage; a client that did not must not see it.
                 if has_usage and b'"choices":[]' in data:
                     continue
-                if b'"usage":null' in data:
-                    data = data.replace(b',"usage":null', b"")
+                if u > 0 and data[u - 1 : u] == b"," and data[u + 8 : u + 12] == b"null":
+                    data = data[: u - 1] + data[u + 12 :]
             elif has_usage and self.usage is not None and self._usage_extra is not None:
                 fields = self._usage_extra(self.usage)
                 if fields:
