@@ -4,6 +4,7 @@ bound to every line of a request, and a last-line-of-defence redaction of secret
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import re
 import sys
@@ -89,6 +90,7 @@ class BatchedBytesLogger:
         self._stream = stream
         self._buf: list[bytes] = []
         self._scheduled = False
+        atexit.register(self.flush)  # lines logged as the loop closes still get out
 
     def msg(self, message: bytes) -> None:
         self._buf.append(message + b"\n")
@@ -106,8 +108,11 @@ class BatchedBytesLogger:
         self._scheduled = False
         if self._buf:
             data, self._buf = b"".join(self._buf), []
-            self._stream.write(data)
-            self._stream.flush()
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (OSError, ValueError):  # the stream is gone (closed pipe, closed file)
+                pass
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
