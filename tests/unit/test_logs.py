@@ -19,3 +19,36 @@ def test_keys_and_key_shaped_text_are_masked_at_any_depth():
         assert secret not in text
     assert out["model"] == "gpt-4o" and out["status"] == 200
     assert out["attempts"][1] == {"target": "c/d"}
+
+
+class Recorder:
+    def __init__(self):
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(data)
+
+    def flush(self):
+        pass
+
+
+async def test_lines_logged_in_one_loop_turn_are_written_together_in_order():
+    import asyncio
+
+    from aiogw.telemetry.logs import BatchedBytesLogger
+
+    out = Recorder()
+    logger = BatchedBytesLogger(out)
+    for i in range(3):
+        logger.msg(b'{"n":%d}' % i)
+    assert out.writes == []  # nothing yet: the loop turn is not over
+    await asyncio.sleep(0)
+    assert out.writes == [b'{"n":0}\n{"n":1}\n{"n":2}\n']
+
+
+def test_outside_a_loop_each_line_is_written_at_once():
+    from aiogw.telemetry.logs import BatchedBytesLogger
+
+    out = Recorder()
+    BatchedBytesLogger(out).msg(b"x")
+    assert out.writes == [b"x\n"]
