@@ -48,14 +48,21 @@ def listed_price(provider_type: str, model: str) -> Price | None:
     return rows[best] if best is not None else None
 
 
+_PRICES: dict[tuple[object, ...], Price | None] = {}  # one lookup per distinct target, not per request
+
+
 def price_of(target: Target) -> Price | None:
+    key = (target.type, target.model, target.price_input, target.price_output, target.price_cached_input)
+    if key in _PRICES:
+        return _PRICES[key]
+    price: Price | None
     if target.price_input is not None or target.price_output is not None:
-        return Price(
-            input=target.price_input or 0.0,
-            output=target.price_output or 0.0,
-            cached_input=target.price_cached_input,
-        )
-    return listed_price(target.type, target.model)
+        price = Price(input=target.price_input or 0.0, output=target.price_output or 0.0, cached_input=target.price_cached_input)
+    else:
+        price = listed_price(target.type, target.model)
+    if len(_PRICES) < 10_000:  # bounded: direct `provider/model` addressing lets clients name models
+        _PRICES[key] = price
+    return price
 
 
 def cost_usd(usage: CompletionUsage, price: Price) -> float:

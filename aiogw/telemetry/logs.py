@@ -8,6 +8,7 @@ import atexit
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -78,6 +79,9 @@ def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+PIPE_BUF = 4096  # POSIX guarantees at least 512; Linux gives 4096
+
+
 class BatchedBytesLogger:
     """JSON lines to a binary stream, written once per event-loop turn.
 
@@ -106,13 +110,25 @@ class BatchedBytesLogger:
 
     def flush(self) -> None:
         self._scheduled = False
-        if self._buf:
-            data, self._buf = b"".join(self._buf), []
-            try:
-                self._stream.write(data)
-                self._stream.flush()
-            except (OSError, ValueError):  # the stream is gone (closed pipe, closed file)
-                pass
+        if not self._buf:
+            return
+        lines, self._buf = self._buf, []
+        try:
+            # Writes up to PIPE_BUF are atomic on a pipe: several worker processes share
+            # stderr, so a batch goes out in pieces of whole lines that never interleave.
+            batch: list[bytes] = []
+            size = 0
+            for line in lines:
+                if batch and size + len(line) > PIPE_BUF:
+                    self._stream.write(b"".join(batch))
+                    self._stream.flush()  # one syscall per piece, not coalesced by a buffer
+                    batch, size = [], 0
+                batch.append(line)
+                size += len(line)
+            self._stream.write(b"".join(batch))
+            self._stream.flush()
+        except (OSError, ValueError):  # the stream is gone (closed pipe, closed file)
+            pass
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
@@ -125,6 +141,25 @@ class _BatchedFactory:
         return self._logger  # one buffer per stream keeps lines in order
 
 
+class _Stamper:
+    """ISO-8601 UTC timestamps, the date-time part formatted once per second (structlog's
+    TimeStamper builds a datetime per line)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event
+
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -134,7 +169,7 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> 
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _Stamper(),
         redact_secrets,
         structlog.processors.format_exc_info,
     ]

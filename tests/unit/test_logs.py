@@ -52,3 +52,14 @@ def test_outside_a_loop_each_line_is_written_at_once():
     out = Recorder()
     BatchedBytesLogger(out).msg(b"x")
     assert out.writes == [b"x\n"]
+
+
+def test_a_large_batch_goes_out_in_whole_lines_no_larger_than_pipe_buf():
+    from aiogw.telemetry.logs import PIPE_BUF, BatchedBytesLogger
+
+    out = Recorder()
+    logger = BatchedBytesLogger(out)
+    logger._buf = [b"x" * 1000 + b"\n" for _ in range(10)]
+    logger.flush()
+    assert b"".join(out.writes) == (b"x" * 1000 + b"\n") * 10
+    assert all(len(w) <= PIPE_BUF and w.endswith(b"\n") for w in out.writes) and len(out.writes) == 3
