@@ -315,6 +315,14 @@ class Dispatcher:
             )
         if w.refusals and not w.failures and not w.limited:
             return w.refusals[0]  # no target could take the request as asked
+        too_small = [a for a in w.outcome.attempts if a.failure == "context_window"]
+        if too_small and len(too_small) == len(w.outcome.attempts):
+            return InvalidRequest(
+                f"The request (~{w.prompt_tokens} prompt tokens + {w.max_output or 0} max tokens) exceeds the "
+                f"context window of every target of model '{w.route.name}'. Shorten the messages or lower max_tokens.",
+                code="context_length_exceeded",
+                param="messages",
+            )
         if w.failures and all(f.failure_class is FailureClass.CONTEXT_LENGTH for f in w.failures):
             return w.failures[0]  # the caller's prompt is too long for every target: a 400
         if w.limited and not w.failures:

@@ -278,6 +278,19 @@ async def test_context_window_skips_small_targets_and_context_errors_move_to_lar
     assert (await error_of(raw))["code"] == "context_length_exceeded"
 
 
+async def test_a_prompt_too_long_for_every_configured_window_is_a_400(sim, make_gateway):
+    cfg = two_targets(sim, targets=[
+        {"provider": "sim", "model": "sim-gpt-fast", "context_window": 50},
+        {"provider": "compat", "model": "sim-llama", "context_window": 60},
+    ])
+    url, _ = await make_gateway(cfg)
+    status, _, raw = await post(url, {"model": "fast", "messages": [{"role": "user", "content": "word " * 400}]})
+    assert status == 400
+    err = await error_of(raw)
+    assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
+    assert sim.stats("default")["requests"] == 0 and sim.stats("compat")["requests"] == 0
+
+
 async def test_cost_header_log_and_usage_chunk(sim, make_gateway, capsys):
     cfg = two_targets(sim, targets=[
         {"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0, "cached_input": 0.5}},
