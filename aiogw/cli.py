@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import msgspec
 
 from aiogw import config as config_mod
+from aiogw.cost import price_of
 from aiogw.demo import demo_config, start_demo_simulator  # noqa
 from aiogw.errors import ConfigError
 from aiogw.adapters import REGISTRY
@@ -75,13 +76,18 @@ def check_config(file: str) -> int:
         print(f"  {name:<20} type={adapter.name:<18} base_url={account.base_url or adapter.default_base_url}")
     print("models:")
     for route in runtime.routes.values():
-        print(f"  {route.name}  (strategy: {route.strategy})")
+        hedge = f", hedge after {route.hedge.delay_ms}{'' if route.hedge.delay_ms == 'p95' else ' ms'}" if route.hedge else ""
+        print(f"  {route.name}  (strategy: {route.strategy}, retry rounds: {route.retry.max_rounds}{hedge})")
         for i, t in enumerate(route.targets, 1):
             extras = []
             if t.first_token_timeout_s:
                 extras.append(f"first_token={t.first_token_timeout_s:g}s")
             if t.context_window:
                 extras.append(f"context_window={t.context_window}")
+            price = price_of(t)
+            extras.append(f"price={price.input:g}/{price.output:g} per M" if price else "price=unknown")
+            limits = [f"{k}={v}" for k, v in (("rpm", t.rpm), ("tpm", t.tpm), ("concurrency", t.concurrency)) if v]
+            extras += limits
             print(f"    {i}. {t.id}  -> {t.base_url}  {' '.join(extras)}".rstrip())
     print("direct addressing: <provider>/<model> for " + ", ".join(sorted(cfg.providers)))
     return 0
