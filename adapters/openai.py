@@ -12,9 +12,10 @@ import re
 from collections.abc import Callable, Mapping
 
 import msgspec
+import orjson
 
 from aiogw.adapters import _base as base
-from aiogw.errors import UpstreamError, UpstreamStatusError
+from aiogw.errors import InvalidRequest, UpstreamError, UpstreamStatusError
 from aiogw.types import ChatRequest, CompletionUsage, Delta, EmbeddingRequest, FinishReason, ParsedChat, Reply
 
 NAME = "openai"
@@ -74,6 +75,35 @@ def dialect_call(params: base.ParamMap, prepare: Prepare, *, ask_usage: bool, pa
     return build
 
 
+# OpenAI-only request extras (platform.openai.com chat reference) that providers with
+# lenient schemas ignore or misread: dropped with a note, except the ones that would change
+# what comes back (audio output), which are refused (providers.md §1.2, row `metadata…`).
+OPENAI_ONLY_DROP = frozenset({
+    "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "verbosity",
+    "prediction", "web_search_options",
+})  # fmt: skip
+OPENAI_ONLY_REJECT = {"audio": "no audio output", "modalities": "text output only"}
+
+
+def drop_openai_only(body: dict[str, object], provider: str, *, keep: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """Remove OpenAI-only extras from a forwarded body (in place); `keep` names the ones this
+    provider knows under the same name. Refuses audio output (it would change the answer)."""
+    for name, why in OPENAI_ONLY_REJECT.items():
+        if name in keep or name not in body:
+            continue
+        value = body.pop(name)
+        if _raw_value(value) not in (None, ["text"]):  # text-only output asks for nothing
+            raise InvalidRequest(
+                f"'{name}' is not supported by {provider}: {why}.", code="unsupported_parameter", param=name
+            )
+    gone = sorted(k for k in OPENAI_ONLY_DROP - keep if body.pop(k, None) is not None)
+    return (f"dropped {', '.join(repr(k) for k in gone)} for {provider}: OpenAI-only fields",) if gone else ()
+
+
+def _raw_value(value: object) -> object:
+    return msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
+
+
 class _ReplyView(msgspec.Struct):
     """What the gateway reads from a `chat.completion`: the rest is forwarded unread."""
 
@@ -96,6 +126,50 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
             raise err from None
         raise base.protocol_error(target, f"not a chat.completion: {exc}") from None
     return Reply(body=body, usage=view.usage, model=view.model or target.model)
+
+
+# A dialect's own change to a parsed `chat.completion` (in place), after the shared ones.
+ReplyFix = Callable[[dict[str, object]], None]
+
+
+def dialect_response(
+    fix: ReplyFix | None = None, *, failed_finish: frozenset[str] = frozenset()
+) -> Callable[[bytes, base.Target], Reply]:
+    """decode_response for an OpenAI-like provider whose replies stray from OpenAI's shape:
+    finish reasons outside OpenAI's set are mapped (FINISH; one in `failed_finish` fails the
+    attempt, providers.md §1.3), typed content-chunk lists become `content` +
+    `reasoning_content`, tool calls lose the stray `index`; `fix` does the rest. The body is
+    re-encoded, which also drops blank lines a queued reply starts with (DeepSeek §7.3)."""
+
+    def decode(body: bytes, target: base.Target) -> Reply:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise base.protocol_error(target, "chat.completion body is not valid JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            return decode_response(body, target)  # an error object or junk: reported there
+        for choice in data["choices"]:
+            reason = choice.get("finish_reason")
+            if reason in failed_finish:
+                raise base.status_error(
+                    target, 500, {}, message=f"the provider ended the answer with finish_reason '{reason}'",
+                    upstream_type=None, upstream_code=None,
+                )  # fmt: skip
+            if isinstance(reason, str) and reason:
+                choice["finish_reason"] = FINISH.get(reason, "stop")
+            msg = choice.get("message") or {}
+            if isinstance(msg.get("content"), list):
+                text, thought = chunk_texts(msgspec.convert(msg["content"], list[_ContentChunk]))
+                msg["content"] = text or None
+                if thought:
+                    msg["reasoning_content"] = (msg.get("reasoning_content") or "") + thought
+            for tc in msg.get("tool_calls") or ():
+                tc.pop("index", None)
+        if fix is not None:
+            fix(data)
+        return decode_response(orjson.dumps(data), target)
+
+    return decode
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -241,6 +315,10 @@ class StreamDecoder:
 
     __slots__ = ("_target", "_tools", "complete")
 
+    # Finish reasons that mean the provider failed mid-answer (providers.md §1.3 error
+    # path): raised as an upstream error, so the relay fails over or ends with an error event.
+    failed_finish: frozenset[str] = frozenset()
+
     def __init__(self, target: base.Target) -> None:
         self._target = target
         # (choice, upstream tool index) -> our dense index, per choice in order of appearance
@@ -280,6 +358,11 @@ class StreamDecoder:
                 for tc in d.tool_calls or ():
                     out.extend(self._tool(ch.index, tc))
             if ch.finish_reason:  # "" is treated as null
+                if ch.finish_reason in self.failed_finish:
+                    raise base.status_error(
+                        self._target, 500, {}, upstream_type=None, upstream_code=None,
+                        message=f"the provider ended the stream with finish_reason '{ch.finish_reason}'",
+                    )  # fmt: skip
                 out.append(Delta(choice=ch.index, finish_reason=FINISH.get(ch.finish_reason, "stop")))
                 self.complete = True  # EOF after a finish reason is a normal end (§9)
         usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
@@ -382,21 +465,28 @@ def openai_like(
     requires_base_url: bool = False,
     requires_api_key: bool = True,
     params: base.ParamMap = PARAMS,
+    prepare: Prepare | None = None,
+    ask_usage: bool = True,
     call: Callable[[ParsedChat, base.Target], base.Call] = build_call,
     response: Callable[[bytes, base.Target], Reply] | None = None,
+    decoder: Callable[[base.Target], base.StreamDecoder] | None = None,
     error: Callable[[int, Mapping[str, str], bytes, base.Target], UpstreamError] = decode_error,
     embeddings: Callable[[EmbeddingRequest, base.Target], base.Call] | None = build_embeddings_call,
     limits: Callable[[Mapping[str, str]], base.RateLimitInfo | None] = rate_limits,
 ) -> base.Adapter:
     """An adapter for a provider that speaks OpenAI's wire format (possibly imperfectly);
-    the keyword arguments are where a dialect differs."""
+    the keyword arguments are where a dialect differs. With `prepare`, requests are checked
+    against `params` and the forwarded body goes through it (see dialect_call); `ask_usage`
+    says whether streams ask for usage with `stream_options`."""
+    if prepare is not None:
+        call = dialect_call(params, prepare, ask_usage=ask_usage)
     return base.Adapter(
         name=name,
         default_base_url=default_base_url,
         build_call=call,
         decode_response=response or decode_response,
         decode_error=error,
-        stream_decoder=StreamDecoder,
+        stream_decoder=decoder or StreamDecoder,
         passthrough_stream=passthrough_stream,
         requires_base_url=requires_base_url,
         requires_api_key=requires_api_key,
