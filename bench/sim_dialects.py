@@ -3,16 +3,22 @@ compatible mode), each with the quirks its documentation and recorded traces sho
 
 | provider | route (base_url = everything before /chat/completions)          |
 | -------- | --------------------------------------------------------------- |
-| mistral  | `/{account}/mistral/v1/chat/completions`, `…/mistral/v1/embeddings` |
-| deepseek | `/{account}/deepseek/chat/completions`                          |
-| qwen     | `/{account}/qwen/compatible-mode/v1/chat/completions`           |
+| mistral  | `[/{account}]/mistral/v1/chat/completions`, `…/mistral/v1/embeddings` |
+| deepseek | `[/{account}]/deepseek/chat/completions`                        |
+| qwen     | `[/{account}]/qwen/compatible-mode/v1/chat/completions`         |
 
-(`{account}` is `default` for the default account.) Written from docs.mistral.ai and the
-mistralai SDK models (strict schema, 9-character tool ids, usage on the last content chunk,
-whole tool calls, typed content chunks for Magistral), api-docs.deepseek.com (keep-alive
-comments and blank lines while queued, `reasoning_content`, cache-hit usage) and Alibaba
-Model Studio's compatible-mode docs (restated empty tool-call ids, `enable_thinking`,
-ranges, error bodies) — never from aiogw's adapters. Answers come from sim_core.
+Without the `/{account}` prefix the default account answers, so a provider's `base_url` is
+`Simulator.root(account) + "/mistral/v1"` (or `/deepseek`, `/qwen/compatible-mode/v1`).
+Written from docs.mistral.ai and the mistralai SDK models (strict schema: 422
+`extra_forbidden`, 9-character tool ids, a trailing assistant message only with `prefix`,
+usage on the last content chunk, whole tool calls, typed content chunks for Magistral),
+api-docs.deepseek.com (keep-alive comments and blank lines while queued,
+`reasoning_content` for reasoner/thinking models, 400 for log probabilities in thinking mode
+and for replayed reasoning on the reasoner, cache-hit usage counters — the simulated cache
+holds the system prompt) and Alibaba Model Studio's compatible-mode docs (restated empty
+tool-call ids, usage-only last chunk, `enable_thinking`, ranges, the word "json" for JSON
+mode, `data_inspection_failed` for a user message containing `<<blocked>>`, error bodies) —
+never from aiogw's adapters. Answers come from sim_core.
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ MISTRAL_MESSAGE_FIELDS = {
 }
 _MISTRAL_ID = re.compile(r"^[a-zA-Z0-9]{9}$")
 THOUGHT = "First, consider what is being asked."
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -110,7 +122,49 @@ def _mistral_check(body: dict[str, Any]) -> web.Response | None:
     return None
 
 
+def deepseek_thinking(body: dict[str, Any]) -> bool:
+    """Thinking mode: the reasoner always; otherwise `thinking.type`, enabled by default on
+    models newer than the non-thinking alias `deepseek-chat` (thinking-mode guide)."""
+    if "reasoner" in body["model"]:
+        return True
+    switch = (body.get("thinking") or {}).get("type")
+    return switch == "enabled" if switch else body["model"] != "deepseek-chat"
+
+
+def _deepseek_check(body: dict[str, Any]) -> web.Response | None:
+    if deepseek_thinking(body) and (body.get("logprobs") or body.get("top_logprobs")):
+        return deepseek_error(400, "logprobs and top_logprobs are not supported in thinking mode")
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        return deepseek_error(400, "This response_format type is unavailable now")
+    if "reasoner" in body["model"]:  # the reasoning-model guide: replayed reasoning is a 400
+        msgs = body["messages"]
+        last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=-1)
+        for i, m in enumerate(msgs):
+            if m.get("reasoning_content") and not (i > last_user and m.get("tool_calls")):
+                return deepseek_error(400, "The reasoning_content is an intermediate result for display purposes only "
+                                           "and will not be included in the context for inference. Please remove the "
+                                           "reasoning_content from your message to reduce network traffic.")  # fmt: skip
+    return None
+
+
+def _qwen_text(body: dict[str, Any]) -> str:
+    parts = []
+    for m in body["messages"]:
+        c = m.get("content")
+        parts += [c] if isinstance(c, str) else [x.get("text", "") for x in c or [] if isinstance(x, dict)]
+    return " ".join(parts)
+
+
 def _qwen_check(body: dict[str, Any]) -> web.Response | None:
+    text = _qwen_text(body)
+    if "<<blocked>>" in text:
+        return qwen_error(400, "DataInspectionFailed: Input text data may contain inappropriate content.",
+                          code="data_inspection_failed")  # fmt: skip
+    if (body.get("response_format") or {}).get("type") == "json_object" and "json" not in text.lower():
+        return qwen_error(400, "'messages' must contain the word 'json' in some form, to use 'response_format' of type "
+                               "'json_object'.")  # fmt: skip
+    if body.get("enable_thinking") and not body.get("stream") and re.match(r"qwen3-\d", body["model"]):
+        return qwen_error(400, "parameter.enable_thinking must be set to false for non-streaming calls")
     t, p = body.get("temperature"), body.get("top_p")
     if isinstance(t, int | float) and not 0 <= t < 2:
         return qwen_error(400, "Range of temperature should be [0.0, 2.0)")
@@ -136,7 +190,7 @@ class Dialect:
         self.id = secrets.token_hex(16) if name == "mistral" else ("chatcmpl-" + secrets.token_hex(12))
         self.created = int(time.time())
         self.thinking = (
-            (name == "deepseek" and "reasoner" in self.model)
+            (name == "deepseek" and deepseek_thinking(body))
             or (name == "qwen" and body.get("enable_thinking") is True)
             or (name == "mistral" and "magistral" in self.model)
         )
@@ -145,13 +199,15 @@ class Dialect:
         alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
         self.tools = [(prefix + "".join(random.choice(alphabet) for _ in range(size)), n, a) for _, n, a in self.a.tool_calls]  # noqa: S311
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        system = " ".join(_text(m.get("content")) for m in body["messages"] if m.get("role") == "system")
+        self.cached = min(self.a.prompt_tokens, len(system) // 4) if name == "deepseek" else 0
 
     def usage(self) -> dict[str, Any]:
         c = self.a.completion_tokens() + (len(THOUGHT.split()) if self.thinking else 0)
         u: dict[str, Any] = {"prompt_tokens": self.a.prompt_tokens, "completion_tokens": c, "total_tokens": self.a.prompt_tokens + c}
         if self.name == "deepseek":
-            u |= {"prompt_tokens_details": {"cached_tokens": 0},
-                  "prompt_cache_hit_tokens": 0, "prompt_cache_miss_tokens": self.a.prompt_tokens}  # fmt: skip
+            u |= {"prompt_tokens_details": {"cached_tokens": self.cached}, "prompt_cache_hit_tokens": self.cached,
+                  "prompt_cache_miss_tokens": self.a.prompt_tokens - self.cached}  # fmt: skip
             if self.thinking:
                 u["completion_tokens_details"] = {"reasoning_tokens": len(THOUGHT.split())}
         return u
@@ -256,7 +312,7 @@ def handler(name: str) -> Any:
             return error(401)
         if not isinstance(body.get("messages"), list) or "model" not in body:
             return error(422 if name == "mistral" else 400, "model and messages are required")
-        check = {"mistral": _mistral_check, "qwen": _qwen_check}.get(name)
+        check = {"mistral": _mistral_check, "deepseek": _deepseek_check, "qwen": _qwen_check}.get(name)
         if check is not None and (bad := check(body)) is not None:
             return bad
         fault = p.fault if state.take_fault(p) else "none"
@@ -328,7 +384,7 @@ async def mistral_embeddings(request: web.Request) -> web.Response:
     p = state.profile(account)
     state.stat(account).requests += 1
     body = orjson.loads(await request.read())
-    state.stat(account).last_request = {"path": request.path, "headers": dict(request.headers), "body": body}
+    state.stat(account).last_request = {"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
     extra = [k for k in body if k not in ("model", "input", "output_dimension", "output_dtype", "encoding_format", "metadata")]
     if extra:
         return mistral_error(422, {"detail": [{"type": "extra_forbidden", "loc": ["body", k]} for k in extra]})
@@ -348,7 +404,8 @@ async def mistral_embeddings(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/{account}/mistral/v1/chat/completions", handler("mistral"))
-    app.router.add_post("/{account}/mistral/v1/embeddings", mistral_embeddings)
-    app.router.add_post("/{account}/deepseek/chat/completions", handler("deepseek"))
-    app.router.add_post("/{account}/qwen/compatible-mode/v1/chat/completions", handler("qwen"))
+    for prefix in ("", "/{account}"):
+        app.router.add_post(prefix + "/mistral/v1/chat/completions", handler("mistral"))
+        app.router.add_post(prefix + "/mistral/v1/embeddings", mistral_embeddings)
+        app.router.add_post(prefix + "/deepseek/chat/completions", handler("deepseek"))
+        app.router.add_post(prefix + "/qwen/compatible-mode/v1/chat/completions", handler("qwen"))
