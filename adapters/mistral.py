@@ -30,6 +30,7 @@ from aiogw.types import (
     FilePart,
     FunctionMessage,
     ImagePart,
+    NamedToolChoice,
     ParsedChat,
     RefusalPart,
     SystemMessage,
@@ -150,10 +151,13 @@ def prepare(p: ParsedChat, target: base.Target, body: dict[str, object]) -> tupl
     if "max_completion_tokens" in body:
         body["max_tokens"] = body.pop("max_completion_tokens")
     body["messages"] = _messages(p)
-    for name in ("tools", "tool_choice", "response_format"):  # canonical: no unknown nested keys
-        value = getattr(req, name)
-        if value is not msgspec.UNSET:
-            body[name] = msgspec.to_builtins(value)
+    # Rebuilt from the canonical structs: no unknown nested key reaches the strict schema.
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": msgspec.to_builtins(t.function)} for t in req.tools]
+    if isinstance(req.tool_choice, NamedToolChoice):
+        body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.function.name}}
+    if req.response_format:
+        body["response_format"] = msgspec.to_builtins(req.response_format)
     unknown = sorted(k for k in body if k not in REQUEST_FIELDS)
     for k in unknown:
         del body[k]
