@@ -292,8 +292,12 @@ async def test_gemini_embeddings_through_the_gateway(sim, gw, inputs):
 
 async def test_mistral_embeddings_through_the_gateway(sim, gw):
     _, client = gw
-    r = await client.embeddings.create(model="mis/mistral-embed", input=["a", "b"], dimensions=4)
+    r = await client.embeddings.create(model="mis/codestral-embed", input=["a", "b"], dimensions=4)
     assert [len(d.embedding) for d in r.data] == [4, 4] and r.usage.prompt_tokens > 0
     body = sim.stats("mis")["last_request"]["body"]
     # The SDK asks for base64 (it decodes the vectors itself); Mistral takes encoding_format too.
-    assert body == {"model": "mistral-embed", "input": ["a", "b"], "output_dimension": 4, "encoding_format": "base64"}
+    assert body == {"model": "codestral-embed", "input": ["a", "b"], "output_dimension": 4, "encoding_format": "base64"}
+    # mistral-embed has a fixed size: other dimensions are refused before any upstream call.
+    with pytest.raises(openai.BadRequestError) as exc:
+        await client.embeddings.create(model="mis/mistral-embed", input=["a"], dimensions=4)
+    assert exc.value.body["param"] == "dimensions" and sim.stats("mis")["requests"] == 1
