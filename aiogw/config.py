@@ -57,8 +57,12 @@ class Limits(Strict, kw_only=True):
 
 
 class Cors(Strict, kw_only=True):
+    """Browsers calling aiogw directly. `["*"]` allows any origin (never with credentials)."""
+
     allow_origins: list[str] = []
     allow_credentials: bool = False
+    allow_headers: list[str] = []  # beyond the defaults (authorization, content-type, x-aiogw-*)
+    max_age: Annotated[int, Meta(ge=0)] = 600  # seconds a browser may cache a preflight
 
 
 class ServerConfig(Strict, kw_only=True):
@@ -68,6 +72,10 @@ class ServerConfig(Strict, kw_only=True):
     max_body_bytes: Annotated[int, Meta(ge=1024)] = DEFAULT_MAX_BODY_BYTES
     shutdown_grace: Annotated[float, Meta(ge=0)] = DEFAULT_SHUTDOWN_GRACE_S
     cors: Cors | None = None
+    # Comment lines sent while a stream waits for its first token, so that proxies and load
+    # balancers with idle timeouts keep the connection; 0 turns them off.
+    sse_heartbeat_s: Annotated[float, Meta(ge=0)] = 10.0
+    pages: bool = True  # GET /playground and /dashboard
 
 
 class LogConfig(Strict, kw_only=True):
@@ -191,9 +199,30 @@ class ModelGroup(Strict, kw_only=True):
     hedge: HedgeConfig | None = None
 
 
+class TelemetryConfig(Strict, kw_only=True):
+    """OpenTelemetry traces, exported over OTLP/HTTP when an endpoint is set (off otherwise)."""
+
+    otlp_endpoint: str | None = None  # e.g. http://otel-collector:4318 (/v1/traces is appended)
+    otlp_headers: dict[str, str] = {}
+    service_name: str = "aiogw"
+    sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
+
+
+class StateConfig(Strict, kw_only=True):
+    """Where rate-limit counters, breaker state and health windows live: in-process unless
+    a Redis URL is set, then shared by every replica that names the same Redis and prefix."""
+
+    redis_url: str | None = None
+    key_prefix: str = "aiogw"
+    sync_interval_ms: Annotated[int, Meta(ge=50, le=10_000)] = 250  # health windows pushed/pulled
+    timeout_ms: Annotated[int, Meta(ge=1, le=10_000)] = 50  # per Redis call on the hot path
+
+
 class Config(Strict, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    state: StateConfig = StateConfig()
     routing: RoutingConfig = RoutingConfig()
     providers: dict[str, AccountConfig] = {}
     models: list[ModelGroup] = []

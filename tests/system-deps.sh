@@ -1,0 +1,15 @@
+#!/bin/sh
+# System programs the test suite starts for real: redis-server (shared state across
+# replicas) and Debian's Chromium (the playground and dashboard browser tests).
+# Installs only what is missing; needs root or sudo for apt-get.
+set -eu
+need=""
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+[ -z "$need" ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
