@@ -64,6 +64,10 @@ class Cors(Strict, kw_only=True):
     allow_headers: list[str] = []  # beyond the defaults (authorization, content-type, x-aiogw-*)
     max_age: Annotated[int, Meta(ge=0)] = 600  # seconds a browser may cache a preflight
 
+    def __post_init__(self) -> None:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("allow_credentials cannot be combined with allow_origins '*'; list the origins")
+
 
 class ServerConfig(Strict, kw_only=True):
     host: str = "0.0.0.0"  # noqa: S104 - a gateway is meant to be reached; tests bind 127.0.0.1

@@ -99,7 +99,7 @@ class Outcome:
     usage: CompletionUsage | None = None
     ttft_ms: float | None = None
     finish_reasons: list[FinishReason] = field(default_factory=list)
-    stream_error: UpstreamError | None = None  # failure after the commit point
+    stream_error: GatewayError | None = None  # failure after the response started
     client_closed: bool = False  # the client left before the end (never the target's fault)
     notes: list[str] = field(default_factory=list)  # from adapters: dropped parameters etc.
     cost_usd: float | None = None

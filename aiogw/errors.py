@@ -4,7 +4,7 @@
 GatewayError                    .status .type .code .param .message; to_openai() -> bytes
 ├─ ClientError                  the caller's fault: never retried, never failed over
 │  ├─ InvalidRequest (400, param)   ├─ PayloadTooLarge (413)
-│  ├─ AuthError (401/403)           ├─ ModelNotFound (404)
+│  ├─ AuthError (401), Forbidden (403) ├─ ModelNotFound (404)
 │  ├─ MethodNotAllowed (405)        └─ GatewayRateLimited (429, retry_after)
 ├─ ServiceUnavailable (503)     the gateway itself cannot take the request (draining)
 ├─ UpstreamError                .provider .model .failure_class .retry_after
@@ -77,6 +77,9 @@ class GatewayError(Exception):
     def http_status(self) -> int:
         return self.status
 
+    def describe(self) -> str:
+        return self.message
+
     def to_dict(self) -> dict[str, object]:
         return {
             "error": {
@@ -109,6 +112,11 @@ class AuthError(ClientError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "forbidden"
 
 
 class ModelNotFound(ClientError):

@@ -18,7 +18,8 @@ from aiogw.config import Config
 from aiogw.dispatch import Dispatcher
 from aiogw.runtime import Runtime
 from aiogw.server.handlers import ROUTES
-from aiogw.server.keys import DISPATCHER, HTTP, LIFECYCLE, RUNTIME
+from aiogw.server import cors
+from aiogw.server.keys import CORS, DISPATCHER, HTTP, LIFECYCLE, RUNTIME
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
@@ -57,6 +58,9 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[gateway_middleware])
     app[RUNTIME] = runtime or Runtime.build(config)
     app[LIFECYCLE] = Lifecycle()
+    app[CORS] = cors.CorsPolicy(config.server.cors) if config.server.cors is not None else None
+    if app[CORS] is not None:
+        cors.install(app, app[CORS])
     app.cleanup_ctx.append(_http_session_ctx)
     app.router.add_routes(ROUTES)
     return app

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from aiogw.cost import format_usd
 from aiogw.dispatch import ClientDisconnected, Control, Outcome
-from aiogw.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from aiogw.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from aiogw.health import now as health_now
 from aiogw.router import STRATEGIES
 from aiogw.runtime import Runtime
@@ -128,13 +128,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         headers = _answer_headers(request, outcome, reply.model)
         return web.Response(body=reply.body, content_type="application/json", headers=headers)
 
-    sink = SSESink(request, _base_headers(request), outcome)
+    sink = SSESink(request, _base_headers(request), outcome, runtime.config.server.sse_heartbeat_s)
     lifecycle = request.app[LIFECYCLE]
     task = asyncio.current_task()
     assert task is not None
     lifecycle.streams.add(task)
     try:
-        await dispatcher.stream(parsed, route, outcome, sink, control)
+        try:
+            await dispatcher.stream(parsed, route, outcome, sink, control)
+        except GatewayError as exc:
+            if not sink.opened:
+                raise  # nothing sent yet: the middleware answers with the error's status
+            # Heartbeats already sent a 200: the error ends the stream instead.
+            outcome.stream_error = exc
+            await sink.write(error_event(exc))
         await sink.finish()
     except ClientDisconnected:
         outcome.client_closed = True  # nothing left to tell anyone; the log line says so
@@ -149,6 +156,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 pass
         raise
     finally:
+        sink.stop_heartbeats()
         lifecycle.streams.discard(task)
     assert sink.response is not None
     return sink.response

@@ -20,7 +20,7 @@ from aiogw.errors import (
     ServiceUnavailable,
 )
 from aiogw.ids import hex_id
-from aiogw.server.keys import LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
+from aiogw.server.keys import CORS, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.request")
@@ -62,6 +62,11 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     rid = _request_id(request)
     request[REQUEST_ID] = rid
     path = request.path
+    if request.method == "OPTIONS" and (cors := request.app[CORS]) is not None:
+        try:
+            return cors.preflight(request)
+        except GatewayError as exc:
+            return error_response(exc, rid, None)
     if not path.startswith(_API_PREFIX):
         if path not in _HEALTH_PATHS and request.app[LIFECYCLE].draining:
             return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
