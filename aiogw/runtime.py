@@ -7,6 +7,7 @@ target with its adapter, URL, key and timeouts, the public model groups, and dir
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiogw.adapters import REGISTRY
@@ -101,6 +102,15 @@ class Runtime:
                 if t.id == target_id:
                     return t
         return None
+
+    def targets(self, seen: Iterable[str] = ()) -> dict[str, Target]:
+        """Every configured target by id, plus the directly addressed ones among `seen`
+        (ids the health store has met)."""
+        out = {t.id: t for r in self.routes.values() for t in r.targets}
+        for tid in seen:
+            if tid not in out and (t := self.known_target(tid)) is not None:
+                out[tid] = t
+        return out
 
     def public_models(self) -> list[str]:
         return list(self.routes)

@@ -18,7 +18,7 @@ from aiogw.config import Config
 from aiogw.dispatch import Dispatcher
 from aiogw.runtime import Runtime
 from aiogw.server.handlers import ROUTES
-from aiogw.server import cors
+from aiogw.server import cors, metrics
 from aiogw.server.keys import CORS, DISPATCHER, HTTP, LIFECYCLE, RUNTIME
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
@@ -63,6 +63,7 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
         cors.install(app, app[CORS])
     app.cleanup_ctx.append(_http_session_ctx)
     app.router.add_routes(ROUTES)
+    metrics.install(app)
     return app
 
 

@@ -188,10 +188,7 @@ async def gateway_health(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     dispatcher = request.app[DISPATCHER]
     now = health_now()
-    targets = {t.id: t for r in runtime.routes.values() for t in r.targets}
-    for tid in dispatcher.health.all():
-        if tid not in targets and (t := runtime.known_target(tid)) is not None:
-            targets[tid] = t
+    targets = runtime.targets(dispatcher.health.all())
     out = []
     for tid, t in targets.items():
         h = dispatcher.health.get(tid)

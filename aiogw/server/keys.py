@@ -9,11 +9,13 @@ from aiogw.dispatch import Dispatcher, Outcome
 from aiogw.runtime import Runtime
 from aiogw.server.cors import CorsPolicy
 from aiogw.server.lifecycle import Lifecycle
+from aiogw.telemetry.metrics import GatewayMetrics
 
 RUNTIME = web.AppKey("runtime", Runtime)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+METRICS = web.AppKey("metrics", GatewayMetrics)
 CORS = web.AppKey("cors", CorsPolicy | None)  # type: ignore[arg-type]
 
 # Per-request values.
@@ -22,4 +24,4 @@ OUTCOME = web.RequestKey("outcome", Outcome)
 PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
 
-__all__ = ["CORS", "DISPATCHER", "HTTP", "LIFECYCLE", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "Outcome"]
+__all__ = ["CORS", "DISPATCHER", "HTTP", "LIFECYCLE", "METRICS", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "Outcome"]

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from structlog.contextvars import bind_contextvars
 
 from aiogw.dispatch import ClientDisconnected, Outcome
 from aiogw.errors import (
@@ -20,14 +21,14 @@ from aiogw.errors import (
     ServiceUnavailable,
 )
 from aiogw.ids import hex_id
-from aiogw.server.keys import CORS, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
+from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.request")
 
 _CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable, no spaces, bounded
 _API_PREFIX = "/v1/"
-_HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+_ALWAYS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # answered while draining too
 
 
 def _request_id(request: web.Request) -> str:
@@ -68,7 +69,7 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         except GatewayError as exc:
             return error_response(exc, rid, None)
     if not path.startswith(_API_PREFIX):
-        if path not in _HEALTH_PATHS and request.app[LIFECYCLE].draining:
+        if path not in _ALWAYS_PATHS and request.app[LIFECYCLE].draining:
             return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
         return await _plain(request, handler, rid)
 
@@ -76,6 +77,9 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     if lifecycle.draining:
         return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
     outcome = request[OUTCOME] = Outcome()
+    # Every line logged while serving this request carries its id (aiohttp runs each
+    # request in its own task, so the binding ends with it).
+    bind_contextvars(request_id=rid)
     started = time.perf_counter()
     status = 500
     error: GatewayError | None = None
@@ -103,7 +107,7 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return error_response(GatewayError("The gateway hit an internal error."), rid, outcome)
     finally:
         lifecycle.leave()
-        _log_finished(request, rid, outcome, status, started, error, client_closed)
+        _finished(request, rid, outcome, status, started, error, client_closed)
 
 
 async def _plain(request: web.Request, handler: Any, rid: str) -> web.StreamResponse:
@@ -117,7 +121,7 @@ async def _plain(request: web.Request, handler: Any, rid: str) -> web.StreamResp
         return error_response(exc, rid, None)
 
 
-def _log_finished(
+def _finished(
     request: web.Request,
     rid: str,
     outcome: Outcome,
@@ -126,8 +130,36 @@ def _log_finished(
     error: GatewayError | None,
     client_closed: bool,
 ) -> None:
+    """The request's log line and its metrics, from the same facts."""
+    duration_s = time.perf_counter() - started
     usage = outcome.usage
     target = outcome.target
+    client_closed = client_closed or outcome.client_closed
+    model = request.get(PUBLIC_MODEL)
+    if error is not None:
+        kind: str | None = error.code or error.type
+    elif outcome.stream_error is not None:
+        kind = "stream_error"
+    elif client_closed:
+        kind = "client_closed"
+    else:
+        kind = None
+    request.app[METRICS].record_request(
+        # An unknown model name is the client's free text: not a label value.
+        model=(model or "") if kind != "model_not_found" else "(unknown)",
+        provider=target.provider if target else "",
+        status=status,
+        stream=request.get(STREAM, False),
+        duration_s=duration_s,
+        ttft_s=outcome.ttft_ms / 1000 if outcome.ttft_ms is not None else None,
+        usage=(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens or 0, usage.reasoning_tokens or 0)
+        if usage is not None
+        else None,
+        cost_usd=outcome.cost_usd,
+        tags=outcome.tags,
+        attempts=[(a.target, a.failure) for a in outcome.attempts],
+        error_kind=kind,
+    )
     fields: dict[str, Any] = {
         "request_id": rid,
         "path": request.path,
@@ -136,7 +168,7 @@ def _log_finished(
         "stream": request.get(STREAM, False),
         "provider": target.provider if target else None,
         "upstream_model": outcome.model,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "duration_ms": round(duration_s * 1000, 2),
         "ttft_ms": round(outcome.ttft_ms, 2) if outcome.ttft_ms is not None else None,
         "attempts": [
             {"target": a.target, "ms": round(a.latency_ms, 2), "failure": a.failure, "error": a.error}
@@ -163,6 +195,6 @@ def _log_finished(
         fields["notes"] = outcome.notes
     if outcome.stream_error is not None:
         fields["stream_error"] = outcome.stream_error.describe()
-    if client_closed or outcome.client_closed:
+    if client_closed:
         fields["client_closed"] = True
     log.info("request.finished", **fields)

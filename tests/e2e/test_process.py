@@ -164,6 +164,9 @@ async def test_one_json_log_line_per_request_and_no_secrets(sim, config_file):
     assert ok["output_tokens"] > 0 and ok["input_tokens"] > 0
     assert ok["ttft_ms"] is not None and ok["duration_ms"] >= ok["ttft_ms"]
     assert finished["rid-1"]["status"] == 502
+    # Lines logged while serving a request carry its id, not only the final one.
+    (misconfigured,) = [e for e in p.logs() if e.get("event") == "target.misconfigured"]
+    assert misconfigured["request_id"] == "rid-1" and misconfigured["level"] == "error"
 
 
 async def test_workers_share_one_port(sim, config_file):
