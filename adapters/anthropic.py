@@ -511,7 +511,7 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         model=model, message=message, finish_reason=finish, usage=usage,
         completion_id=f"chatcmpl-{msg.id}" if msg.id else None,
     )  # fmt: skip
-    return Reply(body=body_out, usage=usage, model=model)
+    return Reply(body=body_out, usage=usage, model=model, finish_reasons=(finish,))
 
 
 # --- errors -------------------------------------------------------------------------------

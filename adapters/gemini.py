@@ -433,7 +433,8 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         model=model, message=choices[0].message, finish_reason=choices[0].finish_reason or "stop", usage=usage,
         completion_id=f"chatcmpl-{r.response_id}" if r.response_id else None, extra_choices=choices[1:],
     )  # fmt: skip
-    return Reply(body=out, usage=usage, model=model)
+    finish = tuple(c.finish_reason or "stop" for c in choices)
+    return Reply(body=out, usage=usage, model=model, finish_reasons=finish)
 
 
 # --- errors -------------------------------------------------------------------------------

@@ -104,10 +104,14 @@ def _raw_value(value: object) -> object:
     return msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
 
 
+class _FinishView(msgspec.Struct):
+    finish_reason: str | None = None
+
+
 class _ReplyView(msgspec.Struct):
     """What the gateway reads from a `chat.completion`: the rest is forwarded unread."""
 
-    choices: list[msgspec.Raw]
+    choices: list[_FinishView]
     model: str = ""
     usage: CompletionUsage | None = None
 
@@ -125,7 +129,8 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         if err is not None:
             raise err from None
         raise base.protocol_error(target, f"not a chat.completion: {exc}") from None
-    return Reply(body=body, usage=view.usage, model=view.model or target.model)
+    finish = tuple(c.finish_reason for c in view.choices if c.finish_reason)
+    return Reply(body=body, usage=view.usage, model=view.model or target.model, finish_reasons=finish)
 
 
 # A dialect's own change to a parsed `chat.completion` (in place), after the shared ones.

@@ -209,7 +209,8 @@ class TelemetryConfig(Strict, kw_only=True):
     otlp_endpoint: str | None = None  # e.g. http://otel-collector:4318 (/v1/traces is appended)
     otlp_headers: dict[str, str] = {}
     service_name: str = "aiogw"
-    sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0
+    sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 1.0  # of traces started here (a caller's choice is kept)
+    export_delay_ms: Annotated[int, Meta(ge=10, le=60_000)] = 2000  # batch export interval
 
 
 class StateConfig(Strict, kw_only=True):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import aiohttp
 
@@ -45,6 +45,11 @@ from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
 from aiogw.telemetry.logs import get_logger
 from aiogw.types import CompletionUsage, EmbeddingRequest, FinishReason, ParsedChat, Reply
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is configured
+    from opentelemetry.trace import Span
+
+    from aiogw.telemetry.tracing import Tracing
 
 log = get_logger("aiogw.dispatch")
 
@@ -220,6 +225,7 @@ class _Walk:
     tokens: int  # reserved against tpm
     prompt_tokens: int
     max_output: int | None
+    operation: str = "chat"  # the GenAI operation name on attempt spans
     failures: list[UpstreamError] = field(default_factory=list)
     refusals: list[InvalidRequest] = field(default_factory=list)
     limited: list[LimitExceeded] = field(default_factory=list)
@@ -236,8 +242,10 @@ class Dispatcher:
         health: HealthStore | None = None,
         limiter: Limiter | None = None,
         ledger: Ledger | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._session = session
+        self._tracing = tracing  # None unless telemetry.otlp_endpoint is set
         self._runtime = runtime
         self.health: HealthStore = health or LocalHealth(
             runtime.breaker_default, runtime.breaker_policies
@@ -438,6 +446,7 @@ class Dispatcher:
         message: str | None = None
         counted = True
         record: str | None = None
+        span = self._start_span(w, target) if self._tracing is not None else None
         try:
             return await attempt(target, adapter, gate)
         except InvalidRequest as exc:  # this target cannot honour the request as asked
@@ -481,6 +490,34 @@ class Dispatcher:
             if record is None and failure is not None:
                 record = failure.value
             outcome.attempts.append(AttemptRecord(target.id, latency_ms, record, message))
+            if span is not None:
+                self._end_span(span, outcome, target, usage, record, message, mine)
+
+    def _start_span(self, w: _Walk, target: Target) -> tuple[Span, object]:
+        assert self._tracing is not None
+        sent = [a for a in w.outcome.attempts if a.failure not in _NOT_SENT]
+        return self._tracing.start_attempt(
+            provider_type=target.type,
+            provider=target.provider,
+            model=target.model,
+            url=target.base_url,
+            operation=w.operation,
+            attempt=len(sent) + 1,
+            failover_reason=sent[-1].failure if sent else None,
+        )
+
+    def _end_span(
+        self, span: tuple[Span, object], outcome: Outcome, target: Target, usage: CompletionUsage | None,
+        record: str | None, message: str | None, mine: bool,
+    ) -> None:
+        assert self._tracing is not None
+        attrs = self._tracing.usage_attributes(usage, outcome.finish_reasons if mine else None, outcome.model if mine else None)
+        attrs["aiogw.target"] = target.id
+        if mine and outcome.cost_usd is not None:
+            attrs["aiogw.cost_usd"] = outcome.cost_usd
+        if mine and outcome.ttft_ms is not None:
+            attrs["aiogw.ttft_ms"] = round(outcome.ttft_ms, 2)
+        self._tracing.end_attempt(*span, record, message, attrs)
 
     # --- non-streaming ------------------------------------------------------------------
 
@@ -500,6 +537,8 @@ class Dispatcher:
     @staticmethod
     def _won(outcome: Outcome, target: Target, reply: Reply) -> Reply:
         outcome.target, outcome.model, outcome.usage = target, reply.model or target.model, reply.usage
+        if reply.finish_reasons:
+            outcome.finish_reasons = list(reply.finish_reasons)  # type: ignore[arg-type]
         return reply
 
     async def embed(
@@ -521,7 +560,7 @@ class Dispatcher:
             return self._won(outcome, target, reply)
 
         tokens = _embedding_tokens_estimate(req)
-        walk = _Walk(route, control, outcome, tokens=tokens, prompt_tokens=tokens, max_output=None)
+        walk = _Walk(route, control, outcome, tokens=tokens, prompt_tokens=tokens, max_output=None, operation="embeddings")
         reply = await self._walk(walk, attempt)
         self._account(outcome, route, reply.usage, "embeddings")
         return reply
@@ -558,6 +597,10 @@ class Dispatcher:
             if info is not None:
                 self.limiter.observe(target, info, health_mod.now())
 
+    def _headers(self, call: Call) -> dict[str, str]:
+        # With tracing on, the attempt's span goes upstream as W3C traceparent.
+        return call.headers if self._tracing is None else self._tracing.inject(call.headers)
+
     async def _post(
         self, call: Call, target: Target, adapter: Adapter, decode: Decode, gate: _Gate, deadline: float | None
     ) -> Reply:
@@ -571,7 +614,7 @@ class Dispatcher:
             async with (
                 asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
                 self._session.post(
-                    call.url, data=call.body, headers=call.headers, timeout=self._client_timeout(target)
+                    call.url, data=call.body, headers=self._headers(call), timeout=self._client_timeout(target)
                 ) as resp,
             ):
                 if first:
@@ -628,7 +671,7 @@ class Dispatcher:
                 async with (
                     asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
                     self._session.post(
-                        call.url, data=call.body, headers=call.headers, timeout=self._client_timeout(target)
+                        call.url, data=call.body, headers=self._headers(call), timeout=self._client_timeout(target)
                     ) as resp,
                 ):
                     self._observe_limits(target, adapter, resp.headers)

@@ -399,6 +399,7 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     body: bytes
     usage: CompletionUsage | None = None
     model: str | None = None
+    finish_reasons: tuple[str, ...] = ()  # per choice, for logs and traces
 
 
 class Secret:

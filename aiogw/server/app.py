@@ -19,7 +19,7 @@ from aiogw.dispatch import Dispatcher
 from aiogw.runtime import Runtime
 from aiogw.server.handlers import ROUTES
 from aiogw.server import cors, metrics
-from aiogw.server.keys import CORS, DISPATCHER, HTTP, LIFECYCLE, RUNTIME
+from aiogw.server.keys import CORS, DISPATCHER, HTTP, LIFECYCLE, RUNTIME, TRACING
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
@@ -50,8 +50,15 @@ async def _http_session_ctx(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=("User-Agent",),
     ) as session:
         app[HTTP] = session
-        app[DISPATCHER] = Dispatcher(session, app[RUNTIME])
+        app[DISPATCHER] = Dispatcher(session, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
         yield
+
+
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    tracing = app[TRACING]
+    if tracing is not None:  # export what is still queued (a thread, off the loop)
+        await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)  # type: ignore[attr-defined]
 
 
 def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Application:
@@ -61,10 +68,20 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     app[CORS] = cors.CorsPolicy(config.server.cors) if config.server.cors is not None else None
     if app[CORS] is not None:
         cors.install(app, app[CORS])
+    app[TRACING] = _tracing(config)
+    app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_http_session_ctx)
     app.router.add_routes(ROUTES)
     metrics.install(app)
     return app
+
+
+def _tracing(config: Config) -> object | None:
+    if config.telemetry.otlp_endpoint is None:
+        return None  # the OpenTelemetry SDK is not even imported
+    from aiogw.telemetry.tracing import Tracing
+
+    return Tracing(config.telemetry)
 
 
 async def serve(

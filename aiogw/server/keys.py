@@ -16,6 +16,7 @@ HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", GatewayMetrics)
+TRACING = web.AppKey("tracing", object)  # aiogw.telemetry.tracing.Tracing | None (imported only when on)
 CORS = web.AppKey("cors", CorsPolicy | None)  # type: ignore[arg-type]
 
 # Per-request values.
@@ -24,4 +25,4 @@ OUTCOME = web.RequestKey("outcome", Outcome)
 PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
 
-__all__ = ["CORS", "DISPATCHER", "HTTP", "LIFECYCLE", "METRICS", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "Outcome"]
+__all__ = ["CORS", "DISPATCHER", "HTTP", "LIFECYCLE", "METRICS", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "TRACING", "Outcome"]

@@ -21,7 +21,7 @@ from aiogw.errors import (
     ServiceUnavailable,
 )
 from aiogw.ids import hex_id
-from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
+from aiogw.server.keys import CORS, LIFECYCLE, METRICS, TRACING, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.request")
@@ -80,6 +80,8 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     # Every line logged while serving this request carries its id (aiohttp runs each
     # request in its own task, so the binding ends with it).
     bind_contextvars(request_id=rid)
+    tracing = request.app[TRACING]
+    span = tracing.start_request(request.method, path, request.headers) if tracing is not None else None
     started = time.perf_counter()
     status = 500
     error: GatewayError | None = None
@@ -108,6 +110,8 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     finally:
         lifecycle.leave()
         _finished(request, rid, outcome, status, started, error, client_closed)
+        if span is not None:
+            _end_span(request, span, rid, outcome, status, error)
 
 
 async def _plain(request: web.Request, handler: Any, rid: str) -> web.StreamResponse:
@@ -198,3 +202,27 @@ def _finished(
     if client_closed:
         fields["client_closed"] = True
     log.info("request.finished", **fields)
+
+
+def _end_span(
+    request: web.Request, span: tuple[Any, object], rid: str, outcome: Outcome, status: int, error: GatewayError | None
+) -> None:
+    tracing = request.app[TRACING]
+    assert tracing is not None
+    attrs = tracing.usage_attributes(outcome.usage, outcome.finish_reasons, outcome.model)
+    attrs.update(
+        {
+            "gen_ai.operation.name": "embeddings" if request.path.endswith("/embeddings") else "chat",
+            "gen_ai.request.model": request.get(PUBLIC_MODEL),
+            "aiogw.request_id": rid,
+            "aiogw.provider": outcome.target.provider if outcome.target else None,
+            "aiogw.attempts": int(outcome.attempts_header),
+            "aiogw.cost_usd": outcome.cost_usd,
+            "aiogw.tags": outcome.tags or None,
+            "aiogw.stream": request.get(STREAM, False),
+            "error.type": error.code or error.type if error is not None else None,
+        }
+    )
+    if outcome.stream_error is not None:
+        attrs["aiogw.stream_error"] = outcome.stream_error.describe()
+    tracing.end_request(*span, status, attrs)
