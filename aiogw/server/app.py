@@ -77,7 +77,7 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
 
 
 def _tracing(config: Config) -> object | None:
-    if config.telemetry.otlp_endpoint is None:
+    if not config.telemetry.otlp_endpoint:  # unset or "" (`${OTEL_EXPORTER_OTLP_ENDPOINT:-}`)
         return None  # the OpenTelemetry SDK is not even imported
     from aiogw.telemetry.tracing import Tracing
 
