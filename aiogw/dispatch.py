@@ -49,6 +49,7 @@ from aiogw.types import CompletionUsage, EmbeddingRequest, FinishReason, ParsedC
 if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is configured
     from opentelemetry.trace import Span
 
+    from aiogw.shared_state import SharedState
     from aiogw.telemetry.tracing import Tracing
 
 log = get_logger("aiogw.dispatch")
@@ -243,9 +244,11 @@ class Dispatcher:
         limiter: Limiter | None = None,
         ledger: Ledger | None = None,
         tracing: Tracing | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self._session = session
         self._tracing = tracing  # None unless telemetry.otlp_endpoint is set
+        self.shared = shared  # None unless state.redis_url is set
         self._runtime = runtime
         self.health: HealthStore = health or LocalHealth(
             runtime.breaker_default, runtime.breaker_policies
@@ -352,7 +355,7 @@ class Dispatcher:
             while pending:
                 if self._deadline_passed(w):
                     return False, None
-                task_args = self._prepare(w, pending.pop(0))
+                task_args = await self._prepare(w, pending.pop(0))
                 if task_args is None:
                     continue
                 try:
@@ -367,9 +370,9 @@ class Dispatcher:
     ) -> tuple[bool, T | None]:
         running: dict[asyncio.Task[T], Target] = {}
 
-        def launch() -> bool:
+        async def launch() -> bool:
             while pending:
-                prepared = self._prepare(w, pending.pop(0))
+                prepared = await self._prepare(w, pending.pop(0))
                 if prepared is not None:
                     task = asyncio.ensure_future(self._attempt(w, gate, attempt, *prepared))
                     gate.tasks.add(task)  # type: ignore[arg-type]
@@ -379,14 +382,14 @@ class Dispatcher:
 
         try:
             while True:
-                if not running and (self._deadline_passed(w) or not launch()):
+                if not running and (self._deadline_passed(w) or not await launch()):
                     return False, None
                 delay = None
                 if pending and gate.owner is None and len(running) < hedge.max_parallel:
                     delay = self._hedge_delay(hedge, next(iter(running.values())))
                 done, _ = await asyncio.wait(running, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 if not done:  # no first token in time: start the next target beside it
-                    if launch():
+                    if await launch():
                         w.outcome.notes.append(f"hedged: started {list(running.values())[-1].id}")
                     continue
                 for task in done:
@@ -417,7 +420,7 @@ class Dispatcher:
         d = w.control.deadline
         return d is not None and asyncio.get_running_loop().time() >= d
 
-    def _prepare(self, w: _Walk, target: Target) -> tuple[Target, Adapter, Reservation] | None:
+    async def _prepare(self, w: _Walk, target: Target) -> tuple[Target, Adapter, Reservation] | None:
         """Reserve rate-limit capacity for an attempt, or record why the target is skipped."""
         if w.context_floor is not None and (target.context_window or 0) <= w.context_floor:
             w.outcome.attempts.append(
@@ -425,11 +428,14 @@ class Dispatcher:
             )
             return None
         try:
-            reservation = self.limiter.acquire(target, w.tokens, health_mod.now())
+            # With shared state, rpm/tpm come from the fleet's buckets (one Redis round trip,
+            # only for targets that have such limits); local buckets when Redis is away.
+            shared = self.shared is not None and bool(target.rpm or target.tpm) and await self.shared.take(target, w.tokens)
+            reservation = self.limiter.acquire(target, w.tokens, health_mod.now(), buckets=not shared)
         except LimitExceeded as exc:
             w.limited.append(exc)
             w.outcome.attempts.append(
-                AttemptRecord(target.id, 0.0, "rate_limited", f"at its {exc.reason} limit (local)")
+                AttemptRecord(target.id, 0.0, "rate_limited", f"at its {exc.reason} limit")
             )
             return None
         return target, self._runtime.adapter(target), reservation
@@ -487,6 +493,8 @@ class Dispatcher:
             h.end(now, probe=probe, failure=failure, latency_ms=latency_ms, ttft_ms=ttft, error=message, counted=counted)
             usage = outcome.usage if mine and outcome.target is target else None
             self.limiter.release(reservation, usage.total_tokens if usage else None, now)
+            if reservation.shared and self.shared is not None:
+                self.shared.settle(target, reservation.tokens, usage.total_tokens if usage else None)
             if record is None and failure is not None:
                 record = failure.value
             outcome.attempts.append(AttemptRecord(target.id, latency_ms, record, message))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -156,6 +156,14 @@ class TargetHealth:
     last_error: str | None = None
     last_failure_at: float = 0.0
     transitions: list[tuple[float, BreakerState]] = field(default_factory=list)
+    # Shared state (Redis): other replicas' window counts, our counts not yet pushed, and
+    # who hears about our breaker transitions. All idle when state is in-process.
+    target_id: str = ""
+    remote_calls: int = 0
+    remote_failures: int = 0
+    unsynced_calls: int = 0
+    unsynced_failures: int = 0
+    listener: Callable[[TargetHealth, BreakerState, float], None] | None = None
     _stats: WindowStats | None = None
     _stats_at: float = -1.0
 
@@ -174,6 +182,21 @@ class TargetHealth:
         if state == "open":
             self.opened_at = now
         self.probes_in_flight = self.probe_successes = 0
+        if self.listener is not None:
+            self.listener(self, state, now)
+
+    def adopt(self, state: BreakerState, since: float, now: float) -> None:
+        """Take another replica's breaker transition (made at `since`, our clock) without
+        announcing it again."""
+        listener, self.listener = self.listener, None
+        try:
+            if state == "closed":
+                self.consecutive_failures = 0
+            self._move(state, now)
+            if state == "open":
+                self.opened_at = since
+        finally:
+            self.listener = listener
 
     def available(self, now: float) -> bool:
         """May the router send a request here now? (Half-open: only while a probe slot is free.)"""
@@ -212,6 +235,9 @@ class TargetHealth:
         if not counted or failure in NOT_THE_TARGETS_FAULT:
             return
         self.window.record(now, failure.value if failure else None, latency_ms, ttft_ms)
+        self.unsynced_calls += 1
+        if failure is not None:
+            self.unsynced_failures += 1
         if failure is None:
             self.consecutive_failures = 0
             if self.state == "half_open" and probe:
@@ -234,6 +260,7 @@ class TargetHealth:
         if self.consecutive_failures >= p.consecutive_failures:
             return True
         total, failed = self.window.counts(now)
+        total, failed = total + self.remote_calls, failed + self.remote_failures  # the fleet's
         return total >= p.min_calls and failed / total > p.error_rate
 
     def force_open(self, now: float, why: str) -> None:
@@ -258,11 +285,14 @@ class LocalHealth:
         self._default = policy or BreakerConfig()
         self._policies = policies or {}  # per target id, from model-group settings
         self._targets: dict[str, TargetHealth] = {}
+        self.listener: Callable[[TargetHealth, BreakerState, float], None] | None = None  # set by shared state
+        self.shared = False  # True while a shared store keeps the fleet in step
 
     def get(self, target_id: str) -> TargetHealth:
         h = self._targets.get(target_id)
         if h is None:
-            h = self._targets[target_id] = TargetHealth(self._policies.get(target_id, self._default))
+            h = self._targets[target_id] = TargetHealth(self._policies.get(target_id, self._default), target_id=target_id)
+            h.listener = self.listener
         return h
 
     def all(self) -> dict[str, TargetHealth]:

@@ -76,6 +76,7 @@ class TargetLimits:
 class Reservation:
     target_id: str
     tokens: int
+    shared: bool = False  # rpm/tpm were taken from the shared (Redis) buckets
 
 
 class LimitExceeded(Exception):  # noqa: N818 - a decision, not a failure
@@ -102,13 +103,14 @@ class Limiter:
             )
         return t
 
-    def acquire(self, target: Target, tokens: int, now: float) -> Reservation:
-        """Reserve one request and `tokens` tokens, or raise LimitExceeded with a wait hint."""
+    def acquire(self, target: Target, tokens: int, now: float, *, buckets: bool = True) -> Reservation:
+        """Reserve one request and `tokens` tokens, or raise LimitExceeded with a wait hint.
+        `buckets=False` when rpm/tpm were already taken from shared state."""
         t = self._get(target, now)
         if t.concurrency is not None and t.in_flight >= t.concurrency:
             raise LimitExceeded(target.id, "concurrency", 1.0)
         for bucket, amount, name in ((t.rpm, 1, "rpm"), (t.tpm, tokens, "tpm")):
-            if bucket is not None:
+            if bucket is not None and buckets:
                 bucket.refill(now)
                 wait = bucket.wait_s(amount)
                 if wait > 0:
@@ -116,9 +118,9 @@ class Limiter:
         wait = t.provider.wait_s(tokens, now)
         if wait > 0:
             raise LimitExceeded(target.id, "provider-reported", wait)
-        if t.rpm is not None:
+        if t.rpm is not None and buckets:
             t.rpm.level -= 1
-        if t.tpm is not None:
+        if t.tpm is not None and buckets:
             t.tpm.level -= min(tokens, t.tpm.capacity)
         pv = t.provider
         if pv.remaining_requests is not None:
@@ -126,7 +128,7 @@ class Limiter:
         if pv.remaining_tokens is not None:
             pv.remaining_tokens -= tokens
         t.in_flight += 1
-        return Reservation(target.id, tokens)
+        return Reservation(target.id, tokens, shared=not buckets)
 
     def release(self, r: Reservation, actual_tokens: int | None, now: float) -> None:
         """The call ended: free the slot and settle the token reservation with the real usage."""
@@ -134,7 +136,7 @@ class Limiter:
         if t is None:
             return
         t.in_flight -= 1
-        if actual_tokens is not None and t.tpm is not None:
+        if actual_tokens is not None and t.tpm is not None and not r.shared:
             t.tpm.refill(now)
             t.tpm.level = min(t.tpm.capacity, t.tpm.level + (min(r.tokens, t.tpm.capacity) - actual_tokens))
 

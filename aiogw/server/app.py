@@ -50,8 +50,18 @@ async def _http_session_ctx(app: web.Application) -> AsyncIterator[None]:
         skip_auto_headers=("User-Agent",),
     ) as session:
         app[HTTP] = session
-        app[DISPATCHER] = Dispatcher(session, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
-        yield
+        dispatcher = app[DISPATCHER] = Dispatcher(session, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
+        state = app[RUNTIME].config.state
+        if state.redis_url:
+            from aiogw.shared_state import SharedState  # the redis client only when configured
+
+            dispatcher.shared = SharedState(state, dispatcher.health)  # type: ignore[arg-type]
+            await dispatcher.shared.start()
+        try:
+            yield
+        finally:
+            if dispatcher.shared is not None:
+                await dispatcher.shared.close()
 
 
 async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:

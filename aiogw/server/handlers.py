@@ -216,7 +216,13 @@ async def gateway_health(request: web.Request) -> web.Response:
                 "limits": dispatcher.limiter.headroom(t, now),
             }
         )
-    return web.json_response({"window_s": 60, "targets": out})
+    shared = dispatcher.shared
+    state = (
+        {"backend": "redis", "connected": shared.up, "replica": shared.replica}
+        if shared is not None
+        else {"backend": "local", "connected": True, "replica": None}
+    )
+    return web.json_response({"window_s": 60, "shared_state": state, "targets": out})
 
 
 async def healthz(request: web.Request) -> web.Response:

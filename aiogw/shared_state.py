@@ -1,0 +1,306 @@
+"""State shared by every replica through Redis (`state.redis_url`): rate-limit buckets,
+breaker transitions and the health windows' counts, so that N replicas act as one gateway.
+
+- Rate limits: rpm/tpm token buckets live in Redis and are taken by one atomic script per
+  attempt (the only Redis round trip on the request path, and only for targets that have
+  such limits); Redis' own clock refills them, so replica clocks do not matter. The tpm
+  reservation is settled with the real usage off the request path. Concurrency and the
+  provider-reported remainders stay per replica.
+- Breakers: a replica's transition is written to a hash and published at once; the others
+  adopt `open` and `closed` (each moves itself to half-open when the cooldown ends, so
+  every replica may send its own probe).
+- Health windows: each replica pushes its per-target call/failure counts every
+  `sync_interval_ms` and gets back the other replicas' counts over the last 60 s in the
+  same script; the breaker's error-rate test uses the sum.
+
+Redis going away never fails a request: every call is bounded by `timeout_ms`, the first
+failure switches the replica to its local state with one loud log line, and the sync loop
+reconnects in the background (another line when it is back)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from aiogw.adapters._base import Target
+from aiogw.config import StateConfig
+from aiogw.health import BreakerState, LocalHealth, TargetHealth
+from aiogw.health import now as health_now
+from aiogw.limits import LimitExceeded
+from aiogw.telemetry.logs import get_logger
+
+log = get_logger("aiogw.state")
+
+# KEYS[1]: the target's bucket hash. ARGV: rpm, tpm (0 = none), tokens to reserve.
+# Returns {1, 0, ""} or {0, wait_ms, "rpm" | "tpm"}.
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, tpm, need = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'r', 't', 'ts')
+local r, tk, ts = tonumber(b[1]) or rpm, tonumber(b[2]) or tpm, tonumber(b[3]) or now
+local elapsed = math.max(0, now - ts)
+if rpm > 0 then r = math.min(rpm, r + elapsed * rpm / 60000) end
+if tpm > 0 then tk = math.min(tpm, tk + elapsed * tpm / 60000); need = math.min(need, tpm) end
+local verdict = {1, 0, ''}
+if rpm > 0 and r < 1 then
+  verdict = {0, math.ceil((1 - r) * 60000 / rpm), 'rpm'}
+elseif tpm > 0 and tk < need then
+  verdict = {0, math.ceil((need - tk) * 60000 / tpm), 'tpm'}
+else
+  if rpm > 0 then r = r - 1 end
+  if tpm > 0 then tk = tk - need end
+end
+redis.call('HSET', KEYS[1], 'r', tostring(r), 't', tostring(tk), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], 120000)
+return verdict
+"""
+
+# KEYS[1]: the bucket hash. ARGV: tpm, tokens to give back (reserved minus used; may be < 0).
+SETTLE = """
+local tk = tonumber(redis.call('HGET', KEYS[1], 't'))
+if tk == nil then return 0 end
+tk = math.min(tonumber(ARGV[1]), tk + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 't', tostring(tk))
+return 1
+"""
+
+# ARGV: prefix, replica, n, then n x (target id, new calls, new failures).
+# Returns {server ms, then n x (other replicas' calls, failures) over 60 s, breaker hash}.
+SYNC = """
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local prefix, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local mine = me .. ':'
+local out = {sec * 1000 + math.floor(tonumber(t[2]) / 1000)}
+for i = 0, n - 1 do
+  local id, c, f = ARGV[4 + i * 3], tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3])
+  local base = prefix .. ':hw:' .. id .. ':'
+  if c > 0 then
+    local key = base .. sec
+    redis.call('HINCRBY', key, me .. ':c', c)
+    if f > 0 then redis.call('HINCRBY', key, me .. ':f', f) end
+    redis.call('EXPIRE', key, 90)
+  end
+  local oc, of = 0, 0
+  for s = sec - 59, sec do
+    local h = redis.call('HGETALL', base .. s)
+    for j = 1, #h, 2 do
+      if string.sub(h[j], 1, #mine) ~= mine then
+        if string.sub(h[j], -2) == ':c' then oc = oc + tonumber(h[j + 1]) else of = of + tonumber(h[j + 1]) end
+      end
+    end
+  end
+  out[#out + 1] = oc
+  out[#out + 1] = of
+end
+out[#out + 1] = redis.call('HGETALL', prefix .. ':breakers')
+return out
+"""
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class SharedState:
+    """One per process; `start` connects (or starts degraded), `close` stops the sync."""
+
+    def __init__(self, cfg: StateConfig, health: LocalHealth) -> None:
+        assert cfg.redis_url is not None
+        self._cfg = cfg
+        self._prefix = cfg.key_prefix
+        self._health = health
+        self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        timeout = cfg.timeout_ms / 1000
+        self._redis = redis.Redis.from_url(
+            cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.5), health_check_interval=0
+        )
+        self._take = self._redis.register_script(TAKE)
+        self._settle = self._redis.register_script(SETTLE)
+        self._sync = self._redis.register_script(SYNC)
+        self.up = False
+        self._announced_down = False
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[object]] = set()
+        self._applied: dict[str, float] = {}  # target id -> server ms of the last transition taken
+        self._clock_offset_ms = 0.0  # Redis server time minus our wall clock
+        health.listener = self._on_transition
+        for h in health.all().values():
+            h.listener = self._on_transition
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._sync_once()  # connected, or degraded with the loud line already logged
+        self._task = asyncio.create_task(self._sync_loop())
+        self._pubsub_task = asyncio.create_task(self._listen())
+
+    async def close(self) -> None:
+        for task in (self._task, self._pubsub_task, *self._background):
+            if task is not None:
+                task.cancel()
+        for task in (self._task, self._pubsub_task):
+            if task is not None:
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
+                    pass
+        self._health.shared = False
+        await self._redis.aclose()
+
+    def _down(self, exc: BaseException) -> None:
+        if self.up or not self._announced_down:
+            log.error(
+                "state.redis_unavailable",
+                url=redacted(self._cfg.redis_url or ""),
+                error=f"{type(exc).__name__}: {exc}",
+                fallback="local state (limits, breakers and windows of this replica only)",
+            )
+            self._announced_down = True
+        self.up = False
+        self._health.shared = False
+        for h in self._health.all().values():
+            h.remote_calls = h.remote_failures = 0
+
+    def _restored(self) -> None:
+        if not self.up:
+            if self._announced_down:
+                log.warning("state.redis_restored", url=redacted(self._cfg.redis_url or ""))
+            else:
+                log.info("state.shared", url=redacted(self._cfg.redis_url or ""), replica=self.replica)
+        self.up = True
+        self._announced_down = False
+        self._health.shared = True
+
+    # --- rate limits (the request path) -------------------------------------------------
+
+    async def take(self, target: Target, tokens: int) -> bool:
+        """Take one request and `tokens` from the target's shared rpm/tpm buckets. True when
+        taken, False when Redis is unavailable (the caller uses local buckets); raises
+        LimitExceeded when the fleet is at the limit."""
+        if not self.up:
+            return False
+        try:
+            ok, wait_ms, reason = await self._take(
+                keys=[f"{self._prefix}:rl:{target.id}"], args=[target.rpm or 0, target.tpm or 0, tokens]
+            )
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._down(exc)
+            return False
+        if not ok:
+            kind = reason.decode() if isinstance(reason, bytes) else reason
+            raise LimitExceeded(target.id, f"fleet-wide {kind}", wait_ms / 1000)
+        return True
+
+    def settle(self, target: Target, reserved: int, used: int | None) -> None:
+        """Give back the tpm reserved beyond what was used, off the request path."""
+        if not target.tpm or used is None or not self.up:
+            return
+        delta = min(reserved, target.tpm) - used
+        if delta:
+            self._spawn(self._settle(keys=[f"{self._prefix}:rl:{target.id}"], args=[target.tpm, delta]))
+
+    # --- breakers and windows -----------------------------------------------------------
+
+    def _on_transition(self, h: TargetHealth, state: BreakerState, now: float) -> None:
+        if not self.up or state == "half_open":
+            return
+        at_ms = time.time() * 1000 + self._clock_offset_ms
+        self._applied[h.target_id] = at_ms
+        payload = orjson.dumps({"state": state, "at_ms": at_ms, "replica": self.replica, "error": h.last_error})
+        self._spawn(self._publish(h.target_id, payload))
+
+    async def _publish(self, target_id: str, payload: bytes) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(f"{self._prefix}:breakers", target_id, payload)
+            pipe.publish(f"{self._prefix}:breaker", target_id.encode() + b" " + payload)
+            await pipe.execute()
+
+    def _apply(self, target_id: str, payload: bytes) -> None:
+        d = orjson.loads(payload)
+        if d.get("replica") == self.replica or d["at_ms"] <= self._applied.get(target_id, 0.0):
+            return
+        self._applied[target_id] = d["at_ms"]
+        h = self._health.get(target_id)
+        now = health_now()
+        age_s = max(0.0, (time.time() * 1000 + self._clock_offset_ms - d["at_ms"]) / 1000)
+        if d["state"] == "open" and h.state != "open":
+            h.last_error = d.get("error") or "opened by another replica"
+            h.adopt("open", now - age_s, now)
+        elif d["state"] == "closed" and h.state != "closed":
+            h.adopt("closed", now, now)
+
+    async def _sync_once(self) -> None:
+        targets = list(self._health.all().values())
+        args: list[object] = [self._prefix, self.replica, len(targets)]
+        for h in targets:
+            args += [h.target_id, h.unsynced_calls, h.unsynced_failures]
+        pushed = [(h.unsynced_calls, h.unsynced_failures) for h in targets]
+        try:
+            out = await self._sync(args=args)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._down(exc)
+            return
+        for h, (c, f) in zip(targets, pushed, strict=True):  # counted since the push began stay
+            h.unsynced_calls -= c
+            h.unsynced_failures -= f
+        self._clock_offset_ms = float(out[0]) - time.time() * 1000
+        for i, h in enumerate(targets):
+            h.remote_calls, h.remote_failures = int(out[1 + 2 * i]), int(out[2 + 2 * i])
+        self._restored()
+        flat = out[-1]
+        for i in range(0, len(flat), 2):
+            self._apply(flat[i].decode(), flat[i + 1])
+
+    async def _sync_loop(self) -> None:
+        interval = self._cfg.sync_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval if self.up else max(interval, 1.0))
+            await self._sync_once()
+
+    async def _listen(self) -> None:
+        """Breaker transitions as they happen (the sync loop catches up on anything missed)."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(f"{self._prefix}:breaker")
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        target_id, _, payload = msg["data"].partition(b" ")
+                        self._apply(target_id.decode(), payload)
+            except (RedisError, OSError, asyncio.TimeoutError):
+                await asyncio.sleep(1.0)  # the sync loop logs and reconnects
+            finally:
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+
+    def _spawn(self, coro: object) -> None:
+        async def run() -> None:
+            try:
+                await coro  # type: ignore[misc]
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                self._down(exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+

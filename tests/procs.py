@@ -1,0 +1,60 @@
+"""Running `aiogw serve` as a real process in tests: its URL, its JSON log lines, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+
+
+class Proc:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, stderr_task: asyncio.Task, lines: list[bytes]):
+        self.proc, self.url, self._stderr_task, self.stderr_lines = proc, url, stderr_task, lines
+
+    signalled = False
+
+    def signal(self, sig=signal.SIGTERM) -> None:
+        self.signalled = True
+        self.proc.send_signal(sig)
+
+    async def stop(self, timeout=20.0) -> int:
+        """SIGTERM (unless already sent) and the exit status."""
+        if self.proc.returncode is None and not self.signalled:
+            self.signal()
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        await asyncio.wait_for(self._stderr_task, timeout)
+        return code
+
+    def logs(self) -> list[dict]:
+        out = []
+        for line in self.stderr_lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+
+async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0) -> Proc:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-P", "-m", "aiogw", "serve", "--port", "0", "--host", "127.0.0.1", "--log-format", "json", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[bytes] = []
+
+    async def pump():
+        async for line in proc.stderr:
+            lines.append(line)
+
+    task = asyncio.create_task(pump())
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    except TimeoutError:
+        proc.kill()
+        raise
+    assert line.startswith(b"aiogw listening on "), (line, b"".join(lines))
+    url = line.split()[3].decode()
+    return Proc(proc, url, task, lines)
