@@ -70,6 +70,16 @@ def check_config(file: str) -> int:
         return EXIT_CONFIG
     print(f"{file}: OK")
     print(f"server: {cfg.server.host}:{cfg.server.port} workers={cfg.server.workers}")
+    if cfg.state.redis_url:
+        from aiogw.shared_state import redacted
+
+        print(f"state: shared through Redis at {redacted(cfg.state.redis_url)} (prefix {cfg.state.key_prefix!r})")
+    else:
+        print("state: in-process (limits, breakers and windows are this process's own)")
+    if cfg.telemetry.otlp_endpoint:
+        print(f"traces: OTLP/HTTP to {cfg.telemetry.otlp_endpoint} (sample ratio {cfg.telemetry.sample_ratio})")
+    if cfg.server.cors is not None:
+        print(f"cors: origins {', '.join(cfg.server.cors.allow_origins) or '(none)'}")
     print("providers:")
     for name, account in cfg.providers.items():
         adapter = REGISTRY[account_type(account)]

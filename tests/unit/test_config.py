@@ -113,3 +113,11 @@ def test_numbers_from_environment_variables_are_numbers():
 
     cfg = from_builtins({"server": {"port": "${PORT}", "shutdown_grace": "${GRACE:-2.5}"}}, env={"PORT": "9000"})
     assert cfg.server.port == 9000 and cfg.server.shutdown_grace == 2.5
+
+
+def test_check_config_names_the_state_backend_without_its_password(tmp_path):
+    p = write(tmp_path, "shared.yaml", "state: {redis_url: 'redis://:hunter2@cache:6379/0'}\ntelemetry: {otlp_endpoint: 'http://collector:4318'}\n")
+    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(p)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "shared through Redis at redis://:***@cache:6379/0" in out.stdout and "hunter2" not in out.stdout
+    assert "OTLP/HTTP to http://collector:4318" in out.stdout
