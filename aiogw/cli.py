@@ -180,7 +180,8 @@ def _demo_hint(host: str, port: int) -> str:
     return (
         "demo mode: simulated providers, no keys. Try:\n"
         f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
-        "    -d '{\"model\": \"demo-fast\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'"
+        "    -d '{\"model\": \"demo-fast\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
+        f"  or open http://{host}:{port}/playground (stream in the browser) and http://{host}:{port}/dashboard"
     )
 
 

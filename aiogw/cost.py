@@ -8,6 +8,7 @@ inside `completion_tokens`, so both are priced exactly once.
 
 from __future__ import annotations
 
+import time
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -106,6 +107,7 @@ class Ledger:
     """Running totals since start, keyed by (public model, provider, upstream model, task, tags)."""
 
     rows: dict[tuple[str, str, str, str, str], SpendRow] = field(default_factory=dict)
+    since: float = field(default_factory=time.time)  # wall clock of the first row's start
 
     def add(
         self,

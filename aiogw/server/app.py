@@ -18,7 +18,7 @@ from aiogw.config import Config
 from aiogw.dispatch import Dispatcher
 from aiogw.runtime import Runtime
 from aiogw.server.handlers import ROUTES
-from aiogw.server import cors, metrics
+from aiogw.server import cors, metrics, pages
 from aiogw.server.keys import CORS, DISPATCHER, HTTP, LIFECYCLE, RUNTIME, TRACING
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
@@ -83,6 +83,8 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     app.cleanup_ctx.append(_http_session_ctx)
     app.router.add_routes(ROUTES)
     metrics.install(app)
+    if config.server.pages:
+        pages.install(app)
     return app
 
 

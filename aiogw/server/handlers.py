@@ -225,6 +225,28 @@ async def gateway_health(request: web.Request) -> web.Response:
     return web.json_response({"window_s": 60, "shared_state": state, "targets": out})
 
 
+async def gateway_spend(request: web.Request) -> web.Response:
+    """Spend since start from the cost ledger, one row per (public model, provider,
+    upstream model, task, tags)."""
+    ledger = request.app[DISPATCHER].ledger
+    rows = [
+        {
+            "model": model,
+            "provider": provider,
+            "upstream_model": upstream,
+            "task": task,
+            "tags": tags,
+            "requests": r.requests,
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "cost_usd": round(r.cost_usd, 9),
+        }
+        for (model, provider, upstream, task, tags), r in ledger.rows.items()
+    ]
+    total = round(sum(r.cost_usd for r in ledger.rows.values()), 9)
+    return web.json_response({"since": ledger.since, "total_usd": total, "rows": rows})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -240,6 +262,7 @@ ROUTES = [
     web.post("/v1/embeddings", embeddings),
     web.get("/v1/models", list_models),
     web.get("/v1/gateway/health", gateway_health),
+    web.get("/v1/gateway/spend", gateway_spend),
     web.get("/healthz", healthz),
     web.get("/readyz", readyz),
 ]

@@ -28,6 +28,7 @@ log = get_logger("aiogw.request")
 
 _CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable, no spaces, bounded
 _API_PREFIX = "/v1/"
+_OPERATOR_PREFIX = "/v1/gateway/"  # health and spend: polled by dashboards, not API traffic
 _ALWAYS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # answered while draining too
 
 
@@ -68,7 +69,7 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
             return cors.preflight(request)
         except GatewayError as exc:
             return error_response(exc, rid, None)
-    if not path.startswith(_API_PREFIX):
+    if not path.startswith(_API_PREFIX) or path.startswith(_OPERATOR_PREFIX):
         if path not in _ALWAYS_PATHS and request.app[LIFECYCLE].draining:
             return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
         return await _plain(request, handler, rid)

@@ -1,0 +1,144 @@
+"""The built-in pages in a real headless Chromium (Debian's, driven by Playwright): the
+playground streams a completion from the simulator and the text appears as it arrives;
+the dashboard shows a target's breaker turning open when the simulator fails it."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import aiohttp
+import pytest
+from playwright.async_api import async_playwright
+
+from conftest import gateway_config
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture
+async def browser():
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=30_000)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def _base(make_gateway, cfg) -> str:
+    url, _ = await make_gateway(cfg)
+    return url.removesuffix("/v1")
+
+
+async def test_playground_streams_text_incrementally_with_provider_ttft_and_cost(sim, make_gateway, browser):
+    sim.set_profile(tokens_per_s=20, completion_tokens=24)  # about 1.2 s of streaming
+    cfg = gateway_config(sim, models=[
+        {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}]},
+    ])
+    base = await _base(make_gateway, cfg)
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(base + "/playground")
+    await page.wait_for_selector("#model option[value=fast]", state="attached", timeout=10_000)
+    await page.select_option("#model", "fast")
+    await page.fill("#prompt", "Say something")
+    await page.click("#send")
+    seen: list[str] = []
+    for _ in range(200):  # sample the output while it streams (bounded: 10 s)
+        text = await page.inner_text("#output")
+        if not seen or text != seen[-1]:
+            seen.append(text)
+        if await page.get_attribute("#output", "data-state") == "done":
+            break
+        await asyncio.sleep(0.05)
+    final = await page.inner_text("#output")
+    assert await page.get_attribute("#output", "data-state") == "done"
+    grown = [t for t in seen if t and t != final]
+    assert len(grown) >= 4, seen  # several partial texts before the end
+    assert all(final.startswith(t) for t in grown)  # each a prefix of the next
+    assert final.startswith("Simulated reply from sim-gpt-fast:")
+    assert len(final.split(":", 1)[1].split()) == 24 - 4  # the simulator's answer, whole
+    assert await page.inner_text("#provider") == "sim"
+    assert await page.inner_text("#attempts") == "1"
+    assert (await page.inner_text("#ttft")).endswith("ms")
+    assert (await page.inner_text("#cost")).startswith("$0.0000")
+    assert await page.inner_text("#finish") == "stop"
+    assert not errors
+
+
+async def test_playground_shows_an_error_answer(sim, make_gateway, browser):
+    sim.set_profile(fault="status", fault_status=401)
+    base = await _base(make_gateway, gateway_config(sim))
+    page = await browser.new_page()
+    await page.goto(base + "/playground")
+    await page.wait_for_selector("#model option[value=fast]", state="attached", timeout=10_000)
+    await page.fill("#prompt", "hi")
+    await page.click("#send")
+    await page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    assert "sim/sim-gpt-fast" in await page.inner_text("#error")
+
+
+async def test_dashboard_shows_a_target_turning_open(sim, make_gateway, browser):
+    cfg = gateway_config(
+        sim,
+        routing={"breaker": {"consecutive_failures": 3, "open_s": 60}},
+        models=[{"name": "fast", "targets": [{"provider": "compat", "model": "sim-llama"}, {"provider": "sim", "model": "sim-gpt-fast"}]}],
+    )
+    base = await _base(make_gateway, cfg)
+    page = await browser.new_page()
+    await page.goto(base + "/dashboard?refresh=200")
+    card = page.locator('[data-target="compat/sim-llama"]')
+    await card.wait_for(timeout=10_000)
+    assert await card.get_attribute("data-state") == "closed"
+    assert (await card.locator(".state").inner_text()).lower() == "closed"
+    sim.set_profile("compat", fault="status", fault_status=500)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            async with s.post(base + "/v1/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]}) as r:
+                assert r.status == 200  # failed over to sim/
+    await page.wait_for_selector('[data-target="compat/sim-llama"][data-state="open"]', timeout=10_000)
+    assert (await card.locator(".state").inner_text()).lower() == "open"
+    assert "500" in await card.locator(".lasterr").inner_text()
+    assert await page.inner_text("#sum-open") == "1"
+    # Spend rows arrive too (the fallback answered and was costed at its listed price or 0).
+    await page.wait_for_selector("#spend tbody tr", timeout=10_000)
+
+
+async def test_pages_can_be_turned_off_and_have_a_strict_csp(sim, make_gateway):
+    base = await _base(make_gateway, gateway_config(sim))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(base + "/playground") as r:
+            assert r.status == 200 and r.content_type == "text/html"
+            assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+        async with s.get(base + "/pages/dashboard.js") as r:
+            assert r.status == 200 and r.content_type == "text/javascript"
+        async with s.get(base + "/pages/../config.py") as r:
+            assert r.status == 404
+    off = await _base(make_gateway, gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "pages": False}))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(off + "/playground") as r:
+            assert r.status == 404
+
+
+async def test_spend_endpoint_matches_the_cost_headers(sim, make_gateway):
+    cfg = gateway_config(sim, models=[
+        {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}]},
+    ])
+    base = await _base(make_gateway, cfg)
+    total = 0.0
+    async with aiohttp.ClientSession() as s:
+        for tags in ("team=a", "team=a", "team=b"):
+            async with s.post(base + "/v1/chat/completions", headers={"x-aiogw-tags": tags},
+                              json={"model": "fast", "messages": [{"role": "user", "content": "x"}]}) as r:
+                total += float(r.headers["x-aiogw-cost-usd"])
+        async with s.get(base + "/v1/gateway/spend") as r:
+            spend = await r.json()
+    assert spend["total_usd"] == pytest.approx(total, rel=1e-6)
+    rows = {row["tags"]: row for row in spend["rows"]}
+    assert rows["team=a"]["requests"] == 2 and rows["team=b"]["requests"] == 1
+    assert rows["team=a"]["model"] == "fast" and rows["team=a"]["upstream_model"] == "sim-gpt-fast"
