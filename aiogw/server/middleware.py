@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from aiohttp import web
-from structlog.contextvars import bind_contextvars
 
 from aiogw.dispatch import ClientDisconnected, Outcome
 from aiogw.errors import (
@@ -21,8 +20,8 @@ from aiogw.errors import (
     ServiceUnavailable,
 )
 from aiogw.ids import hex_id
-from aiogw.server.keys import CORS, LIFECYCLE, METRICS, TRACING, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
-from aiogw.telemetry.logs import get_logger
+from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
+from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger
 
 log = get_logger("aiogw.request")
 
@@ -80,7 +79,7 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     outcome = request[OUTCOME] = Outcome()
     # Every line logged while serving this request carries its id (aiohttp runs each
     # request in its own task, so the binding ends with it).
-    bind_contextvars(request_id=rid)
+    CURRENT_REQUEST_ID.set(rid)
     tracing = request.app[TRACING]
     span = tracing.start_request(request.method, path, request.headers) if tracing is not None else None
     started = time.perf_counter()
@@ -162,7 +161,7 @@ def _finished(
         else None,
         cost_usd=outcome.cost_usd,
         tags=outcome.tags,
-        attempts=[(a.target, a.failure) for a in outcome.attempts],
+        attempts=outcome.attempts,
         error_kind=kind,
     )
     fields: dict[str, Any] = {

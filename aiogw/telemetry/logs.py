@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import re
 import sys
@@ -76,6 +77,19 @@ def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
             new = _redact(value)
             if new is not value:
                 event[key] = new
+    return event
+
+
+# The id of the request being served, set once per request by the server: every line
+# logged while serving it carries it. One ContextVar read per line, where structlog's
+# merge_contextvars copies and walks the whole context.
+CURRENT_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("aiogw_request_id", default=None)
+
+
+def add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    rid = CURRENT_REQUEST_ID.get()
+    if rid is not None and "request_id" not in event:
+        event["request_id"] = rid
     return event
 
 
@@ -167,7 +181,7 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> 
     out = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     shared = [
-        structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.processors.add_log_level,
         _Stamper(),
         redact_secrets,

@@ -15,6 +15,7 @@ import bisect
 import resource
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 MAX_SERIES = 2000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -196,7 +197,7 @@ class GatewayMetrics:
         usage: tuple[int, int, int, int] | None,  # input, output, cached, reasoning
         cost_usd: float | None,
         tags: str,
-        attempts: Iterable[tuple[str, str | None]],  # (target id, failure or None)
+        attempts: Iterable[Any],  # records with .target (id) and .failure (None when it answered)
         error_kind: str | None,
     ) -> None:
         s = "true" if stream else "false"
@@ -213,8 +214,9 @@ class GatewayMetrics:
         if cost_usd:
             self.cost.inc((model, provider, tags), cost_usd)
         failed_before = False
-        for target, failure in attempts:
-            self.attempts.inc((target, failure or "ok"))
+        for a in attempts:
+            failure = a.failure
+            self.attempts.inc((a.target, failure or "ok"))
             if failure is None and failed_before:
                 self.failovers.inc((model,))
             failed_before = failed_before or failure is not None
