@@ -148,7 +148,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         # Cancelled while the client is still there means the grace period of a shutdown
         # ran out: end the stream properly rather than cutting it.
-        if lifecycle.draining and sink.started:
+        if lifecycle.draining and sink.opened:
             try:
                 await sink.write(error_event(ServiceUnavailable("The gateway shut down before this stream finished.")))
                 await sink.finish()

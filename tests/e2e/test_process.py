@@ -88,6 +88,20 @@ async def test_grace_expiry_ends_open_streams_with_an_error_event(sim, config_fi
     assert await p.stop() == 0
 
 
+async def test_grace_expiry_ends_a_stream_still_waiting_behind_heartbeats(sim, config_file):
+    sim.set_profile("default", ttft_ms=20_000)  # no first token before the grace runs out
+    p = await start_aiogw("--config", config_file(shutdown_grace=0.5, sse_heartbeat_s=0.1), env={"SIM_KEY": SIM_KEY})
+    async with aiohttp.ClientSession() as s:
+        r = await s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG, "stream": True})
+        first = await r.content.readany()
+        assert first.startswith(b": keep-alive")
+        p.signal()
+        body = first + await asyncio.wait_for(r.read(), 15)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert b'"code":"draining"' in body or b"shut down" in body
+    assert await p.stop() == 0
+
+
 async def test_one_json_log_line_per_request_and_no_secrets(sim, config_file):
     sim.set_profile("default", api_key="sk-other")  # the upstream will reject our key
     p = await start_aiogw("--config", config_file(), env={"SIM_KEY": SIM_KEY})

@@ -148,3 +148,19 @@ async def test_no_tracing_configured_sends_no_traceparent(sim, gateway):
                          headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
         assert r.status == 200
     assert "traceparent" not in sim.stats()["last_request"]["headers"]
+
+
+def test_tracing_off_does_not_even_import_the_sdk():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from aiogw.config import from_builtins\n"
+        "from aiogw.server.app import create_app\n"
+        "create_app(from_builtins({}, env={}))\n"
+        "bad = [m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', 'aiogw.telemetry.tracing', 'redis'))]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
