@@ -128,7 +128,8 @@ class SharedState:
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         timeout = cfg.timeout_ms / 1000
         self._redis = redis.Redis.from_url(
-            cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.5), health_check_interval=0
+            # A connect is bounded like any call: a black-holed Redis must not stall requests.
+            cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
         )
         self._take = self._redis.register_script(TAKE)
         self._settle = self._redis.register_script(SETTLE)
