@@ -142,3 +142,36 @@ async def test_spend_endpoint_matches_the_cost_headers(sim, make_gateway):
     rows = {row["tags"]: row for row in spend["rows"]}
     assert rows["team=a"]["requests"] == 2 and rows["team=b"]["requests"] == 1
     assert rows["team=a"]["model"] == "fast" and rows["team=a"]["upstream_model"] == "sim-gpt-fast"
+
+
+async def test_a_page_on_another_origin_streams_through_cors(sim, make_gateway, browser, aiohttp_server):
+    """A real cross-origin fetch: Chromium sends the preflight (content-type JSON, a custom
+    header), reads the stream and an exposed x-aiogw header; an origin not allowed is blocked."""
+    from aiohttp import web
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><title>app</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    page_server = await aiohttp_server(app)
+    origin = str(page_server.make_url("")).rstrip("/")
+    base = await _base(make_gateway, gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "cors": {"allow_origins": [origin]}}))
+    page = await browser.new_page()
+    await page.goto(origin + "/")
+    script = """async (url) => {
+      const r = await fetch(url + "/v1/chat/completions", {method: "POST",
+        headers: {"content-type": "application/json", "x-aiogw-tags": "team=web"},
+        body: JSON.stringify({model: "fast", stream: true, messages: [{role: "user", content: "hi"}]})});
+      const reader = r.body.getReader(); const dec = new TextDecoder(); let text = "", reads = 0;
+      for (;;) { const {value, done} = await reader.read(); if (done) break; reads++; text += dec.decode(value); }
+      return {status: r.status, provider: r.headers.get("x-aiogw-provider"), done: text.trim().endsWith("data: [DONE]"), reads};
+    }"""
+    got = await page.evaluate(script, base)
+    assert got["status"] == 200 and got["provider"] == "sim" and got["done"], got
+    # Served from an origin the gateway does not list: the browser refuses the answer.
+    other = await _base(make_gateway, gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "cors": {"allow_origins": ["https://elsewhere.example"]}}))
+    blocked = await page.evaluate(
+        "async (url) => { try { await fetch(url + '/v1/models'); return 'read'; } catch (e) { return 'blocked'; } }", other
+    )
+    assert blocked == "blocked"
