@@ -20,6 +20,7 @@ reconnects in the background (another line when it is back)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -153,17 +154,15 @@ class SharedState:
         self._pubsub_task = asyncio.create_task(self._listen())
 
     async def close(self) -> None:
-        for task in (self._task, self._pubsub_task, *self._background):
-            if task is not None:
-                task.cancel()
-        for task in (self._task, self._pubsub_task):
-            if task is not None:
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing anyway
-                    pass
+        # Bounded: a connection stuck mid-command must not hold up the shutdown.
+        tasks = [t for t in (self._task, self._pubsub_task, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         self._health.shared = False
-        await self._redis.aclose()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._redis.aclose(), 2.0)
 
     def _down(self, exc: BaseException) -> None:
         if self.up or not self._announced_down:
@@ -289,10 +288,8 @@ class SharedState:
             except (RedisError, OSError, asyncio.TimeoutError):
                 await asyncio.sleep(1.0)  # the sync loop logs and reconnects
             finally:
-                try:
-                    await pubsub.aclose()
-                except (RedisError, OSError):
-                    pass
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(pubsub.aclose(), 0.5)
 
     def _spawn(self, coro: object) -> None:
         async def run() -> None:
