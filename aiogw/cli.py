@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="override server.workers (processes sharing the port)")
     s.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
     s.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     c = sub.add_parser("check-config", help="validate a config and print the routing table")
     c.add_argument("file")
     from aiogw.bench.run import add_arguments  # noqa: PLC0415 - keeps `serve` start-up lean
@@ -170,7 +171,9 @@ async def _serve_one(cfg: config_mod.Config, args: argparse.Namespace) -> None:
                 print(_demo_hint(shown, port), flush=True)
 
     try:
-        await serve_app(create_app(cfg), host=cfg.server.host, port=cfg.server.port, on_ready=ready)
+        await serve_app(
+            create_app(cfg), host=cfg.server.host, port=cfg.server.port, on_ready=ready, worker_index=args.worker_index
+        )
     finally:
         if sim is not None:
             await sim.close()
@@ -205,7 +208,7 @@ def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     for flag, value in (("--host", args.host), ("--log-format", args.log_format)):
         if value:
             argv += [flag, value]
-    children = [subprocess.Popen(argv) for _ in range(cfg.server.workers)]  # noqa: S603
+    children = [subprocess.Popen([*argv, "--worker-index", str(i)]) for i in range(cfg.server.workers)]  # noqa: S603
     shown = "127.0.0.1" if cfg.server.host in ("0.0.0.0", "") else cfg.server.host  # noqa: S104
 
     def forward(signum: int, _frame: object) -> None:

@@ -80,6 +80,9 @@ class ServerConfig(Strict, kw_only=True):
     # balancers with idle timeouts keep the connection; 0 turns them off.
     sse_heartbeat_s: Annotated[float, Meta(ge=0)] = 10.0
     pages: bool = True  # GET /playground and /dashboard
+    # A separate listener for GET /metrics: worker i of `--workers N` serves it on
+    # metrics_port + i, so Prometheus scrapes each worker (the main port reaches a random one).
+    metrics_port: Annotated[int, Meta(ge=1, le=65535)] | None = None
 
 
 class LogConfig(Strict, kw_only=True):

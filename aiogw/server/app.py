@@ -103,6 +103,7 @@ async def serve(
     port: int,
     sock: socket.socket | None = None,
     on_ready: Callable[[str, int], Awaitable[None] | None] | None = None,
+    worker_index: int = 0,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain: readiness 503 at once, new requests refused,
     in-flight ones finish within `server.shutdown_grace` seconds."""
@@ -115,6 +116,7 @@ async def serve(
     else:
         site = web.TCPSite(runner, host, port, reuse_port=True, backlog=4096)
     await site.start()
+    side_runner = await _metrics_listener(app, host, worker_index)
     bound_port = _bound_port(runner) or port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,6 +129,19 @@ async def serve(
             await result
     await stop.wait()
     await shutdown(app, runner)
+    if side_runner is not None:
+        await side_runner.cleanup()
+
+
+async def _metrics_listener(app: web.Application, host: str, worker_index: int) -> web.AppRunner | None:
+    port = app[RUNTIME].config.server.metrics_port
+    if port is None:
+        return None
+    runner = web.AppRunner(metrics.listener_app(app), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port + worker_index).start()
+    log.info("metrics.listening", host=host, port=port + worker_index)
+    return runner
 
 
 async def shutdown(app: web.Application, runner: web.AppRunner) -> None:

@@ -74,5 +74,19 @@ def install(app: web.Application) -> None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].registry.render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"})
+    return _render(request.app[METRICS])
+
+
+def _render(m: GatewayMetrics) -> web.Response:
+    return web.Response(body=m.registry.render(), headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"})
+
+
+def listener_app(app: web.Application) -> web.Application:
+    """The `server.metrics_port` listener: /metrics of this worker, and nothing else."""
+
+    async def handler(_: web.Request) -> web.Response:
+        return _render(app[METRICS])
+
+    side = web.Application()
+    side.router.add_get("/metrics", handler)
+    return side

@@ -140,3 +140,40 @@ async def test_workers_share_one_port(sim, config_file):
         assert await p.stop() == 0
     pids = {e["pid"] for e in p.logs() if e.get("event") == "server.started"}
     assert len(pids) == 2
+
+
+def _two_free_ports() -> int:
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two adjacent free ports")
+
+
+async def test_each_worker_serves_its_own_metrics_on_metrics_port_plus_index(sim, config_file):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = _two_free_ports()
+    p = await start_aiogw("--config", config_file(metrics_port=base), "--workers", "2", env={"SIM_KEY": SIM_KEY})
+    try:
+        async with AsyncOpenAI(base_url=p.url + "/v1", api_key="x", max_retries=0) as c:
+            await asyncio.gather(*[c.chat.completions.create(model="fast", messages=MSG) for _ in range(20)])
+        totals = []
+        async with aiohttp.ClientSession() as s:
+            for port in (base, base + 1):
+                async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    text = await r.text()
+                async with s.get(f"http://127.0.0.1:{port}/v1/models") as r:
+                    assert r.status == 404  # the side listener serves metrics only
+                samples = [x for f in text_string_to_metric_families(text) for x in f.samples if x.name == "aiogw_requests_total"]
+                totals.append(sum(x.value for x in samples))
+        assert sum(totals) == 20  # every request counted once, by the worker that served it
+    finally:
+        assert await p.stop() == 0
