@@ -25,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -40,37 +41,45 @@ from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
 
-# KEYS[1]: the target's bucket hash. ARGV: rpm, tpm (0 = none), tokens to reserve.
-# Returns {1, 0, ""} or {0, wait_ms, "rpm" | "tpm"}.
+# KEYS[1]: the target's bucket hash. ARGV: rpm, tpm (0 = none), tokens needed now, and the
+# requests/tokens wanted for a lease (at least what is needed). Grants up to the lease from
+# what the bucket holds. Returns {1, granted requests, granted tokens} or
+# {0, wait_ms, "rpm" | "tpm"}.
 TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, tpm, need = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local want_r, want_t = tonumber(ARGV[4]), tonumber(ARGV[5])
 local b = redis.call('HMGET', KEYS[1], 'r', 't', 'ts')
 local r, tk, ts = tonumber(b[1]) or rpm, tonumber(b[2]) or tpm, tonumber(b[3]) or now
 local elapsed = math.max(0, now - ts)
 if rpm > 0 then r = math.min(rpm, r + elapsed * rpm / 60000) end
 if tpm > 0 then tk = math.min(tpm, tk + elapsed * tpm / 60000); need = math.min(need, tpm) end
-local verdict = {1, 0, ''}
+local verdict
 if rpm > 0 and r < 1 then
   verdict = {0, math.ceil((1 - r) * 60000 / rpm), 'rpm'}
 elseif tpm > 0 and tk < need then
   verdict = {0, math.ceil((need - tk) * 60000 / tpm), 'tpm'}
 else
-  if rpm > 0 then r = r - 1 end
-  if tpm > 0 then tk = tk - need end
+  local gr, gt = 0, 0
+  if rpm > 0 then gr = math.max(1, math.min(want_r, math.floor(r))); r = r - gr end
+  if tpm > 0 then gt = math.max(need, math.min(want_t, math.floor(tk))); tk = tk - gt end
+  verdict = {1, gr, gt}
 end
 redis.call('HSET', KEYS[1], 'r', tostring(r), 't', tostring(tk), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], 120000)
 return verdict
 """
 
-# KEYS[1]: the bucket hash. ARGV: tpm, tokens to give back (reserved minus used; may be < 0).
+# KEYS[1]: the bucket hash. ARGV: rpm, tpm, requests and tokens to give back (unused lease,
+# tokens reserved but not used; the tokens may be < 0 when a call used more).
 SETTLE = """
-local tk = tonumber(redis.call('HGET', KEYS[1], 't'))
-if tk == nil then return 0 end
-tk = math.min(tonumber(ARGV[1]), tk + tonumber(ARGV[2]))
-redis.call('HSET', KEYS[1], 't', tostring(tk))
+local b = redis.call('HMGET', KEYS[1], 'r', 't')
+local r, tk = tonumber(b[1]), tonumber(b[2])
+if r == nil and tk == nil then return 0 end
+if r ~= nil and tonumber(ARGV[1]) > 0 then r = math.min(tonumber(ARGV[1]), r + tonumber(ARGV[3])) end
+if tk ~= nil and tonumber(ARGV[2]) > 0 then tk = math.min(tonumber(ARGV[2]), tk + tonumber(ARGV[4])) end
+redis.call('HSET', KEYS[1], 'r', tostring(r or 0), 't', tostring(tk or 0))
 return 1
 """
 
@@ -108,6 +117,19 @@ return out
 """
 
 
+# A lease holds up to this much of a target's per-minute rate: rpm 60,000 leases 100
+# requests per round trip; rpm 20 leases 1 (every request asks Redis).
+LEASE_S = 0.1
+
+
+@dataclass(slots=True)
+class _Lease:
+    target: Target
+    requests: float = 0
+    tokens: float = 0
+    expires: float = 0.0  # monotonic
+
+
 def redacted(url: str) -> str:
     """The URL without its password, for logs."""
     parts = urlsplit(url)
@@ -141,6 +163,7 @@ class SharedState:
         self._pubsub_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
         self._applied: dict[str, float] = {}  # target id -> server ms of the last transition taken
+        self._leases: dict[str, _Lease] = {}
         self._clock_offset_ms = 0.0  # Redis server time minus our wall clock
         health.listener = self._on_transition
         for h in health.all().values():
@@ -193,28 +216,67 @@ class SharedState:
     async def take(self, target: Target, tokens: int) -> bool:
         """Take one request and `tokens` from the target's shared rpm/tpm buckets. True when
         taken, False when Redis is unavailable (the caller uses local buckets); raises
-        LimitExceeded when the fleet is at the limit."""
+        LimitExceeded when the fleet is at the limit.
+
+        Busy targets take a lease: up to LEASE_S worth of their rate in one round trip, then
+        spend it locally. Leased units are gone from the shared bucket, so the fleet never
+        exceeds the limit; what a replica leaves unused goes back when the lease ends."""
         if not self.up:
             return False
+        need = min(tokens, target.tpm) if target.tpm else 0
+        lease = self._leases.get(target.id)
+        if lease is not None and (lease.requests >= 1 or not target.rpm) and lease.tokens >= need:
+            if time.monotonic() < lease.expires:
+                lease.requests -= 1 if target.rpm else 0
+                lease.tokens -= need
+                return True
+        want_r = max(1, int((target.rpm or 0) * LEASE_S / 60))
+        want_t = max(need, int((target.tpm or 0) * LEASE_S / 60))
         try:
-            ok, wait_ms, reason = await self._take(
-                keys=[f"{self._prefix}:rl:{target.id}"], args=[target.rpm or 0, target.tpm or 0, tokens]
+            ok, a, b = await self._take(
+                keys=[self._bucket(target)], args=[target.rpm or 0, target.tpm or 0, need, want_r, want_t]
             )
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._down(exc)
             return False
         if not ok:
-            kind = reason.decode() if isinstance(reason, bytes) else reason
-            raise LimitExceeded(target.id, f"fleet-wide {kind}", wait_ms / 1000)
+            kind = b.decode() if isinstance(b, bytes) else b
+            raise LimitExceeded(target.id, f"fleet-wide {kind}", a / 1000)
+        if lease is None or time.monotonic() >= lease.expires:
+            if lease is not None:
+                self._give_back(target, lease)
+            lease = self._leases[target.id] = _Lease(target)
+        lease.requests += max(0, int(a) - 1)
+        lease.tokens += max(0, int(b) - need)
+        lease.expires = time.monotonic() + LEASE_S
         return True
 
     def settle(self, target: Target, reserved: int, used: int | None) -> None:
-        """Give back the tpm reserved beyond what was used, off the request path."""
+        """The tpm reserved beyond what was used goes back: into the live lease, else to
+        Redis off the request path."""
         if not target.tpm or used is None or not self.up:
             return
         delta = min(reserved, target.tpm) - used
-        if delta:
-            self._spawn(self._settle(keys=[f"{self._prefix}:rl:{target.id}"], args=[target.tpm, delta]))
+        lease = self._leases.get(target.id)
+        if lease is not None and delta > 0 and time.monotonic() < lease.expires:
+            lease.tokens += delta
+        elif delta:
+            self._spawn(self._settle(keys=[self._bucket(target)], args=[0, target.tpm, 0, delta]))
+
+    def _bucket(self, target: Target) -> str:
+        return f"{self._prefix}:rl:{target.id}"
+
+    def _give_back(self, target: Target, lease: _Lease) -> None:
+        if lease.requests >= 1 or lease.tokens > 0:
+            args = [target.rpm or 0, target.tpm or 0, int(lease.requests), int(lease.tokens)]
+            lease.requests = lease.tokens = 0
+            self._spawn(self._settle(keys=[self._bucket(target)], args=args))
+
+    def _return_expired_leases(self) -> None:
+        now = time.monotonic()
+        for lease in self._leases.values():
+            if now >= lease.expires:
+                self._give_back(lease.target, lease)
 
     # --- breakers and windows -----------------------------------------------------------
 
@@ -272,6 +334,7 @@ class SharedState:
         interval = self._cfg.sync_interval_ms / 1000
         while True:
             await asyncio.sleep(interval if self.up else max(interval, 1.0))
+            self._return_expired_leases()
             await self._sync_once()
 
     async def _listen(self) -> None:
