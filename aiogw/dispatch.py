@@ -117,7 +117,7 @@ class Outcome:
 
 
 # Attempt records of targets that were never called (skipped before any request left).
-_NOT_SENT = frozenset({"unsupported", "rate_limited", "context_window"})
+_NOT_SENT = frozenset({"unsupported", "rate_limited", "context_window", "probing_elsewhere"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +358,7 @@ class Dispatcher:
             while pending:
                 if self._deadline_passed(w):
                     return False, None
-                task_args = await self._prepare(w, pending.pop(0))
+                task_args = await self._prepare(w, pending.pop(0), alternatives=bool(pending))
                 if task_args is None:
                     continue
                 try:
@@ -375,7 +375,7 @@ class Dispatcher:
 
         async def launch() -> bool:
             while pending:
-                prepared = await self._prepare(w, pending.pop(0))
+                prepared = await self._prepare(w, pending.pop(0), alternatives=bool(pending) or bool(running))
                 if prepared is not None:
                     task = asyncio.ensure_future(self._attempt(w, gate, attempt, *prepared))
                     gate.tasks.add(task)  # type: ignore[arg-type]
@@ -422,13 +422,25 @@ class Dispatcher:
         d = w.control.deadline
         return d is not None and self._loop.time() >= d
 
-    async def _prepare(self, w: _Walk, target: Target) -> tuple[Target, Adapter, Reservation] | None:
+    async def _prepare(
+        self, w: _Walk, target: Target, *, alternatives: bool = True
+    ) -> tuple[Target, Adapter, Reservation] | None:
         """Reserve rate-limit capacity for an attempt, or record why the target is skipped."""
         if w.context_floor is not None and (target.context_window or 0) <= w.context_floor:
             w.outcome.attempts.append(
                 AttemptRecord(target.id, 0.0, "context_window", "no larger context window than a target that refused the prompt")
             )
             return None
+        h = self.health.get(target.id) if self.shared is not None else None
+        if h is not None and h.state == "half_open" and alternatives:
+            # One probe for the fleet: while another replica holds the probe lease, go to the
+            # next target (a last resort is still tried, as without shared state).
+            claimed = await self.shared.claim_probe(target.id, h.policy.open_s)  # type: ignore[union-attr]
+            # Re-checked after the round trip: a request of ours may have taken the probe slot.
+            if not claimed or not h.available(health_mod.now()):
+                why = "another replica is sending the probe" if not claimed else "its probe is in flight"
+                w.outcome.attempts.append(AttemptRecord(target.id, 0.0, "probing_elsewhere", f"half-open; {why}"))
+                return None
         try:
             # With shared state, rpm/tpm come from the fleet's buckets (one Redis round trip,
             # only for targets that have such limits); local buckets when Redis is away.

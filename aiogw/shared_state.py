@@ -7,8 +7,8 @@ breaker transitions and the health windows' counts, so that N replicas act as on
   reservation is settled with the real usage off the request path. Concurrency and the
   provider-reported remainders stay per replica.
 - Breakers: a replica's transition is written to a hash and published at once; the others
-  adopt `open` and `closed` (each moves itself to half-open when the cooldown ends, so
-  every replica may send its own probe).
+  adopt `open` and `closed`. When the cooldown ends, one replica takes the target's probe
+  lease and probes; the others skip the target until the breaker closes or reopens.
 - Health windows: each replica pushes its per-target call/failure counts every
   `sync_interval_ms` and gets back the other replicas' counts over the last 60 s in the
   same script; the breaker's error-rate test uses the sum.
@@ -81,6 +81,17 @@ if r ~= nil and tonumber(ARGV[1]) > 0 then r = math.min(tonumber(ARGV[1]), r + t
 if tk ~= nil and tonumber(ARGV[2]) > 0 then tk = math.min(tonumber(ARGV[2]), tk + tonumber(ARGV[4])) end
 redis.call('HSET', KEYS[1], 'r', tostring(r or 0), 't', tostring(tk or 0))
 return 1
+"""
+
+# KEYS[1]: a target's probe lease. ARGV: replica, lease ms. The holder may renew it (a
+# half-open breaker closes after several probe successes).
+PROBE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
 """
 
 # ARGV: prefix, replica, n, then n x (target id, new calls, new failures).
@@ -156,6 +167,7 @@ class SharedState:
         )
         self._take = self._redis.register_script(TAKE)
         self._settle = self._redis.register_script(SETTLE)
+        self._probe = self._redis.register_script(PROBE)
         self._sync = self._redis.register_script(SYNC)
         self.up = False
         self._announced_down = False
@@ -250,6 +262,17 @@ class SharedState:
         lease.tokens += max(0, int(b) - need)
         lease.expires = time.monotonic() + LEASE_S
         return True
+
+    async def claim_probe(self, target_id: str, lease_s: float) -> bool:
+        """May this replica send a half-open probe? Only the holder of the target's probe
+        lease may (for one cooldown); without Redis every replica probes for itself."""
+        if not self.up:
+            return True
+        try:
+            return bool(await self._probe(keys=[f"{self._prefix}:probe:{target_id}"], args=[self.replica, int(lease_s * 1000)]))
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._down(exc)
+            return True
 
     def settle(self, target: Target, reserved: int, used: int | None) -> None:
         """The tpm reserved beyond what was used goes back: into the live lease, else to

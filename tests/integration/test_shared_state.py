@@ -142,7 +142,7 @@ def test_passwords_never_reach_logs():
 
 @pytest.fixture
 def replica_config(tmp_path, sim, redis_server):
-    def write(**state):
+    def write(breaker_open_s=60, **state):
         cfg = {
             "server": {"shutdown_grace": 2},
             "state": {"redis_url": redis_server.url, "sync_interval_ms": 100, **state},
@@ -154,7 +154,7 @@ def replica_config(tmp_path, sim, redis_server):
                 {
                     "name": "safe",
                     "targets": [{"provider": "bad", "model": "sim-gpt-fast"}, {"provider": "sim", "model": "sim-gpt-fast"}],
-                    "breaker": {"consecutive_failures": 3, "open_s": 60},
+                    "breaker": {"consecutive_failures": 3, "open_s": breaker_open_s},
                     "retry": {"max_rounds": 0},
                 },
                 {"name": "limited", "targets": [{"provider": "sim", "model": "sim-gpt-mini", "limits": {"rpm": 20}}]},
@@ -203,6 +203,33 @@ async def test_a_breaker_opened_through_one_replica_is_honoured_by_the_other(sim
         assert sim.stats("bad")["requests"] == before  # B never called the open target
         await ca.close()
         await cb.close()
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_after_the_cooldown_one_replica_probes_for_both(sim, replica_config):
+    a, b = await _replicas(replica_config(breaker_open_s=1.0))
+    try:
+        sim.set_profile("bad", fault="status", fault_status=500)
+        async with aiohttp.ClientSession() as s:
+
+            async def ask(proc):
+                async with s.post(proc.url + "/v1/chat/completions", json={"model": "safe", "messages": MSG}) as r:
+                    assert r.status == 200  # answered by sim/ whatever happens to bad/
+
+            for _ in range(3):
+                await ask(a)  # opens bad/ on a, adopted by b
+            for _ in range(100):
+                _, bad = await _health(s, b, "bad/sim-gpt-fast")
+                if bad["state"] == "open":
+                    break
+                await asyncio.sleep(0.05)
+            before = sim.stats("bad")["requests"]
+            await asyncio.sleep(1.2)  # both cooldowns are over: half-open on both replicas
+            await asyncio.gather(*(ask(p) for p in (a, b, a, b, a, b)))
+        # Each replica alone would send its own probe (2); the fleet sends one.
+        assert sim.stats("bad")["requests"] - before == 1
     finally:
         await a.stop()
         await b.stop()
@@ -263,3 +290,16 @@ async def test_redis_going_away_fails_no_request_and_is_logged_once(sim, replica
         down = [e for e in p.logs() if e.get("event") == "state.redis_unavailable"]
         assert len(down) == 1 and down[0]["level"] == "error", down
         assert any(e.get("event") == "state.redis_restored" for e in p.logs())
+
+
+async def test_one_replica_probes_a_half_open_target_for_the_fleet(redis_server):
+    (_, sa), (_, sb) = await _pair(redis_server)
+    try:
+        assert await sa.claim_probe("acct/model-x", 0.3)
+        assert not await sb.claim_probe("acct/model-x", 0.3)  # a is probing
+        assert await sa.claim_probe("acct/model-x", 0.3)  # the holder renews for its next probe
+        await asyncio.sleep(0.45)
+        assert await sb.claim_probe("acct/model-x", 0.3)  # a's lease ran out
+    finally:
+        await sa.close()
+        await sb.close()
