@@ -1,11 +1,13 @@
 #!/bin/sh
 # System programs the test suite starts for real: redis-server (shared state across
-# replicas) and Debian's Chromium (the playground and dashboard browser tests).
+# replicas), Debian's Chromium (the playground and dashboard browser tests) and nginx
+# (deploy/nginx.conf in front of two replicas; the test runs its own, no service needed).
 # Installs only what is missing; needs root or sudo for apt-get.
 set -eu
 need=""
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need="$need nginx"
 [ -z "$need" ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
