@@ -238,7 +238,8 @@ class Config(Strict, kw_only=True):
 
 # --- loading ----------------------------------------------------------------------------
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${VAR}, ${VAR:-default} (unset or empty: default), ${VAR-default} (unset: default), $$.
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)-([^}]*))?\}")
 
 
 def _expand(value: Any, path: str, file: str, env: dict[str, str]) -> Any:
@@ -247,11 +248,12 @@ def _expand(value: Any, path: str, file: str, env: dict[str, str]) -> Any:
         def sub(m: re.Match[str]) -> str:
             if m.group(0) == "$$":  # `$$` escapes a literal dollar
                 return "$"
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
+            name, colon, default = m.group(1), m.group(2), m.group(3)
+            value = env.get(name)
+            if default is not None and (value is None or (colon and not value)):
+                return default  # as in the shell: `:-` also covers a variable set to "", `-` does not
+            if value is not None:
+                return value
             raise ConfigError(file, path, f"environment variable {name} is not set")
 
         return _VAR.sub(sub, value) if "$" in value else value

@@ -57,6 +57,17 @@ def test_empty_env_var_is_not_an_empty_key(tmp_path):
     assert exc.value.path == "providers.openai.api_key"
 
 
+def test_an_empty_variable_takes_its_default_as_in_the_shell():
+    data = {"server": {"host": "${HOST:-127.0.0.1}", "port": "${PORT:-9000}"}}
+    cfg = config.from_builtins(data, env={"HOST": "", "PORT": ""})
+    assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 9000)
+    assert config.from_builtins(data, env={"HOST": "0.0.0.0"}).server.host == "0.0.0.0"
+    # `-` without the colon: only an unset variable takes the default, "" stays "".
+    plain = {"telemetry": {"otlp_endpoint": "${OTLP-http://collector:4318}"}}
+    assert config.from_builtins(plain, env={}).telemetry.otlp_endpoint == "http://collector:4318"
+    assert config.from_builtins(plain, env={"OTLP": ""}).telemetry.otlp_endpoint == ""
+
+
 def test_json_and_toml_are_accepted(tmp_path):
     data = {"providers": {"o": {"type": "openai", "api_key": "k"}}, "models": [{"name": "m", "targets": [{"provider": "o", "model": "gpt-4o"}]}]}
     assert config.load(write(tmp_path, "c.json", json.dumps(data)), env={}).models[0].name == "m"
