@@ -441,12 +441,15 @@ class Dispatcher:
                 why = "another replica is sending the probe" if not claimed else "its probe is in flight"
                 w.outcome.attempts.append(AttemptRecord(target.id, 0.0, "probing_elsewhere", f"half-open; {why}"))
                 return None
+        shared = False
         try:
             # With shared state, rpm/tpm come from the fleet's buckets (one Redis round trip,
             # only for targets that have such limits); local buckets when Redis is away.
             shared = self.shared is not None and bool(target.rpm or target.tpm) and await self.shared.take(target, w.tokens)
             reservation = self.limiter.acquire(target, w.tokens, health_mod.now(), buckets=not shared)
         except LimitExceeded as exc:
+            if shared:  # refused here (concurrency, provider-reported): the fleet's units go back
+                self.shared.refund(target, w.tokens)  # type: ignore[union-attr]
             w.limited.append(exc)
             w.outcome.attempts.append(
                 AttemptRecord(target.id, 0.0, "rate_limited", f"at its {exc.reason} limit")

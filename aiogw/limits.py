@@ -11,6 +11,7 @@ the provider starts refusing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiogw.adapters._base import RateLimitInfo, Target
@@ -92,6 +93,8 @@ class Limiter:
 
     def __init__(self) -> None:
         self._targets: dict[str, TargetLimits] = {}
+        # Set by shared state: the fleet's rpm/tpm levels while they, not ours, apply.
+        self.fleet_levels: Callable[[Target], tuple[float | None, float | None] | None] | None = None
 
     def _get(self, target: Target, now: float) -> TargetLimits:
         t = self._targets.get(target.id)
@@ -156,9 +159,14 @@ class Limiter:
         for b in (t.rpm, t.tpm):
             if b is not None:
                 b.refill(now)
+        rpm = t.rpm.level if t.rpm else None
+        tpm = t.tpm.level if t.tpm else None
+        fleet = self.fleet_levels(target) if self.fleet_levels is not None else None
+        if fleet is not None:
+            rpm, tpm = fleet
         return {
-            "rpm_remaining": round(t.rpm.level, 1) if t.rpm else None,
-            "tpm_remaining": round(t.tpm.level) if t.tpm else None,
+            "rpm_remaining": round(rpm, 1) if rpm is not None else None,
+            "tpm_remaining": round(tpm) if tpm is not None else None,
             "concurrency_remaining": (t.concurrency - t.in_flight) if t.concurrency else None,
             "provider_remaining_requests": t.provider.remaining_requests,
             "provider_remaining_tokens": t.provider.remaining_tokens,

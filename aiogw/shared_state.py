@@ -25,7 +25,8 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -36,7 +37,7 @@ from aiogw.adapters._base import Target
 from aiogw.config import StateConfig
 from aiogw.health import BreakerState, LocalHealth, TargetHealth
 from aiogw.health import now as health_now
-from aiogw.limits import LimitExceeded
+from aiogw.limits import LimitExceeded, Limiter
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
@@ -84,47 +85,82 @@ return 1
 """
 
 # KEYS[1]: a target's probe lease. ARGV: replica, lease ms. The holder may renew it (a
-# half-open breaker closes after several probe successes).
+# half-open breaker closes after several probe successes). Returns 1 when ours, else minus
+# the ms the holder keeps it (the others need not ask again before then).
 PROBE = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
-return 0
+return -math.max(1, redis.call('PTTL', KEYS[1]))
 """
 
-# ARGV: prefix, replica, n, then n x (target id, new calls, new failures).
-# Returns {server ms, then n x (other replicas' calls, failures) over 60 s, breaker hash}.
+# ARGV: prefix, n, then n x (target id, new calls, new failures). Per target one hash holds
+# the fleet's calls/failures per Redis second (`c:<s>`, `f:<s>`) and their running sums over
+# the last 60 s (`c`, `f`, from second `tail`): seconds leaving the window are subtracted
+# once, by whichever replica syncs first, so a sync costs a few commands per target instead
+# of one per second of the window. Returns {server second, server ms, then n x (fleet
+# calls, fleet failures, rl bucket r, t, ts), breaker hash}; each replica takes its own
+# pushes back out of the sums.
 SYNC = """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
-local prefix, me, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local mine = me .. ':'
-local out = {sec * 1000 + math.floor(tonumber(t[2]) / 1000)}
+local prefix, n = ARGV[1], tonumber(ARGV[2])
+local oldest = sec - 59
+local out = {sec, sec * 1000 + math.floor(tonumber(t[2]) / 1000)}
 for i = 0, n - 1 do
-  local id, c, f = ARGV[4 + i * 3], tonumber(ARGV[5 + i * 3]), tonumber(ARGV[6 + i * 3])
-  local base = prefix .. ':hw:' .. id .. ':'
-  if c > 0 then
-    local key = base .. sec
-    redis.call('HINCRBY', key, me .. ':c', c)
-    if f > 0 then redis.call('HINCRBY', key, me .. ':f', f) end
-    redis.call('EXPIRE', key, 90)
-  end
-  local oc, of = 0, 0
-  for s = sec - 59, sec do
-    local h = redis.call('HGETALL', base .. s)
-    for j = 1, #h, 2 do
-      if string.sub(h[j], 1, #mine) ~= mine then
-        if string.sub(h[j], -2) == ':c' then oc = oc + tonumber(h[j + 1]) else of = of + tonumber(h[j + 1]) end
+  local id, c, f = ARGV[3 + i * 3], tonumber(ARGV[4 + i * 3]), tonumber(ARGV[5 + i * 3])
+  local key = prefix .. ':hw:' .. id
+  local tail = tonumber(redis.call('HGET', key, 'tail'))
+  if tail == nil or tail < oldest - 60 then
+    -- new, or untouched for over a minute (every field is older than the window)
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'tail', oldest, 'c', 0, 'f', 0)
+  elseif tail < oldest then
+    local dc, df = 0, 0
+    for s = tail, oldest - 1 do
+      local v = redis.call('HMGET', key, 'c:' .. s, 'f:' .. s)
+      if v[1] or v[2] then
+        dc, df = dc + (tonumber(v[1]) or 0), df + (tonumber(v[2]) or 0)
+        redis.call('HDEL', key, 'c:' .. s, 'f:' .. s)
       end
     end
+    -- 0 - x, not -x: Redis renders Lua's -0 as "-0", which HINCRBY refuses
+    redis.call('HINCRBY', key, 'c', 0 - dc)
+    redis.call('HINCRBY', key, 'f', 0 - df)
+    redis.call('HSET', key, 'tail', oldest)
   end
-  out[#out + 1] = oc
-  out[#out + 1] = of
+  if c > 0 then
+    redis.call('HINCRBY', key, 'c:' .. sec, c)
+    redis.call('HINCRBY', key, 'c', c)
+    if f > 0 then
+      redis.call('HINCRBY', key, 'f:' .. sec, f)
+      redis.call('HINCRBY', key, 'f', f)
+    end
+  end
+  redis.call('EXPIRE', key, 120)
+  local sums = redis.call('HMGET', key, 'c', 'f')
+  out[#out + 1] = tonumber(sums[1]) or 0
+  out[#out + 1] = tonumber(sums[2]) or 0
+  local b = redis.call('HMGET', prefix .. ':rl:' .. id, 'r', 't', 'ts')
+  out[#out + 1] = b[1]
+  out[#out + 1] = b[2]
+  out[#out + 1] = b[3]
 end
 out[#out + 1] = redis.call('HGETALL', prefix .. ':breakers')
 return out
+"""
+
+# KEYS[1]: the breakers hash. ARGV: channel, target id, payload, at (server ms). The newest
+# transition wins: a replica back from a Redis outage may announce one older than what
+# another replica wrote meanwhile.
+PUBLISH = """
+local old = redis.call('HGET', KEYS[1], ARGV[2])
+if old and tonumber(cjson.decode(old).at_ms) >= tonumber(ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+return 1
 """
 
 
@@ -135,10 +171,53 @@ LEASE_S = 0.1
 
 @dataclass(slots=True)
 class _Lease:
+    """This replica's share of a target's fleet-wide rpm/tpm, and its one call to Redis for
+    more: concurrent takes queue behind that call instead of each opening a connection."""
+
     target: Target
     requests: float = 0
     tokens: float = 0
     expires: float = 0.0  # monotonic
+    flight: asyncio.Event | None = None  # set when the call in flight has returned
+    waiting: int = 0  # takes queued behind it: the next call asks for them too
+    # The fleet said no: say no locally until `refused_until` (at most LEASE_S, so units
+    # given back meanwhile are not ignored for long).
+    refused_until: float = 0.0
+    refused_kind: str = ""
+    refused_need: int = 0
+    retry_at: float = 0.0
+
+    def spend(self, rpm: int | None, need: int, now: float) -> bool:
+        if now < self.expires and (self.requests >= 1 or not rpm) and self.tokens >= need:
+            self.requests -= 1 if rpm else 0
+            self.tokens -= need
+            return True
+        return False
+
+    def refused(self, need: int, now: float) -> LimitExceeded | None:
+        if now < self.refused_until and (self.refused_kind == "rpm" or need >= self.refused_need):
+            return LimitExceeded(self.target.id, f"fleet-wide {self.refused_kind}", max(0.001, self.retry_at - now))
+        return None
+
+
+@dataclass(slots=True)
+class _Pushed:
+    """Our own calls/failures in the fleet's sums, by Redis second: taken back out, so the
+    breaker adds the others' counts to its own window without counting ours twice."""
+
+    seconds: deque[tuple[int, int, int]] = field(default_factory=deque)
+    calls: int = 0
+    failures: int = 0
+
+    def add(self, sec: int, calls: int, failures: int) -> None:
+        if calls:
+            self.seconds.append((sec, calls, failures))
+            self.calls += calls
+            self.failures += failures
+        while self.seconds and self.seconds[0][0] < sec - 59:
+            _, c, f = self.seconds.popleft()
+            self.calls -= c
+            self.failures -= f
 
 
 def redacted(url: str) -> str:
@@ -151,35 +230,48 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+
 class SharedState:
     """One per process; `start` connects (or starts degraded), `close` stops the sync."""
 
-    def __init__(self, cfg: StateConfig, health: LocalHealth) -> None:
+    def __init__(self, cfg: StateConfig, health: LocalHealth, limiter: Limiter | None = None) -> None:
         assert cfg.redis_url is not None
         self._cfg = cfg
         self._prefix = cfg.key_prefix
         self._health = health
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        timeout = cfg.timeout_ms / 1000
+        self._timeout_s = cfg.timeout_ms / 1000
         self._redis = redis.Redis.from_url(
             # A connect is bounded like any call: a black-holed Redis must not stall requests.
-            cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
+            cfg.redis_url,
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
+            health_check_interval=0,
         )
         self._take = self._redis.register_script(TAKE)
         self._settle = self._redis.register_script(SETTLE)
         self._probe = self._redis.register_script(PROBE)
         self._sync = self._redis.register_script(SYNC)
+        self._publish_script = self._redis.register_script(PUBLISH)
         self.up = False
         self._announced_down = False
         self._task: asyncio.Task[None] | None = None
         self._pubsub_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
-        self._applied: dict[str, float] = {}  # target id -> server ms of the last transition taken
+        self._applied: dict[str, float] = {}  # target id -> server ms of the newest transition known
+        self._unpublished: set[str] = set()  # targets whose breaker moved while Redis was away
         self._leases: dict[str, _Lease] = {}
+        self._probes: dict[str, float] = {}  # target id -> monotonic time our answer holds until (+ ours, - theirs)
+        self._pushed: dict[str, _Pushed] = {}
+        self._levels: dict[str, tuple[bytes | None, bytes | None, bytes | None]] = {}  # rl buckets at the last sync
         self._clock_offset_ms = 0.0  # Redis server time minus our wall clock
         health.listener = self._on_transition
         for h in health.all().values():
             h.listener = self._on_transition
+        if limiter is not None:
+            limiter.fleet_levels = self.fleet_levels
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -196,7 +288,7 @@ class SharedState:
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
         self._health.shared = False
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*_REDIS_DOWN):
             await asyncio.wait_for(self._redis.aclose(), 2.0)
 
     def _down(self, exc: BaseException) -> None:
@@ -204,7 +296,7 @@ class SharedState:
             log.error(
                 "state.redis_unavailable",
                 url=redacted(self._cfg.redis_url or ""),
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {str(exc) or f'no answer within {self._cfg.timeout_ms} ms'}",
                 fallback="local state (limits, breakers and windows of this replica only)",
             )
             self._announced_down = True
@@ -222,6 +314,12 @@ class SharedState:
         self.up = True
         self._announced_down = False
         self._health.shared = True
+        # What our breakers did while Redis was away reaches the fleet now (newest wins).
+        for target_id in self._unpublished:
+            h = self._health.get(target_id)
+            if h.state != "half_open":
+                self._spawn(self._publish(h, h.state, self._applied[target_id]))
+        self._unpublished.clear()
 
     # --- rate limits (the request path) -------------------------------------------------
 
@@ -237,42 +335,86 @@ class SharedState:
             return False
         need = min(tokens, target.tpm) if target.tpm else 0
         lease = self._leases.get(target.id)
-        if lease is not None and (lease.requests >= 1 or not target.rpm) and lease.tokens >= need:
-            if time.monotonic() < lease.expires:
-                lease.requests -= 1 if target.rpm else 0
-                lease.tokens -= need
+        if lease is None:
+            lease = self._leases[target.id] = _Lease(target)
+        while True:
+            now = time.monotonic()
+            if lease.spend(target.rpm, need, now):
                 return True
-        want_r = max(1, int((target.rpm or 0) * LEASE_S / 60))
-        want_t = max(need, int((target.tpm or 0) * LEASE_S / 60))
+            refusal = lease.refused(need, now)
+            if refusal is not None:
+                raise refusal
+            if lease.flight is None:
+                break
+            lease.waiting += 1
+            try:
+                await lease.flight.wait()  # bounded: the call in flight is
+            finally:
+                lease.waiting -= 1
+            if not self.up:
+                return False
+        more = 1 + lease.waiting
+        want_r = max(more, int((target.rpm or 0) * LEASE_S / 60))
+        want_t = max(need * more, int((target.tpm or 0) * LEASE_S / 60))
+        flight = lease.flight = asyncio.Event()
         try:
-            ok, a, b = await self._take(
-                keys=[self._bucket(target)], args=[target.rpm or 0, target.tpm or 0, need, want_r, want_t]
-            )
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            # The socket timeouts bound each read and connect; this bounds the whole call.
+            async with asyncio.timeout(self._timeout_s):
+                ok, a, b = await self._take(
+                    keys=[self._bucket(target)], args=[target.rpm or 0, target.tpm or 0, need, want_r, want_t]
+                )
+        except _REDIS_DOWN as exc:
             self._down(exc)
             return False
+        finally:
+            lease.flight = None
+            flight.set()  # the waiters run after this returns, and find the lease updated
+        now = time.monotonic()
         if not ok:
-            kind = b.decode() if isinstance(b, bytes) else b
-            raise LimitExceeded(target.id, f"fleet-wide {kind}", a / 1000)
-        if lease is None or time.monotonic() >= lease.expires:
-            if lease is not None:
-                self._give_back(target, lease)
-            lease = self._leases[target.id] = _Lease(target)
+            lease.refused_kind = b.decode() if isinstance(b, bytes) else str(b)
+            lease.refused_need, lease.retry_at = need, now + a / 1000
+            lease.refused_until = min(lease.retry_at, now + LEASE_S)
+            refusal = lease.refused(need, now)
+            assert refusal is not None
+            raise refusal
+        if now >= lease.expires:
+            self._give_back(target, lease)  # what an ended lease left goes back first
         lease.requests += max(0, int(a) - 1)
         lease.tokens += max(0, int(b) - need)
-        lease.expires = time.monotonic() + LEASE_S
+        lease.expires = now + LEASE_S
+        lease.refused_until = 0.0
         return True
+
+    def refund(self, target: Target, tokens: int) -> None:
+        """A take that sent nothing (a local limit refused the attempt) goes back into the
+        lease, and from there to Redis when the lease ends: rejected attempts must not use
+        up the fleet's rate."""
+        lease = self._leases.get(target.id)
+        if lease is None:
+            lease = self._leases[target.id] = _Lease(target, expires=time.monotonic() + LEASE_S)
+        lease.requests += 1 if target.rpm else 0
+        lease.tokens += min(tokens, target.tpm) if target.tpm else 0
 
     async def claim_probe(self, target_id: str, lease_s: float) -> bool:
         """May this replica send a half-open probe? Only the holder of the target's probe
-        lease may (for one cooldown); without Redis every replica probes for itself."""
+        lease may (for one cooldown); without Redis every replica probes for itself. The
+        answer is remembered (ours: for half the lease, theirs: until it runs out), so a
+        half-open target costs a round trip per lease, not per request."""
         if not self.up:
             return True
+        until = self._probes.get(target_id, 0.0)
+        now = time.monotonic()
+        if now < abs(until):
+            return until > 0
         try:
-            return bool(await self._probe(keys=[f"{self._prefix}:probe:{target_id}"], args=[self.replica, int(lease_s * 1000)]))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(self._timeout_s):
+                got = int(await self._probe(keys=[f"{self._prefix}:probe:{target_id}"], args=[self.replica, int(lease_s * 1000)]))
+        except _REDIS_DOWN as exc:
             self._down(exc)
             return True
+        now = time.monotonic()
+        self._probes[target_id] = now + lease_s / 2 if got > 0 else -(now - got / 1000)
+        return got > 0
 
     def settle(self, target: Target, reserved: int, used: int | None) -> None:
         """The tpm reserved beyond what was used goes back: into the live lease, else to
@@ -285,6 +427,19 @@ class SharedState:
             lease.tokens += delta
         elif delta:
             self._spawn(self._settle(keys=[self._bucket(target)], args=[0, target.tpm, 0, delta]))
+
+    def fleet_levels(self, target: Target) -> tuple[float | None, float | None] | None:
+        """The shared rpm/tpm buckets' levels (as of the last sync, refilled since), for
+        headroom in /v1/gateway/health and /metrics; None while the local buckets apply."""
+        if not self.up:
+            return None
+        r, t, ts = self._levels.get(target.id, (None, None, None))
+        if ts is None:  # never taken, or idle past its expiry: full
+            return (float(target.rpm) if target.rpm else None, float(target.tpm) if target.tpm else None)
+        elapsed_min = max(0.0, time.time() * 1000 + self._clock_offset_ms - float(ts)) / 60_000
+        rpm = min(target.rpm, float(r or 0) + elapsed_min * target.rpm) if target.rpm else None
+        tpm = min(target.tpm, float(t or 0) + elapsed_min * target.tpm) if target.tpm else None
+        return rpm, tpm
 
     def _bucket(self, target: Target) -> str:
         return f"{self._prefix}:rl:{target.id}"
@@ -304,24 +459,27 @@ class SharedState:
     # --- breakers and windows -----------------------------------------------------------
 
     def _on_transition(self, h: TargetHealth, state: BreakerState, now: float) -> None:
-        if not self.up or state == "half_open":
-            return
+        if state == "half_open":
+            return  # each replica's own timer; only the probe lease is shared
         at_ms = time.time() * 1000 + self._clock_offset_ms
         self._applied[h.target_id] = at_ms
-        payload = orjson.dumps({"state": state, "at_ms": at_ms, "replica": self.replica, "error": h.last_error})
-        self._spawn(self._publish(h.target_id, payload))
+        if self.up:
+            self._spawn(self._publish(h, state, at_ms))
+        else:
+            self._unpublished.add(h.target_id)
 
-    async def _publish(self, target_id: str, payload: bytes) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(f"{self._prefix}:breakers", target_id, payload)
-            pipe.publish(f"{self._prefix}:breaker", target_id.encode() + b" " + payload)
-            await pipe.execute()
+    async def _publish(self, h: TargetHealth, state: BreakerState, at_ms: float) -> None:
+        payload = orjson.dumps({"state": state, "at_ms": at_ms, "replica": self.replica, "error": h.last_error})
+        await self._publish_script(
+            keys=[f"{self._prefix}:breakers"], args=[f"{self._prefix}:breaker", h.target_id, payload, at_ms]
+        )
 
     def _apply(self, target_id: str, payload: bytes) -> None:
         d = orjson.loads(payload)
         if d.get("replica") == self.replica or d["at_ms"] <= self._applied.get(target_id, 0.0):
             return
         self._applied[target_id] = d["at_ms"]
+        self._unpublished.discard(target_id)  # the fleet has news newer than ours
         h = self._health.get(target_id)
         now = health_now()
         age_s = max(0.0, (time.time() * 1000 + self._clock_offset_ms - d["at_ms"]) / 1000)
@@ -333,21 +491,29 @@ class SharedState:
 
     async def _sync_once(self) -> None:
         targets = list(self._health.all().values())
-        args: list[object] = [self._prefix, self.replica, len(targets)]
+        args: list[object] = [self._prefix, len(targets)]
         for h in targets:
             args += [h.target_id, h.unsynced_calls, h.unsynced_failures]
         pushed = [(h.unsynced_calls, h.unsynced_failures) for h in targets]
         try:
             out = await self._sync(args=args)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except _REDIS_DOWN as exc:
             self._down(exc)
             return
-        for h, (c, f) in zip(targets, pushed, strict=True):  # counted since the push began stay
-            h.unsynced_calls -= c
+        sec = int(out[0])
+        self._clock_offset_ms = float(out[1]) - time.time() * 1000
+        for i, (h, (c, f)) in enumerate(zip(targets, pushed, strict=True)):
+            h.unsynced_calls -= c  # counted since the push began stay for the next one
             h.unsynced_failures -= f
-        self._clock_offset_ms = float(out[0]) - time.time() * 1000
-        for i, h in enumerate(targets):
-            h.remote_calls, h.remote_failures = int(out[1 + 2 * i]), int(out[2 + 2 * i])
+            mine = self._pushed.get(h.target_id)
+            if mine is None:
+                mine = self._pushed[h.target_id] = _Pushed()
+            mine.add(sec, c, f)
+            calls, failures, r, t, ts = out[2 + 5 * i : 7 + 5 * i]
+            # Never below zero: a restarted Redis forgets what we had pushed before.
+            h.remote_calls = max(0, int(calls) - mine.calls)
+            h.remote_failures = max(0, int(failures) - mine.failures)
+            self._levels[h.target_id] = (r, t, ts)
         self._restored()
         flat = out[-1]
         for i in range(0, len(flat), 2):
@@ -371,20 +537,19 @@ class SharedState:
                     if msg is not None and msg.get("type") == "message":
                         target_id, _, payload = msg["data"].partition(b" ")
                         self._apply(target_id.decode(), payload)
-            except (RedisError, OSError, asyncio.TimeoutError):
+            except _REDIS_DOWN:
                 await asyncio.sleep(1.0)  # the sync loop logs and reconnects
             finally:
-                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                with contextlib.suppress(*_REDIS_DOWN):
                     await asyncio.wait_for(pubsub.aclose(), 0.5)
 
     def _spawn(self, coro: object) -> None:
         async def run() -> None:
             try:
                 await coro  # type: ignore[misc]
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except _REDIS_DOWN as exc:
                 self._down(exc)
 
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-

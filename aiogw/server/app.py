@@ -55,7 +55,7 @@ async def _http_session_ctx(app: web.Application) -> AsyncIterator[None]:
         if state.redis_url:
             from aiogw.shared_state import SharedState  # the redis client only when configured
 
-            dispatcher.shared = SharedState(state, dispatcher.health)  # type: ignore[arg-type]
+            dispatcher.shared = SharedState(state, dispatcher.health, dispatcher.limiter)  # type: ignore[arg-type]
             await dispatcher.shared.start()
         try:
             yield

@@ -7,7 +7,9 @@ import asyncio
 import json
 
 import aiohttp
+import openai
 import pytest
+import redis as redis_client
 from openai import AsyncOpenAI
 
 from aiogw.adapters._base import Target
@@ -110,8 +112,6 @@ async def test_breaker_transitions_and_window_counts_reach_the_other_replica(red
 
 
 async def test_busy_targets_lease_their_rate_without_exceeding_it(redis_server):
-    import redis as redis_client
-
     (_, sa), (_, sb) = await _pair(redis_server)
     try:
         t = _target(rpm=60_000)  # leases of 100 requests
@@ -126,6 +126,120 @@ async def test_busy_targets_lease_their_rate_without_exceeding_it(redis_server):
         held = sa._leases[t.id].requests + sb._leases[t.id].requests
         assert 1000 + held + level <= 60_000 + 60_000 * 2 / 60  # plus at most 2 s of refill
         r.close()
+    finally:
+        await sa.close()
+        await sb.close()
+
+
+async def test_concurrent_takes_share_one_lease_and_lose_no_units(redis_server):
+    (_, sa), (_, sb) = await _pair(redis_server)
+    try:
+        t = _target(rpm=60_000)
+        # 50 takes of one replica all go to Redis at once (no lease yet): every unit they
+        # bring back must land in the one lease, not in leases that overwrite each other.
+        assert all(await asyncio.gather(*(sa.take(t, 1) for _ in range(50))))
+        r = redis_client.Redis(port=redis_server.port)
+        level = float(r.hget("t:rl:acct/model-x", "r"))
+        r.close()
+        held = sa._leases[t.id].requests
+        assert 60_000 - 50 - 2 * 1000 <= 50 + held + level <= 60_000  # 2 s of refill at most
+    finally:
+        await sa.close()
+        await sb.close()
+
+
+async def test_a_refunded_take_is_spent_again_without_a_round_trip(redis_server):
+    (_, sa), (_, sb) = await _pair(redis_server)
+    try:
+        t = _target(rpm=2)
+        assert await sa.take(t, 1)
+        sa.refund(t, 1)  # e.g. refused by the local concurrency limit: nothing was sent
+        r = redis_client.Redis(port=redis_server.port)
+        r.config_resetstat()
+        assert await sa.take(t, 1)  # from the lease
+        assert "cmdstat_evalsha" not in r.info("commandstats")
+        assert await sb.take(t, 1)  # the second unit of the minute is still in Redis
+        with pytest.raises(LimitExceeded):
+            await sb.take(t, 1)
+        r.close()
+    finally:
+        await sa.close()
+        await sb.close()
+
+
+async def test_window_sums_drop_seconds_that_leave_the_window(redis_server):
+    (ha, sa), (hb, sb) = await _pair(redis_server, sync_interval_ms=50)
+    try:
+        r = redis_client.Redis(port=redis_server.port)
+        sec = int(r.time()[0])
+        # Another replica's counts from 70 s and 30 s ago, as the sync script keeps them.
+        r.hset(
+            "t:hw:acct/model-x",
+            mapping={"tail": sec - 80, "c": 7, "f": 5, f"c:{sec - 70}": 4, f"f:{sec - 70}": 4, f"c:{sec - 30}": 3, f"f:{sec - 30}": 1},
+        )
+        b = hb.get("acct/model-x")
+        ha.get("acct/model-x")
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if b.remote_calls == 3:
+                break
+        assert (b.remote_calls, b.remote_failures) == (3, 1)  # 70 s ago is out of the window
+        assert r.hget("t:hw:acct/model-x", f"c:{sec - 70}") is None
+        assert int(r.hget("t:hw:acct/model-x", "tail")) >= sec - 59
+        r.close()
+    finally:
+        await sa.close()
+        await sb.close()
+
+
+async def test_a_breaker_opened_while_redis_was_away_reaches_the_fleet_when_it_is_back(redis_server):
+    (ha, sa), (hb, sb) = await _pair(redis_server, sync_interval_ms=50)
+    try:
+        a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
+        await asyncio.sleep(0.1)
+        redis_server.stop()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not sa.up and not sb.up:
+                break
+        a.force_open(health_now(), "opened during the outage")
+        redis_server.start()
+        for _ in range(100):  # the sync loop retries once a second while down
+            await asyncio.sleep(0.05)
+            if b.state == "open":
+                break
+        assert b.state == "open" and b.last_error == "opened during the outage"
+    finally:
+        await sa.close()
+        await sb.close()
+
+
+async def test_a_stalled_redis_costs_one_bounded_call_then_none(redis_server):
+    import os
+    import signal
+
+    (_, sa), (_, sb) = await _pair(redis_server, timeout_ms=50)
+    try:
+        t = _target(rpm=600)
+        assert await sa.take(t, 1)
+        calls = 0
+        script = sa._take
+
+        async def counted(*args, **kw):
+            nonlocal calls
+            calls += 1
+            return await script(*args, **kw)
+
+        sa._take = counted
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+        try:
+            # pytest-timeout fails this if the call is not bounded by timeout_ms
+            assert await sa.take(t, 1) is False  # local buckets from now on
+            assert not sa.up and calls == 1
+            assert await sa.take(t, 1) is False
+            assert calls == 1  # degraded: no Redis call at all on the request path
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
     finally:
         await sa.close()
         await sb.close()
@@ -149,6 +263,7 @@ def replica_config(tmp_path, sim, redis_server):
             "providers": {
                 "bad": {"type": "openai", "base_url": sim.base_url("bad"), "api_key": "${SIM_KEY}"},
                 "sim": {"type": "openai", "base_url": sim.base_url(), "api_key": "${SIM_KEY}"},
+                "slow": {"type": "openai", "base_url": sim.base_url("slow"), "api_key": "${SIM_KEY}"},
             },
             "models": [
                 {
@@ -159,6 +274,7 @@ def replica_config(tmp_path, sim, redis_server):
                 },
                 {"name": "limited", "targets": [{"provider": "sim", "model": "sim-gpt-mini", "limits": {"rpm": 20}}]},
                 {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast"}]},
+                {"name": "narrow", "targets": [{"provider": "slow", "model": "sim-gpt-fast", "limits": {"rpm": 4, "concurrency": 1}}]},
             ],
         }
         p = tmp_path / "aiogw.json"
@@ -235,55 +351,108 @@ async def test_after_the_cooldown_one_replica_probes_for_both(sim, replica_confi
         await b.stop()
 
 
+def _client(proc) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=proc.url + "/v1", api_key="k", max_retries=0, timeout=20)
+
+
 async def test_an_rpm_limit_holds_across_both_replicas(sim, replica_config):
     a, b = await _replicas(replica_config())
+    ca, cb = _client(a), _client(b)
     try:
-        statuses = []
-        async with aiohttp.ClientSession() as s:
+        outcomes = []
 
-            async def one(proc):
-                async with s.post(proc.url + "/v1/chat/completions", json={"model": "limited", "messages": MSG}) as r:
-                    statuses.append(r.status)
-                    if r.status == 429:
-                        assert int(r.headers["retry-after"]) >= 1
-                        assert "fleet-wide rpm" in (await r.json())["error"]["message"]
+        async def one(client):
+            try:
+                await client.chat.completions.create(model="limited", messages=MSG)
+                outcomes.append(200)
+            except openai.RateLimitError as exc:
+                assert int(exc.response.headers["retry-after"]) >= 1
+                assert "fleet-wide rpm" in exc.message
+                outcomes.append(429)
 
-            await asyncio.gather(*(one(a if i % 2 else b) for i in range(40)))
-        ok = statuses.count(200)
+        await asyncio.gather(*(one(ca if i % 2 else cb) for i in range(40)))
+        ok = outcomes.count(200)
         # 20 per minute for the pair (each replica alone would allow 20): a refill of 1 in 3 s
         # is the only slack.
-        assert 20 <= ok <= 21, statuses
-        assert statuses.count(429) == 40 - ok
+        assert 20 <= ok <= 21, outcomes
+        assert outcomes.count(429) == 40 - ok
+        async with aiohttp.ClientSession() as s:  # both report the fleet's headroom, not their own
+            for proc in (a, b):
+                for _ in range(100):
+                    _, t = await _health(s, proc, "sim/sim-gpt-mini")
+                    if t["limits"]["rpm_remaining"] < 2:
+                        break
+                    await asyncio.sleep(0.05)
+                assert t["limits"]["rpm_remaining"] < 2, t["limits"]
     finally:
+        await ca.close()
+        await cb.close()
+        await a.stop()
+        await b.stop()
+
+
+async def test_attempts_refused_by_a_local_limit_leave_the_fleets_rate_alone(sim, replica_config):
+    a, b = await _replicas(replica_config())
+    ca, cb = _client(a), _client(b)
+    try:
+        sim.set_profile("slow", ttft_ms=1500)
+        slow = asyncio.create_task(ca.chat.completions.create(model="narrow", messages=MSG))
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):  # the slow call holds a's only concurrency slot
+                _, t = await _health(s, a, "slow/sim-gpt-fast")
+                if t["in_flight"] == 1:
+                    break
+                await asyncio.sleep(0.02)
+            for _ in range(6):  # refused by a's concurrency limit, not by the fleet's rpm
+                with pytest.raises(openai.RateLimitError, match="concurrency"):
+                    await ca.chat.completions.create(model="narrow", messages=MSG)
+            await slow
+            for _ in range(100):  # a's lease ends and what it held goes back to Redis
+                _, t = await _health(s, b, "slow/sim-gpt-fast")
+                if t["limits"]["rpm_remaining"] >= 2.9:
+                    break
+                await asyncio.sleep(0.05)
+        for _ in range(3):  # rpm 4: one went to the slow call, three are left for the fleet
+            await cb.chat.completions.create(model="narrow", messages=MSG)
+        with pytest.raises(openai.RateLimitError, match="fleet-wide rpm"):
+            await cb.chat.completions.create(model="narrow", messages=MSG)
+    finally:
+        await ca.close()
+        await cb.close()
         await a.stop()
         await b.stop()
 
 
 async def test_redis_going_away_fails_no_request_and_is_logged_once(sim, replica_config, redis_server):
     a, b = await _replicas(replica_config())
+    ca, cb = _client(a), _client(b)
     try:
-        async with aiohttp.ClientSession() as s:
 
-            async def ask(proc, model="fast"):
-                async with s.post(proc.url + "/v1/chat/completions", json={"model": model, "messages": MSG}) as r:
-                    return r.status
+        async def ask(client, model="fast"):
+            raw = await client.chat.completions.with_raw_response.create(model=model, messages=MSG)
+            return raw.http_response.status_code
 
-            assert {await ask(a), await ask(b, "limited")} == {200}
-            redis_server.stop()
-            for i in range(20):
-                assert await ask(a if i % 2 else b, "limited" if i % 3 == 0 else "fast") == 200
-            for p in (a, b):
-                for _ in range(100):
-                    if any(e.get("event") == "state.redis_unavailable" for e in p.logs()):
-                        break
-                    await asyncio.sleep(0.05)
-            redis_server.start()
-            for _ in range(200):
-                if all(any(e.get("event") == "state.redis_restored" for e in p.logs()) for p in (a, b)):
+        assert {await ask(ca), await ask(cb, "limited")} == {200}
+        redis_server.stop()
+        for i in range(20):
+            assert await ask(ca if i % 2 else cb, "limited" if i % 3 == 0 else "fast") == 200
+        for p in (a, b):
+            for _ in range(100):
+                if any(e.get("event") == "state.redis_unavailable" for e in p.logs()):
                     break
                 await asyncio.sleep(0.05)
-            assert await ask(a) == 200 and await ask(b, "limited") == 200
+        async with aiohttp.ClientSession() as s:
+            body, _ = await _health(s, a, "sim/sim-gpt-fast")
+            assert body["shared_state"]["connected"] is False
+        redis_server.start()
+        for _ in range(200):
+            if all(any(e.get("event") == "state.redis_restored" for e in p.logs()) for p in (a, b)):
+                break
+            await asyncio.sleep(0.05)
+        assert await ask(ca) == 200 and await ask(cb, "limited") == 200
     finally:
+        await ca.close()
+        await cb.close()
         await a.stop()
         await b.stop()
     for p in (a, b):
