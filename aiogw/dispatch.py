@@ -1,8 +1,8 @@
 """The attempt loop: walk the router's plan until a target answers, within timeouts, limits,
 the request deadline and the retry budget; record every attempt in health and the ledger.
 
-The only user of the upstream ClientSession, and the one place where aiohttp and asyncio
-exceptions become `UpstreamError`s. Before the first byte reaches the client a failed
+The only user of the upstream client (`aiogw.upstream_http`), and the one place where its
+and asyncio's exceptions become `UpstreamError`s. Before the first byte reaches the client a failed
 attempt fails over to the next target; after it (the commit point) the stream ends with an
 OpenAI-shaped error event and `data: [DONE]`. With hedging, a second target starts when the
 first is slow to its first token, and the first to produce one wins.
@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-import aiohttp
-
 from aiogw import health as health_mod
+from aiogw import upstream_http as http
 from aiogw.adapters._base import Adapter, Call, Target, content_text, new_completion_id
 from aiogw.config import HedgeConfig, RetryConfig
 from aiogw.cost import Ledger, cost_usd, format_usd, price_of
@@ -182,8 +181,8 @@ def upstream_errors(target: Target, phase: list[str], deadline: float | None = N
             raise UpstreamTimeout(
                 "the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target=target.id
             ) from None
-        # aiohttp's connect timeout is a TimeoutError too; ours carry the phase.
-        p = "connect" if isinstance(exc, aiohttp.ConnectionTimeoutError) else phase[0]
+        # The client's connect timeout is a TimeoutError too; ours carry the phase.
+        p = "connect" if isinstance(exc, http.ConnectTimeout) else phase[0]
         limit = {
             "connect": target.connect_timeout_s,
             "first_token": target.first_token_timeout_s,
@@ -195,19 +194,16 @@ def upstream_errors(target: Target, phase: list[str], deadline: float | None = N
             phase=p,
             target=target.id,
         ) from None
-    except aiohttp.ClientConnectorError as exc:
-        os_error = exc.os_error
-        cause = os.strerror(os_error.errno) if os_error.errno else str(os_error) or type(os_error).__name__
-        raise UpstreamConnectError(
-            f"cannot connect to {exc.host}:{exc.port} ({cause})", target=target.id
-        ) from None
-    except aiohttp.ServerDisconnectedError:
-        raise UpstreamConnectError("the upstream closed the connection", target=target.id) from None
-    except aiohttp.ClientPayloadError:
-        raise UpstreamProtocolError(
-            "the upstream connection dropped mid-response", target=target.id
-        ) from None
-    except (aiohttp.ClientError, OSError) as exc:
+    except http.CannotConnect as exc:
+        cause = os.strerror(exc.cause.errno) if exc.cause.errno else str(exc.cause) or type(exc.cause).__name__
+        raise UpstreamConnectError(f"cannot connect to {exc.host}:{exc.port} ({cause})", target=target.id) from None
+    except http.Disconnected as exc:
+        if exc.started:
+            raise UpstreamProtocolError(str(exc), target=target.id) from None
+        raise UpstreamConnectError(str(exc), target=target.id) from None
+    except http.ProtocolError as exc:
+        raise UpstreamProtocolError(str(exc), target=target.id) from None
+    except OSError as exc:
         raise UpstreamConnectError(f"{type(exc).__name__}: {exc}", target=target.id) from None
 
 
@@ -237,7 +233,7 @@ class _Walk:
 class Dispatcher:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: http.Client,
         runtime: Runtime,
         *,
         health: HealthStore | None = None,
@@ -246,7 +242,7 @@ class Dispatcher:
         tracing: Tracing | None = None,
         shared: SharedState | None = None,
     ) -> None:
-        self._session = session
+        self._client = client
         # Built inside the serving loop. Cached: under Python 3.11 every get_running_loop()
         # makes a getpid() syscall (4% of a request's CPU in py-spy).
         self._loop = asyncio.get_running_loop()
@@ -259,18 +255,7 @@ class Dispatcher:
         self.limiter = limiter or Limiter()
         self.ledger = ledger or Ledger()
         self.router = Router(self.health)
-        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._budgets: dict[str, RetryBudget] = {}
-
-    def _client_timeout(self, target: Target) -> aiohttp.ClientTimeout:
-        # Only the TCP connect is bounded here: first-token and total deadlines are
-        # asyncio timeouts, because ClientTimeout rounds values >= 5 s up to whole seconds.
-        t = self._timeouts.get(target.id)
-        if t is None:
-            t = self._timeouts[target.id] = aiohttp.ClientTimeout(
-                total=None, connect=None, sock_connect=target.connect_timeout_s
-            )
-        return t
 
     # --- the walk -----------------------------------------------------------------------
 
@@ -616,7 +601,7 @@ class Dispatcher:
             cost=outcome.cost_usd,
         )
 
-    def _observe_limits(self, target: Target, adapter: Adapter, headers: aiohttp.typedefs.LooseHeaders) -> None:
+    def _observe_limits(self, target: Target, adapter: Adapter, headers: Mapping[str, str]) -> None:
         if adapter.rate_limits is not None:
             info = adapter.rate_limits(headers)  # type: ignore[arg-type]
             if info is not None:
@@ -638,9 +623,7 @@ class Dispatcher:
         with upstream_errors(target, phase, deadline):
             async with (
                 asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
-                self._session.post(
-                    call.url, data=call.body, headers=self._headers(call), timeout=self._client_timeout(target)
-                ) as resp,
+                self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp,
             ):
                 if first:
                     tmo.reschedule(end)
@@ -695,9 +678,7 @@ class Dispatcher:
             with upstream_errors(target, phase, deadline):
                 async with (
                     asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
-                    self._session.post(
-                        call.url, data=call.body, headers=self._headers(call), timeout=self._client_timeout(target)
-                    ) as resp,
+                    self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp,
                 ):
                     self._observe_limits(target, adapter, resp.headers)
                     if resp.status >= 300:
@@ -715,7 +696,7 @@ class Dispatcher:
                         phase[0] = "total"
                         await sink.start(target)
 
-                    async for chunk in resp.content.iter_any():
+                    async for chunk in resp.iter_any():
                         out = relay.feed(parser.feed(chunk))
                         if relay.failed is not None:
                             if sink.started and out:  # keep what came before the error

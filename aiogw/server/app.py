@@ -11,9 +11,9 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
+from aiogw import upstream_http as http
 from aiogw.config import Config
 from aiogw.dispatch import Dispatcher
 from aiogw.runtime import Runtime
@@ -26,42 +26,30 @@ from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.server")
 
-# Upstream connection pool. Providers are few hosts with many concurrent streams, so the
+# Upstream connection pools. Providers are few hosts with many concurrent streams, so the
 # per-host limit is what matters; keep-alive avoids a TLS handshake per request.
-POOL_LIMIT = 4096
 POOL_LIMIT_PER_HOST = 1024
 KEEPALIVE_S = 60.0  # below the usual 75-120 s idle timeout of provider load balancers
 DNS_TTL_S = 300
 
 
-async def _http_session_ctx(app: web.Application) -> AsyncIterator[None]:
-    connector = aiohttp.TCPConnector(
-        limit=POOL_LIMIT,
-        limit_per_host=POOL_LIMIT_PER_HOST,
-        ttl_dns_cache=DNS_TTL_S,
-        keepalive_timeout=KEEPALIVE_S,
-        enable_cleanup_closed=True,
-    )
-    # No session-wide timeout: streams are long; dispatch bounds each call itself.
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
-    ) as session:
-        app[HTTP] = session
-        dispatcher = app[DISPATCHER] = Dispatcher(session, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
-        state = app[RUNTIME].config.state
+async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    # No client-wide timeout: streams are long; dispatch bounds each call itself.
+    client = http.Client(limit_per_host=POOL_LIMIT_PER_HOST, keepalive_s=KEEPALIVE_S, dns_ttl_s=DNS_TTL_S)
+    app[HTTP] = client
+    dispatcher = app[DISPATCHER] = Dispatcher(client, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
+    state = app[RUNTIME].config.state
+    try:
         if state.redis_url:
             from aiogw.shared_state import SharedState  # the redis client only when configured
 
             dispatcher.shared = SharedState(state, dispatcher.health, dispatcher.limiter)  # type: ignore[arg-type]
             await dispatcher.shared.start()
-        try:
-            yield
-        finally:
-            if dispatcher.shared is not None:
-                await dispatcher.shared.close()
+        yield
+    finally:
+        if dispatcher.shared is not None:
+            await dispatcher.shared.close()
+        await client.close()
 
 
 async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,7 +68,7 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
         cors.install(app, app[CORS])
     app[TRACING] = _tracing(config)
     app.cleanup_ctx.append(_tracing_ctx)
-    app.cleanup_ctx.append(_http_session_ctx)
+    app.cleanup_ctx.append(_http_client_ctx)
     app.router.add_routes(ROUTES)
     metrics.install(app)
     if config.server.pages:

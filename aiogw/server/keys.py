@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
+from aiogw import upstream_http as http
 from aiogw.dispatch import Dispatcher, Outcome
 from aiogw.runtime import Runtime
 from aiogw.server.cors import CorsPolicy
@@ -12,7 +12,7 @@ from aiogw.server.lifecycle import Lifecycle
 from aiogw.telemetry.metrics import GatewayMetrics
 
 RUNTIME = web.AppKey("runtime", Runtime)
-HTTP = web.AppKey("http_session", aiohttp.ClientSession)
+HTTP = web.AppKey("http_client", http.Client)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", GatewayMetrics)

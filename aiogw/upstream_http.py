@@ -1,0 +1,414 @@
+"""The upstream HTTP/1.1 client: keep-alive connection pools on asyncio protocols, responses
+parsed by httptools (llhttp).
+
+Why not aiohttp's client: a provider call is always the same shape (one POST with a small
+JSON body, a JSON or SSE answer), and aiohttp's general client (request/response objects,
+cookie jar, redirects, trace signals, payload and stream layers) spent more CPU per call
+than all of aiogw's own routing, limits, cost and logging together (see the README's
+performance section). Here a request is one `transport.write`, and each body piece the
+parser hands over is passed on as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Mapping
+from urllib.parse import urlsplit
+
+import httptools
+
+# Body pieces held for a slow reader before the socket stops being read (back pressure).
+HIGH_WATER = 256 * 1024
+
+
+class CannotConnect(OSError):
+    """No TCP/TLS connection to the upstream (refused, unreachable, DNS, TLS)."""
+
+    def __init__(self, host: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.host, self.port, self.cause = host, port, cause
+
+
+class ConnectTimeout(TimeoutError):
+    """The TCP/TLS connect took longer than the target's connect timeout."""
+
+
+class Disconnected(ConnectionError):
+    """The upstream closed the connection before the response ended. `started` tells
+    whether any of the response had arrived."""
+
+    def __init__(self, started: bool) -> None:
+        super().__init__("the upstream connection dropped mid-response" if started else "the upstream closed the connection")
+        self.started = started
+
+
+class ProtocolError(ConnectionError):
+    """The upstream's bytes are not HTTP/1.1."""
+
+
+class Response:
+    """One upstream response: status and headers once they have arrived, then the body,
+    read whole (`read`) or piece by piece as it arrives (`iter_any`)."""
+
+    __slots__ = ("status", "headers", "_conn", "_pieces", "_buffered", "_done", "_error", "_waiter", "_inflate")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self.status = 0
+        self.headers: dict[str, str] = {}  # lower-case names; a repeated header keeps its last value
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._inflate: zlib._Decompress | None = None
+
+    async def read(self) -> bytes:
+        parts = [piece async for piece in self.iter_any()]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._pieces:
+                # Everything that arrived since the last look, as one piece: one relay pass
+                # and one client write per wake-up, not per upstream chunk.
+                pieces = self._pieces
+                piece = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+                pieces.clear()
+                self._buffered = 0
+                self._conn.resume()
+                yield piece if self._inflate is None else self._inflate.decompress(piece)
+            elif self._error is not None:
+                raise self._error
+            elif self._done:
+                return
+            else:
+                self._waiter = self._conn.loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # --- fed by the connection ----------------------------------------------------------
+
+    def _body(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._buffered += len(piece)
+        if self._buffered > HIGH_WATER:
+            self._conn.pause()
+        self._wake()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        if self._done or self._error is not None:
+            return
+        if error is None:
+            self._done = True
+        else:
+            self._error = error
+        self._wake()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; carries one request at a time."""
+
+    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.response: Response | None = None
+        self._headers_done: asyncio.Future[None] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._complete = True  # no exchange under way
+        self._informational = False  # a 1xx answer is being skipped
+        self._paused = False
+        self._started = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.pool.connected += 1
+
+    def data_received(self, data: bytes) -> None:
+        self._started = True
+        if self._parser is None:  # bytes nobody asked for: the connection is unusable
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolError(f"the upstream's answer is not HTTP/1.1 ({exc})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.connected -= 1
+        self.pool.wake()
+        if self._complete:
+            return
+        r = self.response
+        if r is not None and r.status and "content-length" not in r.headers and "chunked" not in r.headers.get("transfer-encoding", ""):
+            self._complete = True  # a body without a length runs until the connection closes
+            r._end()
+        else:
+            self._fail(Disconnected(self._started))
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._complete:  # bytes after the answer: not a server we can keep talking to
+            raise ProtocolError("the upstream sent more than one answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None
+        self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        assert self.response is not None and self._parser is not None
+        status = self._parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: the answer follows
+            self._informational = True
+            self.response.headers.clear()
+            return
+        self.response.status = status
+        enc = self.response.headers.get("content-encoding")
+        if enc in ("gzip", "deflate"):  # we ask for identity; honour a server that ignores it
+            self.response._inflate = zlib.decompressobj(47 if enc == "gzip" else 15)
+        w = self._headers_done
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        assert self.response is not None
+        self.response._body(body)
+
+    def on_message_complete(self) -> None:
+        assert self._parser is not None and self.response is not None
+        if self._informational:
+            self._informational = False
+            return
+        self._complete = True
+        keep = self._parser.should_keep_alive()
+        self.response._end()
+        if not keep:
+            self.close()
+
+    # used by Pool / Response
+
+    def send(self, head: bytes, body: bytes) -> asyncio.Future[None]:
+        assert self.transport is not None
+        self.response = Response(self)
+        self._parser = httptools.HttpResponseParser(self)
+        self._complete = self._started = False
+        self._headers_done = self.loop.create_future()
+        if len(body) < 65536:  # one write, one segment
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
+        return self._headers_done
+
+    def reusable(self) -> bool:
+        return self._complete and not self.closed and not self._paused
+
+    def pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _fail(self, exc: BaseException) -> None:
+        w = self._headers_done
+        if w is not None and not w.done():
+            w.set_exception(exc)
+        if self.response is not None:
+            self.response._end(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._parser = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Pool:
+    """Connections to one scheme://host:port: the idle ones kept alive, at most `limit`
+    open at once (more callers wait for one), the host's addresses cached for `dns_ttl_s`."""
+
+    def __init__(self, client: Client, scheme: str, host: str, port: int) -> None:
+        self.client = client
+        self.host, self.port = host, port
+        self.ssl = client.ssl_context if scheme == "https" else None
+        self.idle: list[_Connection] = []
+        self.connected = 0
+        self._dialing = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._addrs: list[tuple[str, int]] = []
+        self._addrs_until = 0.0
+        default = 443 if scheme == "https" else 80
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        self.host_header = (name if port == default else f"{name}:{port}").encode("idna")
+
+    async def connect(self, timeout: float | None) -> _Connection:
+        loop = self.client.loop
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed and loop.time() - conn.idle_since < self.client.keepalive_s:
+                return conn
+            conn.close()
+        try:
+            async with asyncio.timeout(timeout):
+                while self.connected + self._dialing >= self.client.limit_per_host:
+                    waiter = loop.create_future()
+                    self._waiters.append(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        if waiter in self._waiters:
+                            self._waiters.remove(waiter)
+                    if self.idle:  # a connection came back: use it
+                        return await self.connect(timeout)
+                self._dialing += 1
+                try:
+                    return await self._dial(loop)
+                finally:
+                    self._dialing -= 1
+                    self.wake()
+        except TimeoutError:
+            raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {timeout:g} s") from None
+
+    async def _dial(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        if loop.time() >= self._addrs_until:
+            try:
+                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise CannotConnect(self.host, self.port, exc) from None
+            self._addrs = [(info[4][0], self.port) for info in infos]
+            self._addrs_until = loop.time() + self.client.dns_ttl_s
+        error: OSError = OSError("no address")
+        for host, port in self._addrs:  # in the resolver's order; the next on failure
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, loop), host, port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+                )
+                return conn
+            except OSError as exc:
+                error = exc
+        self._addrs_until = 0.0  # resolve again next time
+        raise CannotConnect(self.host, self.port, error)
+
+    def release(self, conn: _Connection) -> None:
+        if conn.reusable() and not self.client.closed:
+            conn.response = None
+            conn.idle_since = self.client.loop.time()
+            self.idle.append(conn)
+            self.wake()
+        else:
+            conn.close()
+
+    def wake(self) -> None:
+        """A connection came back or went away: one waiter may go on."""
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+
+
+class Client:
+    """`async with client.post(url, body, headers, connect_timeout) as response:` — the
+    connection goes back to its pool when the body was read to the end, and is closed
+    otherwise (an abandoned stream, an error, a cancelled call)."""
+
+    def __init__(
+        self,
+        *,
+        limit_per_host: int = 1024,
+        keepalive_s: float = 60.0,
+        dns_ttl_s: float = 300.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limit_per_host = limit_per_host
+        self.keepalive_s = keepalive_s
+        self.dns_ttl_s = dns_ttl_s
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.closed = False
+        self._pools: dict[tuple[str, str, int], Pool] = {}
+        self._targets: dict[str, tuple[Pool, bytes]] = {}  # url -> pool and request line
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float | None = None) -> _Exchange:
+        return _Exchange(self, url, body, headers, connect_timeout)
+
+    def _route(self, url: str) -> tuple[Pool, bytes]:
+        got = self._targets.get(url)
+        if got is None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            key = (parts.scheme, parts.hostname, port)
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = Pool(self, *key)
+            path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+            line = b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + pool.host_header + b"\r\n"
+            got = self._targets[url] = (pool, line)
+        return got
+
+    async def close(self) -> None:
+        self.closed = True
+        for pool in self._pools.values():
+            for conn in pool.idle:
+                conn.close()
+            pool.idle.clear()
+        await asyncio.sleep(0)  # let the transports' close callbacks run
+
+
+class _Exchange:
+    __slots__ = ("_client", "_url", "_body", "_headers", "_timeout", "_conn", "_pool")
+
+    def __init__(self, client: Client, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None) -> None:
+        self._client, self._url, self._body, self._headers, self._timeout = client, url, body, headers, timeout
+        self._conn: _Connection | None = None
+
+    async def __aenter__(self) -> Response:
+        pool, line = self._client._route(self._url)
+        self._pool = pool
+        head = [line]
+        for k, v in self._headers.items():
+            head.append(f"{k}: {v}\r\n".encode("latin-1"))
+        head.append(b"Content-Length: %d\r\nAccept-Encoding: identity\r\n\r\n" % len(self._body))
+        raw = b"".join(head)
+        lines = len(self._headers) + 5
+        if raw.count(b"\n") != lines or raw.count(b"\r") != lines:  # a CR/LF inside a header would forge lines
+            raise ValueError("an upstream header name or value contains a line break")
+        conn = self._conn = await pool.connect(self._timeout)
+        try:
+            await conn.send(raw, self._body)
+        except BaseException:  # cancelled or timed out before the headers: never reused
+            conn.close()
+            raise
+        assert conn.response is not None
+        return conn.response
+
+    async def __aexit__(self, *exc: object) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._pool.release(conn)
