@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -169,42 +168,84 @@ class _Gate:
         return self.owner is self or (self.owner is not None and self.owner is asyncio.current_task())
 
 
-@contextmanager
-def upstream_errors(target: Target, phase: list[str], deadline: float | None = None) -> Iterator[None]:
-    """Map foreign exceptions of one upstream attempt to `UpstreamError`s (one boundary)."""
-    try:
-        yield
-    except (UpstreamError, ClientDisconnected, _LostRace):
-        raise
-    except TimeoutError as exc:
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline - 0.001:
+class _Bounds:
+    """One upstream attempt's boundary: its time limits (first token, then total, capped by
+    the request deadline) and the mapping of foreign exceptions to `UpstreamError`s.
+
+    The timer works like `asyncio.timeout_at`, cancelling the task when it expires, but is
+    given the loop and task: under Python 3.11 `asyncio.timeout` asks `get_running_loop()`
+    (a getpid() syscall each time) on entry and on every reschedule. Moving to the total
+    limit after the first token only moves a number; the timer re-arms itself when it
+    fires before it."""
+
+    __slots__ = ("_loop", "_target", "_deadline", "_end", "_when", "_phase", "_task", "_cancelling", "_handle", "_fired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, deadline: float | None) -> None:
+        self._loop, self._target, self._deadline = loop, target, deadline
+        now = loop.time()
+        end = now + target.total_timeout_s
+        self._end = end if deadline is None else min(end, deadline)
+        first = target.first_token_timeout_s
+        self._phase = "first_token" if first else "total"
+        self._when = min(self._end, now + first) if first else self._end
+        self._fired = False
+
+    def __enter__(self) -> _Bounds:
+        task = asyncio.current_task(self._loop)
+        assert task is not None
+        self._task, self._cancelling = task, task.cancelling()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._when, self._expire)
+        return self
+
+    def first_token(self) -> None:
+        """The first token arrived: from now on only the total limit applies."""
+        self._phase, self._when = "total", self._end
+
+    def _expire(self) -> None:
+        if self._loop.time() < self._when:  # moved later since the timer was set
+            self._handle = self._loop.call_at(self._when, self._expire)
+            return
+        self._handle = None
+        self._fired = True
+        self._task.cancel()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            exc_type, exc = TimeoutError, TimeoutError()  # ours, not an outer cancellation
+        if exc is None or isinstance(exc, UpstreamError | ClientDisconnected | _LostRace):
+            return
+        target = self._target
+        if isinstance(exc, TimeoutError):
+            if self._deadline is not None and self._loop.time() >= self._deadline - 0.001:
+                raise UpstreamTimeout(
+                    "the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target=target.id
+                ) from None
+            # The client's connect timeout is a TimeoutError too; ours carry the phase.
+            p = "connect" if isinstance(exc, http.ConnectTimeout) else self._phase
+            limit = {
+                "connect": target.connect_timeout_s,
+                "first_token": target.first_token_timeout_s,
+                "total": target.total_timeout_s,
+            }.get(p)
+            what = {"connect": "no connection", "first_token": "no first token", "total": "not finished"}[p]
             raise UpstreamTimeout(
-                "the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target=target.id
+                f"{what} within {limit:g} s" if limit else f"{what} before the request deadline",
+                phase=p,
+                target=target.id,
             ) from None
-        # The client's connect timeout is a TimeoutError too; ours carry the phase.
-        p = "connect" if isinstance(exc, http.ConnectTimeout) else phase[0]
-        limit = {
-            "connect": target.connect_timeout_s,
-            "first_token": target.first_token_timeout_s,
-            "total": target.total_timeout_s,
-        }.get(p)
-        what = {"connect": "no connection", "first_token": "no first token", "total": "not finished"}[p]
-        raise UpstreamTimeout(
-            f"{what} within {limit:g} s" if limit else f"{what} before the request deadline",
-            phase=p,
-            target=target.id,
-        ) from None
-    except http.CannotConnect as exc:
-        cause = os.strerror(exc.cause.errno) if exc.cause.errno else str(exc.cause) or type(exc.cause).__name__
-        raise UpstreamConnectError(f"cannot connect to {exc.host}:{exc.port} ({cause})", target=target.id) from None
-    except http.Disconnected as exc:
-        if exc.started:
+        if isinstance(exc, http.CannotConnect):
+            cause = os.strerror(exc.cause.errno) if exc.cause.errno else str(exc.cause) or type(exc.cause).__name__
+            raise UpstreamConnectError(f"cannot connect to {exc.host}:{exc.port} ({cause})", target=target.id) from None
+        if isinstance(exc, http.Disconnected):
+            if exc.started:
+                raise UpstreamProtocolError(str(exc), target=target.id) from None
+            raise UpstreamConnectError(str(exc), target=target.id) from None
+        if isinstance(exc, http.ProtocolError):
             raise UpstreamProtocolError(str(exc), target=target.id) from None
-        raise UpstreamConnectError(str(exc), target=target.id) from None
-    except http.ProtocolError as exc:
-        raise UpstreamProtocolError(str(exc), target=target.id) from None
-    except OSError as exc:
-        raise UpstreamConnectError(f"{type(exc).__name__}: {exc}", target=target.id) from None
+        if isinstance(exc, OSError):
+            raise UpstreamConnectError(f"{type(exc).__name__}: {exc}", target=target.id) from None
 
 
 # One attempt at one target: (target, adapter, gate) -> result. Raises InvalidRequest when
@@ -614,20 +655,10 @@ class Dispatcher:
     async def _post(
         self, call: Call, target: Target, adapter: Adapter, decode: Decode, gate: _Gate, deadline: float | None
     ) -> Reply:
-        loop = self._loop
-        end = loop.time() + target.total_timeout_s
-        if deadline is not None:
-            end = min(end, deadline)
-        first = target.first_token_timeout_s  # for a unary call: until the response starts
-        phase = ["first_token" if first else "total"]
-        with upstream_errors(target, phase, deadline):
-            async with (
-                asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
-                self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp,
-            ):
-                if first:
-                    tmo.reschedule(end)
-                    phase[0] = "total"
+        # For a unary call the first-token limit runs until the response starts.
+        with _Bounds(self._loop, target, deadline) as bounds:
+            async with self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp:
+                bounds.first_token()
                 body = await resp.read()
                 self._observe_limits(target, adapter, resp.headers)
                 if resp.status >= 300:
@@ -668,18 +699,9 @@ class Dispatcher:
         started = time.perf_counter()
         relay = self._relay(parsed, target, adapter, route)
         parser = SSEParser()
-        loop = self._loop
-        end = loop.time() + target.total_timeout_s
-        if deadline is not None:
-            end = min(end, deadline)
-        first = target.first_token_timeout_s
-        phase = ["first_token" if first else "total"]
         try:
-            with upstream_errors(target, phase, deadline):
-                async with (
-                    asyncio.timeout_at(min(end, loop.time() + first) if first else end) as tmo,
-                    self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp,
-                ):
+            with _Bounds(self._loop, target, deadline) as bounds:
+                async with self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp:
                     self._observe_limits(target, adapter, resp.headers)
                     if resp.status >= 300:
                         raise adapter.decode_error(resp.status, resp.headers, await resp.read(), target)
@@ -692,8 +714,7 @@ class Dispatcher:
                         gate.claim()
                         outcome.ttft_ms = (time.perf_counter() - started) * 1000
                         outcome.target, outcome.model = target, target.model
-                        tmo.reschedule(end)
-                        phase[0] = "total"
+                        bounds.first_token()
                         await sink.start(target)
 
                     async for chunk in resp.iter_any():

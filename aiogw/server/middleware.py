@@ -21,7 +21,7 @@ from aiogw.errors import (
 )
 from aiogw.ids import hex_id
 from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
-from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger
+from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 
 log = get_logger("aiogw.request")
 
@@ -201,7 +201,7 @@ def _finished(
         fields["stream_error"] = outcome.stream_error.describe()
     if client_closed:
         fields["client_closed"] = True
-    log.info("request.finished", **fields)
+    info_line(log, "request.finished", fields)
 
 
 def _end_span(

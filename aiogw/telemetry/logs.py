@@ -177,13 +177,35 @@ class _Stamper:
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+# Set by `configure` when lines are JSON and info is enabled: what `info_line` needs.
+_JSON_INFO: tuple[_Stamper, BatchedBytesLogger] | None = None
+
+
+def info_line(logger: Any, event: str, fields: dict[str, Any]) -> None:
+    """`logger.info(event, **fields)` for the line every request writes. With JSON output
+    it runs the same processors as the configured chain, in the same order, on `fields`
+    itself: structlog's wrapper, context copy and keyword dict were a third of the line's
+    cost. Console output goes through structlog as usual."""
+    fast = _JSON_INFO
+    if fast is None:
+        logger.info(event, **fields)
+        return
+    fields["event"] = event
+    add_request_id(None, "info", fields)
+    fields["level"] = "info"
+    fast[0](None, "info", fields)
+    fast[1].msg(orjson.dumps(redact_secrets(None, "info", fields), default=repr))
+
+
 def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> None:
+    global _JSON_INFO
     out = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
+    stamper = _Stamper()
     shared = [
         add_request_id,
         structlog.processors.add_log_level,
-        _Stamper(),
+        stamper,
         redact_secrets,
         structlog.processors.format_exc_info,
     ]
@@ -193,6 +215,7 @@ def configure(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> 
     else:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         factory = _BatchedFactory(out.buffer if hasattr(out, "buffer") else out)
+    _JSON_INFO = (stamper, factory._logger) if not console and _LEVELS[level] <= logging.INFO else None
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

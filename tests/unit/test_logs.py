@@ -63,3 +63,47 @@ def test_a_large_batch_goes_out_in_whole_lines_no_larger_than_pipe_buf():
     logger.flush()
     assert b"".join(out.writes) == (b"x" * 1000 + b"\n") * 10
     assert all(len(w) <= PIPE_BUF and w.endswith(b"\n") for w in out.writes) and len(out.writes) == 3
+
+
+def test_the_request_line_fast_path_writes_what_structlog_writes():
+    import io
+    import json
+
+    from aiogw.telemetry import logs
+
+    class Stream(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.buffer = io.BytesIO()
+
+        def isatty(self):
+            return False
+
+    def fields():
+        return {
+            "request_id": "req_1",
+            "status": 200,
+            "attempts": [{"target": "a/b", "ms": 1.5, "error": "401: Bearer sk-live-abcdefghijklmnop"}],
+            "api_key": "sk-live-abcdefghijklmnop",
+            "tags": {"team": "x"},
+        }
+
+    try:
+        stream = Stream()
+        logs.configure("info", "json", stream=stream)
+        log = logs.get_logger("t")
+        log.info("request.finished", **fields())
+        logs.info_line(log, "request.finished", fields())
+        a, b = (json.loads(line) for line in stream.buffer.getvalue().splitlines())
+        assert a.pop("timestamp")[:4] == b.pop("timestamp")[:4]
+        assert list(a) == list(b) and a == b  # same keys, same order, same values
+        assert "abcdefghijklmnop" not in stream.buffer.getvalue().decode()
+        stream = Stream()
+        logs.configure("warning", "json", stream=stream)
+        logs.info_line(logs.get_logger("t2"), "request.finished", fields())
+        assert stream.buffer.getvalue() == b""  # below the level: nothing
+    finally:
+        import structlog
+
+        structlog.reset_defaults()  # as the other in-process tests expect
+        logs._JSON_INFO = None
