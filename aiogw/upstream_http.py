@@ -316,8 +316,12 @@ class Pool:
     def release(self, conn: _Connection) -> None:
         if conn.reusable() and not self.client.closed:
             conn.response = None
-            conn.idle_since = self.client.loop.time()
-            self.idle.append(conn)
+            now = conn.idle_since = self.client.loop.time()
+            idle = self.idle
+            # Taken from the end, so the front holds the longest idle: drop the stale ones.
+            while idle and now - idle[0].idle_since >= self.client.keepalive_s:
+                idle.pop(0).close()
+            idle.append(conn)
             self.wake()
         else:
             conn.close()

@@ -342,3 +342,23 @@ async def test_chunks_that_arrive_together_come_out_as_one_piece(client):
 
     async with RawServer(three_in_one_write) as srv, client.post(srv.url(), b"{}", {}, 5) as r:
         assert [p async for p in r.iter_any()] == [b"data: 1\n\ndata: 2\n\ndata: 3\n\n"]
+
+
+async def test_connections_left_idle_past_the_keepalive_are_closed_while_the_pool_is_busy():
+    c = http.Client(keepalive_s=0.2)
+    try:
+        async with RawServer(_echo_forever) as srv:
+
+            async def one() -> None:
+                async with c.post(srv.url(), b"{}", {}, 5) as r:
+                    await r.read()
+
+            await asyncio.gather(one(), one(), one())
+            assert srv.open == 3
+            for _ in range(8):  # one caller at a time keeps reusing the newest connection
+                await one()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)
+            assert srv.open == 1  # the two left behind were closed, not kept forever
+    finally:
+        await c.close()
