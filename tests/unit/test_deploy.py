@@ -418,7 +418,9 @@ def _package_of(folder: PurePosixPath) -> str | None:
     return None
 
 
-NOT_SHIPPED = {"bench/peers/aiogw.yaml"}  # a bench-peers target config, used from the checkout
+# Used from a checkout: a bench-peers target config, and the --workers scaling script with
+# its nginx upstream (it reads bench/peers/aiogw.yaml).
+NOT_SHIPPED = {"bench/peers/aiogw.yaml", "bench/scaling/run.sh", "bench/scaling/nginx.conf"}
 
 
 def _source_files() -> list[PurePosixPath]:
