@@ -23,6 +23,10 @@ import httptools
 
 # Body pieces held for a slow reader before the socket stops being read (back pressure).
 HIGH_WATER = 256 * 1024
+# What a misbehaving upstream may make us hold: response headers, and a whole body read at
+# once (a streamed body is passed on as it arrives and is not bounded here).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class CannotConnect(OSError):
@@ -67,8 +71,15 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._inflate: zlib._Decompress | None = None
 
-    async def read(self) -> bytes:
-        parts = [piece async for piece in self.iter_any()]
+    async def read(self, limit: int = MAX_BODY_BYTES) -> bytes:
+        parts = []
+        size = 0
+        async for piece in self.iter_any():
+            size += len(piece)
+            if size > limit:
+                self._conn.close()  # the rest is not worth reading
+                raise ProtocolError(f"the upstream's answer is larger than {limit // 1024 // 1024} MiB")
+            parts.append(piece)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def iter_any(self) -> AsyncIterator[bytes]:
@@ -133,6 +144,7 @@ class _Connection(asyncio.Protocol):
         self._informational = False  # a 1xx answer is being skipped
         self._paused = False
         self._started = False
+        self._header_bytes = 0
 
     # asyncio.Protocol
 
@@ -150,7 +162,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("the upstream switched protocols"))
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"the upstream's answer is not HTTP/1.1 ({exc})"))
+            # One of our callbacks refusing what it saw surfaces as the parser's context.
+            mine = exc.__context__
+            self._fail(mine if isinstance(mine, ProtocolError) else ProtocolError(f"the upstream's answer is not HTTP/1.1 ({exc})"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -173,6 +187,9 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self.response is not None
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise ProtocolError(f"the upstream's response headers exceed {MAX_HEADER_BYTES // 1024} KiB")
         self.response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -212,6 +229,7 @@ class _Connection(asyncio.Protocol):
         self.response = Response(self)
         self._parser = httptools.HttpResponseParser(self)
         self._complete = self._started = False
+        self._header_bytes = 0
         self._headers_done = self.loop.create_future()
         if len(body) < 65536:  # one write, one segment
             self.transport.write(head + body)

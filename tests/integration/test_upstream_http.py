@@ -362,3 +362,35 @@ async def test_connections_left_idle_past_the_keepalive_are_closed_while_the_poo
             assert srv.open == 1  # the two left behind were closed, not kept forever
     finally:
         await c.close()
+
+
+async def test_oversized_headers_and_bodies_are_refused_not_held(client):
+    async def huge_headers(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + b"x-junk: " + b"j" * 1000 + b"\r\n")
+        try:
+            for _ in range(200):  # 200 KB of headers, never ending them
+                writer.write(b"x-junk: " + b"j" * 1000 + b"\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+
+    async def big_body(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(_head(content_length=str(3 * 1024 * 1024)))
+        try:
+            for _ in range(3 * 16):
+                writer.write(b"b" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            pass
+
+    async with RawServer(huge_headers) as srv:
+        with pytest.raises(http.ProtocolError, match="headers exceed 64 KiB"):
+            async with client.post(srv.url(), b"{}", {}, 5):
+                pass
+    async with RawServer(big_body) as srv:
+        async with client.post(srv.url(), b"{}", {}, 5) as r:
+            with pytest.raises(http.ProtocolError, match="larger than 2 MiB"):
+                await r.read(limit=2 * 1024 * 1024)
+        assert not client._pools[("http", "127.0.0.1", srv.port)].idle  # closed, not pooled
