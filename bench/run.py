@@ -133,12 +133,14 @@ class Row:
     samples: Samples
     cpu_ms_per_req: float | None = None
     peak_rss_mb: float | None = None
+    clients: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         s = self.samples
         return {
             "target": self.target,
             "concurrency": self.concurrency,
+            "clients": self.clients,
             "rep": self.rep,
             "requests_sent": s.sent,
             "requests_ok": s.ok,
@@ -167,20 +169,24 @@ def _progress(total_s: float) -> Iterator[Any]:
 
 
 async def measure(name: str, url: str, spec_args: dict[str, Any], body: bytes, pid: int | None, rep: int,
-                  concurrency: int, progress: Any) -> Row:  # fmt: skip
+                  concurrency: int, progress: Any, clients: int | None = None) -> Row:  # fmt: skip
+    """One load run; `clients` (paired runs) overrides the number of clients, not the row's
+    concurrency, which says which gateway run it belongs to."""
     spec = LoadSpec(url=url, body=body, headers={"content-type": "application/json", "authorization": f"Bearer {SIM_KEY}"},
-                    concurrency=concurrency, **spec_args)  # fmt: skip
+                    concurrency=clients or concurrency, **spec_args)  # fmt: skip
     cpu0 = cpu_seconds(pid) if pid else None
     samples = await run_load(spec, progress)
-    row = Row(name, concurrency, rep, samples)
+    row = Row(name, concurrency, rep, samples, clients=spec.concurrency)
     if pid is not None and cpu0 is not None and samples.ok:
         row.cpu_ms_per_req = round((cpu_seconds(pid) - cpu0) * 1000 / samples.ok, 4)
         row.peak_rss_mb = round(peak_rss_mb(pid), 1)
     return row
 
 
-def medians(rows: list[Row]) -> list[dict[str, Any]]:
-    """One line per (target, concurrency): medians over the repetitions."""
+def medians(rows: list[Row], paired: bool = False) -> list[dict[str, Any]]:
+    """One line per (target, concurrency): medians over the repetitions. Paired runs also
+    get the median of each repetition's own difference in p99 gap (the noise the two loads
+    shared cancels within a repetition, not across them)."""
     from statistics import median
 
     out = []
@@ -205,19 +211,33 @@ def medians(rows: list[Row]) -> list[dict[str, Any]]:
             "cpu_ms_per_req": med(("cpu_ms_per_req",)), "peak_rss_mb": med(("peak_rss_mb",)),
             "errors": sum(sum(r["errors"].values()) for r in rs),
         })  # fmt: skip
+        if paired and target != "direct":
+            base = {r.rep: r.as_dict()["gap_ms"]["p99"] for r in rows if r.target == "direct" and r.concurrency == conc}
+            diffs = [d["gap_ms"]["p99"] - base[d["rep"]] for d in rs if d["gap_ms"]["p99"] is not None and base.get(d["rep"]) is not None]
+            out[-1]["paired_added_gap_p99_ms"] = round(median(diffs), 3) if diffs else None
     return out
 
 
-def markdown(lines: list[dict[str, Any]]) -> str:
+def markdown(lines: list[dict[str, Any]], paired: int = 0) -> str:
     direct = {m["concurrency"]: m for m in lines if m["target"] == "direct"}
-    head = "| target | conc | req/s | ×direct | p50 ms | p99 ms | added p50 ms | ttft p50 ms | gap p99 ms | CPU ms/req | peak RSS MB | errors |"
-    out = [head, "| --- " * 12 + "|"]
+    head = ("| target | conc | req/s | ×direct | p50 ms | p99 ms | added p50 ms | ttft p50 ms | gap p99 ms "
+            "| added gap p99 ms | CPU ms/req | peak RSS MB | errors |")  # fmt: skip
+    out = [head, "| --- " * 13 + "|"]
+
+    def added(m: dict[str, Any], d: dict[str, Any] | None, key: str) -> str:
+        if key == "gap_p99_ms" and m.get("paired_added_gap_p99_ms") is not None:
+            return f"{m['paired_added_gap_p99_ms']:.2f}"
+        if d is None or m["target"] == "direct" or m[key] is None or d[key] is None:
+            return ""
+        return f"{m[key] - d[key]:.2f}"
+
     for m in lines:
         d = direct.get(m["concurrency"])
-        ratio = f"{m['rps'] / d['rps']:.2f}" if d and d["rps"] and m["rps"] else ""
-        added = f"{m['p50_ms'] - d['p50_ms']:.2f}" if d and m["target"] != "direct" and m["p50_ms"] is not None and d["p50_ms"] is not None else ""
-        cells = [m["target"], m["concurrency"], m["rps"], ratio, m["p50_ms"], m["p99_ms"], added, m["ttft_p50_ms"],
-                 m["gap_p99_ms"], m["cpu_ms_per_req"], m["peak_rss_mb"], m["errors"]]  # fmt: skip
+        # Paired: direct ran fewer clients at the same time, so only per-request figures compare.
+        ratio = f"{m['rps'] / d['rps']:.2f}" if d and d["rps"] and m["rps"] and not paired else ""
+        conc = f"{paired} (paired)" if paired and m["target"] == "direct" else m["concurrency"]
+        cells = [m["target"], conc, m["rps"], ratio, m["p50_ms"], m["p99_ms"], added(m, d, "p50_ms"), m["ttft_p50_ms"],
+                 m["gap_p99_ms"], added(m, d, "gap_p99_ms"), m["cpu_ms_per_req"], m["peak_rss_mb"], m["errors"]]  # fmt: skip
         out.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
     return "\n".join(out)
 
@@ -273,21 +293,31 @@ async def _bench(args: argparse.Namespace) -> int:
             targets.append(("aiogw", f"{gw.url}/v1/chat/completions", gw.popen.pid))
             model_gw, model_direct = "bench", "sim-bench"
         spec_args = {"stream": args.stream, "mode": args.mode, "rate": args.rate, "duration_s": args.duration,
-                     "max_requests": args.requests}  # fmt: skip
+                     "max_requests": args.requests, "ramp_up_s": args.ramp_up}  # fmt: skip
         rows: list[Row] = []
         with _progress(args.duration) as progress:
             for conc in args.concurrency:
                 for rep in range(args.reps):
-                    for name, url, pid in targets:  # interleaved: drift hits every target alike
-                        body = request_body(model_direct if name == "direct" else model_gw, args.stream)
-                        rows.append(await measure(name, url, spec_args, body, pid, rep, conc, progress))
+                    runs = [
+                        measure(name, url, spec_args, request_body(model_direct if name == "direct" else model_gw, args.stream),
+                                pid, rep, conc, progress, args.paired if name == "direct" else None)
+                        for name, url, pid in targets
+                    ]  # fmt: skip
+                    if args.paired:
+                        # Both loads at once from one load generator: its own delays (a busy
+                        # core, timers falling due together) hit both alike, so the difference
+                        # is the gateway's.
+                        rows.extend(await asyncio.gather(*runs))
+                    else:
+                        for run in runs:  # interleaved: drift hits every target alike
+                            rows.append(await run)
     finally:
         for p in reversed(procs):
             p.stop()
-    lines = medians(rows)
+    lines = medians(rows, bool(args.paired))
     result = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "summary": lines, "runs": [r.as_dict() for r in rows]}
     (out_dir / "results.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    table = markdown(lines)
+    table = markdown(lines, args.paired)
     (out_dir / "results.md").write_text(table + "\n")
     plotted = plot(rows, lines, out_dir / "results.png")
     print(table)
@@ -306,6 +336,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="closed loop: clients, comma-separated for a sweep (open loop: in-flight cap)")  # fmt: skip
     ap.add_argument("--rate", type=float, default=200.0, help="open loop: arrivals per second")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    ap.add_argument("--paired", type=int, default=0, metavar="N",
+                    help="run N direct clients at the same time as the load through the gateway (not after it)")
+    ap.add_argument("--ramp-up", type=float, default=0.0,
+                    help="closed loop: start the clients spread over this many seconds (within the duration)")
     ap.add_argument("--requests", type=int, default=1_000_000, help="cap on requests per run")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--ttft-ms", type=float, default=0.0)

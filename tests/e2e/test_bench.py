@@ -42,3 +42,13 @@ def test_bench_translated_format_with_errors_counts_failovers_as_successes(tmp_p
     r = runs["aiogw"]
     # A 503 from the simulator is retried by aiogw; only a double failure reaches the client.
     assert r["requests_ok"] > 0 and r["requests_ok"] + sum(r["errors"].values()) == r["requests_sent"]
+
+
+def test_bench_paired_runs_direct_clients_alongside_and_reports_the_added_gap(tmp_path):
+    result, table = run_bench(tmp_path, "--stream", "--tokens-per-s", "500", "--paired", "2", "--ramp-up", "0.1")
+    runs = {r["target"]: r for r in result["runs"]}
+    assert runs["direct"]["clients"] == 2 and runs["aiogw"]["clients"] == 4
+    assert runs["direct"]["requests_ok"] > 0 and runs["aiogw"]["requests_ok"] > 0
+    (gw,) = [m for m in result["summary"] if m["target"] == "aiogw"]
+    assert gw["paired_added_gap_p99_ms"] is not None
+    assert "| direct | 2 (paired) |" in table and "added gap p99 ms" in table
