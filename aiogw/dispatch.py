@@ -213,7 +213,7 @@ class _Bounds:
         if self._handle is not None:
             self._handle.cancel()
         if self._fired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-            exc_type, exc = TimeoutError, TimeoutError()  # ours, not an outer cancellation
+            exc = TimeoutError()  # ours, not an outer cancellation
         if exc is None or isinstance(exc, UpstreamError | ClientDisconnected | _LostRace):
             return
         target = self._target

@@ -284,14 +284,12 @@ class Pool:
         self.host_header = (name if port == default else f"{name}:{port}").encode("idna")
 
     async def connect(self, timeout: float | None) -> _Connection:
+        conn = self._idle_one()
+        if conn is not None:  # the common case, without a timer
+            return conn
         loop = self.client.loop
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed and loop.time() - conn.idle_since < self.client.keepalive_s:
-                return conn
-            conn.close()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # waiting for a free slot included
                 while self.connected + self._dialing >= self.client.limit_per_host:
                     waiter = loop.create_future()
                     self._waiters.append(waiter)
@@ -300,8 +298,9 @@ class Pool:
                     finally:
                         if waiter in self._waiters:
                             self._waiters.remove(waiter)
-                    if self.idle:  # a connection came back: use it
-                        return await self.connect(timeout)
+                    conn = self._idle_one()  # a connection came back: use it
+                    if conn is not None:
+                        return conn
                 self._dialing += 1
                 try:
                     return await self._dial(loop)
@@ -310,6 +309,16 @@ class Pool:
                     self.wake()
         except TimeoutError:
             raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {timeout:g} s") from None
+
+    def _idle_one(self) -> _Connection | None:
+        """The most recently used idle connection still fit to use; stale ones are closed."""
+        now = self.client.loop.time()
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed and now - conn.idle_since < self.client.keepalive_s:
+                return conn
+            conn.close()
+        return None
 
     async def _dial(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         if loop.time() >= self._addrs_until:
@@ -390,8 +399,9 @@ class Client:
             if pool is None:
                 pool = self._pools[key] = Pool(self, *key)
             path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-            line = b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + pool.host_header + b"\r\n"
-            got = self._targets[url] = (pool, line)
+            got = (pool, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + pool.host_header + b"\r\n")
+            if len(self._targets) < 10_000:  # bounded: URLs can carry model names clients choose
+                self._targets[url] = got
         return got
 
     async def close(self) -> None:

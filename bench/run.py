@@ -183,16 +183,16 @@ async def measure(name: str, url: str, spec_args: dict[str, Any], body: bytes, p
     return row
 
 
-def medians(rows: list[Row], paired: bool = False) -> list[dict[str, Any]]:
-    """One line per (target, concurrency): medians over the repetitions. Paired runs also
-    get the median of each repetition's own difference in p99 gap (the noise the two loads
-    shared cancels within a repetition, not across them)."""
+def medians(runs: list[dict[str, Any]], paired: bool = False) -> list[dict[str, Any]]:
+    """One line per (target, concurrency) of `Row.as_dict()`s: medians over the repetitions.
+    Paired runs also get the median of each repetition's own difference in p99 gap (the
+    noise the two loads shared cancels within a repetition, not across them)."""
     from statistics import median
 
     out = []
-    keys = sorted({(r.target, r.concurrency) for r in rows}, key=lambda k: (k[1], k[0]))
+    keys = sorted({(r["target"], r["concurrency"]) for r in runs}, key=lambda k: (k[1], k[0]))
     for target, conc in keys:
-        rs = [r.as_dict() for r in rows if r.target == target and r.concurrency == conc]
+        rs = [r for r in runs if r["target"] == target and r["concurrency"] == conc]
 
         def med(path: tuple[str, ...], rs: list[dict[str, Any]] = rs) -> float | None:
             vals = []
@@ -205,21 +205,22 @@ def medians(rows: list[Row], paired: bool = False) -> list[dict[str, Any]]:
             return round(median(vals), 3) if vals else None
 
         out.append({
-            "target": target, "concurrency": conc, "rps": med(("rps",)),
+            "target": target, "concurrency": conc, "clients": med(("clients",)), "rps": med(("rps",)),
             "p50_ms": med(("latency_ms", "p50")), "p99_ms": med(("latency_ms", "p99")),
             "ttft_p50_ms": med(("ttft_ms", "p50")), "gap_p99_ms": med(("gap_ms", "p99")),
             "cpu_ms_per_req": med(("cpu_ms_per_req",)), "peak_rss_mb": med(("peak_rss_mb",)),
             "errors": sum(sum(r["errors"].values()) for r in rs),
         })  # fmt: skip
         if paired and target != "direct":
-            base = {r.rep: r.as_dict()["gap_ms"]["p99"] for r in rows if r.target == "direct" and r.concurrency == conc}
-            diffs = [d["gap_ms"]["p99"] - base[d["rep"]] for d in rs if d["gap_ms"]["p99"] is not None and base.get(d["rep"]) is not None]
+            base = {r["rep"]: r["gap_ms"]["p99"] for r in runs if r["target"] == "direct" and r["concurrency"] == conc}
+            diffs = [r["gap_ms"]["p99"] - base[r["rep"]] for r in rs if r["gap_ms"]["p99"] is not None and base.get(r["rep"]) is not None]
             out[-1]["paired_added_gap_p99_ms"] = round(median(diffs), 3) if diffs else None
     return out
 
 
-def markdown(lines: list[dict[str, Any]], paired: int = 0) -> str:
+def markdown(lines: list[dict[str, Any]]) -> str:
     direct = {m["concurrency"]: m for m in lines if m["target"] == "direct"}
+    paired = any("paired_added_gap_p99_ms" in m for m in lines)
     head = ("| target | conc | req/s | ×direct | p50 ms | p99 ms | added p50 ms | ttft p50 ms | gap p99 ms "
             "| added gap p99 ms | CPU ms/req | peak RSS MB | errors |")  # fmt: skip
     out = [head, "| --- " * 13 + "|"]
@@ -235,7 +236,7 @@ def markdown(lines: list[dict[str, Any]], paired: int = 0) -> str:
         d = direct.get(m["concurrency"])
         # Paired: direct ran fewer clients at the same time, so only per-request figures compare.
         ratio = f"{m['rps'] / d['rps']:.2f}" if d and d["rps"] and m["rps"] and not paired else ""
-        conc = f"{paired} (paired)" if paired and m["target"] == "direct" else m["concurrency"]
+        conc = f"{m['clients']:g} (paired)" if paired and m["target"] == "direct" else m["concurrency"]
         cells = [m["target"], conc, m["rps"], ratio, m["p50_ms"], m["p99_ms"], added(m, d, "p50_ms"), m["ttft_p50_ms"],
                  m["gap_p99_ms"], added(m, d, "gap_p99_ms"), m["cpu_ms_per_req"], m["peak_rss_mb"], m["errors"]]  # fmt: skip
         out.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
@@ -314,10 +315,11 @@ async def _bench(args: argparse.Namespace) -> int:
     finally:
         for p in reversed(procs):
             p.stop()
-    lines = medians(rows, bool(args.paired))
-    result = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "summary": lines, "runs": [r.as_dict() for r in rows]}
+    runs = [r.as_dict() for r in rows]
+    lines = medians(runs, bool(args.paired))
+    result = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "summary": lines, "runs": runs}
     (out_dir / "results.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    table = markdown(lines, args.paired)
+    table = markdown(lines)
     (out_dir / "results.md").write_text(table + "\n")
     plotted = plot(rows, lines, out_dir / "results.png")
     print(table)

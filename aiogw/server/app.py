@@ -34,7 +34,7 @@ DNS_TTL_S = 300
 
 
 async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
-    # No client-wide timeout: streams are long; dispatch bounds each call itself.
+    # No timeouts here: streams are long; dispatch bounds each call itself.
     client = http.Client(limit_per_host=POOL_LIMIT_PER_HOST, keepalive_s=KEEPALIVE_S, dns_ttl_s=DNS_TTL_S)
     app[HTTP] = client
     dispatcher = app[DISPATCHER] = Dispatcher(client, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
