@@ -4,6 +4,7 @@ gateway (breakers, rpm limits, health windows), and Redis going away fails nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import aiohttp
@@ -29,21 +30,38 @@ def _target(**kw) -> Target:
     return Target(id="acct/model-x", provider="acct", type="openai", model="model-x", base_url="http://127.0.0.1:1", **kw)
 
 
+@contextlib.asynccontextmanager
 async def _pair(redis_server, **cfg):
+    """Two replicas' health and shared state on one Redis, closed afterwards."""
     a, b = LocalHealth(), LocalHealth()
     state = StateConfig(redis_url=redis_server.url, key_prefix="t", **cfg)
     sa, sb = SharedState(state, a), SharedState(state, b)
     await sa.start()
     await sb.start()
-    return (a, sa), (b, sb)
+    try:
+        yield (a, sa), (b, sb)
+    finally:
+        await sa.close()
+        await sb.close()
+
+
+async def _until(check, *, every: float = 0.02, times: int = 100) -> None:
+    """Poll `check` (a function, maybe async) until it is true or `times` polls have passed;
+    the caller asserts what it needs afterwards."""
+    for _ in range(times):
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return
+        await asyncio.sleep(every)
 
 
 # --- the scripts against the real server --------------------------------------------------
 
 
 async def test_rpm_bucket_is_one_for_both_replicas(redis_server):
-    (_, sa), (_, sb) = await _pair(redis_server)
-    try:
+    async with _pair(redis_server) as ((_, sa), (_, sb)):
         t = _target(rpm=5)
         taken = 0
         for i in range(10):
@@ -52,14 +70,10 @@ async def test_rpm_bucket_is_one_for_both_replicas(redis_server):
             except LimitExceeded as exc:
                 assert exc.reason == "fleet-wide rpm" and 0 < exc.retry_after_s <= 12.1
         assert taken == 5
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_tpm_reservation_is_settled_with_real_usage(redis_server):
-    (_, sa), (_, sb) = await _pair(redis_server)
-    try:
+    async with _pair(redis_server) as ((_, sa), (_, sb)):
         t = _target(tpm=1000)
         assert await sa.take(t, 800)
         with pytest.raises(LimitExceeded, match="tpm"):
@@ -74,46 +88,29 @@ async def test_tpm_reservation_is_settled_with_real_usage(redis_server):
                 continue
         else:
             raise AssertionError("the settled tokens never came back")
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_breaker_transitions_and_window_counts_reach_the_other_replica(redis_server):
-    (ha, sa), (hb, sb) = await _pair(redis_server, sync_interval_ms=50)
-    try:
+    async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
         a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
         now = health_now()
         for _ in range(3):
             a.begin(now)
             a.end(now, probe=False, failure=FailureClass.TRANSIENT, latency_ms=5)
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            if b.remote_calls == 3:
-                break
+        await _until(lambda: b.remote_calls == 3, times=200)
         assert (b.remote_calls, b.remote_failures) == (3, 3)  # a's window, seen by b
         assert (a.remote_calls, a.remote_failures) == (0, 0)  # its own counts are not doubled
         a.force_open(health_now(), "manual")
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if b.state == "open":
-                break
+        await _until(lambda: b.state == "open")
         assert b.state == "open" and not b.available(health_now())
         a.adopt("half_open", health_now(), health_now())
         a._move("closed", health_now())  # a probe closed it on a
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if b.state == "closed":
-                break
+        await _until(lambda: b.state == "closed")
         assert b.state == "closed"
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_busy_targets_lease_their_rate_without_exceeding_it(redis_server):
-    (_, sa), (_, sb) = await _pair(redis_server)
-    try:
+    async with _pair(redis_server) as ((_, sa), (_, sb)):
         t = _target(rpm=60_000)  # leases of 100 requests
         r = redis_client.Redis(port=redis_server.port)
         r.config_resetstat()
@@ -126,14 +123,10 @@ async def test_busy_targets_lease_their_rate_without_exceeding_it(redis_server):
         held = sa._leases[t.id].requests + sb._leases[t.id].requests
         assert 1000 + held + level <= 60_000 + 60_000 * 2 / 60  # plus at most 2 s of refill
         r.close()
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_concurrent_takes_share_one_lease_and_lose_no_units(redis_server):
-    (_, sa), (_, sb) = await _pair(redis_server)
-    try:
+    async with _pair(redis_server) as ((_, sa), (_, sb)):
         t = _target(rpm=60_000)
         # 50 takes of one replica all go to Redis at once (no lease yet): every unit they
         # bring back must land in the one lease, not in leases that overwrite each other.
@@ -143,14 +136,10 @@ async def test_concurrent_takes_share_one_lease_and_lose_no_units(redis_server):
         r.close()
         held = sa._leases[t.id].requests
         assert 60_000 - 50 - 2 * 1000 <= 50 + held + level <= 60_000  # 2 s of refill at most
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_a_refunded_take_is_spent_again_without_a_round_trip(redis_server):
-    (_, sa), (_, sb) = await _pair(redis_server)
-    try:
+    async with _pair(redis_server) as ((_, sa), (_, sb)):
         t = _target(rpm=2)
         assert await sa.take(t, 1)
         sa.refund(t, 1)  # e.g. refused by the local concurrency limit: nothing was sent
@@ -162,14 +151,10 @@ async def test_a_refunded_take_is_spent_again_without_a_round_trip(redis_server)
         with pytest.raises(LimitExceeded):
             await sb.take(t, 1)
         r.close()
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_window_sums_drop_seconds_that_leave_the_window(redis_server):
-    (ha, sa), (hb, sb) = await _pair(redis_server, sync_interval_ms=50)
-    try:
+    async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
         r = redis_client.Redis(port=redis_server.port)
         sec = int(r.time()[0])
         # Another replica's counts from 70 s and 30 s ago, as the sync script keeps them.
@@ -179,47 +164,30 @@ async def test_window_sums_drop_seconds_that_leave_the_window(redis_server):
         )
         b = hb.get("acct/model-x")
         ha.get("acct/model-x")
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if b.remote_calls == 3:
-                break
+        await _until(lambda: b.remote_calls == 3)
         assert (b.remote_calls, b.remote_failures) == (3, 1)  # 70 s ago is out of the window
         assert r.hget("t:hw:acct/model-x", f"c:{sec - 70}") is None
         assert int(r.hget("t:hw:acct/model-x", "tail")) >= sec - 59
         r.close()
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_a_breaker_opened_while_redis_was_away_reaches_the_fleet_when_it_is_back(redis_server):
-    (ha, sa), (hb, sb) = await _pair(redis_server, sync_interval_ms=50)
-    try:
+    async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
         a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
         await asyncio.sleep(0.1)
         redis_server.stop()
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if not sa.up and not sb.up:
-                break
+        await _until(lambda: not sa.up and not sb.up, every=0.05)
         a.force_open(health_now(), "opened during the outage")
         redis_server.start()
-        for _ in range(100):  # the sync loop retries once a second while down
-            await asyncio.sleep(0.05)
-            if b.state == "open":
-                break
+        await _until(lambda: b.state == "open", every=0.05)  # the sync loop retries once a second while down
         assert b.state == "open" and b.last_error == "opened during the outage"
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 async def test_a_stalled_redis_costs_one_bounded_call_then_none(redis_server):
     import os
     import signal
 
-    (_, sa), (_, sb) = await _pair(redis_server, timeout_ms=50)
-    try:
+    async with _pair(redis_server, timeout_ms=50) as ((_, sa), (_, sb)):
         t = _target(rpm=600)
         assert await sa.take(t, 1)
         calls = 0
@@ -240,9 +208,6 @@ async def test_a_stalled_redis_costs_one_bounded_call_then_none(redis_server):
             assert calls == 1  # degraded: no Redis call at all on the request path
         finally:
             os.kill(redis_server.proc.pid, signal.SIGCONT)
-    finally:
-        await sa.close()
-        await sb.close()
 
 
 def test_passwords_never_reach_logs():
@@ -462,13 +427,9 @@ async def test_redis_going_away_fails_no_request_and_is_logged_once(sim, replica
 
 
 async def test_one_replica_probes_a_half_open_target_for_the_fleet(redis_server):
-    (_, sa), (_, sb) = await _pair(redis_server)
-    try:
+    async with _pair(redis_server) as ((_, sa), (_, sb)):
         assert await sa.claim_probe("acct/model-x", 0.3)
         assert not await sb.claim_probe("acct/model-x", 0.3)  # a is probing
         assert await sa.claim_probe("acct/model-x", 0.3)  # the holder renews for its next probe
         await asyncio.sleep(0.45)
         assert await sb.claim_probe("acct/model-x", 0.3)  # a's lease ran out
-    finally:
-        await sa.close()
-        await sb.close()
