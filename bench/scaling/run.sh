@@ -15,7 +15,7 @@ mkdir -p "$TMP/body"
 sed "s|@DIR@|$TMP|g; s|@PORT@|$NGINX_PORT|g" "$HERE/nginx.conf" > "$TMP/nginx.conf"
 cat > "$TMP/body.lua" <<'LUA'
 wrk.method = "POST"
-wrk.body = '{"model":"mock-c20-d0","messages":[{"role":"user","content":"hi"}]}'
+wrk.body = '{"model":"bench-chat","messages":[{"role":"user","content":"hi"}]}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
