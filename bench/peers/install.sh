@@ -25,14 +25,15 @@ fi
 
 if [ "$WHICH" = all ] || [ "$WHICH" = portkey ]; then
   mkdir -p "$PEERS_DIR/portkey"
-  # @hono/node-server after 1.14.2 answers every chat completion through the gateway with
-  # "TypeError: immutable" (Portkey-AI/gateway issue 1389): hold it back.
+  # With a newer @hono/node-server the gateway answers chat completions with a 500,
+  # "TypeError: immutable" (Portkey-AI/gateway issue 1389): 1.14.2 still fails every
+  # stream, 1.13.8 relays both kinds.
   cat > "$PEERS_DIR/portkey/package.json" <<JSON
 {
   "name": "aiogw-bench-portkey",
   "private": true,
   "dependencies": {"@portkey-ai/gateway": "$PORTKEY_VERSION"},
-  "overrides": {"@hono/node-server": "1.14.2"}
+  "overrides": {"@hono/node-server": "1.13.8"}
 }
 JSON
   (cd "$PEERS_DIR/portkey" && npm install --no-audit --no-fund --loglevel=error)

@@ -277,7 +277,7 @@ def fmt_cpu(x: float | None) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}×"
+    return "-" if x is None else (f"{x:.2f}×" if x >= 0.1 else f"{x:.4f}×")
 
 
 def medians(rows: list[dict]) -> dict[tuple[str, int, str], dict]:
@@ -337,7 +337,14 @@ def tables(rows: list[dict], targets: list[str], scenarios: list[str], conns: li
     return "\n".join(out)
 
 
-def describe(a: argparse.Namespace, targets: list[str]) -> str:
+def load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def describe(a: argparse.Namespace, targets: list[str], load_before: str) -> str:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
         model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
@@ -346,7 +353,8 @@ def describe(a: argparse.Namespace, targets: list[str]) -> str:
     pin = (f"the gateway on core {a.gw_cpus}, wrk and the upstream on core {a.client_cpus}" if a.gw_cpus else "nothing pinned")
     return (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({model}), Python "
             f"{sys.version.split()[0]}; {pin}; medians of {a.reps} run(s) of {a.duration:g} s after {a.warmup:g} s of "
-            f"warm-up each; targets {', '.join(targets)}.")  # fmt: skip
+            f"warm-up each; targets {', '.join(targets)}; load average {load_before} before, "
+            f"{load_average()} after (other work on the machine skews every number).")  # fmt: skip
 
 
 # --------------------------------------------------------------------- main
@@ -410,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: tests/system-deps.sh installs it (apt-get install wrk)")
     cpu_plan(a)
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="aiogw-peers-") as tmp:
         work = a.out or Path(tmp)
         (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -442,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop(p)
         if not rows:
             raise SystemExit("nothing was measured")
-        report = describe(a, a.targets) + "\n\n" + tables(rows, a.targets, a.scenarios, a.conns)
+        report = describe(a, a.targets, load_before) + "\n\n" + tables(rows, a.targets, a.scenarios, a.conns)
         if a.out:
             (a.out / "results.md").write_text(report + "\n")
             (a.out / "raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
