@@ -53,7 +53,6 @@ SCENARIOS = {"nonstream": ("non-streaming", False), "stream": (f"streaming, {CHU
 LABELS = {"direct": "direct", "bare": "bare aiohttp proxy", "aiogw": "**aiogw**", "portkey": "Portkey", "litellm": "LiteLLM"}
 ALL_TARGETS = tuple(LABELS)
 OPTIONAL = ("portkey", "litellm")
-IDLE_WAIT_S = 15.0  # at most, before each run
 
 
 @dataclass
@@ -226,7 +225,7 @@ def cpu_s(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
-def wait_idle(pids: list[int], max_s: float = IDLE_WAIT_S) -> bool:
+def wait_idle(pids: list[int], max_s: float) -> bool:
     """Until the processes use under 5% of a core (bounded by max_s)."""
     deadline = time.monotonic() + max_s
     before = cpu_s(pids)
@@ -251,7 +250,7 @@ def run_wrk(t: Target, body_file: Path, conns: int, duration_s: float, cpus: str
 
 
 def measure(t: Target, scenario: str, conns: int, rep: int, a: argparse.Namespace, bodies: dict[str, Path], idle_pids: list[int]) -> dict:
-    quiet = wait_idle(idle_pids + (process_tree(t.popen.pid) if t.popen else []))
+    quiet = wait_idle(idle_pids + (process_tree(t.popen.pid) if t.popen else []), a.idle_max_s)
     if a.warmup > 0:
         run_wrk(t, bodies[scenario], conns, a.warmup, a.client_cpus)
     gw = process_tree(t.popen.pid) if t.popen else []
@@ -379,6 +378,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=2, help="runs of each measurement, interleaved (median reported)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of the same load before each measured run")
+    ap.add_argument("--idle-max-s", type=float, default=15.0, help="before each run, wait up to this long for the targets to go idle")
     ap.add_argument("--peers-dir", type=Path, default=Path(os.environ.get("PEERS_DIR") or DEFAULT_PEERS_DIR),
                     help=f"where bench/peers/install.sh put the peers (env PEERS_DIR; default {DEFAULT_PEERS_DIR})")  # fmt: skip
     ap.add_argument("--gw-cpus", help="taskset CPU list of the gateway (default: the second core)")

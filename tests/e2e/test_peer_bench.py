@@ -20,7 +20,7 @@ PEERS = Path(__file__).resolve().parents[2] / "bench" / "peers"
 NEEDS_WRK = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (tests/system-deps.sh installs it)")
 
 
-def run_peers(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_peers(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(PEERS / "run.py"), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -28,7 +28,7 @@ def run_peers(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 def test_the_peer_bench_measures_each_target_and_prints_the_table(tmp_path):
     out = tmp_path / "out"
     # No --targets: every installed one. An empty peers folder leaves Portkey and LiteLLM out.
-    proc = run_peers("--peers-dir", str(tmp_path / "no-peers"), "--conns", "4", "--reps", "1", "--duration", "1", "--warmup", "0", "--out", str(out))
+    proc = run_peers("--peers-dir", str(tmp_path / "no-peers"), "--conns", "4", "--reps", "1", "--duration", "1", "--warmup", "0", "--idle-max-s", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not installed, left out: portkey, litellm" in proc.stderr
     table = proc.stdout
