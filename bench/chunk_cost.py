@@ -68,7 +68,7 @@ def _gemini(n: int) -> list[bytes]:
 STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool]] = {
     "openai (fast path)": ("openai", _openai, True),
     "openai (fast path, usage hidden from the client)": ("openai", lambda n: _openai(n, asked=True), False),
-    "openai (fast path, spaced JSON)": ("openai", lambda n: _openai(n, spaced=True), True),
+    "openai (fast path, spaced JSON, usage hidden)": ("openai", lambda n: _openai(n, asked=True, spaced=True), False),
     "openai-compatible (normalised)": ("openai-compatible", _openai, True),
     "anthropic": ("anthropic", _anthropic, True),
     "gemini": ("gemini", _gemini, True),
