@@ -171,7 +171,9 @@ class StreamDecoder(openai.StreamDecoder):
 
     def feed(self, event: str, data: bytes) -> list[Delta]:
         out = super().feed(event, data)
-        if out and out[-1].usage is not None and b"prompt_cache_hit_tokens" in data:
+        # Decoded again, not looked for by bytes: the key may be spelled with escapes. Once
+        # per stream (the usage chunk).
+        if out and out[-1].usage is not None:
             usage = out[-1].usage
             if not usage.cached_tokens:
                 view = _decode_cache(data).usage

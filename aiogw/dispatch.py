@@ -108,10 +108,13 @@ class Outcome:
     notes: list[str] = field(default_factory=list)  # from adapters: dropped parameters etc.
     cost_usd: float | None = None
     tags: str = ""
+    running: int = 0  # attempts under way (recorded in `attempts` when they end)
 
     @property
     def attempts_header(self) -> str:
-        return str(sum(1 for a in self.attempts if a.failure not in _NOT_SENT))
+        """Attempts started so far: the ended ones that were sent and those under way (a
+        stream commits while a hedged attempt it beat is still running)."""
+        return str(sum(1 for a in self.attempts if a.failure not in _NOT_SENT) + self.running)
 
 
 # Attempt records of targets that were never called (skipped before any request left).
@@ -496,6 +499,7 @@ class Dispatcher:
         counted = True
         record: str | None = None
         span = self._start_span(w, target) if self._tracing is not None else None
+        outcome.running += 1
         try:
             return await attempt(target, adapter, gate)
         except InvalidRequest as exc:  # this target cannot honour the request as asked
@@ -529,6 +533,7 @@ class Dispatcher:
             record = "hedge_lost" if gate.owner is not None and not gate.mine() else "client_closed"
             raise
         finally:
+            outcome.running -= 1
             latency_ms = (time.perf_counter() - started) * 1000
             now = health_mod.now()
             mine = failure is None and counted and record is None

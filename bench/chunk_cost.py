@@ -24,13 +24,17 @@ from aiogw.streaming.sse import SSEParser
 WORDS = ["Simulated", " reply", " from", " the", " bench", " with", " some", " words"]
 
 
-def _openai(n: int) -> list[bytes]:
+def _openai(n: int, *, asked: bool = False, spaced: bool = False) -> list[bytes]:
+    """`asked`: the stream the gateway gets when it asked for usage, the client did not
+    (`"usage":null` on every chunk, to strip). `spaced`: `json.dumps`' default spelling."""
     head = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
-    out = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]}]
-    out += [{**head, "choices": [{"index": 0, "delta": {"content": WORDS[i % 8]}, "logprobs": None, "finish_reason": None}]} for i in range(n)]
-    out.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+    tail = {"usage": None} if asked else {}
+    out = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}], **tail}]
+    out += [{**head, "choices": [{"index": 0, "delta": {"content": WORDS[i % 8]}, "logprobs": None, "finish_reason": None}], **tail} for i in range(n)]
+    out.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}], **tail})
     out.append({**head, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}})
-    return [b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in out] + [b"data: [DONE]\n\n"]
+    seps = (", ", ": ") if spaced else (",", ":")
+    return [b"data: " + json.dumps(c, separators=seps).encode() + b"\n\n" for c in out] + [b"data: [DONE]\n\n"]
 
 
 def _anthropic(n: int) -> list[bytes]:
@@ -60,31 +64,34 @@ def _gemini(n: int) -> list[bytes]:
     return out
 
 
-STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]]]] = {
-    "openai (fast path)": ("openai", _openai),
-    "openai-compatible (normalised)": ("openai-compatible", _openai),
-    "anthropic": ("anthropic", _anthropic),
-    "gemini": ("gemini", _gemini),
+# label -> (provider type, stream, the client asked for usage)
+STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool]] = {
+    "openai (fast path)": ("openai", _openai, True),
+    "openai (fast path, usage hidden from the client)": ("openai", lambda n: _openai(n, asked=True), False),
+    "openai (fast path, spaced JSON, usage hidden)": ("openai", lambda n: _openai(n, asked=True, spaced=True), False),
+    "openai-compatible (normalised)": ("openai-compatible", _openai, True),
+    "anthropic": ("anthropic", _anthropic, True),
+    "gemini": ("gemini", _gemini, True),
 }
 
 
-def _relay(kind: str) -> Relay:
+def _relay(kind: str, include_usage: bool = True) -> Relay:
     adapter = REGISTRY[kind]
     target = Target(id=f"b/{kind}", provider="b", type=kind, model="m", base_url="http://x")
     decoder = adapter.stream_decoder(target)
     if adapter.passthrough_stream:
-        return PassthroughRelay(decoder, include_usage=True, target=target.id)
+        return PassthroughRelay(decoder, include_usage=include_usage, target=target.id)
     enc = ChunkEncoder(completion_id="chatcmpl-b", created=1, model="m", include_usage=True)
     return TranslatingRelay(decoder, enc, target=target.id)
 
 
-def measure(kind: str, events: list[bytes], repeat: int) -> float:
+def measure(kind: str, events: list[bytes], repeat: int, include_usage: bool = True) -> float:
     """Best-of-5 CPU microseconds per content chunk for one whole stream."""
     best = float("inf")
     for _ in range(5):
         t0 = time.process_time()
         for _ in range(repeat):
-            parser, relay = SSEParser(), _relay(kind)
+            parser, relay = SSEParser(), _relay(kind, include_usage)
             for e in events:
                 relay.feed(parser.feed(e))
             relay.feed(parser.close())
@@ -100,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = []
     base = None
-    for label, (kind, make) in STREAMS.items():
+    for label, (kind, make, include_usage) in STREAMS.items():
         if kind not in REGISTRY:
             continue
-        per_stream = measure(kind, make(args.chunks), args.repeat)
+        per_stream = measure(kind, make(args.chunks), args.repeat, include_usage)
         base = base or per_stream
         rows.append((label, per_stream, per_stream / args.chunks, per_stream / base))
     print(f"| stream ({args.chunks} content chunks) | CPU µs per stream | µs per chunk | × fast path |")

@@ -7,6 +7,7 @@ adapters (see simulator.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import time
@@ -36,6 +37,10 @@ class Profile(msgspec.Struct, kw_only=True):
     fault_after_chunks: int = 2  # drop / malformed / error_event after this many content chunks
     models: list[str] = msgspec.field(default_factory=lambda: ["sim-gpt-fast", "sim-gpt-mini"])
     context_window: int | None = None  # prompt + max_tokens above this: a context-length error
+    # OpenAI-format bodies and chunks in `json.dumps`' default spelling (`", "` and `": "`,
+    # non-ASCII as \u escapes), as Python-based compatible servers write them; else compact.
+    spaced_json: bool = False
+    send_done: bool = True  # False: a stream ends at EOF after its last chunk, without [DONE]
 
 
 @dataclass
@@ -135,6 +140,11 @@ class Answer:
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.spaced = profile.spaced_json
+
+    def dumps(self, obj: Any) -> bytes:
+        """A body or chunk in the profile's JSON spelling."""
+        return json.dumps(obj).encode() if self.spaced else orjson.dumps(obj)
 
     def _tools(self, body: dict[str, Any]) -> list[tuple[str, str, str]]:
         tools = [t["function"] for t in body.get("tools") or [] if isinstance(t, dict) and "function" in t]
@@ -206,7 +216,7 @@ class Answer:
                 msg["content"] = self.text(i)
             lp = {"content": self.logprob_content(msg["content"] or ""), "refusal": None} if self.logprobs else None
             choices.append({"index": i, "message": msg, "logprobs": lp, "finish_reason": self.finish})
-        return orjson.dumps(
+        return self.dumps(
             {
                 "id": self.id,
                 "object": "chat.completion",
@@ -230,7 +240,7 @@ class Answer:
         }
         if self.include_usage:
             c["usage"] = None  # documented: null on every chunk but the last
-        return b"data: " + orjson.dumps(c) + b"\n\n"
+        return b"data: " + self.dumps(c) + b"\n\n"
 
     def stream_events(self, per_chunk: int) -> list[tuple[bytes, bool]]:
         """(event bytes, carries a token) in order, [DONE] excluded."""
@@ -253,7 +263,7 @@ class Answer:
         if self.include_usage:
             last = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                     "system_fingerprint": "fp_simulated", "choices": [], "usage": self.usage()}
-            out.append((b"data: " + orjson.dumps(last) + b"\n\n", False))
+            out.append((b"data: " + self.dumps(last) + b"\n\n", False))
         return out
 
 

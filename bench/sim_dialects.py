@@ -230,7 +230,7 @@ class Dialect:
                 "choices": [{"index": 0, "message": msg, "finish_reason": self.a.finish}], "usage": self.usage()}  # fmt: skip
         if self.name != "mistral":
             body["choices"][0]["logprobs"] = None
-        return orjson.dumps(body)
+        return self.a.dumps(body)
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None,
                choices: bool = True) -> bytes:  # fmt: skip
@@ -238,7 +238,7 @@ class Dialect:
         c["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []
         if usage is not None:
             c["usage"] = usage
-        return b"data: " + orjson.dumps(c) + b"\n\n"
+        return b"data: " + self.a.dumps(c) + b"\n\n"
 
     def events(self, per_chunk: int) -> list[tuple[bytes, bool]]:
         out: list[tuple[bytes, bool]] = []
@@ -369,7 +369,8 @@ async def _stream(request: web.Request, d: Dialect, p: Profile, fault: str, stat
                 if gap:
                     await asyncio.sleep(gap)
             await resp.write(ev)
-        await resp.write(DONE)
+        if p.send_done:
+            await resp.write(DONE)
         await resp.write_eof()
     except (asyncio.CancelledError, ConnectionResetError):
         stats.streams_cancelled += 1

@@ -104,8 +104,9 @@ async def _stream(request: web.Request, answer: Answer, p: Profile, fault: str, 
         if fault == "hang_after_headers":
             await resp.write(events[0][0])
             await asyncio.sleep(3600)
+        done = DONE if p.send_done else b""
         if not gap and fault == "none":
-            await resp.write(b"".join(e for e, _ in events) + DONE)  # one write: the fast baseline
+            await resp.write(b"".join(e for e, _ in events) + done)  # one write: the fast baseline
         else:
             sent = 0
             for ev, token in events:
@@ -117,7 +118,7 @@ async def _stream(request: web.Request, answer: Answer, p: Profile, fault: str, 
                     if gap:
                         await asyncio.sleep(gap)
                 await resp.write(ev)
-            await resp.write(DONE)
+            await resp.write(done)
         await resp.write_eof()
     except (asyncio.CancelledError, ConnectionResetError):
         stats.streams_cancelled += 1
@@ -260,6 +261,7 @@ async def _main(args: argparse.Namespace) -> None:
         fault="status" if args.error_rate > 0 else "none",
         fault_status=args.error_status,
         fault_rate=args.error_rate,
+        spaced_json=args.spaced_json,
     )
     sim = await start_simulator(profile, args.host, args.port)
     print(f"aiogw-simulator listening on {sim.url}", flush=True)
@@ -281,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--completion-tokens", type=int, default=20)
     ap.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with --error-status")
     ap.add_argument("--error-status", type=int, default=503)
+    ap.add_argument("--spaced-json", action="store_true", help='OpenAI-format JSON spelled as json.dumps does (", " and ": ")')
     args = ap.parse_args(argv)
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up

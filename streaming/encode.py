@@ -42,7 +42,11 @@ def with_usage_extra(usage_json: bytes, usage: CompletionUsage, extra: UsageExtr
     """`{"prompt_tokens":…}` -> `{"cost_usd":…,"prompt_tokens":…}`."""
     if extra is None:
         return usage_json
-    fields = extra(usage)
+    return with_usage_fields(usage_json, extra(usage))
+
+
+def with_usage_fields(usage_json: bytes, fields: bytes) -> bytes:
+    """`{…}` with `fields` (b'"name":value,…') first; `{}` stays valid JSON."""
     if not fields:
         return usage_json
     return b"{" + fields + (b"," + usage_json[1:] if len(usage_json) > 2 else b"}")

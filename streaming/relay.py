@@ -1,8 +1,11 @@
 """Upstream SSE events -> bytes for the client, in one of two ways chosen once per attempt:
 
 - `PassthroughRelay` (the fast path): the upstream already speaks OpenAI chunks, so their
-  bytes are forwarded as they are; only events that may carry usage, an end marker or an
-  error are looked at, by the adapter's own decoder.
+  bytes are forwarded as they are; only events that carry usage, a finish or an error go
+  through the adapter's own decoder. The contract, whatever the upstream's JSON spelling:
+  the same events reach the client with the same JSON values, and the same usage, finish
+  reasons and truncation verdict are recorded. Chunks whose usage the relay changes are
+  re-encoded; the others keep their bytes.
 - `TranslatingRelay`: native events -> the adapter's decoder -> canonical deltas ->
   `ChunkEncoder`.
 
@@ -13,12 +16,13 @@ events before it and keeps the error in `failed`, so content already decoded is 
 
 from __future__ import annotations
 
-from typing import Protocol
+import re
+from typing import Any, Protocol
 
 import msgspec
 
 from aiogw.errors import UpstreamError, UpstreamProtocolError
-from aiogw.streaming.encode import DONE, ChunkEncoder, UsageExtra, with_usage_extra
+from aiogw.streaming.encode import DONE, ChunkEncoder, UsageExtra, with_usage_fields
 from aiogw.streaming.sse import SSEEvent
 from aiogw.types import CompletionUsage, Delta, FinishReason
 
@@ -40,13 +44,65 @@ class Relay(Protocol):
     def finish_reasons(self) -> list[FinishReason]: ...
 
 
-# Syntax-only JSON check (builds no objects, ~0.2 us per chunk): a malformed upstream chunk
-# becomes an error event instead of reaching the client's JSON parser.
-_check_json = msgspec.json.Decoder(msgspec.Raw).decode
-
-
 def _truncated(target: str) -> UpstreamProtocolError:
     return UpstreamProtocolError("stream ended before its end marker (truncated)", target=target)
+
+
+# --- the fast path's view of a chunk ------------------------------------------------------
+#
+# Which chunks matter is read with one msgspec decode into these views, not with byte
+# patterns: JSON may be spelled with any whitespace, key order or escapes (`"usage": {`,
+# `"\u0075sage"`), and a decode sees through all of them. It builds only what it reads (a
+# list and a small struct per choice; `delta`, `logprobs` and the rest are syntax-checked
+# and skipped), which costs less than the syntax check and the byte searches it replaces
+# (python -m aiogw.bench.chunk_cost).
+
+
+class _ChoicePeek(msgspec.Struct, gc=False):
+    finish_reason: str | None = None
+
+
+class _ChunkPeek(msgspec.Struct, gc=False):
+    choices: list[_ChoicePeek] | None = None
+    usage: Any = msgspec.UNSET  # UNSET: no such key; None: `"usage": null`
+    error: Any = None
+    object: str | None = None
+
+
+_peek = msgspec.json.Decoder(_ChunkPeek).decode
+_decode_any = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_JSON_WS = b" \t\r\n"
+_COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
+
+
+def _without_usage_null(data: bytes, u: int) -> bytes | None:
+    """`data` without its `"usage": null` member, cut out by bytes (it is on every chunk of
+    a stream that asked for usage, so no re-encoding); None when the key is not spelled
+    plainly (escapes), for the caller to re-encode instead. Servers put `usage` at the top
+    level only, so the last `"usage"` key (at `u`) is the one the decode saw as null."""
+    if u < 0:
+        return None
+    if data.startswith(b": null", u + 7) and data[u - 2 : u] == b", ":  # json.dumps' spelling
+        return data[: u - 2] + data[u + 13 :]
+    m = _COLON.match(data, u + 7)
+    if m is None or not data.startswith(b"null", m.end()):
+        return None  # a string `"usage"` after the key, or the key is escaped
+    end = m.end() + 4
+    i = u - 1
+    while data[i] in _JSON_WS:
+        i -= 1
+    if data[i] == 44:  # `, "usage": null`: the comma before goes with it
+        return data[:i] + data[end:]
+    j = end
+    while data[j] in _JSON_WS:
+        j += 1
+    if data[j] == 44:  # the first member: the comma after goes with it
+        j += 1
+        while data[j] in _JSON_WS:
+            j += 1
+        return data[:u] + data[j:]
+    return data[:u] + data[end:]  # the only member
 
 
 class PassthroughRelay:
@@ -72,43 +128,78 @@ class PassthroughRelay:
         return bytes(out)
 
     def _feed(self, events: list[SSEEvent], out: bytearray) -> None:
+        include_usage = self._include_usage
         for ev in events:
             data = ev.data
             if data == b"[DONE]":
                 self._decoder.complete = True
                 continue  # written by finish(), after anything we add
-            # Cheap byte tests pick the few events worth decoding: usage, errors, finishes.
-            # `finish_reason` and `usage` close an OpenAI chunk, so a reverse search finds them
-            # at once; an error object names itself in its first bytes (`{"error":` or vLLM's
-            # `{"object":"error"`). Scanning every chunk forwards three times cost 0.7 µs.
-            u = data.rfind(b'"usage":')
-            has_usage = u >= 0 and data[u + 8 : u + 9] == b"{"
-            f = data.rfind(b'"finish_reason":')
-            finishing = f >= 0 and data[f + 16 : f + 17] == b'"'
-            if has_usage or finishing or b"error" in data[:40]:
-                for d in self._decoder.feed(ev.event, data):
-                    if d.usage is not None:
-                        self.usage = d.usage
-                    elif d.finish_reason is not None:
-                        self._finish.append(d.finish_reason)
-            else:
-                try:
-                    _check_json(data)
-                except msgspec.DecodeError:
-                    raise UpstreamProtocolError("stream chunk is not valid JSON", target=self._target) from None
-            if not self._include_usage:
-                # We asked upstream for usage; a client that did not must not see it.
-                if has_usage and b'"choices":[]' in data:
+            try:
+                peek = _peek(data)
+            except msgspec.ValidationError:
+                # An unexpected shape: the adapter's decoder judges it (and usually refuses it).
+                self._decode(ev)
+                data = self._rewrite(data)
+                if not data:
                     continue
-                if u > 0 and data[u - 1 : u] == b"," and data[u + 8 : u + 12] == b"null":
-                    data = data[: u - 1] + data[u + 12 :]
-            elif has_usage and self.usage is not None and self._usage_extra is not None:
-                fields = self._usage_extra(self.usage)
-                if fields:
-                    data = data.replace(b'"usage":{', b'"usage":{' + fields + b",", 1)
+            except msgspec.DecodeError:
+                raise UpstreamProtocolError("stream chunk is not valid JSON", target=self._target) from None
+            else:
+                usage = peek.usage
+                has_usage = usage is not None and usage is not msgspec.UNSET
+                if usage is None and not include_usage:
+                    # `"usage": null` is on every chunk of a stream that asked for usage: we
+                    # asked, and a client that did not must not see it.
+                    u = data.rfind(b'"usage"')
+                    if u > 0 and data[u - 1] == 44 and data.startswith(b":null", u + 7):  # `,"usage":null`
+                        data = data[: u - 1] + data[u + 12 :]
+                    else:
+                        data = _without_usage_null(data, u) or self._rewrite(data)
+                decode = has_usage or peek.error is not None or peek.object == "error"
+                if not decode:
+                    for c in peek.choices or ():
+                        if c.finish_reason:  # "" is no finish
+                            decode = True
+                            break
+                if decode:  # usage, a finish or an error: the few chunks worth a full decode
+                    self._decode(ev)
+                    if has_usage and (not include_usage or self._usage_extra is not None):
+                        data = self._rewrite(data)
+                        if not data:
+                            continue
+            if 10 in data:  # JSON spread over several `data:` lines stays so for the client
+                data = data.replace(b"\n", b"\ndata: ")
             out += b"data: "
             out += data
             out += b"\n\n"
+
+    def _decode(self, ev: SSEEvent) -> None:
+        for d in self._decoder.feed(ev.event, ev.data):
+            if d.usage is not None:
+                self.usage = d.usage
+            elif d.finish_reason is not None:
+                self._finish.append(d.finish_reason)
+
+    def _rewrite(self, data: bytes) -> bytes:
+        """A chunk whose usage must change, re-encoded from its decoded JSON (rare: the
+        usage chunk): without the usage (b"" for the usage-only chunk) when the client did
+        not ask for it, else with the gateway's extra usage fields."""
+        obj = _decode_any(data)
+        if not isinstance(obj, dict) or "usage" not in obj:
+            return data
+        usage = obj["usage"]
+        if not self._include_usage:
+            if usage is not None and not obj.get("choices"):
+                return b""  # the usage-only chunk (choices `[]`, null or absent)
+            del obj["usage"]
+            return _encode(obj)
+        if self._usage_extra is None or self.usage is None or not isinstance(usage, dict):
+            return data
+        fields = self._usage_extra(self.usage)
+        if not fields:
+            return data
+        obj["usage"] = msgspec.Raw(with_usage_fields(_encode(usage), fields))
+        return _encode(obj)
 
     def finish(self) -> bytes:
         if not self._decoder.complete:

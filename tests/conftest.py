@@ -5,16 +5,26 @@ from __future__ import annotations
 import pytest
 from openai import AsyncOpenAI
 
+from aiogw.bench.sim_core import Profile
 from aiogw.bench.simulator import start_simulator
 from aiogw.config import from_builtins
 from aiogw.server.app import create_app
 
 SIM_KEY = "sk-sim-upstream-key-0123456789"
 
+# The simulator's JSON spellings: a test marked `both_spellings` runs against each, and
+# what the client gets and the gateway accounts must not depend on it.
+both_spellings = pytest.mark.parametrize("json_spelling", ["compact", "spaced"])
+
 
 @pytest.fixture
-async def sim():
-    s = await start_simulator()
+def json_spelling():
+    return "compact"
+
+
+@pytest.fixture
+async def sim(json_spelling):
+    s = await start_simulator(Profile(spaced_json=json_spelling == "spaced"))
     try:
         yield s
     finally:

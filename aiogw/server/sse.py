@@ -110,8 +110,8 @@ class SSESink:
         headers = dict(self._headers)
         headers["x-aiogw-provider"] = target.provider
         headers["x-aiogw-model"] = target.model
-        # Headers leave with the first byte: the attempts made so far, this one included.
-        headers["x-aiogw-attempts"] = str(int(self._outcome.attempts_header) + 1)
+        # Headers leave with the first byte: the attempts started so far, this one included.
+        headers["x-aiogw-attempts"] = self._outcome.attempts_header
         await self._open(headers)
 
     async def write(self, data: bytes) -> None:

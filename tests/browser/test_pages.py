@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from playwright.async_api import async_playwright
 
-from conftest import gateway_config
+from conftest import both_spellings, gateway_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -33,6 +33,7 @@ async def _base(make_gateway, cfg) -> str:
     return url.removesuffix("/v1")
 
 
+@both_spellings
 async def test_playground_streams_text_incrementally_with_provider_ttft_and_cost(sim, make_gateway, browser):
     sim.set_profile(tokens_per_s=20, completion_tokens=24)  # about 1.2 s of streaming
     cfg = gateway_config(sim, models=[

@@ -9,7 +9,9 @@ import json
 
 import aiohttp
 import pytest
+from conftest import both_spellings
 from openai import AsyncOpenAI, OpenAI
+from sse_client import chunks
 
 MSG = [{"role": "user", "content": "Tell me something."}]
 MODELS = ["fast", "compat-model"]
@@ -35,6 +37,7 @@ async def test_non_streaming_completion_is_the_upstream_answer(client, sim, mode
     assert resp.headers["x-request-id"].startswith("req_")
 
 
+@both_spellings
 @pytest.mark.parametrize("model", MODELS)
 async def test_streamed_text_equals_non_streamed_text(client, model):
     whole = await client.chat.completions.create(model=model, messages=MSG, seed=3)
@@ -52,6 +55,7 @@ async def test_streamed_text_equals_non_streamed_text(client, model):
     assert roles[0] == "assistant"
 
 
+@both_spellings
 @pytest.mark.parametrize("model", MODELS)
 async def test_include_usage_adds_one_final_usage_chunk(client, model):
     stream = await client.chat.completions.create(
@@ -62,12 +66,43 @@ async def test_include_usage_adds_one_final_usage_chunk(client, model):
     assert all(c.usage is None for c in got[:-1])
 
 
+async def raw_stream(gateway, body) -> tuple[bytes, dict]:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{gateway}/chat/completions", json={"messages": MSG, "stream": True, **body}) as r:
+            assert r.status == 200
+            return await r.read(), dict(r.headers)
+
+
+@both_spellings
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_client_that_did_not_ask_for_usage_sees_none(gateway, model):
+    raw, _ = await raw_stream(gateway, {"model": model})
+    cs = chunks(raw)
+    assert all(c["choices"] for c in cs), "no usage-only chunk"
+    assert all("usage" not in c for c in cs), "no usage field, not even null"
+    assert [c["choices"][0]["finish_reason"] for c in cs if c["choices"][0]["finish_reason"]] == ["stop"]
+
+
+@both_spellings
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_stream_ending_at_eof_after_its_finish_is_complete(gateway, sim, model):
+    """Compatible servers may close the stream after the finishing chunk (and the usage
+    chunk) without `data: [DONE]`: a normal end, not a truncation."""
+    sim.set_profile("default" if model == "fast" else "compat", send_done=False)
+    raw, _ = await raw_stream(gateway, {"model": model, "stream_options": {"include_usage": True}})
+    cs = chunks(raw)  # one [DONE], from the gateway
+    assert not any("error" in c for c in cs), cs[-1]
+    assert cs[-2]["choices"][0]["finish_reason"] == "stop"
+    assert cs[-1]["choices"] == [] and cs[-1]["usage"]["completion_tokens"] == 20
+
+
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}},
 ]
 
 
+@both_spellings
 @pytest.mark.parametrize("model", MODELS)
 async def test_streamed_tool_calls_reassemble_with_one_id_and_valid_json(client, model):
     async with client.chat.completions.stream(model=model, messages=MSG, tools=TOOLS) as stream:

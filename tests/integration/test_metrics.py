@@ -8,7 +8,7 @@ import pytest
 from openai import AsyncOpenAI, NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SIM_KEY, gateway_config
+from conftest import SIM_KEY, both_spellings, gateway_config
 
 
 async def scrape(url: str) -> dict[str, dict[tuple, float]]:
@@ -49,6 +49,7 @@ def two_target_config(sim, **extra):
     )
 
 
+@both_spellings
 async def test_requests_tokens_cost_and_latency_match_what_clients_saw(sim, make_gateway):
     url, _ = await make_gateway(two_target_config(sim))
     client = AsyncOpenAI(base_url=url, api_key="k", max_retries=0)
@@ -90,6 +91,25 @@ async def test_requests_tokens_cost_and_latency_match_what_clients_saw(sim, make
     assert value(m, "aiogw_upstream_attempts_total", target="sim/sim-gpt-fast", result="ok") == 4
     assert value(m, "aiogw_in_flight_requests") == 0
     assert value(m, "process_resident_memory_bytes") > 10_000_000
+
+
+@both_spellings
+async def test_a_stream_is_accounted_when_the_client_did_not_ask_for_usage(sim, make_gateway):
+    url, _ = await make_gateway(two_target_config(sim))
+    client = AsyncOpenAI(base_url=url, api_key="k", max_retries=0)
+    msg = [{"role": "user", "content": "hi"}]
+    try:
+        raw = await client.chat.completions.with_raw_response.create(model="fast", messages=msg)
+        usage, cost = raw.parse().usage, float(raw.headers["x-aiogw-cost-usd"])
+        stream = await client.chat.completions.create(model="fast", messages=msg, stream=True)
+        assert all(chunk.usage is None for chunk in [c async for c in stream])
+    finally:
+        await client.close()
+    m = await scrape(url)  # the same request twice: the stream counts as much as the answer
+    assert value(m, "aiogw_tokens_total", model="fast", kind="input") == 2 * usage.prompt_tokens
+    assert value(m, "aiogw_tokens_total", model="fast", kind="output") == 2 * usage.completion_tokens
+    assert value(m, "aiogw_cost_usd_total", model="fast") == pytest.approx(2 * cost, rel=1e-6)
+    assert value(m, "aiogw_upstream_attempts_total", target="sim/sim-gpt-fast", result="ok") == 2
 
 
 async def test_failovers_and_breaker_state_and_headroom(sim, make_gateway):

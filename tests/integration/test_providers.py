@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from conftest import SIM_KEY
+from conftest import SIM_KEY, both_spellings
 from openai import AsyncOpenAI
 from sse_client import chunks
 
@@ -159,6 +159,7 @@ def tool_args(calls) -> list[tuple[str, Any]]:
     return [(c.function.name, json.loads(c.function.arguments)) for c in calls or []]
 
 
+@both_spellings
 @pytest.mark.parametrize("name", list(PROVIDERS))
 async def test_text_matches_the_native_answer_streaming_and_not(sim, gw, name):
     url, client = gw
@@ -179,6 +180,7 @@ async def test_text_matches_the_native_answer_streaming_and_not(sim, gw, name):
     assert SIM_KEY in headers[p.auth_header]
 
 
+@both_spellings
 @pytest.mark.parametrize("name", list(PROVIDERS))
 @pytest.mark.parametrize("stream", [False, True])
 async def test_tool_calls_match_the_native_answer(sim, gw, name, stream):

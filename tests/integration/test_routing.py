@@ -205,6 +205,7 @@ async def test_hedging_wins_with_the_faster_target(sim, make_gateway, stream):
     status, headers, raw = await post(url, {"model": "fast", "messages": MSG, "stream": stream})
     assert status == 200, raw
     assert headers["x-aiogw-provider"] == "compat"
+    assert headers["x-aiogw-attempts"] == "2"  # the slow one counts: it was sent
     await asyncio.sleep(0.1)
     assert sim.stats("default")["requests"] == 1  # the slow one was started, then cancelled
     if stream:
