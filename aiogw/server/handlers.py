@@ -218,7 +218,7 @@ async def gateway_health(request: web.Request) -> web.Response:
         )
     shared = dispatcher.shared
     state = (
-        {"backend": "redis", "connected": shared.up, "replica": shared.replica}
+        {"backend": "redis", "connected": shared.up, "replica": shared.replica, "bad_records": shared.bad_records}
         if shared is not None
         else {"backend": "local", "connected": True, "replica": None}
     )
