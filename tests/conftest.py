@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from openai import AsyncOpenAI
 
@@ -10,6 +12,18 @@ from aiogw.config import from_builtins
 from aiogw.server.app import create_app
 
 SIM_KEY = "sk-sim-upstream-key-0123456789"
+
+
+async def until(check, *, every: float = 0.02, times: int = 100) -> None:
+    """Poll `check` (a function, maybe async) until it is true or `times` polls have passed;
+    the caller asserts what it needs afterwards."""
+    for _ in range(times):
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return
+        await asyncio.sleep(every)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from aiogw.health import now as health_now
 from aiogw.limits import LimitExceeded
 from aiogw.shared_state import SharedState, redacted
 from conftest import SIM_KEY
+from conftest import until as _until
 from procs import start_aiogw
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -44,18 +45,6 @@ async def _pair(redis_server, **cfg):
     finally:
         await sa.close()
         await sb.close()
-
-
-async def _until(check, *, every: float = 0.02, times: int = 100) -> None:
-    """Poll `check` (a function, maybe async) until it is true or `times` polls have passed;
-    the caller asserts what it needs afterwards."""
-    for _ in range(times):
-        got = check()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return
-        await asyncio.sleep(every)
 
 
 # --- the scripts against the real server --------------------------------------------------
