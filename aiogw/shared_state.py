@@ -107,7 +107,8 @@ return 1
 # half-open breaker closes after several probe successes). Returns 1 when ours, else minus
 # the ms the holder keeps it (the others need not ask again before then).
 PROBE = """
-if redis.call('TYPE', KEYS[1]).ok ~= 'string' then redis.call('DEL', KEYS[1]) end
+local kt = redis.call('TYPE', KEYS[1]).ok
+if kt ~= 'string' and kt ~= 'none' then redis.call('DEL', KEYS[1]) end
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
