@@ -99,6 +99,8 @@ def check_config(file: str) -> int:
             extras.append(f"price={price.input:g}/{price.output:g} per M" if price else "price=unknown")
             limits = [f"{k}={v}" for k, v in (("rpm", t.rpm), ("tpm", t.tpm), ("concurrency", t.concurrency)) if v]
             extras += limits
+            if (check := runtime.health_checks.get(t.id)) is not None:
+                extras.append(f"health_check=every {check[1].interval_s:g}s while open")
             print(f"    {i}. {t.id}  -> {t.base_url}  {' '.join(extras)}".rstrip())
     print("direct addressing: <provider>/<model> for " + ", ".join(sorted(cfg.providers)))
     return 0

@@ -190,11 +190,22 @@ class HedgeConfig(Strict, kw_only=True):
     max_parallel: Annotated[int, Meta(ge=2, le=4)] = 2
 
 
+class HealthCheckConfig(Strict, kw_only=True):
+    """Active health checks: while a target's breaker is open or half-open, the cheapest real
+    call (a one-word chat with `max_tokens: 1`) every `interval_s`, bounded by `timeout_s`.
+    Passing checks close the breaker, so recovery is confirmed without user requests."""
+
+    enabled: bool = True  # false: a group opts out of the routing default
+    interval_s: Annotated[float, Meta(ge=0.1, le=3600)] = 10.0
+    timeout_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
+
+
 class RoutingConfig(Strict, kw_only=True):
     """Defaults for every model group; a group may override each section."""
 
     breaker: BreakerConfig = BreakerConfig()
     retry: RetryConfig = RetryConfig()
+    health_check: HealthCheckConfig | None = None  # off unless set here or on a group
 
 
 class ModelGroup(Strict, kw_only=True):
@@ -204,6 +215,7 @@ class ModelGroup(Strict, kw_only=True):
     breaker: BreakerConfig | None = None
     retry: RetryConfig | None = None
     hedge: HedgeConfig | None = None
+    health_check: HealthCheckConfig | None = None
 
 
 class TelemetryConfig(Strict, kw_only=True):

@@ -15,7 +15,10 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import msgspec
 
 from aiogw import health as health_mod
 from aiogw import upstream_http as http
@@ -42,7 +45,7 @@ from aiogw.streaming.encode import ChunkEncoder, error_event, estimate_tokens
 from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
 from aiogw.telemetry.logs import get_logger
-from aiogw.types import CompletionUsage, EmbeddingRequest, FinishReason, ParsedChat, Reply
+from aiogw.types import ChatRequest, CompletionUsage, EmbeddingRequest, FinishReason, ParsedChat, Reply
 
 if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is configured
     from opentelemetry.trace import Span
@@ -57,6 +60,19 @@ Decode = Callable[[bytes, Target], Reply]
 
 # Output tokens reserved against `tpm` when the request sets no cap.
 DEFAULT_OUTPUT_RESERVATION = 512
+
+# An active health check (aiogw/health_check.py): the cheapest real call a chat target
+# answers, one word in and at most one token out; each adapter builds it like any request
+# (the model name is the target's).
+HEALTH_CHECK_BODY = b'{"model":"health-check","messages":[{"role":"user","content":"ping"}],"max_tokens":1}'
+
+
+@cache
+def _health_check_request() -> ParsedChat:
+    return ParsedChat(
+        req=msgspec.json.decode(HEALTH_CHECK_BODY, type=ChatRequest),
+        raw=msgspec.json.decode(HEALTH_CHECK_BODY, type=dict[str, msgspec.Raw]),
+    )
 
 
 def prompt_tokens_estimate(parsed: ParsedChat) -> int:
@@ -461,7 +477,8 @@ class Dispatcher:
             )
             return None
         h = self.health.get(target.id) if self.shared is not None else None
-        if h is not None and h.state == "half_open" and alternatives:
+        # (A target watched by health checks sends no user probes: the lease is the prober's.)
+        if h is not None and h.state == "half_open" and not h.checked and alternatives:
             # One probe for the fleet: while another replica holds the probe lease, go to the
             # next target (a last resort is still tried, as without shared state).
             claimed = await self.shared.claim_probe(target.id, h.policy.open_s)  # type: ignore[union-attr]
@@ -671,6 +688,21 @@ class Dispatcher:
                 reply = decode(body, target)
         gate.claim()
         return reply
+
+    async def health_check(self, target: Target, timeout_s: float) -> Reply:
+        """One active health check of `target`: the cheapest chat call, built by its adapter
+        and sent like any attempt, answered within `timeout_s`. Raises UpstreamError (or
+        InvalidRequest when the adapter cannot build it). Touches no health, limits or
+        ledger: the prober decides what the result means."""
+        adapter = self._runtime.adapter(target)
+        call = adapter.build_call(_health_check_request(), target)
+        deadline = self._loop.time() + timeout_s
+        try:
+            return await self._post(call, target, adapter, adapter.decode_response, _Gate(), deadline)
+        except UpstreamTimeout as exc:
+            if exc.phase != "deadline":
+                raise
+            raise UpstreamTimeout(f"no answer within the health check's {timeout_s:g} s", phase="total", target=target.id) from None
 
     # --- streaming ----------------------------------------------------------------------
 

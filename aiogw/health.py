@@ -164,6 +164,10 @@ class TargetHealth:
     unsynced_calls: int = 0
     unsynced_failures: int = 0
     listener: Callable[[TargetHealth, BreakerState, float], None] | None = None
+    # Set while active health checks (aiogw/health_check.py) watch this target: an open
+    # breaker then waits for a passing check instead of its cooldown, and user requests are
+    # never sent as half-open probes (recovery spends none of them).
+    checked: bool = False
     _stats: WindowStats | None = None
     _stats_at: float = -1.0
 
@@ -199,14 +203,34 @@ class TargetHealth:
             self.listener = listener
 
     def available(self, now: float) -> bool:
-        """May the router send a request here now? (Half-open: only while a probe slot is free.)"""
-        if self.state == "open" and now - self.opened_at >= self.policy.open_s:
+        """May the router send a request here now? (Half-open: only while a probe slot is
+        free, and never while health checks do the probing.)"""
+        if self.state == "open" and not self.checked and now - self.opened_at >= self.policy.open_s:
             self._move("half_open", now)
         if self.state == "closed":
             return True
         if self.state == "half_open":
-            return self.probes_in_flight < self.policy.half_open_probes
+            return not self.checked and self.probes_in_flight < self.policy.half_open_probes
         return False
+
+    def check_passed(self, now: float) -> None:
+        """An active health check succeeded: it counts as a half-open probe success (an
+        open breaker turns half-open on the first); `close_after` in a row close it."""
+        self.consecutive_failures = 0
+        if self.state == "closed":
+            return
+        if self.state == "open":
+            self._move("half_open", now)
+        self.probe_successes += 1
+        if self.probe_successes >= self.policy.close_after:
+            self._move("closed", now)
+
+    def check_failed(self, now: float, error: str) -> None:
+        """An active health check failed: a half-open breaker opens again."""
+        self.last_error = error
+        self.last_failure_at = now
+        if self.state == "half_open":
+            self._move("open", now)
 
     def begin(self, now: float) -> bool:
         """An attempt starts; returns True if it is a half-open probe."""

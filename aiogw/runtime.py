@@ -18,6 +18,7 @@ from aiogw.config import (
     Account,
     BreakerConfig,
     Config,
+    HealthCheckConfig,
     HedgeConfig,
     RetryConfig,
     TargetConfig,
@@ -44,6 +45,8 @@ class Runtime:
     accounts: dict[str, Account]
     breaker_default: BreakerConfig = BreakerConfig()
     breaker_policies: dict[str, BreakerConfig] = field(default_factory=dict)  # per target id
+    # Targets with active health checks (enabled ones only), by id: configured targets only.
+    health_checks: dict[str, tuple[Target, HealthCheckConfig]] = field(default_factory=dict)
     _direct: dict[str, ModelRoute] = field(default_factory=dict)  # memo of direct addressing
 
     @classmethod
@@ -59,18 +62,28 @@ class Runtime:
         routing = config.routing
         routes: dict[str, ModelRoute] = {}
         policies: dict[str, BreakerConfig] = {}
+        explicit: dict[str, HealthCheckConfig] = {}
         for g in config.models:
             targets = tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets)
             routes[g.name] = ModelRoute(g.name, g.strategy, targets, retry=g.retry or routing.retry, hedge=g.hedge)
-            if g.breaker is not None:
-                for t in targets:  # a target shared by several groups keeps the first group's policy
+            for t in targets:  # a target shared by several groups keeps the first group's settings
+                if g.breaker is not None:
                     policies.setdefault(t.id, g.breaker)
+                if g.health_check is not None:
+                    explicit.setdefault(t.id, g.health_check)
+        health_checks: dict[str, tuple[Target, HealthCheckConfig]] = {}
+        for route in routes.values():
+            for t in route.targets:
+                check = explicit.get(t.id, routing.health_check)
+                if check is not None and check.enabled:
+                    health_checks.setdefault(t.id, (t, check))
         return cls(
             config=config,
             routes=routes,
             accounts=dict(config.providers),
             breaker_default=routing.breaker,
             breaker_policies=policies,
+            health_checks=health_checks,
         )
 
     def adapter(self, target: Target) -> Adapter:

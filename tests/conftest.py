@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from openai import AsyncOpenAI
 
@@ -15,6 +17,18 @@ SIM_KEY = "sk-sim-upstream-key-0123456789"
 # The simulator's JSON spellings: a test marked `both_spellings` runs against each, and
 # what the client gets and the gateway accounts must not depend on it.
 both_spellings = pytest.mark.parametrize("json_spelling", ["compact", "spaced"])
+
+
+async def until(check, *, every: float = 0.02, times: int = 100) -> None:
+    """Poll `check` (a function, maybe async) until it is true or `times` polls have passed;
+    the caller asserts what it needs afterwards."""
+    for _ in range(times):
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return
+        await asyncio.sleep(every)
 
 
 @pytest.fixture

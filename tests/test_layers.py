@@ -20,6 +20,12 @@ ALLOWED = {
     # bench/ measures the gateway and may import anything.
     "aiogw.bench.sim": {"aiogw.bench"},
     "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters"},
+    "aiogw.supervise": set(),
+    # The prober sends through dispatch and drives health; it knows nothing of the server.
+    "aiogw.health_check": {
+        "aiogw.adapters", "aiogw.config", "aiogw.cost", "aiogw.dispatch", "aiogw.errors", "aiogw.health",
+        "aiogw.runtime", "aiogw.supervise", "aiogw.telemetry", "aiogw.types",
+    },
 }
 
 

@@ -19,7 +19,7 @@ from aiogw.dispatch import Dispatcher
 from aiogw.runtime import Runtime
 from aiogw.server.handlers import ROUTES
 from aiogw.server import cors, metrics, pages
-from aiogw.server.keys import CORS, DISPATCHER, HTTP, LIFECYCLE, RUNTIME, TRACING
+from aiogw.server.keys import CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE, METRICS, RUNTIME, TRACING
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
@@ -38,15 +38,24 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     client = http.Client(limit_per_host=POOL_LIMIT_PER_HOST, keepalive_s=KEEPALIVE_S, dns_ttl_s=DNS_TTL_S)
     app[HTTP] = client
     dispatcher = app[DISPATCHER] = Dispatcher(client, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
-    state = app[RUNTIME].config.state
+    runtime = app[RUNTIME]
+    state = runtime.config.state
+    checker = None
     try:
         if state.redis_url:
             from aiogw.shared_state import SharedState  # the redis client only when configured
 
             dispatcher.shared = SharedState(state, dispatcher.health, dispatcher.limiter)  # type: ignore[arg-type]
             await dispatcher.shared.start()
+        if runtime.health_checks:
+            from aiogw.health_check import HealthChecker  # only when some target has checks
+
+            checker = app[HEALTH_CHECKER] = HealthChecker(dispatcher, runtime, app[METRICS])
+            checker.start()
         yield
     finally:
+        if checker is not None:
+            await checker.close()
         if dispatcher.shared is not None:
             await dispatcher.shared.close()
         await client.close()

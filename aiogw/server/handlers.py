@@ -14,7 +14,7 @@ from aiogw.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUna
 from aiogw.health import now as health_now
 from aiogw.router import STRATEGIES
 from aiogw.runtime import Runtime
-from aiogw.server.keys import DISPATCHER, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
+from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.server.sse import SSESink
 from aiogw.streaming.encode import error_event
 from aiogw.types import ChatRequest, EmbeddingRequest, ModelCard, ModelList, ParsedChat
@@ -189,6 +189,7 @@ async def gateway_health(request: web.Request) -> web.Response:
     dispatcher = request.app[DISPATCHER]
     now = health_now()
     targets = runtime.targets(dispatcher.health.all())
+    checker = request.app.get(HEALTH_CHECKER)
     out = []
     for tid, t in targets.items():
         h = dispatcher.health.get(tid)
@@ -214,11 +215,12 @@ async def gateway_health(request: web.Request) -> web.Response:
                 "last_error": h.last_error,
                 "seconds_since_failure": round(now - h.last_failure_at, 1) if h.last_failure_at else None,
                 "limits": dispatcher.limiter.headroom(t, now),
+                "health_check": checker.report(tid, h.state) if checker is not None else None,  # type: ignore[attr-defined]
             }
         )
     shared = dispatcher.shared
     state = (
-        {"backend": "redis", "connected": shared.up, "replica": shared.replica}
+        {"backend": "redis", "connected": shared.up, "replica": shared.replica, "bad_records": shared.bad_records}
         if shared is not None
         else {"backend": "local", "connected": True, "replica": None}
     )

@@ -18,6 +18,8 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 TRACING = web.AppKey("tracing", object)  # aiogw.telemetry.tracing.Tracing | None (imported only when on)
 CORS = web.AppKey("cors", CorsPolicy | None)  # type: ignore[arg-type]
+# aiogw.health_check.HealthChecker when health checks are configured (imported only then)
+HEALTH_CHECKER = web.AppKey("health_checker", object)
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -25,4 +27,4 @@ OUTCOME = web.RequestKey("outcome", Outcome)
 PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
 
-__all__ = ["CORS", "DISPATCHER", "HTTP", "LIFECYCLE", "METRICS", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "TRACING", "Outcome"]
+__all__ = ["CORS", "DISPATCHER", "HEALTH_CHECKER", "HTTP", "LIFECYCLE", "METRICS", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "TRACING", "Outcome"]

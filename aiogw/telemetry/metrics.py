@@ -178,7 +178,12 @@ class GatewayMetrics:
         self.failovers = Counter(
             "aiogw_failovers_total", "Requests answered by a later target after an earlier one failed.", ("model",)
         )
-        for m in (self.requests, self.errors, self.duration, self.ttft, self.tokens, self.cost, self.attempts, self.failovers):
+        self.health_checks = Counter(
+            "aiogw_health_checks_total",
+            "Active health checks per target by outcome (ok, a failure class, or refused: the target refused the check itself).",
+            ("target", "outcome"),
+        )
+        for m in (self.requests, self.errors, self.duration, self.ttft, self.tokens, self.cost, self.attempts, self.failovers, self.health_checks):
             r.add(m)
         cpu = resource.getrusage
         r.add(Gauge("process_cpu_seconds_total", "User and system CPU time of this process.", (), lambda: [((), _cpu(cpu))]))
@@ -220,6 +225,19 @@ class GatewayMetrics:
             if failure is None and failed_before:
                 self.failovers.inc((model,))
             failed_before = failed_before or failure is not None
+
+    def record_health_check(
+        self, *, target: str, provider: str, outcome: str, usage: tuple[int, int] | None, cost_usd: float | None, tags: str
+    ) -> None:
+        """One active health check; its tokens and cost count like a request's, under the
+        target's id as the model and its own tags."""
+        self.health_checks.inc((target, outcome))
+        if usage is not None:
+            for kind, n in zip(("input", "output"), usage, strict=True):
+                if n:
+                    self.tokens.inc((target, provider, kind, tags), n)
+        if cost_usd:
+            self.cost.inc((target, provider, tags), cost_usd)
 
     def gauge(self, name: str, help_: str, labels: Sequence[str], collect: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
         self.registry.add(Gauge(name, help_, labels, collect))

@@ -18,6 +18,7 @@ from openai import AsyncOpenAI
 from sse_client import chunks
 
 from aiogw.config import from_builtins
+from aiogw.server.keys import DISPATCHER, RUNTIME
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]  # fmt: skip
@@ -303,3 +304,14 @@ async def test_mistral_embeddings_through_the_gateway(sim, gw):
     with pytest.raises(openai.BadRequestError) as exc:
         await client.embeddings.create(model="mis/mistral-embed", input=["a"], dimensions=4)
     assert exc.value.body["param"] == "dimensions" and sim.stats("mis")["requests"] == 1
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+async def test_a_health_check_is_a_one_token_call_in_each_providers_format(sim, make_gateway, name):
+    # The active health check (aiogw/health_check.py) is built by the target's adapter: the
+    # one-token cap must reach every provider in its own field.
+    _, app = await make_gateway(config(sim, [name]))
+    target = app[RUNTIME].routes[name].targets[0]
+    reply = await app[DISPATCHER].health_check(target, 5.0)
+    assert reply.usage is not None and reply.usage.completion_tokens == 1, reply
+    assert sim.stats(PROVIDERS[name].account)["requests"] == 1

@@ -11,6 +11,7 @@ import aiohttp
 import openai
 import pytest
 import redis as redis_client
+from structlog.testing import capture_logs
 from openai import AsyncOpenAI
 
 from aiogw.adapters._base import Target
@@ -21,6 +22,7 @@ from aiogw.health import now as health_now
 from aiogw.limits import LimitExceeded
 from aiogw.shared_state import SharedState, redacted
 from conftest import SIM_KEY
+from conftest import until as _until
 from procs import start_aiogw
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -43,18 +45,6 @@ async def _pair(redis_server, **cfg):
     finally:
         await sa.close()
         await sb.close()
-
-
-async def _until(check, *, every: float = 0.02, times: int = 100) -> None:
-    """Poll `check` (a function, maybe async) until it is true or `times` polls have passed;
-    the caller asserts what it needs afterwards."""
-    for _ in range(times):
-        got = check()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return
-        await asyncio.sleep(every)
 
 
 # --- the scripts against the real server --------------------------------------------------
@@ -433,3 +423,139 @@ async def test_one_replica_probes_a_half_open_target_for_the_fleet(redis_server)
         assert await sa.claim_probe("acct/model-x", 0.3)  # the holder renews for its next probe
         await asyncio.sleep(0.45)
         assert await sb.claim_probe("acct/model-x", 0.3)  # a's lease ran out
+
+
+# --- bad records and loops that die -------------------------------------------------------
+
+
+def _events(logs, event):
+    return [e for e in logs if e.get("event") == event]
+
+
+async def _subscribed(r, n=2):
+    """Until `n` replicas listen on the breaker channel (a message published before is not theirs)."""
+    await _until(lambda: r.pubsub_numsub("t:breaker")[0][1] == n, times=200)
+
+
+async def test_garbage_in_redis_is_skipped_logged_once_per_kind_and_sync_goes_on(redis_server):
+    # What an older or newer aiogw (a rolling deploy) or anything else may leave on the
+    # channel and in the keys: each record is skipped on its own, never the loop.
+    with capture_logs() as logs:
+        async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
+            a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
+            r = redis_client.Redis(port=redis_server.port)
+            now_ms = int(r.time()[0]) * 1000
+            await _subscribed(r)
+            garbage = [
+                b"not json",
+                b"[1, 2]",
+                b'{"state": "open"}',  # no at_ms
+                b'{"v": 1, "state": "open", "at_ms": "soon"}',  # wrong type
+                b'{"v": 1, "state": "sideways", "at_ms": %d}' % now_ms,
+                b'{"v": 1, "state": "open", "at_ms": %d}' % (now_ms + 3_600_000),  # an hour ahead: would pin the target
+                b'{"v": 99, "state": "open", "at_ms": %d}' % now_ms,  # a newer aiogw's record
+            ]
+            for g in garbage:
+                r.publish("t:breaker", b"acct/model-x " + g)
+            r.publish("t:breaker", b"\xff\xfe " + garbage[-1])
+            r.publish("t:breaker", b"no-separator")
+            r.hset("t:breakers", mapping={"acct/model-x": b"not json", "acct/model-y": garbage[2], "acct/model-z": garbage[-1]})
+            r.hset("t:hw:acct/model-x", mapping={"tail": "x", "c": "many", "f": "1.5"})
+            r.hset("t:rl:acct/model-x", mapping={"r": "lots", "t": "1", "ts": "then"})
+            ha.get("acct/model-w"), hb.get("acct/model-w")
+            r.set("t:hw:acct/model-w", "not a hash")  # keys of the wrong type
+            r.set("t:rl:acct/model-w", "not a hash")
+            kinds = {"not_json", "invalid", "newer_version"}
+            await _until(lambda: {e["kind"] for e in _events(logs, "state.bad_record") if e["replica"] == sb.replica} >= kinds)
+            assert b.state == "closed"  # nothing of the garbage was applied
+            assert sb.fleet_levels(_target(rpm=5)) == (5.0, None)  # an unreadable bucket reads full
+
+            # A real change still goes both ways: window counts and breaker transitions.
+            now = health_now()
+            a.begin(now)
+            a.end(now, probe=False, failure=FailureClass.TRANSIENT, latency_ms=5)
+            await _until(lambda: b.remote_calls == 1)
+            assert (b.remote_calls, b.remote_failures) == (1, 1)
+            a.force_open(health_now(), "real")
+            await _until(lambda: b.state == "open")
+            assert b.state == "open" and b.last_error == "real"
+            a.adopt("half_open", health_now(), health_now())
+            a._move("closed", health_now())
+            await _until(lambda: b.state == "closed")
+            assert b.state == "closed"
+            assert sa.up and sb.up  # garbage is not an outage
+            assert sb.bad_records >= len(garbage) + 2
+            r.close()
+    assert not _events(logs, "state.loop_died") and not _events(logs, "state.redis_unavailable")
+    for s in (sa, sb):
+        bad = [e["kind"] for e in _events(logs, "state.bad_record") if e["replica"] == s.replica]
+        assert sorted(bad) == sorted(set(bad)), bad  # once per kind, however often it comes
+
+
+async def test_a_record_of_an_older_aiogw_without_a_version_is_still_applied(redis_server):
+    async with _pair(redis_server, sync_interval_ms=50) as ((_, sa), (hb, sb)):
+        b = hb.get("acct/model-x")
+        r = redis_client.Redis(port=redis_server.port)
+        at = int(r.time()[0]) * 1000
+        await _subscribed(r)
+        r.publish("t:breaker", b'acct/model-x {"state":"open","at_ms":%d,"replica":"old","error":"from v0"}' % at)
+        await _until(lambda: b.state == "open")
+        assert b.state == "open" and b.last_error == "from v0"
+        r.close()
+
+
+async def test_a_sync_loop_that_dies_is_logged_and_restarted(redis_server):
+    with capture_logs() as logs:
+        async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
+            a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
+            real = sb._return_expired_leases
+            calls = 0
+
+            def fails_once():
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a bug")
+                real()
+
+            sb._return_expired_leases = fails_once
+            await _until(lambda: _events(logs, "state.loop_died"))
+            now = health_now()
+            a.begin(now)
+            a.end(now, probe=False, failure=None, latency_ms=5)
+            await _until(lambda: b.remote_calls == 1, times=200)
+            assert b.remote_calls == 1, (logs, calls)  # b syncs again
+    died = _events(logs, "state.loop_died")
+    assert len(died) == 1 and died[0]["loop"] == "sync" and "RuntimeError: a bug" in died[0]["error"], died
+    assert died[0]["log_level"] == "error" and died[0]["restart_in_s"] > 0
+
+
+async def test_a_listener_that_dies_is_logged_and_restarted(redis_server):
+    with capture_logs() as logs:
+        # The sync loop comes by every 10 s: within the test only pub/sub can bring b the news.
+        async with _pair(redis_server, sync_interval_ms=10_000) as ((ha, sa), (hb, sb)):
+            a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
+            real = sb._apply
+            calls = 0
+
+            def fails_once(*args):
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a bug")
+                return real(*args)
+
+            sb._apply = fails_once
+            r = redis_client.Redis(port=redis_server.port)
+            await _subscribed(r)
+            a.force_open(health_now(), "first")  # b's listener dies on this one
+            await _until(lambda: _events(logs, "state.loop_died"))
+            await _subscribed(r)  # b listens again
+            r.close()
+            a.adopt("half_open", health_now(), health_now())
+            a._move("closed", health_now())
+            a.force_open(health_now(), "second")
+            await _until(lambda: b.state == "open")
+            assert b.state == "open" and b.last_error == "second"
+    died = _events(logs, "state.loop_died")
+    assert len(died) == 1 and died[0]["loop"] == "listen", died

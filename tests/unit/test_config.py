@@ -85,6 +85,10 @@ def test_json_and_toml_are_accepted(tmp_path):
         ("models: [{name: a, targets: [{provider: ghost, model: m}]}]", "models[0].targets[0].provider", "unknown provider 'ghost'"),
         ("models: [{name: a, targets: []}]", "models[0].targets", "length >= 1"),
         ("server: [", "", "cannot parse yaml"),
+        ("routing: {health_check: {interval_s: 0}}", "routing.health_check.interval_s", ">= 0.1"),
+        ("routing: {health_check: {timeout_s: -1}}", "routing.health_check.timeout_s", "> 0"),
+        ("routing: {health_check: {every: 5}}", "routing.health_check", "unknown field `every`"),
+        ("routing: {health_check: true}", "routing.health_check", "Expected `object | null`"),
     ],
 )
 def test_invalid_config_names_path_and_expectation(tmp_path, text, path, expected):
