@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import jsonschema
 import openai
 import pytest
 from conftest import SIM_KEY
@@ -119,6 +120,12 @@ PROVIDERS = {
         native=lambda b: ("/goog/v1beta/models/gemini-2.5-flash:generateContent", b, {"x-goog-api-key": SIM_KEY}),
         read=gemini_read, auth_header="x-goog-api-key", status_of_overload=503,
     ),
+    "openai-compatible": Provider(
+        type="openai-compatible", account="compat", model="sim-llama",
+        base_url=lambda sim: sim.base_url("compat"),
+        native=lambda b: ("/compat/v1/chat/completions", {**b, "stream": False}, {"authorization": f"Bearer {SIM_KEY}"}),
+        read=openai_read, auth_header="authorization", status_of_overload=503,
+    ),
 }  # fmt: skip
 
 
@@ -193,7 +200,7 @@ async def test_tool_calls_match_the_native_answer(sim, gw, name, stream):
     native = await native_answer(sim, p)
     assert tool_args(r.choices[0].message.tool_calls) == native.tools != []
     assert r.choices[0].finish_reason == native.finish == "tool_calls"
-    assert all(c.id for c in r.choices[0].message.tool_calls)
+    assert all(c.id and c.type == "function" for c in r.choices[0].message.tool_calls)
 
 
 @pytest.mark.parametrize("name", list(PROVIDERS))
@@ -301,3 +308,150 @@ async def test_mistral_embeddings_through_the_gateway(sim, gw):
     with pytest.raises(openai.BadRequestError) as exc:
         await client.embeddings.create(model="mis/mistral-embed", input=["a"], dimensions=4)
     assert exc.value.body["param"] == "dimensions" and sim.stats("mis")["requests"] == 1
+
+
+# --- every answer has every field OpenAI's schema requires ----------------------------------
+# Written from the official SDKs' types (openai-python types/chat/chat_completion*.py,
+# completion_usage.py, create_embedding_response.py, embedding.py; openai-node, whose types
+# keep OpenAPI's "required but nullable" fields such as `logprobs` and `message.content`).
+
+NULLABLE_STRING = {"type": ["string", "null"]}
+FINISH_REASONS = ["stop", "length", "tool_calls", "content_filter", "function_call"]
+USAGE_SCHEMA = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+}
+TOOL_CALL_SCHEMA = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name", "arguments"],
+                     "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}},
+    },
+}  # fmt: skip
+CHAT_COMPLETION_SCHEMA = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["index", "message", "finish_reason", "logprobs"],
+            "properties": {
+                "index": {"type": "integer"},
+                "finish_reason": {"enum": FINISH_REASONS},
+                "logprobs": {"type": ["object", "null"]},
+                "message": {"type": "object", "required": ["role", "content", "refusal"], "properties": {
+                    "role": {"const": "assistant"},
+                    "content": NULLABLE_STRING,
+                    "refusal": NULLABLE_STRING,
+                    "tool_calls": {"type": "array", "items": TOOL_CALL_SCHEMA},
+                }},
+            },
+        }},
+        "usage": USAGE_SCHEMA,
+    },
+}  # fmt: skip
+CHUNK_SCHEMA = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion.chunk"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array", "items": {
+            "type": "object",
+            "required": ["index", "delta", "finish_reason"],
+            "properties": {
+                "index": {"type": "integer"},
+                "finish_reason": {"enum": [*FINISH_REASONS, None]},
+                "logprobs": {"type": ["object", "null"]},
+                "delta": {"type": "object", "properties": {
+                    "role": {"const": "assistant"},
+                    "content": NULLABLE_STRING,
+                    "refusal": NULLABLE_STRING,
+                    "tool_calls": {"type": "array", "items": {
+                        "type": "object", "required": ["index"],
+                        "properties": {"index": {"type": "integer"}, "id": {"type": "string"}, "type": {"const": "function"},
+                                       "function": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                                     "arguments": {"type": "string"}}}},
+                    }},
+                }},
+            },
+        }},
+        "usage": {"anyOf": [USAGE_SCHEMA, {"type": "null"}]},
+    },
+}  # fmt: skip
+EMBEDDINGS_SCHEMA = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "model": {"type": "string"},
+        "data": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["object", "index", "embedding"],
+            "properties": {
+                "object": {"const": "embedding"},
+                "index": {"type": "integer"},
+                "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]},
+            },
+        }},
+        "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                  "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+    },
+}  # fmt: skip
+for _schema in (CHAT_COMPLETION_SCHEMA, CHUNK_SCHEMA, EMBEDDINGS_SCHEMA):
+    jsonschema.Draft202012Validator.check_schema(_schema)
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+@pytest.mark.parametrize("tools", [False, True])
+async def test_every_answer_has_every_field_openais_schema_requires(sim, gw, name, tools):
+    url, _ = gw
+    body: dict[str, Any] = {"model": name, "messages": MSG}
+    if tools:
+        body |= {"tools": TOOLS, "tool_choice": "required"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{url}/chat/completions", json=body) as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+        stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        async with s.post(f"{url}/chat/completions", json=stream) as r:
+            assert r.status == 200, await r.text()
+            raw = await r.read()
+    jsonschema.validate(answer, CHAT_COMPLETION_SCHEMA)
+    assert bool(answer["choices"][0]["message"].get("tool_calls")) is tools
+    cs = chunks(raw)
+    for c in cs:
+        jsonschema.validate(c, CHUNK_SCHEMA)
+    assert cs[-1]["choices"] == [] and cs[-1]["usage"]["total_tokens"] > 0
+
+
+EMBEDDERS = {  # every adapter with an embeddings API, and a model of it on the simulator
+    "openai": "oai/text-embedding-3-small",
+    "openai-compatible": "compat/nomic-embed-text",
+    "gemini": "goog/gemini-embedding-001",
+    "mistral": "mis/codestral-embed",
+}
+
+
+@pytest.mark.parametrize("name", list(EMBEDDERS))
+@pytest.mark.parametrize("encoding_format", [None, "float", "base64"])
+async def test_every_embeddings_answer_has_every_required_field(sim, gw, name, encoding_format):
+    url, _ = gw
+    body: dict[str, Any] = {"model": EMBEDDERS[name], "input": ["first", "second"], "dimensions": 4}
+    if encoding_format:
+        body["encoding_format"] = encoding_format
+    async with aiohttp.ClientSession() as s, s.post(f"{url}/embeddings", json=body) as r:
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+    jsonschema.validate(answer, EMBEDDINGS_SCHEMA)
+    assert [d["index"] for d in answer["data"]] == [0, 1]

@@ -101,3 +101,21 @@ def test_rate_limit_headers_in_one_shape():
         limit_tokens=150000, remaining_tokens=149984, reset_tokens_s=360.0,
     )
     assert openai.rate_limits({"content-type": "application/json"}) is None
+
+
+def test_a_sparse_compatible_answer_gets_every_field_openais_schema_requires():
+    # What a local OpenAI-compatible server may send: no object, created, logprobs, refusal
+    # or tool-call type. Clients typed from the SDKs need every one of them.
+    sparse = {"id": "x1", "model": "llama", "choices": [{"message": {"role": "assistant", "content": None,
+              "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}
+    body = json.loads(openai.decode_response(json.dumps(sparse).encode(), TARGET).body)
+    assert body["object"] == "chat.completion" and isinstance(body["created"], int) and body["id"] == "x1"
+    choice = body["choices"][0]
+    assert (choice["index"], choice["logprobs"], choice["message"]["refusal"]) == (0, None, None)
+    assert choice["message"]["tool_calls"][0]["type"] == "function"
+
+
+def test_a_complete_answer_is_forwarded_byte_for_byte():
+    full = (b'{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,'
+            b'"message":{"role":"assistant","content":"hi","refusal":null},"logprobs":null,"finish_reason":"stop"}]}')
+    assert openai.decode_response(full, TARGET).body is full
