@@ -566,16 +566,18 @@ class _EmbedResponse(msgspec.Struct):
     embeddings: list[_Values] | None = None
 
 
-def decode_embeddings(body: bytes, target: base.Target) -> bytes:
+def decode_embeddings(body: bytes, target: base.Target, req: EmbeddingRequest) -> bytes:
     try:
         r = msgspec.json.decode(body, type=_EmbedResponse)
     except msgspec.MsgspecError as exc:
         raise base.protocol_error(target, f"not an embeddings answer: {exc}") from None
     vectors = r.embeddings if r.embeddings is not None else ([r.embedding] if r.embedding else [])
-    # The Developer API reports no token counts for embeddings: usage stays 0 (never absent).
+    # Gemini answers floats only; base64 is made here. The Developer API reports no token
+    # counts for embeddings: usage stays 0 (never absent).
     return _encode({
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v.values} for i, v in enumerate(vectors)],
+        "data": [{"object": "embedding", "index": i, "embedding": base.embedding_vector(v.values, req)}
+                 for i, v in enumerate(vectors)],
         "model": target.model,
         "usage": {"prompt_tokens": 0, "total_tokens": 0},
     })  # fmt: skip

@@ -476,20 +476,40 @@ def build_embeddings_call(req: EmbeddingRequest, target: base.Target) -> base.Ca
     return base.Call(url=f"{target.base_url}/embeddings", headers=base.bearer_headers(target), body=_encode(body))
 
 
-def decode_embeddings(body: bytes, target: base.Target) -> bytes:
-    """The upstream's list body is already OpenAI's: checked for shape, forwarded as is."""
+def decode_embeddings(body: bytes, target: base.Target, req: EmbeddingRequest) -> bytes:
+    """The upstream's list body is already OpenAI's: checked for shape, forwarded as is,
+    unless base64 was asked for and the server answered floats (some compatible servers
+    ignore `encoding_format`): those vectors are encoded here."""
     try:
-        _check_embeddings(body)
+        if req.encoding_format != "base64":
+            _check_embeddings(body)
+            return body
+        view = _check_base64_embeddings(body)
     except msgspec.MsgspecError as exc:
         raise base.protocol_error(target, f"not an embeddings list: {exc}") from None
-    return body
+    if all(isinstance(d.embedding, str) for d in view.data):
+        return body
+    data = orjson.loads(body)
+    for item in data["data"]:
+        if isinstance(item["embedding"], list):
+            item["embedding"] = base.embedding_vector(item["embedding"], req)
+    return orjson.dumps(data)
 
 
 class _EmbeddingsView(msgspec.Struct):
     data: list[msgspec.Raw]
 
 
+class _EmbeddingView(msgspec.Struct):
+    embedding: str | list[float]
+
+
+class _Base64EmbeddingsView(msgspec.Struct):
+    data: list[_EmbeddingView]
+
+
 _check_embeddings = msgspec.json.Decoder(_EmbeddingsView).decode
+_check_base64_embeddings = msgspec.json.Decoder(_Base64EmbeddingsView).decode
 
 
 # --- rate limits --------------------------------------------------------------------------

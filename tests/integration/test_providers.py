@@ -5,7 +5,9 @@ become OpenAI-shaped ones; a mixed model group streams the same shape whichever 
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -455,3 +457,18 @@ async def test_every_embeddings_answer_has_every_required_field(sim, gw, name, e
         answer = await r.json()
     jsonschema.validate(answer, EMBEDDINGS_SCHEMA)
     assert [d["index"] for d in answer["data"]] == [0, 1]
+
+
+@pytest.mark.parametrize("name", list(EMBEDDERS))
+async def test_embeddings_honour_encoding_format_base64(sim, gw, name):
+    """base64 is little-endian float32, as OpenAI sends it; the openai SDKs ask for it by
+    default (the Node SDK decodes whatever string comes back, so floats would be misread)."""
+    _, client = gw
+    kw = {"model": EMBEDDERS[name], "input": ["first", "second"], "dimensions": 4}
+    floats = await client.embeddings.create(**kw, encoding_format="float")
+    packed = await client.embeddings.create(**kw, encoding_format="base64")
+    as_float32 = [list(struct.unpack("<4f", struct.pack("<4f", *d.embedding))) for d in floats.data]
+    assert all(isinstance(d.embedding, str) for d in packed.data)
+    assert [list(struct.unpack("<4f", base64.b64decode(d.embedding))) for d in packed.data] == as_float32
+    by_default = await client.embeddings.create(**kw)  # the SDK asks for base64 and decodes it
+    assert [d.embedding for d in by_default.data] == as_float32

@@ -201,10 +201,11 @@ def test_embeddings_single_and_batch():
     one = gemini.build_embeddings_call(EmbeddingRequest(model="e", input="hello", dimensions=4), T)
     assert one.url.endswith(":embedContent")
     assert json.loads(one.body) == {"content": {"parts": [{"text": "hello"}]}, "outputDimensionality": 4}
-    many = gemini.build_embeddings_call(EmbeddingRequest(model="e", input=["a", "b"]), T)
+    many_req = EmbeddingRequest(model="e", input=["a", "b"])
+    many = gemini.build_embeddings_call(many_req, T)
     assert many.url.endswith(":batchEmbedContents")
     assert [r["model"] for r in json.loads(many.body)["requests"]] == ["models/gemini-2.5-flash"] * 2
-    out = json.loads(gemini.decode_embeddings(b'{"embeddings": [{"values": [0.1]}, {"values": [0.2]}]}', T))
+    out = json.loads(gemini.decode_embeddings(b'{"embeddings": [{"values": [0.1]}, {"values": [0.2]}]}', T, many_req))
     assert [d["embedding"] for d in out["data"]] == [[0.1], [0.2]] and out["usage"]["prompt_tokens"] == 0
     with pytest.raises(InvalidRequest) as exc:
         gemini.build_embeddings_call(EmbeddingRequest(model="e", input=[[1, 2, 3]]), T)

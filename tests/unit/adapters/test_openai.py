@@ -1,6 +1,8 @@
 """OpenAI adapter: the request it forwards and how it reads upstream errors."""
 
+import base64
 import json
+import struct
 
 import msgspec
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from aiogw.adapters import openai
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, UpstreamProtocolError
-from aiogw.types import ChatRequest, ParsedChat, Secret
+from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat, Secret
 
 TARGET = Target(id="oa/gpt-4o", provider="oa", type="openai", model="gpt-4o",
                 base_url="https://api.openai.com/v1", api_key=Secret("sk-test"))
@@ -119,3 +121,12 @@ def test_a_complete_answer_is_forwarded_byte_for_byte():
     full = (b'{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,'
             b'"message":{"role":"assistant","content":"hi","refusal":null},"logprobs":null,"finish_reason":"stop"}]}')
     assert openai.decode_response(full, TARGET).body is full
+
+
+def test_embeddings_a_server_that_ignores_base64_gets_its_floats_encoded():
+    floats = (b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,-2.0]}],'
+              b'"model":"m","usage":{"prompt_tokens":1,"total_tokens":1}}')
+    b64 = openai.decode_embeddings(floats, TARGET, EmbeddingRequest(model="m", input="x", encoding_format="base64"))
+    assert json.loads(b64)["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.5, -2.0)).decode()
+    assert openai.decode_embeddings(floats, TARGET, EmbeddingRequest(model="m", input="x")) is floats
+    assert openai.decode_embeddings(b64, TARGET, EmbeddingRequest(model="m", input="x", encoding_format="base64")) is b64
