@@ -329,9 +329,10 @@ def completion_body(
     completion_id: str | None = None,
     created: int | None = None,
     extra_choices: list[Choice] | None = None,
+    logprobs: msgspec.Raw | None = None,
 ) -> bytes:
     """An OpenAI `chat.completion` body from translated parts."""
-    choices = [Choice(index=0, message=message, finish_reason=finish_reason), *(extra_choices or [])]
+    choices = [Choice(index=0, message=message, logprobs=logprobs, finish_reason=finish_reason), *(extra_choices or [])]
     return _encode(
         ChatCompletion(
             id=completion_id or new_completion_id(),

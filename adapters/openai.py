@@ -348,7 +348,8 @@ class _ChoiceView(msgspec.Struct):
     index: int = 0
     delta: _DeltaView | None = None
     finish_reason: str | None = None
-    logprobs: msgspec.Raw | None = None
+    # Not `Raw | None`: msgspec then accepts only null, and a chunk with logprobs fails.
+    logprobs: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _GroqExtras(msgspec.Struct):

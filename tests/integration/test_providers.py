@@ -472,3 +472,15 @@ async def test_embeddings_honour_encoding_format_base64(sim, gw, name):
     assert [list(struct.unpack("<4f", base64.b64decode(d.embedding))) for d in packed.data] == as_float32
     by_default = await client.embeddings.create(**kw)  # the SDK asks for base64 and decodes it
     assert [d.embedding for d in by_default.data] == as_float32
+
+
+@pytest.mark.parametrize("name", ["openai", "openai-compatible", "gemini", "deepseek", "qwen"])
+async def test_log_probabilities_from_every_provider_that_has_them(sim, gw, name):
+    _, client = gw
+    kw: dict[str, Any] = {"model": name, "messages": MSG, "logprobs": True, "top_logprobs": 2}
+    r = await client.chat.completions.create(**kw)
+    assert r.choices[0].logprobs.content and all(t.token and t.logprob <= 0 for t in r.choices[0].logprobs.content)
+    logged = []
+    async for chunk in await client.chat.completions.create(**kw, stream=True):
+        logged += [t.token for ch in chunk.choices if ch.logprobs for t in ch.logprobs.content or []]
+    assert logged

@@ -130,3 +130,11 @@ def test_embeddings_a_server_that_ignores_base64_gets_its_floats_encoded():
     assert json.loads(b64)["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.5, -2.0)).decode()
     assert openai.decode_embeddings(floats, TARGET, EmbeddingRequest(model="m", input="x")) is floats
     assert openai.decode_embeddings(b64, TARGET, EmbeddingRequest(model="m", input="x", encoding_format="base64")) is b64
+
+
+def test_a_compatible_stream_chunk_with_logprobs_is_decoded_and_kept():
+    lp = b'{"content":[{"token":"a","logprob":-0.01,"bytes":[97],"top_logprobs":[]}],"refusal":null}'
+    chunk = (b'{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+             b'"delta":{"content":"a"},"logprobs":' + lp + b',"finish_reason":null}]}')
+    (delta,) = openai.StreamDecoder(TARGET).feed("", chunk)
+    assert delta.content == "a" and bytes(delta.logprobs) == lp
