@@ -4,7 +4,9 @@ or logging: dispatch owns all I/O."""
 
 from __future__ import annotations
 
+import base64
 import re
+import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,7 +101,8 @@ class Adapter:
     requires_api_key: bool = True
     # POST /v1/embeddings, for providers that have them.
     build_embeddings_call: Callable[[EmbeddingRequest, Target], Call] | None = None
-    decode_embeddings: Callable[[bytes, Target], bytes] | None = None  # -> OpenAI list body
+    # -> OpenAI list body, vectors in the request's `encoding_format`
+    decode_embeddings: Callable[[bytes, Target, EmbeddingRequest], bytes] | None = None
     params: ParamMap | None = None  # how canonical fields fare here (docs + coverage test)
     rate_limits: Callable[[Mapping[str, str]], RateLimitInfo | None] | None = None
 
@@ -326,9 +329,10 @@ def completion_body(
     completion_id: str | None = None,
     created: int | None = None,
     extra_choices: list[Choice] | None = None,
+    logprobs: msgspec.Raw | None = None,
 ) -> bytes:
     """An OpenAI `chat.completion` body from translated parts."""
-    choices = [Choice(index=0, message=message, finish_reason=finish_reason), *(extra_choices or [])]
+    choices = [Choice(index=0, message=message, logprobs=logprobs, finish_reason=finish_reason), *(extra_choices or [])]
     return _encode(
         ChatCompletion(
             id=completion_id or new_completion_id(),
@@ -342,3 +346,11 @@ def completion_body(
 
 def json_body(obj: Any) -> bytes:
     return _encode(obj)
+
+
+def embedding_vector(values: list[float], req: EmbeddingRequest) -> list[float] | str:
+    """A vector in the form the client asked for: OpenAI's base64 is the little-endian
+    float32 bytes (what the official SDKs decode, and ask for by default)."""
+    if req.encoding_format != "base64":
+        return values
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()

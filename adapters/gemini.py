@@ -340,11 +340,25 @@ class _Content(msgspec.Struct):
     parts: list[_Part] = []
 
 
+class _TokenLogprob(msgspec.Struct, rename="camel"):
+    token: str = ""
+    log_probability: float = 0.0
+
+
+class _TopCandidates(msgspec.Struct):
+    candidates: list[_TokenLogprob] = []
+
+
+class _LogprobsResult(msgspec.Struct, rename="camel"):
+    chosen_candidates: list[_TokenLogprob] = []
+    top_candidates: list[_TopCandidates] = []  # one per step, with `logprobs: k`
+
+
 class _Candidate(msgspec.Struct, rename="camel"):
     content: _Content | None = None
     finish_reason: str | None = None
     index: int = 0
-    logprobs_result: msgspec.Raw | None = None
+    logprobs_result: _LogprobsResult | None = None
 
 
 class _UsageMetadata(msgspec.Struct, rename="camel"):
@@ -392,6 +406,22 @@ def usage_of(u: _UsageMetadata) -> CompletionUsage:
     )
 
 
+def _token(t: _TokenLogprob) -> dict[str, Any]:
+    return {"token": t.token, "logprob": t.log_probability, "bytes": list(t.token.encode())}
+
+
+def logprobs_of(r: _LogprobsResult | None) -> msgspec.Raw | None:
+    """Gemini's chosen token per step (and its top candidates) -> OpenAI's `logprobs`."""
+    if r is None or not r.chosen_candidates:
+        return None
+    tops = r.top_candidates
+    content = [
+        _token(c) | {"top_logprobs": [_token(t) for t in tops[i].candidates] if i < len(tops) else []}
+        for i, c in enumerate(r.chosen_candidates)
+    ]
+    return msgspec.Raw(_encode({"content": content, "refusal": None}))
+
+
 def _finish(reason: str | None, called: bool, target: base.Target) -> FinishReason:
     if reason in FAILED_FINISH:
         raise base.status_error(
@@ -425,13 +455,15 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
             message.tool_calls = calls
         if thoughts:
             message.reasoning_content = "".join(thoughts)
-        choices.append(Choice(index=cand.index, message=message, finish_reason=_finish(cand.finish_reason, bool(calls), target)))
+        finish = _finish(cand.finish_reason, bool(calls), target)
+        choices.append(Choice(index=cand.index, message=message, logprobs=logprobs_of(cand.logprobs_result), finish_reason=finish))
     if not choices:  # the prompt itself was blocked: an empty, filtered answer
         blocked = r.prompt_feedback is not None and r.prompt_feedback.block_reason
         choices.append(Choice(index=0, message=ResponseMessage(), finish_reason="content_filter" if blocked else "stop"))
     out = base.completion_body(
         model=model, message=choices[0].message, finish_reason=choices[0].finish_reason or "stop", usage=usage,
         completion_id=f"chatcmpl-{r.response_id}" if r.response_id else None, extra_choices=choices[1:],
+        logprobs=choices[0].logprobs,
     )  # fmt: skip
     finish = tuple(c.finish_reason or "stop" for c in choices)
     return Reply(body=out, usage=usage, model=model, finish_reasons=finish)
@@ -525,8 +557,12 @@ class StreamDecoder:
                     # whichever provider answers.
                     out.append(Delta.tool_start(k, make_call_id(part.thought_signature, fc.id), fc.name, choice=c))
                     out.append(Delta.tool_args_fragment(k, bytes(fc.args).decode(), choice=c))
+                elif part.text and part.thought:
+                    out.append(Delta(choice=c, reasoning=part.text))
                 elif part.text:
-                    out.append(Delta(choice=c, reasoning=part.text) if part.thought else Delta(choice=c, content=part.text))
+                    # The event's logprobs cover its new tokens: they ride on its first text.
+                    lp, cand.logprobs_result = logprobs_of(cand.logprobs_result), None
+                    out.append(Delta(choice=c, content=part.text, logprobs=lp))
             if cand.finish_reason:
                 self._finish[c] = _finish(cand.finish_reason, c in self._called, self._target)
         if self._open and self._open <= set(self._finish) and not self.complete:
@@ -566,16 +602,18 @@ class _EmbedResponse(msgspec.Struct):
     embeddings: list[_Values] | None = None
 
 
-def decode_embeddings(body: bytes, target: base.Target) -> bytes:
+def decode_embeddings(body: bytes, target: base.Target, req: EmbeddingRequest) -> bytes:
     try:
         r = msgspec.json.decode(body, type=_EmbedResponse)
     except msgspec.MsgspecError as exc:
         raise base.protocol_error(target, f"not an embeddings answer: {exc}") from None
     vectors = r.embeddings if r.embeddings is not None else ([r.embedding] if r.embedding else [])
-    # The Developer API reports no token counts for embeddings: usage stays 0 (never absent).
+    # Gemini answers floats only; base64 is made here. The Developer API reports no token
+    # counts for embeddings: usage stays 0 (never absent).
     return _encode({
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v.values} for i, v in enumerate(vectors)],
+        "data": [{"object": "embedding", "index": i, "embedding": base.embedding_vector(v.values, req)}
+                 for i, v in enumerate(vectors)],
         "model": target.model,
         "usage": {"prompt_tokens": 0, "total_tokens": 0},
     })  # fmt: skip

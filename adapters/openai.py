@@ -9,14 +9,26 @@ set so the gateway can account for every streamed token.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgspec
 import orjson
 
 from aiogw.adapters import _base as base
 from aiogw.errors import InvalidRequest, UpstreamError, UpstreamStatusError
-from aiogw.types import ChatRequest, CompletionUsage, Delta, EmbeddingRequest, FinishReason, ParsedChat, Reply
+from aiogw.types import (
+    UNSET,
+    ChatRequest,
+    CompletionUsage,
+    Delta,
+    EmbeddingRequest,
+    FinishReason,
+    ParsedChat,
+    Reply,
+    UnsetType,
+)
 
 NAME = "openai"
 
@@ -104,19 +116,78 @@ def _raw_value(value: object) -> object:
     return msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
 
 
+class _CallView(msgspec.Struct):
+    type: str | UnsetType = UNSET
+
+
+class _MessageView(msgspec.Struct):
+    # Raw: only whether the field is there matters, not its value.
+    role: str | UnsetType = UNSET
+    content: msgspec.Raw | UnsetType = UNSET
+    refusal: msgspec.Raw | UnsetType = UNSET
+    tool_calls: list[_CallView] | None = None
+
+
 class _FinishView(msgspec.Struct):
     finish_reason: str | None = None
+    index: int | UnsetType = UNSET
+    logprobs: msgspec.Raw | UnsetType = UNSET
+    message: _MessageView | None = None
 
 
 class _ReplyView(msgspec.Struct):
-    """What the gateway reads from a `chat.completion`: the rest is forwarded unread."""
+    """What the gateway reads from a `chat.completion`, and whether the fields OpenAI's
+    schema requires are all there: the rest is forwarded unread."""
 
     choices: list[_FinishView]
     model: str = ""
     usage: CompletionUsage | None = None
+    id: str | UnsetType = UNSET
+    object: str | UnsetType = UNSET
+    created: int | UnsetType = UNSET
 
 
 _decode_reply = msgspec.json.Decoder(_ReplyView).decode
+
+
+def _has_required_fields(view: _ReplyView) -> bool:
+    if view.id is UNSET or view.object != "chat.completion" or view.created is UNSET or not view.model:
+        return False
+    for c in view.choices:
+        m = c.message
+        if c.index is UNSET or c.logprobs is UNSET or m is None or m.role is UNSET:
+            return False
+        if m.content is UNSET or m.refusal is UNSET or any(t.type is UNSET for t in m.tool_calls or ()):
+            return False
+    return True
+
+
+def fill_required_fields(data: dict[str, Any], target: base.Target) -> None:
+    """Add what OpenAI's schema requires and an OpenAI-like server left out (in place):
+    Mistral sends no `logprobs`, DeepSeek and Qwen no `refusal`, some local servers no
+    `object`, `created` or tool-call `type`. Clients typed from the official SDKs reject or
+    misread answers without them."""
+    if not data.get("id"):
+        data["id"] = base.new_completion_id()
+    data["object"] = "chat.completion"
+    if not isinstance(data.get("created"), int):
+        data["created"] = int(time.time())
+    if not data.get("model"):
+        data["model"] = target.model
+    for i, choice in enumerate(data["choices"]):
+        if not isinstance(choice, dict):
+            continue
+        choice.setdefault("index", i)
+        choice.setdefault("logprobs", None)
+        msg = choice.get("message")
+        if not isinstance(msg, dict):
+            msg = choice["message"] = {}
+        msg.setdefault("role", "assistant")
+        msg.setdefault("content", None)
+        msg.setdefault("refusal", None)
+        for tc in msg.get("tool_calls") or ():
+            if isinstance(tc, dict):
+                tc.setdefault("type", "function")
 
 
 def decode_response(body: bytes, target: base.Target) -> Reply:
@@ -129,6 +200,10 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         if err is not None:
             raise err from None
         raise base.protocol_error(target, f"not a chat.completion: {exc}") from None
+    if not _has_required_fields(view):  # OpenAI's own answers never get here
+        data = orjson.loads(body)
+        fill_required_fields(data, target)
+        body = orjson.dumps(data)
     finish = tuple(c.finish_reason for c in view.choices if c.finish_reason)
     return Reply(body=body, usage=view.usage, model=view.model or target.model, finish_reasons=finish)
 
@@ -172,6 +247,7 @@ def dialect_response(
                 tc.pop("index", None)
         if fix is not None:
             fix(data)
+        fill_required_fields(data, target)
         return decode_response(orjson.dumps(data), target)
 
     return decode
@@ -272,7 +348,8 @@ class _ChoiceView(msgspec.Struct):
     index: int = 0
     delta: _DeltaView | None = None
     finish_reason: str | None = None
-    logprobs: msgspec.Raw | None = None
+    # Not `Raw | None`: msgspec then accepts only null, and a chunk with logprobs fails.
+    logprobs: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _GroqExtras(msgspec.Struct):
@@ -400,20 +477,40 @@ def build_embeddings_call(req: EmbeddingRequest, target: base.Target) -> base.Ca
     return base.Call(url=f"{target.base_url}/embeddings", headers=base.bearer_headers(target), body=_encode(body))
 
 
-def decode_embeddings(body: bytes, target: base.Target) -> bytes:
-    """The upstream's list body is already OpenAI's: checked for shape, forwarded as is."""
+def decode_embeddings(body: bytes, target: base.Target, req: EmbeddingRequest) -> bytes:
+    """The upstream's list body is already OpenAI's: checked for shape, forwarded as is,
+    unless base64 was asked for and the server answered floats (some compatible servers
+    ignore `encoding_format`): those vectors are encoded here."""
     try:
-        _check_embeddings(body)
+        if req.encoding_format != "base64":
+            _check_embeddings(body)
+            return body
+        view = _check_base64_embeddings(body)
     except msgspec.MsgspecError as exc:
         raise base.protocol_error(target, f"not an embeddings list: {exc}") from None
-    return body
+    if all(isinstance(d.embedding, str) for d in view.data):
+        return body
+    data = orjson.loads(body)
+    for item in data["data"]:
+        if isinstance(item["embedding"], list):
+            item["embedding"] = base.embedding_vector(item["embedding"], req)
+    return orjson.dumps(data)
 
 
 class _EmbeddingsView(msgspec.Struct):
     data: list[msgspec.Raw]
 
 
+class _EmbeddingView(msgspec.Struct):
+    embedding: str | list[float]
+
+
+class _Base64EmbeddingsView(msgspec.Struct):
+    data: list[_EmbeddingView]
+
+
 _check_embeddings = msgspec.json.Decoder(_EmbeddingsView).decode
+_check_base64_embeddings = msgspec.json.Decoder(_Base64EmbeddingsView).decode
 
 
 # --- rate limits --------------------------------------------------------------------------

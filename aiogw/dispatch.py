@@ -627,7 +627,7 @@ class Dispatcher:
                 )
 
             def decode_reply(body: bytes, t: Target) -> Reply:
-                return Reply(body=decode(body, t), model=t.model)
+                return Reply(body=decode(body, t, req), model=t.model)
 
             reply = await self._post(build(req, target), target, adapter, decode_reply, gate, control.deadline)
             return self._won(outcome, target, reply)

@@ -16,9 +16,11 @@ from msgspec import UNSET, Meta, Raw, UnsetType
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
 
-class Wire(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Wire(msgspec.Struct, kw_only=True):
     """OpenAI-shaped payload. Unknown keys are ignored here (captured separately as raw
-    extras); UNSET fields are omitted on encode, so absent stays absent."""
+    extras). Only UNSET fields are omitted on encode, so absent stays absent; a field with a
+    real default (`object`, a tool call's `type`, a null `content`) is always written,
+    because OpenAI's schema requires it and clients reject answers without it."""
 
 
 # --- request: content parts -------------------------------------------------------------
@@ -231,9 +233,7 @@ class CompletionTokensDetails(Wire, kw_only=True):
     rejected_prediction_tokens: int | UnsetType = UNSET
 
 
-class CompletionUsage(Wire, kw_only=True, omit_defaults=False):
-    # The three counts are required in OpenAI's schema, so a 0 is written, not omitted;
-    # UNSET details still are (msgspec always omits UNSET).
+class CompletionUsage(Wire, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -253,7 +253,7 @@ class CompletionUsage(Wire, kw_only=True, omit_defaults=False):
         return d.reasoning_tokens or 0 if isinstance(d, CompletionTokensDetails) else 0
 
 
-class ResponseMessage(Wire, kw_only=True, omit_defaults=False):
+class ResponseMessage(Wire, kw_only=True):
     """`content` and `refusal` are always present (null when empty), as OpenAI sends them."""
 
     role: Literal["assistant"] = "assistant"
@@ -263,7 +263,7 @@ class ResponseMessage(Wire, kw_only=True, omit_defaults=False):
     reasoning_content: str | UnsetType = UNSET
 
 
-class Choice(Wire, kw_only=True, omit_defaults=False):
+class Choice(Wire, kw_only=True):
     index: int = 0
     message: ResponseMessage
     logprobs: Raw | None = None

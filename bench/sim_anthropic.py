@@ -84,11 +84,25 @@ def _text(content: Any) -> str:
     return " ".join(out)
 
 
+def _message_view(m: dict[str, Any]) -> dict[str, Any]:
+    """A user turn of tool_result blocks answers tools (OpenAI's `tool` role); an assistant
+    turn's tool_use blocks are its calls."""
+    content = m.get("content")
+    blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    view: dict[str, Any] = {"role": m.get("role"), "content": _text(content)}
+    if m.get("role") == "user" and blocks and all(b.get("type") == "tool_result" for b in blocks):
+        view["role"] = "tool"
+    calls = [{"type": "function", "function": {"name": b.get("name")}} for b in blocks if b.get("type") == "tool_use"]
+    if calls:
+        view["tool_calls"] = calls
+    return view
+
+
 def openai_view(body: dict[str, Any]) -> dict[str, Any]:
     """The fields sim_core's Answer reads, from an Anthropic request."""
     system = body.get("system")
     messages = [{"role": "system", "content": _text(system)}] if system else []
-    messages += [{"role": m.get("role"), "content": _text(m.get("content"))} for m in body["messages"]]
+    messages += [_message_view(m) for m in body["messages"]]
     view: dict[str, Any] = {"model": body["model"], "messages": messages, "max_tokens": body.get("max_tokens")}
     tools = [
         {"type": "function", "function": {"name": t["name"], "parameters": t.get("input_schema", {})}}
@@ -97,7 +111,8 @@ def openai_view(body: dict[str, Any]) -> dict[str, Any]:
     ]
     fmt = (body.get("output_config") or {}).get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        view["response_format"] = {"type": "json_object"}  # the answer text is JSON
+        # Structured outputs: the answer text is an instance of the schema.
+        view["response_format"] = {"type": "json_schema", "json_schema": {"schema": fmt.get("schema") or {}}}
     if tools:
         view["tools"] = tools
         choice = body.get("tool_choice") or {"type": "auto"}

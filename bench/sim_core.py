@@ -19,6 +19,8 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from aiogw.bench.sim_schema import instance
+
 Fault = Literal["none", "status", "hang", "hang_after_headers", "drop", "malformed", "error_event"]
 
 
@@ -96,21 +98,6 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _schema_value(schema: Any) -> Any:
-    t = schema.get("type") if isinstance(schema, dict) else None
-    if t == "string":
-        return schema.get("enum", ["example"])[0]
-    if t in ("integer", "number"):
-        return 1
-    if t == "boolean":
-        return True
-    if t == "array":
-        return [_schema_value(schema.get("items", {}))]
-    if t == "object":
-        return {k: _schema_value(v) for k, v in schema.get("properties", {}).items()}
-    return None
-
-
 class Answer:
     """Everything one request's answer consists of, computed once from its body."""
 
@@ -134,6 +121,9 @@ class Answer:
             self.words.append(words)
         rf = body.get("response_format") or {}
         self.json_mode = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+        # Structured output: the answer is an instance of the schema, as a real model's is.
+        structured = self.json_mode and rf.get("type") == "json_schema"
+        self.schema = (rf.get("json_schema") or {}).get("schema") if structured else None
         self.logprobs = bool(body.get("logprobs"))
         self.top_logprobs = int(body.get("top_logprobs") or 0)
         self.tool_calls = self._tools(body)
@@ -151,18 +141,31 @@ class Answer:
         choice = body.get("tool_choice", "auto")
         if not tools or choice == "none":
             return []
+        messages = [m for m in body["messages"] if isinstance(m, dict)]
+        after_result = bool(messages) and messages[-1].get("role") == "tool"
         if isinstance(choice, dict):
             tools = [t for t in tools if t.get("name") == choice.get("function", {}).get("name")] or tools[:1]
+        elif after_result:
+            if choice != "required":
+                return []  # the tool answered: a final answer, so an agent loop ends
+            # Forced to call again: a tool not called yet in this conversation, as a model
+            # moves on (e.g. to the tool that carries the final answer).
+            called = {tc.get("function", {}).get("name") for m in messages for tc in m.get("tool_calls") or []}
+            tools = [t for t in tools if t.get("name") not in called] or tools
         picked = tools[:2] if (choice == "required" or body.get("parallel_tool_calls")) and len(tools) > 1 else tools[:1]
         self.finish = "tool_calls"
+        text = " ".join(self.words[0])
         return [
-            ("call_" + secrets.token_hex(12), t["name"], orjson.dumps(_schema_value({"type": "object", **t.get("parameters", {})})).decode())
+            ("call_" + secrets.token_hex(12), t["name"],
+             orjson.dumps(instance(t.get("parameters") or {"type": "object", "properties": {}}, text)).decode())
             for t in picked
-        ]
+        ]  # fmt: skip
 
     def text(self, i: int) -> str:
         text = " ".join(self.words[i])
-        return orjson.dumps({"answer": text}).decode() if self.json_mode else text
+        if not self.json_mode:
+            return text
+        return orjson.dumps(instance(self.schema if self.schema is not None else {"type": "object"}, text)).decode()
 
     def pieces(self, i: int, per_chunk: int) -> list[str]:
         """The content deltas of choice i: chunks of words that concatenate to text(i)."""

@@ -228,14 +228,23 @@ class Dialect:
                 msg["reasoning_content"] = THOUGHT
         body = {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "message": msg, "finish_reason": self.a.finish}], "usage": self.usage()}  # fmt: skip
-        if self.name != "mistral":
-            body["choices"][0]["logprobs"] = None
+        if self.name != "mistral":  # Mistral has no log probabilities
+            body["choices"][0]["logprobs"] = self._logprobs(msg["content"])
         return self.a.dumps(body)
+
+    def _logprobs(self, text: Any) -> dict[str, Any] | None:
+        """OpenAI's shape, for DeepSeek (non-thinking) and Qwen when asked."""
+        if not self.a.logprobs or not isinstance(text, str) or not text:
+            return None
+        return {"content": self.a.logprob_content(text), "refusal": None}
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None,
                choices: bool = True) -> bytes:  # fmt: skip
         c: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
-        c["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if self.name != "mistral":
+            choice["logprobs"] = self._logprobs(delta.get("content"))
+        c["choices"] = [choice] if choices else []
         if usage is not None:
             c["usage"] = usage
         return b"data: " + self.a.dumps(c) + b"\n\n"

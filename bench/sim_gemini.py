@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import secrets
 import zlib
 from typing import Any
@@ -60,17 +61,35 @@ def _text(parts: Any) -> str:
     return " ".join(out)
 
 
+def _content_view(c: dict[str, Any]) -> dict[str, Any]:
+    """A turn of functionResponse parts answers tools (OpenAI's `tool` role); a model turn's
+    functionCall parts are its calls."""
+    parts = [p for p in c.get("parts") or [] if isinstance(p, dict)]
+    view: dict[str, Any] = {"role": c.get("role", "user"), "content": _text(parts)}
+    if parts and all("functionResponse" in p for p in parts):
+        view["role"] = "tool"
+    calls = [{"type": "function", "function": {"name": p["functionCall"].get("name")}} for p in parts if "functionCall" in p]
+    if calls:
+        view["tool_calls"] = calls
+    return view
+
+
 def openai_view(model: str, body: dict[str, Any]) -> dict[str, Any]:
     """The fields sim_core's Answer reads, from a Gemini request."""
     g = body.get("generationConfig") or {}
     messages = []
     if body.get("systemInstruction"):
         messages.append({"role": "system", "content": _text(body["systemInstruction"].get("parts"))})
-    messages += [{"role": c.get("role", "user"), "content": _text(c.get("parts"))} for c in body.get("contents", [])]
+    messages += [_content_view(c) for c in body.get("contents", [])]
     view: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": g.get("maxOutputTokens"),
-                            "n": g.get("candidateCount") or 1, "seed": g.get("seed")}  # fmt: skip
+                            "n": g.get("candidateCount") or 1, "seed": g.get("seed"),
+                            "logprobs": g.get("responseLogprobs"), "top_logprobs": g.get("logprobs")}  # fmt: skip
     if g.get("responseMimeType") == "application/json":
-        view["response_format"] = {"type": "json_object"}
+        # JSON Schema (responseJsonSchema) or Gemini's OpenAPI subset (responseSchema).
+        schema = g.get("responseJsonSchema") or g.get("responseSchema")
+        view["response_format"] = (
+            {"type": "json_schema", "json_schema": {"schema": schema}} if schema else {"type": "json_object"}
+        )
     decls = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations", [])]
     if decls:
         view["tools"] = [{"type": "function", "function": {"name": d["name"],
@@ -120,12 +139,30 @@ class NativeAnswer:
             parts.append(part)
         return parts
 
+    def _with_logprobs(self, cand: dict[str, Any], text: str) -> dict[str, Any]:
+        """`responseLogprobs`: the chosen token at each step (and with `logprobs: k`, the
+        top k), in the candidate that carries the text (ai.google.dev: LogprobsResult)."""
+        if not self.a.logprobs or not text:
+            return cand
+        tokens = re.findall(r"\s*\S+|\s+", text)  # spaces kept: the tokens join to the text
+        chosen = [{"token": t, "tokenId": zlib.crc32(t.encode()) % 256000, "logProbability": -0.01} for t in tokens]
+        result: dict[str, Any] = {"chosenCandidates": chosen, "logProbabilitySum": round(-0.01 * len(chosen), 6)}
+        k = self.a.top_logprobs
+        if k:
+            result["topCandidates"] = [
+                {"candidates": [c] + [{"token": f"{c['token']}{j}", "tokenId": c["tokenId"] + j, "logProbability": -5.0 - j}
+                                      for j in range(1, k)]}
+                for c in chosen
+            ]  # fmt: skip
+        return cand | {"logprobsResult": result, "avgLogprobs": -0.01}
+
     def response(self) -> bytes:
         candidates = []
         for i in range(self.a.n):
             parts: list[dict[str, Any]] = [{"text": self.thoughts, "thought": True}] if self.thoughts else []
             parts += self._call_parts() if self.a.tool_calls else [{"text": self.a.text(i)}]
-            candidates.append({"content": {"role": "model", "parts": parts}, "finishReason": FINISH[self.a.finish], "index": i})
+            cand = {"content": {"role": "model", "parts": parts}, "finishReason": FINISH[self.a.finish], "index": i}
+            candidates.append(self._with_logprobs(cand, "" if self.a.tool_calls else self.a.text(i)))
         return orjson.dumps({"candidates": candidates, "usageMetadata": self.usage(True),
                              "modelVersion": self.model, "responseId": self.response_id})  # fmt: skip
 
@@ -145,7 +182,8 @@ class NativeAnswer:
                 out.append((ev([cand], False), True))
             else:
                 for piece in self.a.pieces(i, per_chunk):
-                    out.append((ev([{"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}], False), True))
+                    cand = self._with_logprobs({"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}, piece)
+                    out.append((ev([cand], False), True))
         # The last event: finishReason for every candidate and the final usage.
         last = [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": FINISH[self.a.finish], "index": i}
                 for i in range(self.a.n)]  # fmt: skip

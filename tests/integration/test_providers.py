@@ -5,12 +5,15 @@ become OpenAI-shaped ones; a mixed model group streams the same shape whichever 
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import jsonschema
 import openai
 import pytest
 from conftest import SIM_KEY, both_spellings
@@ -120,6 +123,12 @@ PROVIDERS = {
         native=lambda b: ("/goog/v1beta/models/gemini-2.5-flash:generateContent", b, {"x-goog-api-key": SIM_KEY}),
         read=gemini_read, auth_header="x-goog-api-key", status_of_overload=503,
     ),
+    "openai-compatible": Provider(
+        type="openai-compatible", account="compat", model="sim-llama",
+        base_url=lambda sim: sim.base_url("compat"),
+        native=lambda b: ("/compat/v1/chat/completions", {**b, "stream": False}, {"authorization": f"Bearer {SIM_KEY}"}),
+        read=openai_read, auth_header="authorization", status_of_overload=503,
+    ),
 }  # fmt: skip
 
 
@@ -196,7 +205,7 @@ async def test_tool_calls_match_the_native_answer(sim, gw, name, stream):
     native = await native_answer(sim, p)
     assert tool_args(r.choices[0].message.tool_calls) == native.tools != []
     assert r.choices[0].finish_reason == native.finish == "tool_calls"
-    assert all(c.id for c in r.choices[0].message.tool_calls)
+    assert all(c.id and c.type == "function" for c in r.choices[0].message.tool_calls)
 
 
 @pytest.mark.parametrize("name", list(PROVIDERS))
@@ -315,3 +324,177 @@ async def test_a_health_check_is_a_one_token_call_in_each_providers_format(sim, 
     reply = await app[DISPATCHER].health_check(target, 5.0)
     assert reply.usage is not None and reply.usage.completion_tokens == 1, reply
     assert sim.stats(PROVIDERS[name].account)["requests"] == 1
+
+
+# --- every answer has every field OpenAI's schema requires ----------------------------------
+# Written from the official SDKs' types (openai-python types/chat/chat_completion*.py,
+# completion_usage.py, create_embedding_response.py, embedding.py; openai-node, whose types
+# keep OpenAPI's "required but nullable" fields such as `logprobs` and `message.content`).
+
+NULLABLE_STRING = {"type": ["string", "null"]}
+FINISH_REASONS = ["stop", "length", "tool_calls", "content_filter", "function_call"]
+USAGE_SCHEMA = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+}
+TOOL_CALL_SCHEMA = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1},
+        "type": {"const": "function"},
+        "function": {"type": "object", "required": ["name", "arguments"],
+                     "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}},
+    },
+}  # fmt: skip
+CHAT_COMPLETION_SCHEMA = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["index", "message", "finish_reason", "logprobs"],
+            "properties": {
+                "index": {"type": "integer"},
+                "finish_reason": {"enum": FINISH_REASONS},
+                "logprobs": {"type": ["object", "null"]},
+                "message": {"type": "object", "required": ["role", "content", "refusal"], "properties": {
+                    "role": {"const": "assistant"},
+                    "content": NULLABLE_STRING,
+                    "refusal": NULLABLE_STRING,
+                    "tool_calls": {"type": "array", "items": TOOL_CALL_SCHEMA},
+                }},
+            },
+        }},
+        "usage": USAGE_SCHEMA,
+    },
+}  # fmt: skip
+CHUNK_SCHEMA = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion.chunk"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array", "items": {
+            "type": "object",
+            "required": ["index", "delta", "finish_reason"],
+            "properties": {
+                "index": {"type": "integer"},
+                "finish_reason": {"enum": [*FINISH_REASONS, None]},
+                "logprobs": {"type": ["object", "null"]},
+                "delta": {"type": "object", "properties": {
+                    "role": {"const": "assistant"},
+                    "content": NULLABLE_STRING,
+                    "refusal": NULLABLE_STRING,
+                    "tool_calls": {"type": "array", "items": {
+                        "type": "object", "required": ["index"],
+                        "properties": {"index": {"type": "integer"}, "id": {"type": "string"}, "type": {"const": "function"},
+                                       "function": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                                     "arguments": {"type": "string"}}}},
+                    }},
+                }},
+            },
+        }},
+        "usage": {"anyOf": [USAGE_SCHEMA, {"type": "null"}]},
+    },
+}  # fmt: skip
+EMBEDDINGS_SCHEMA = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "model": {"type": "string"},
+        "data": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["object", "index", "embedding"],
+            "properties": {
+                "object": {"const": "embedding"},
+                "index": {"type": "integer"},
+                "embedding": {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]},
+            },
+        }},
+        "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                  "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+    },
+}  # fmt: skip
+for _schema in (CHAT_COMPLETION_SCHEMA, CHUNK_SCHEMA, EMBEDDINGS_SCHEMA):
+    jsonschema.Draft202012Validator.check_schema(_schema)
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+@pytest.mark.parametrize("tools", [False, True])
+async def test_every_answer_has_every_field_openais_schema_requires(sim, gw, name, tools):
+    url, _ = gw
+    body: dict[str, Any] = {"model": name, "messages": MSG}
+    if tools:
+        body |= {"tools": TOOLS, "tool_choice": "required"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{url}/chat/completions", json=body) as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+        stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        async with s.post(f"{url}/chat/completions", json=stream) as r:
+            assert r.status == 200, await r.text()
+            raw = await r.read()
+    jsonschema.validate(answer, CHAT_COMPLETION_SCHEMA)
+    assert bool(answer["choices"][0]["message"].get("tool_calls")) is tools
+    cs = chunks(raw)
+    for c in cs:
+        jsonschema.validate(c, CHUNK_SCHEMA)
+    assert cs[-1]["choices"] == [] and cs[-1]["usage"]["total_tokens"] > 0
+
+
+EMBEDDERS = {  # every adapter with an embeddings API, and a model of it on the simulator
+    "openai": "oai/text-embedding-3-small",
+    "openai-compatible": "compat/nomic-embed-text",
+    "gemini": "goog/gemini-embedding-001",
+    "mistral": "mis/codestral-embed",
+}
+
+
+@pytest.mark.parametrize("name", list(EMBEDDERS))
+@pytest.mark.parametrize("encoding_format", [None, "float", "base64"])
+async def test_every_embeddings_answer_has_every_required_field(sim, gw, name, encoding_format):
+    url, _ = gw
+    body: dict[str, Any] = {"model": EMBEDDERS[name], "input": ["first", "second"], "dimensions": 4}
+    if encoding_format:
+        body["encoding_format"] = encoding_format
+    async with aiohttp.ClientSession() as s, s.post(f"{url}/embeddings", json=body) as r:
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+    jsonschema.validate(answer, EMBEDDINGS_SCHEMA)
+    assert [d["index"] for d in answer["data"]] == [0, 1]
+
+
+@pytest.mark.parametrize("name", list(EMBEDDERS))
+async def test_embeddings_honour_encoding_format_base64(sim, gw, name):
+    """base64 is little-endian float32, as OpenAI sends it; the openai SDKs ask for it by
+    default (the Node SDK decodes whatever string comes back, so floats would be misread)."""
+    _, client = gw
+    kw = {"model": EMBEDDERS[name], "input": ["first", "second"], "dimensions": 4}
+    floats = await client.embeddings.create(**kw, encoding_format="float")
+    packed = await client.embeddings.create(**kw, encoding_format="base64")
+    as_float32 = [list(struct.unpack("<4f", struct.pack("<4f", *d.embedding))) for d in floats.data]
+    assert all(isinstance(d.embedding, str) for d in packed.data)
+    assert [list(struct.unpack("<4f", base64.b64decode(d.embedding))) for d in packed.data] == as_float32
+    by_default = await client.embeddings.create(**kw)  # the SDK asks for base64 and decodes it
+    assert [d.embedding for d in by_default.data] == as_float32
+
+
+@pytest.mark.parametrize("name", ["openai", "openai-compatible", "gemini", "deepseek", "qwen"])
+async def test_log_probabilities_from_every_provider_that_has_them(sim, gw, name):
+    _, client = gw
+    kw: dict[str, Any] = {"model": name, "messages": MSG, "logprobs": True, "top_logprobs": 2}
+    r = await client.chat.completions.create(**kw)
+    assert r.choices[0].logprobs.content and all(t.token and t.logprob <= 0 for t in r.choices[0].logprobs.content)
+    logged = []
+    async for chunk in await client.chat.completions.create(**kw, stream=True):
+        logged += [t.token for ch in chunk.choices if ch.logprobs for t in ch.logprobs.content or []]
+    assert logged

@@ -201,11 +201,36 @@ def test_embeddings_single_and_batch():
     one = gemini.build_embeddings_call(EmbeddingRequest(model="e", input="hello", dimensions=4), T)
     assert one.url.endswith(":embedContent")
     assert json.loads(one.body) == {"content": {"parts": [{"text": "hello"}]}, "outputDimensionality": 4}
-    many = gemini.build_embeddings_call(EmbeddingRequest(model="e", input=["a", "b"]), T)
+    many_req = EmbeddingRequest(model="e", input=["a", "b"])
+    many = gemini.build_embeddings_call(many_req, T)
     assert many.url.endswith(":batchEmbedContents")
     assert [r["model"] for r in json.loads(many.body)["requests"]] == ["models/gemini-2.5-flash"] * 2
-    out = json.loads(gemini.decode_embeddings(b'{"embeddings": [{"values": [0.1]}, {"values": [0.2]}]}', T))
+    out = json.loads(gemini.decode_embeddings(b'{"embeddings": [{"values": [0.1]}, {"values": [0.2]}]}', T, many_req))
     assert [d["embedding"] for d in out["data"]] == [[0.1], [0.2]] and out["usage"]["prompt_tokens"] == 0
     with pytest.raises(InvalidRequest) as exc:
         gemini.build_embeddings_call(EmbeddingRequest(model="e", input=[[1, 2, 3]]), T)
     assert exc.value.param == "input"
+
+
+LOGPROBS = {"chosenCandidates": [{"token": "Hi", "tokenId": 7, "logProbability": -0.25},
+                                 {"token": " there", "tokenId": 9, "logProbability": -1.5}],
+            "topCandidates": [{"candidates": [{"token": "Hi", "logProbability": -0.25}, {"token": "Hey", "logProbability": -2.0}]},
+                              {"candidates": [{"token": " there", "logProbability": -1.5}]}]}  # fmt: skip
+OPENAI_LOGPROBS = {"content": [
+    {"token": "Hi", "logprob": -0.25, "bytes": [72, 105], "top_logprobs": [
+        {"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}, {"token": "Hey", "logprob": -2.0, "bytes": [72, 101, 121]}]},
+    {"token": " there", "logprob": -1.5, "bytes": list(b" there"), "top_logprobs": [
+        {"token": " there", "logprob": -1.5, "bytes": list(b" there")}]},
+], "refusal": None}  # fmt: skip
+
+
+def test_logprobs_result_becomes_openai_logprobs_streaming_and_not():
+    cand = {"content": {"role": "model", "parts": [{"text": "Hi there"}]}, "finishReason": "STOP", "index": 0,
+            "logprobsResult": LOGPROBS}  # fmt: skip
+    body = json.loads(gemini.decode_response(json.dumps({"candidates": [cand]}).encode(), T).body)
+    assert body["choices"][0]["logprobs"] == OPENAI_LOGPROBS
+    deltas = gemini.StreamDecoder(T).feed("", json.dumps({"candidates": [cand]}).encode())
+    texts = [d for d in deltas if d.content]
+    assert [json.loads(bytes(d.logprobs)) for d in texts] == [OPENAI_LOGPROBS]
+    no_lp = {**cand, "logprobsResult": None}
+    assert json.loads(gemini.decode_response(json.dumps({"candidates": [no_lp]}).encode(), T).body)["choices"][0]["logprobs"] is None

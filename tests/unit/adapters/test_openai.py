@@ -1,6 +1,8 @@
 """OpenAI adapter: the request it forwards and how it reads upstream errors."""
 
+import base64
 import json
+import struct
 
 import msgspec
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from aiogw.adapters import openai
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, UpstreamProtocolError
-from aiogw.types import ChatRequest, ParsedChat, Secret
+from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat, Secret
 
 TARGET = Target(id="oa/gpt-4o", provider="oa", type="openai", model="gpt-4o",
                 base_url="https://api.openai.com/v1", api_key=Secret("sk-test"))
@@ -101,3 +103,38 @@ def test_rate_limit_headers_in_one_shape():
         limit_tokens=150000, remaining_tokens=149984, reset_tokens_s=360.0,
     )
     assert openai.rate_limits({"content-type": "application/json"}) is None
+
+
+def test_a_sparse_compatible_answer_gets_every_field_openais_schema_requires():
+    # What a local OpenAI-compatible server may send: no object, created, logprobs, refusal
+    # or tool-call type. Clients typed from the SDKs need every one of them.
+    sparse = {"id": "x1", "model": "llama", "choices": [{"message": {"role": "assistant", "content": None,
+              "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}
+    body = json.loads(openai.decode_response(json.dumps(sparse).encode(), TARGET).body)
+    assert body["object"] == "chat.completion" and isinstance(body["created"], int) and body["id"] == "x1"
+    choice = body["choices"][0]
+    assert (choice["index"], choice["logprobs"], choice["message"]["refusal"]) == (0, None, None)
+    assert choice["message"]["tool_calls"][0]["type"] == "function"
+
+
+def test_a_complete_answer_is_forwarded_byte_for_byte():
+    full = (b'{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,'
+            b'"message":{"role":"assistant","content":"hi","refusal":null},"logprobs":null,"finish_reason":"stop"}]}')
+    assert openai.decode_response(full, TARGET).body is full
+
+
+def test_embeddings_a_server_that_ignores_base64_gets_its_floats_encoded():
+    floats = (b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,-2.0]}],'
+              b'"model":"m","usage":{"prompt_tokens":1,"total_tokens":1}}')
+    b64 = openai.decode_embeddings(floats, TARGET, EmbeddingRequest(model="m", input="x", encoding_format="base64"))
+    assert json.loads(b64)["data"][0]["embedding"] == base64.b64encode(struct.pack("<2f", 0.5, -2.0)).decode()
+    assert openai.decode_embeddings(floats, TARGET, EmbeddingRequest(model="m", input="x")) is floats
+    assert openai.decode_embeddings(b64, TARGET, EmbeddingRequest(model="m", input="x", encoding_format="base64")) is b64
+
+
+def test_a_compatible_stream_chunk_with_logprobs_is_decoded_and_kept():
+    lp = b'{"content":[{"token":"a","logprob":-0.01,"bytes":[97],"top_logprobs":[]}],"refusal":null}'
+    chunk = (b'{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+             b'"delta":{"content":"a"},"logprobs":' + lp + b',"finish_reason":null}]}')
+    (delta,) = openai.StreamDecoder(TARGET).feed("", chunk)
+    assert delta.content == "a" and bytes(delta.logprobs) == lp
