@@ -92,10 +92,13 @@ class Response:
                 pieces.clear()
                 self._buffered = 0
                 self._conn.resume()
-                yield piece if self._inflate is None else self._inflate.decompress(piece)
+                yield piece if self._inflate is None else self._inflated(piece)
             elif self._error is not None:
                 raise self._error
             elif self._done:
+                if self._inflate is not None and not self._inflate.eof:
+                    self._conn.close()
+                    raise ProtocolError(f"the upstream's {self.headers['content-encoding']} body ends early (truncated)")
                 return
             else:
                 self._waiter = self._conn.loop.create_future()
@@ -103,6 +106,14 @@ class Response:
                     await self._waiter
                 finally:
                     self._waiter = None
+
+    def _inflated(self, piece: bytes) -> bytes:
+        assert self._inflate is not None
+        try:
+            return self._inflate.decompress(piece)
+        except zlib.error as exc:
+            self._conn.close()
+            raise ProtocolError(f"the upstream's {self.headers['content-encoding']} body cannot be decoded ({exc})") from None
 
     def _wake(self) -> None:
         w = self._waiter

@@ -394,3 +394,27 @@ async def test_oversized_headers_and_bodies_are_refused_not_held(client):
             with pytest.raises(http.ProtocolError, match="larger than 2 MiB"):
                 await r.read(limit=2 * 1024 * 1024)
         assert not client._pools[("http", "127.0.0.1", srv.port)].idle  # closed, not pooled
+
+
+async def test_a_gzip_body_cut_short_is_a_protocol_error_not_a_partial_answer(client):
+    body = gzip.compress(b'{"choices":[]}' * 200)
+    cut = body[: len(body) // 2]
+
+    async def truncated(reader, writer, server):
+        await server.read_request(reader)
+        # The framing is complete (the length matches what is sent); the gzip stream is not.
+        writer.write(_head(content_encoding="gzip", content_length=str(len(cut))) + cut)
+        await writer.drain()
+
+    async def corrupt(reader, writer, server):
+        await server.read_request(reader)
+        junk = body[:10] + b"\x00" * 40
+        writer.write(_head(content_encoding="gzip", content_length=str(len(junk))) + junk)
+        await writer.drain()
+
+    async with RawServer(truncated) as srv, client.post(srv.url(), b"{}", {}, 5) as r:
+        with pytest.raises(http.ProtocolError, match="gzip body ends early"):
+            await r.read()
+    async with RawServer(corrupt) as srv, client.post(srv.url(), b"{}", {}, 5) as r:
+        with pytest.raises(http.ProtocolError, match="cannot be decoded"):
+            await r.read()
