@@ -156,6 +156,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._started = False
         self._header_bytes = 0
+        self.used = False  # has carried a request (a kept-alive connection when taken again)
 
     # asyncio.Protocol
 
@@ -240,6 +241,7 @@ class _Connection(asyncio.Protocol):
         self.response = Response(self)
         self._parser = httptools.HttpResponseParser(self)
         self._complete = self._started = False
+        self.used = True
         self._header_bytes = 0
         self._headers_done = self.loop.create_future()
         if len(body) < 65536:  # one write, one segment
@@ -294,8 +296,8 @@ class Pool:
         name = f"[{host}]" if ":" in host else host  # an IPv6 literal
         self.host_header = (name if port == default else f"{name}:{port}").encode("idna")
 
-    async def connect(self, timeout: float | None) -> _Connection:
-        conn = self._idle_one()
+    async def connect(self, timeout: float | None, *, fresh: bool = False) -> _Connection:
+        conn = None if fresh else self._idle_one()
         if conn is not None:  # the common case, without a timer
             return conn
         loop = self.client.loop
@@ -443,13 +445,26 @@ class _Exchange:
         if raw.count(b"\n") != lines or raw.count(b"\r") != lines:  # a CR/LF inside a header would forge lines
             raise ValueError("an upstream header name or value contains a line break")
         conn = self._conn = await pool.connect(self._timeout)
+        reused = conn.used
         try:
-            await conn.send(raw, self._body)
-        except BaseException:  # cancelled or timed out before the headers: never reused
-            conn.close()
-            raise
+            await self._send(conn, raw)
+        except Disconnected as exc:
+            if not reused or exc.started:
+                raise
+            # A kept-alive connection closed by the upstream (its idle timeout) as the request
+            # went out, before any byte of an answer: the request was not served. Sent once
+            # more on a new connection, as aiohttp does; the target did nothing wrong.
+            conn = self._conn = await pool.connect(self._timeout, fresh=True)
+            await self._send(conn, raw)
         assert conn.response is not None
         return conn.response
+
+    async def _send(self, conn: _Connection, raw: bytes) -> None:
+        try:
+            await conn.send(raw, self._body)
+        except BaseException:  # cancelled, timed out or dropped before the headers: never reused
+            conn.close()
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
         conn = self._conn

@@ -418,3 +418,48 @@ async def test_a_gzip_body_cut_short_is_a_protocol_error_not_a_partial_answer(cl
     async with RawServer(corrupt) as srv, client.post(srv.url(), b"{}", {}, 5) as r:
         with pytest.raises(http.ProtocolError, match="cannot be decoded"):
             await r.read()
+
+
+async def test_a_reused_connection_closed_before_any_byte_is_retried_once_on_a_fresh_one(client):
+    # The server's idle timeout closes a kept-alive connection just as the next request is
+    # written on it: nothing of that request was answered, so it is sent again elsewhere.
+    async def closes_after_one(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(_head(content_length="2") + b"ok")
+        await writer.drain()
+        if server.connections == 1:
+            await server.read_request(reader)  # the second request arrives, then the close
+            return
+        await _echo_forever(reader, writer, server)
+
+    async with RawServer(closes_after_one) as srv:
+        for _ in range(2):
+            async with client.post(srv.url(), b"{}", {}, 5) as r:
+                assert await r.read() == b"ok"
+        assert srv.connections == 2 and len(srv.requests) == 3
+
+
+async def test_no_retry_when_the_connection_was_fresh_or_the_answer_had_started(client):
+    async def answers_part_of_the_second(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(_head(content_length="2") + b"ok")
+        await writer.drain()
+        await server.read_request(reader)
+        writer.write(_head(content_length="100") + b"partial")  # bytes arrived: no retry
+        await writer.drain()
+
+    async def close_at_once(reader, writer, server):
+        await server.read_request(reader)
+
+    async with RawServer(answers_part_of_the_second) as srv:
+        async with client.post(srv.url(), b"{}", {}, 5) as r:
+            await r.read()
+        with pytest.raises(http.Disconnected) as exc:
+            async with client.post(srv.url(), b"{}", {}, 5) as r:
+                await r.read()
+        assert exc.value.started and srv.connections == 1
+    async with RawServer(close_at_once) as srv:
+        with pytest.raises(http.Disconnected):
+            async with client.post(srv.url(), b"{}", {}, 5):
+                pass
+        assert srv.connections == 1  # a fresh connection is never retried
