@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from aiogw import upstream_dial as dial
+
 # Body pieces held for a slow reader before the socket stops being read (back pressure).
 HIGH_WATER = 256 * 1024
 # What a misbehaving upstream may make us hold: response headers, and a whole body read at
@@ -290,7 +292,7 @@ class Pool:
         self.connected = 0
         self._dialing = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._addrs: list[tuple[str, int]] = []
+        self._addrs: list[dial.Address] = []
         self._addrs_until = 0.0
         default = 443 if scheme == "https" else 80
         name = f"[{host}]" if ":" in host else host  # an IPv6 literal
@@ -339,19 +341,24 @@ class Pool:
                 infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
             except OSError as exc:
                 raise CannotConnect(self.host, self.port, exc) from None
-            self._addrs = [(info[4][0], self.port) for info in infos]
+            self._addrs = dial.interleave([(info[0], info[4]) for info in infos])
             self._addrs_until = loop.time() + self.client.dns_ttl_s
-        error: OSError = OSError("no address")
-        for host, port in self._addrs:  # in the resolver's order; the next on failure
-            try:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self, loop), host, port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
-                )
-                return conn
-            except OSError as exc:
-                error = exc
-        self._addrs_until = 0.0  # resolve again next time
-        raise CannotConnect(self.host, self.port, error)
+        try:
+            sock = await dial.happy_eyeballs(loop, self._addrs)
+        except OSError as exc:
+            self._addrs_until = 0.0  # resolve again next time
+            raise CannotConnect(self.host, self.port, exc) from None
+        try:
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self, loop), sock=sock, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+            )
+        except OSError as exc:  # the TLS handshake
+            sock.close()
+            raise CannotConnect(self.host, self.port, exc) from None
+        except BaseException:
+            sock.close()
+            raise
+        return conn
 
     def release(self, conn: _Connection) -> None:
         if conn.reusable() and not self.client.closed:

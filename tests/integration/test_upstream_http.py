@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -463,3 +464,22 @@ async def test_no_retry_when_the_connection_was_fresh_or_the_answer_had_started(
             async with client.post(srv.url(), b"{}", {}, 5):
                 pass
         assert srv.connections == 1  # a fresh connection is never retried
+
+
+async def test_a_blackholed_first_address_costs_an_attempt_delay_not_the_connect_timeout(client):
+    # A name with two addresses, the first of which never answers a SYN: a listener on
+    # 127.0.0.2 whose accept queue is full (backlog 0, one connection queued, never
+    # accepted). Only starting the second address beside it gets through within the
+    # connect timeout; trying the addresses one after the other never reaches it.
+    async with RawServer(_echo_forever) as srv:
+        with socket.socket() as hole, socket.socket() as queued:
+            hole.bind(("127.0.0.2", srv.port))
+            hole.listen(0)
+            queued.connect(("127.0.0.2", srv.port))
+            url = srv.url(host="two-addresses.test")
+            pool, _ = client._route(url)
+            pool._addrs = [(socket.AF_INET, ("127.0.0.2", srv.port)), (socket.AF_INET, ("127.0.0.1", srv.port))]
+            pool._addrs_until = float("inf")  # as if just resolved
+            async with client.post(url, b"{}", {}, 3) as r:
+                assert await r.read() == b"{}"
+            assert srv.connections == 1
