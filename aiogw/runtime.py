@@ -14,6 +14,7 @@ from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Adapter, Target
 from aiogw.config import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
     Account,
     BreakerConfig,
@@ -136,6 +137,7 @@ def make_target(account: Account, name: str, t: TargetConfig) -> Target:
         headers=dict(account.headers),
         connect_timeout_s=tmo.connect or DEFAULT_CONNECT_TIMEOUT_S,
         first_token_timeout_s=tmo.first_token,
+        idle_timeout_s=tmo.idle or DEFAULT_IDLE_TIMEOUT_S,
         total_timeout_s=tmo.total or DEFAULT_TOTAL_TIMEOUT_S,
         weight=t.weight,
         context_window=t.context_window,
@@ -155,5 +157,6 @@ def _merge_timeouts(account: Timeouts, target: Timeouts | None) -> Timeouts:
     return Timeouts(
         connect=target.connect or account.connect,
         first_token=target.first_token or account.first_token,
+        idle=target.idle or account.idle,
         total=target.total or account.total,
     )

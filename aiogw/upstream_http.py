@@ -60,7 +60,7 @@ class Response:
     """One upstream response: status and headers once they have arrived, then the body,
     read whole (`read`) or piece by piece as it arrives (`iter_any`)."""
 
-    __slots__ = ("status", "headers", "_conn", "_pieces", "_buffered", "_done", "_error", "_waiter", "_inflate")
+    __slots__ = ("status", "headers", "_conn", "_pieces", "_buffered", "_done", "_error", "_waiter", "_since", "_inflate")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -71,7 +71,20 @@ class Response:
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._since = 0.0  # loop time the reader began waiting for the next piece
         self._inflate: zlib._Decompress | None = None
+
+    @property
+    def arrived(self) -> bool:
+        """The whole body is here (or failed): reading it waits for nothing."""
+        return self._done or self._error is not None
+
+    @property
+    def waiting_since(self) -> float | None:
+        """Since when (loop time) the reader has been waiting for the upstream's next piece;
+        None while it is busy with the last one (e.g. writing it to a slow client)."""
+        w = self._waiter
+        return self._since if w is not None and not w.done() else None
 
     async def read(self, limit: int = MAX_BODY_BYTES) -> bytes:
         parts = []
@@ -104,6 +117,7 @@ class Response:
                 return
             else:
                 self._waiter = self._conn.loop.create_future()
+                self._since = self._conn.loop.time()
                 try:
                     await self._waiter
                 finally:

@@ -88,6 +88,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(status=500)
     if fault == "malformed":
         return web.Response(body=answer.completion()[:-20], content_type="application/json")
+    if fault == "stall":
+        body = answer.completion()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        await asyncio.sleep(3600)
     headers = {"x-request-id": "req_sim_" + secrets.token_hex(6), "openai-processing-ms": str(int(delay * 1000)), **RATE_HEADERS}
     return web.Response(body=answer.completion(), content_type="application/json", headers=headers)
 
@@ -137,6 +143,8 @@ async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) ->
     elif fault == "error_event":
         await resp.write(b"data: " + error_body(500) + b"\n\n" + DONE)
         await resp.write_eof()
+    elif fault == "stall":
+        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up
 
 
 async def embeddings(request: web.Request) -> web.Response:
