@@ -103,6 +103,17 @@ class Account(Strict, kw_only=True, tag_field="type"):
     base_url: str | None = None
     headers: dict[str, str] = {}  # extra upstream headers (e.g. OpenAI-Organization)
     timeouts: Timeouts = Timeouts()
+    # TLS to this account's upstream: CAs to trust instead of the system's (PEM file), and a
+    # client certificate (PEM; its key in `client_key` or in the same file) for mutual TLS.
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    # http://[user:password@]host:port; unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide.
+    proxy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key is set without client_cert")
 
 
 class OpenAIAccount(Account, kw_only=True, tag="openai"):

@@ -318,6 +318,7 @@ class Dispatcher:
         self._tracing = tracing  # None unless telemetry.otlp_endpoint is set
         self.shared = shared  # None unless state.redis_url is set
         self._runtime = runtime
+        self._egress = runtime.egress  # accounts with their own TLS settings or a proxy
         self.health: HealthStore = health or LocalHealth(
             runtime.breaker_default, runtime.breaker_policies
         )
@@ -685,7 +686,9 @@ class Dispatcher:
     ) -> Reply:
         # For a unary call the first-token limit runs until the response starts.
         with _Bounds(self._loop, target, deadline) as bounds:
-            async with self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp:
+            async with self._client.post(
+                call.url, call.body, self._headers(call), target.connect_timeout_s, self._egress.get(target.provider)
+            ) as resp:
                 bounds.first_token(resp)
                 body = await resp.read()
                 self._observe_limits(target, adapter, resp.headers)
@@ -729,7 +732,9 @@ class Dispatcher:
         parser = SSEParser()
         try:
             with _Bounds(self._loop, target, deadline) as bounds:
-                async with self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp:
+                async with self._client.post(
+                    call.url, call.body, self._headers(call), target.connect_timeout_s, self._egress.get(target.provider)
+                ) as resp:
                     self._observe_limits(target, adapter, resp.headers)
                     if resp.status >= 300:
                         raise adapter.decode_error(resp.status, resp.headers, await resp.read(), target)

@@ -1,5 +1,5 @@
 """Opening a TCP connection for the upstream client (`aiogw.upstream_http`): a host's
-addresses raced the happy-eyeballs way.
+addresses raced the happy-eyeballs way, and a tunnel through an HTTP proxy (CONNECT).
 
 Why not `loop.create_connection(host, port, happy_eyeballs_delay=...)`: uvloop, which aiogw
 serves on, has no happy eyeballs, and the client keeps its own DNS cache; so the addresses
@@ -12,11 +12,14 @@ import asyncio
 import collections
 import socket
 
+from aiogw.egress import Proxy
+
 # RFC 8305's recommended "connection attempt delay": the next address starts this long after
 # the previous one if that has not connected (or at once when it failed).
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
 Address = tuple[int, tuple]  # (family, sockaddr) as getaddrinfo gives them
+MAX_PROXY_ANSWER = 16 * 1024
 
 
 def interleave(addrs: list[Address]) -> list[Address]:
@@ -88,3 +91,31 @@ async def happy_eyeballs(
         for task in running:  # still connecting: stop them; one that connected meanwhile is closed
             task.cancel()
             task.add_done_callback(_close_if_connected)
+
+
+async def tunnel(loop: asyncio.AbstractEventLoop, sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
+    """Turn `sock`, connected to `proxy`, into a tunnel to host:port (HTTP CONNECT), on the
+    socket itself: TLS then starts over it as over a direct connection. Raises OSError
+    with the proxy's answer when it refuses."""
+    authority = (f"[{host}]" if ":" in host else host).encode("idna") + b":%d" % port
+    head = b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n"
+    if proxy.authorization is not None:
+        head += b"Proxy-Authorization: " + proxy.authorization + b"\r\n"
+    await loop.sock_sendall(sock, head + b"\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:  # nothing follows the answer until our TLS hello
+        data = await loop.sock_recv(sock, 4096)
+        if not data:
+            raise OSError(f"proxy {proxy} closed the connection before answering CONNECT")
+        answer += data
+        if len(answer) > MAX_PROXY_ANSWER:
+            raise OSError(f"proxy {proxy} answered CONNECT with more than {MAX_PROXY_ANSWER // 1024} KiB of headers")
+    status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    version, _, rest = status_line.partition(" ")
+    status, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or not status.isdigit():
+        raise OSError(f"proxy {proxy} answered CONNECT with something that is not HTTP/1.x")
+    if not answer.endswith(b"\r\n\r\n"):
+        raise OSError(f"proxy {proxy} sent data through the tunnel before it was used")
+    if not 200 <= int(status) < 300:
+        raise OSError(f"proxy {proxy} refused the tunnel: {status} {reason}".rstrip())

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from aiogw import upstream_dial as dial
+from aiogw.egress import Egress
 
 # Body pieces held for a slow reader before the socket stops being read (back pressure).
 HIGH_WATER = 256 * 1024
@@ -50,6 +51,12 @@ class Disconnected(ConnectionError):
     def __init__(self, started: bool) -> None:
         super().__init__("the upstream connection dropped mid-response" if started else "the upstream closed the connection")
         self.started = started
+
+
+def tls_reason(exc: ssl.SSLError) -> str:
+    """A TLS failure in words (its errno is OpenSSL's, not the system's)."""
+    verify = getattr(exc, "verify_message", None)
+    return f"TLS: {verify or (exc.reason or str(exc)).replace('_', ' ').lower()}"
 
 
 class ProtocolError(ConnectionError):
@@ -295,13 +302,19 @@ class _Connection(asyncio.Protocol):
 
 
 class Pool:
-    """Connections to one scheme://host:port: the idle ones kept alive, at most `limit`
-    open at once (more callers wait for one), the host's addresses cached for `dns_ttl_s`."""
+    """Connections to one scheme://host:port (for one `Egress`: its TLS context and proxy):
+    the idle ones kept alive, at most `limit` open at once (more callers wait for one), the
+    addresses dialled (the host's, or the proxy's) cached for `dns_ttl_s`."""
 
-    def __init__(self, client: Client, scheme: str, host: str, port: int) -> None:
+    def __init__(self, client: Client, scheme: str, host: str, port: int, egress: Egress | None = None) -> None:
         self.client = client
         self.host, self.port = host, port
-        self.ssl = client.ssl_context if scheme == "https" else None
+        tls = egress.ssl_context if egress is not None else None
+        self.ssl = (tls or client.ssl_context) if scheme == "https" else None
+        self.proxy = egress.proxy if egress is not None else None
+        # Through a proxy: https is tunnelled (CONNECT), http is sent to the proxy in absolute form.
+        self.tunnel = self.proxy is not None and self.ssl is not None
+        self._dial_host, self._dial_port = (self.proxy.host, self.proxy.port) if self.proxy else (host, port)
         self.idle: list[_Connection] = []
         self.connected = 0
         self._dialing = 0
@@ -311,6 +324,12 @@ class Pool:
         default = 443 if scheme == "https" else 80
         name = f"[{host}]" if ":" in host else host  # an IPv6 literal
         self.host_header = (name if port == default else f"{name}:{port}").encode("idna")
+        self.head_lines = 2  # request line and Host, plus Proxy-Authorization to a proxy in absolute form
+        self.target_prefix = b""  # before the path in the request line: absolute form to a proxy
+        if self.proxy is not None and not self.tunnel:
+            self.target_prefix = b"http://" + self.host_header
+            if self.proxy.authorization is not None:
+                self.head_lines = 3
 
     async def connect(self, timeout: float | None, *, fresh: bool = False) -> _Connection:
         conn = None if fresh else self._idle_one()
@@ -352,27 +371,37 @@ class Pool:
     async def _dial(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         if loop.time() >= self._addrs_until:
             try:
-                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                infos = await loop.getaddrinfo(self._dial_host, self._dial_port, type=socket.SOCK_STREAM)
             except OSError as exc:
-                raise CannotConnect(self.host, self.port, exc) from None
+                raise self._cannot(exc) from None
             self._addrs = dial.interleave([(info[0], info[4]) for info in infos])
             self._addrs_until = loop.time() + self.client.dns_ttl_s
         try:
             sock = await dial.happy_eyeballs(loop, self._addrs)
         except OSError as exc:
             self._addrs_until = 0.0  # resolve again next time
-            raise CannotConnect(self.host, self.port, exc) from None
+            raise self._cannot(exc) from None
         try:
+            if self.tunnel:
+                assert self.proxy is not None
+                await dial.tunnel(loop, sock, self.proxy, self.host, self.port)
             _, conn = await loop.create_connection(
                 lambda: _Connection(self, loop), sock=sock, ssl=self.ssl, server_hostname=self.host if self.ssl else None
             )
-        except OSError as exc:  # the TLS handshake
+        except OSError as exc:  # the proxy's refusal, the TLS handshake
             sock.close()
+            if isinstance(exc, ssl.SSLError):
+                exc = OSError(tls_reason(exc))
             raise CannotConnect(self.host, self.port, exc) from None
         except BaseException:
             sock.close()
             raise
         return conn
+
+    def _cannot(self, exc: OSError) -> CannotConnect:
+        if self.proxy is not None:  # say which hop failed (never the proxy's credentials)
+            exc = OSError(f"proxy {self.proxy}: {exc.strerror or exc}")
+        return CannotConnect(self.host, self.port, exc)
 
     def release(self, conn: _Connection) -> None:
         if conn.reusable() and not self.client.closed:
@@ -415,27 +444,38 @@ class Client:
         self.dns_ttl_s = dns_ttl_s
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.closed = False
-        self._pools: dict[tuple[str, str, int], Pool] = {}
-        self._targets: dict[str, tuple[Pool, bytes]] = {}  # url -> pool and request line
+        self._pools: dict[tuple[str, str, int] | tuple[str, str, int, Egress], Pool] = {}
+        # url (or (egress, url)) -> pool and request line
+        self._targets: dict[str | tuple[Egress, str], tuple[Pool, bytes]] = {}
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float | None = None) -> _Exchange:
-        return _Exchange(self, url, body, headers, connect_timeout)
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float | None = None, egress: Egress | None = None
+    ) -> _Exchange:
+        """`egress`: the account's own TLS context and proxy, if it has any."""
+        return _Exchange(self, url, body, headers, connect_timeout, egress)
 
-    def _route(self, url: str) -> tuple[Pool, bytes]:
-        got = self._targets.get(url)
+    def _route(self, url: str, egress: Egress | None = None) -> tuple[Pool, bytes]:
+        cache_key = url if egress is None else (egress, url)
+        got = self._targets.get(cache_key)
         if got is None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"not an http(s) URL: {url!r}")
             port = parts.port or (443 if parts.scheme == "https" else 80)
             key = (parts.scheme, parts.hostname, port)
+            if egress is not None:
+                key += (egress,)
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = Pool(self, *key)
+                pool = self._pools[key] = Pool(self, parts.scheme, parts.hostname, port, egress)
             path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-            got = (pool, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + pool.host_header + b"\r\n")
+            line = b"POST " + pool.target_prefix + path.encode() + b" HTTP/1.1\r\nHost: " + pool.host_header + b"\r\n"
+            if pool.head_lines == 3:
+                assert pool.proxy is not None and pool.proxy.authorization is not None
+                line += b"Proxy-Authorization: " + pool.proxy.authorization + b"\r\n"
+            got = (pool, line)
             if len(self._targets) < 10_000:  # bounded: URLs can carry model names clients choose
-                self._targets[url] = got
+                self._targets[cache_key] = got
         return got
 
     async def close(self) -> None:
@@ -448,21 +488,24 @@ class Client:
 
 
 class _Exchange:
-    __slots__ = ("_client", "_url", "_body", "_headers", "_timeout", "_conn", "_pool")
+    __slots__ = ("_client", "_url", "_body", "_headers", "_timeout", "_egress", "_conn", "_pool")
 
-    def __init__(self, client: Client, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None) -> None:
+    def __init__(
+        self, client: Client, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None, egress: Egress | None
+    ) -> None:
         self._client, self._url, self._body, self._headers, self._timeout = client, url, body, headers, timeout
+        self._egress = egress
         self._conn: _Connection | None = None
 
     async def __aenter__(self) -> Response:
-        pool, line = self._client._route(self._url)
+        pool, line = self._client._route(self._url, self._egress)
         self._pool = pool
         head = [line]
         for k, v in self._headers.items():
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(b"Content-Length: %d\r\nAccept-Encoding: identity\r\n\r\n" % len(self._body))
         raw = b"".join(head)
-        lines = len(self._headers) + 5
+        lines = len(self._headers) + 3 + pool.head_lines
         if raw.count(b"\n") != lines or raw.count(b"\r") != lines:  # a CR/LF inside a header would forge lines
             raise ValueError("an upstream header name or value contains a line break")
         conn = self._conn = await pool.connect(self._timeout)

@@ -18,6 +18,7 @@ import base64
 import random
 import secrets
 import signal
+import ssl
 import struct
 import sys
 import zlib
@@ -251,14 +252,18 @@ class Simulator:
         await self._runner.cleanup()
 
 
-async def start_simulator(profile: Profile | None = None, host: str = "127.0.0.1", port: int = 0) -> Simulator:
+async def start_simulator(
+    profile: Profile | None = None, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+) -> Simulator:
+    """With `ssl_context` the simulator speaks HTTPS (its URL then names `host`, which the
+    certificate must match)."""
     app = create_simulator_app(profile)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)
+    site = web.TCPSite(runner, host, port, backlog=4096, ssl_context=ssl_context)
     await site.start()
     bound = next(a for a in runner.addresses if isinstance(a, tuple))
-    return Simulator(runner, app, f"http://{host}:{bound[1]}")
+    return Simulator(runner, app, f"{'https' if ssl_context else 'http'}://{host}:{bound[1]}")
 
 
 async def _main(args: argparse.Namespace) -> None:
