@@ -511,24 +511,22 @@ class _Exchange:
         conn = self._conn = await pool.connect(self._timeout)
         reused = conn.used
         try:
-            await self._send(conn, raw)
-        except Disconnected as exc:
-            if not reused or exc.started:
+            await conn.send(raw, self._body)
+        except BaseException as exc:  # cancelled, timed out or dropped before the headers: never reused
+            conn.close()
+            if not isinstance(exc, Disconnected) or exc.started or not reused:
                 raise
             # A kept-alive connection closed by the upstream (its idle timeout) as the request
             # went out, before any byte of an answer: the request was not served. Sent once
             # more on a new connection, as aiohttp does; the target did nothing wrong.
             conn = self._conn = await pool.connect(self._timeout, fresh=True)
-            await self._send(conn, raw)
+            try:
+                await conn.send(raw, self._body)
+            except BaseException:
+                conn.close()
+                raise
         assert conn.response is not None
         return conn.response
-
-    async def _send(self, conn: _Connection, raw: bytes) -> None:
-        try:
-            await conn.send(raw, self._body)
-        except BaseException:  # cancelled, timed out or dropped before the headers: never reused
-            conn.close()
-            raise
 
     async def __aexit__(self, *exc: object) -> None:
         conn = self._conn
