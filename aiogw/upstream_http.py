@@ -462,9 +462,9 @@ class Client:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"not an http(s) URL: {url!r}")
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            key = (parts.scheme, parts.hostname, port)
+            key: tuple[str, str, int] | tuple[str, str, int, Egress] = (parts.scheme, parts.hostname, port)
             if egress is not None:
-                key += (egress,)
+                key = (parts.scheme, parts.hostname, port, egress)
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = Pool(self, parts.scheme, parts.hostname, port, egress)

@@ -114,9 +114,8 @@ def _config(providers: dict, models: list[str]) -> object:
 
 
 async def _post(url: str, model: str) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{url}/chat/completions", json={"model": model, "messages": MSG}) as r:
-            return r.status, json.loads(await r.read())
+    async with aiohttp.ClientSession() as s, s.post(f"{url}/chat/completions", json={"model": model, "messages": MSG}) as r:
+        return r.status, json.loads(await r.read())
 
 
 async def test_an_account_trusts_its_own_ca_and_presents_its_client_certificate(pki, make_gateway):
