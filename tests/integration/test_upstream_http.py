@@ -483,3 +483,17 @@ async def test_a_blackholed_first_address_costs_an_attempt_delay_not_the_connect
             async with client.post(url, b"{}", {}, 3) as r:
                 assert await r.read() == b"{}"
             assert srv.connections == 1
+
+
+async def test_when_every_address_refuses_the_error_is_a_cannot_connect(client):
+    async with RawServer(_echo_forever) as srv:
+        port = srv.port
+    url = f"http://two-addresses.test:{port}/v1"
+    pool, _ = client._route(url)
+    pool._addrs = [(socket.AF_INET, ("127.0.0.2", port)), (socket.AF_INET, ("127.0.0.1", port))]
+    pool._addrs_until = float("inf")
+    with pytest.raises(http.CannotConnect) as exc:
+        async with client.post(url, b"{}", {}, 3):
+            pass
+    assert exc.value.host == "two-addresses.test" and exc.value.cause.errno is not None
+    assert pool._addrs_until == 0.0  # resolved again next time
