@@ -64,7 +64,8 @@ class Runtime:
                 raise ConfigError(file, f"providers.{name}.base_url", "a base_url is required for this type")
             if adapter.requires_api_key and account.api_key is None:
                 raise ConfigError(file, f"providers.{name}.api_key", "an api_key is required for this type")
-            way = _egress(account, account.base_url or adapter.default_base_url, f"providers.{name}", file, os.environ if env is None else env)
+            base_url = account.base_url or adapter.default_base_url
+            way = _egress(account, base_url, f"providers.{name}", file, os.environ if env is None else env)
             if way is not None:
                 egress[name] = way
         routing = config.routing

@@ -96,7 +96,7 @@ async def happy_eyeballs(
 async def tunnel(loop: asyncio.AbstractEventLoop, sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
     """Turn `sock`, connected to `proxy`, into a tunnel to host:port (HTTP CONNECT), on the
     socket itself: TLS then starts over it as over a direct connection. Raises OSError
-    with the proxy's answer when it refuses."""
+    saying what the proxy did (the caller names the proxy)."""
     authority = (f"[{host}]" if ":" in host else host).encode("idna") + b":%d" % port
     head = b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n"
     if proxy.authorization is not None:
@@ -106,16 +106,16 @@ async def tunnel(loop: asyncio.AbstractEventLoop, sock: socket.socket, proxy: Pr
     while b"\r\n\r\n" not in answer:  # nothing follows the answer until our TLS hello
         data = await loop.sock_recv(sock, 4096)
         if not data:
-            raise OSError(f"proxy {proxy} closed the connection before answering CONNECT")
+            raise OSError("closed the connection before answering CONNECT")
         answer += data
         if len(answer) > MAX_PROXY_ANSWER:
-            raise OSError(f"proxy {proxy} answered CONNECT with more than {MAX_PROXY_ANSWER // 1024} KiB of headers")
+            raise OSError(f"answered CONNECT with more than {MAX_PROXY_ANSWER // 1024} KiB of headers")
     status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
     version, _, rest = status_line.partition(" ")
     status, _, reason = rest.partition(" ")
     if not version.startswith("HTTP/1.") or not status.isdigit():
-        raise OSError(f"proxy {proxy} answered CONNECT with something that is not HTTP/1.x")
+        raise OSError("answered CONNECT with something that is not HTTP/1.x")
     if not answer.endswith(b"\r\n\r\n"):
-        raise OSError(f"proxy {proxy} sent data through the tunnel before it was used")
+        raise OSError("sent data through the tunnel before it was used")
     if not 200 <= int(status) < 300:
-        raise OSError(f"proxy {proxy} refused the tunnel: {status} {reason}".rstrip())
+        raise OSError(f"refused the tunnel: {status} {reason}".rstrip())

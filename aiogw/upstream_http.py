@@ -384,11 +384,17 @@ class Pool:
         try:
             if self.tunnel:
                 assert self.proxy is not None
-                await dial.tunnel(loop, sock, self.proxy, self.host, self.port)
+                try:
+                    await dial.tunnel(loop, sock, self.proxy, self.host, self.port)
+                except OSError as exc:
+                    raise self._cannot(exc) from None
             _, conn = await loop.create_connection(
                 lambda: _Connection(self, loop), sock=sock, ssl=self.ssl, server_hostname=self.host if self.ssl else None
             )
-        except OSError as exc:  # the proxy's refusal, the TLS handshake
+        except CannotConnect:
+            sock.close()
+            raise
+        except OSError as exc:  # the TLS handshake
             sock.close()
             if isinstance(exc, ssl.SSLError):
                 exc = OSError(tls_reason(exc))

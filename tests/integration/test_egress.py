@@ -205,5 +205,5 @@ async def test_a_proxy_refusing_the_tunnel_is_named_in_the_error_without_its_cre
         status, body = await _post(url, "corp")
     assert status == 502
     message = body["error"]["message"]
-    assert f"proxy 127.0.0.1:{proxy.port} refused the tunnel: 407" in message, message
+    assert f"cannot connect to sim.test:443 (proxy 127.0.0.1:{proxy.port}: refused the tunnel: 407" in message, message
     assert "s3cret" not in message
