@@ -23,7 +23,7 @@ class Proxy:
     authorization: bytes | None = field(default=None, repr=False)  # Proxy-Authorization value
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # compared by identity: one per account, a pool key
