@@ -56,6 +56,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     headers: Mapping[str, str] = {}  # extra upstream headers from the config
     connect_timeout_s: float = 5.0
     first_token_timeout_s: float | None = None
+    idle_timeout_s: float | None = None  # between body pieces once the answer has started
     total_timeout_s: float = 600.0
     weight: float = 1.0
     context_window: int | None = None

@@ -84,7 +84,12 @@ def check_config(file: str) -> int:
     print("providers:")
     for name, account in cfg.providers.items():
         adapter = REGISTRY[account_type(account)]
-        print(f"  {name:<20} type={adapter.name:<18} base_url={account.base_url or adapter.default_base_url}")
+        via = runtime.egress.get(name)
+        notes = [f"{k}={v}" for k, v in (("ca_bundle", account.ca_bundle), ("client_cert", account.client_cert)) if v]
+        if via is not None and via.proxy is not None:  # host:port only, never its credentials
+            notes.append(f"proxy={via.proxy}" + ("" if account.proxy else " (from the environment)"))
+        line = f"  {name:<20} type={adapter.name:<18} base_url={account.base_url or adapter.default_base_url}"
+        print(" ".join([line, *notes]))
     print("models:")
     for route in runtime.routes.values():
         hedge = f", hedge after {route.hedge.delay_ms}{'' if route.hedge.delay_ms == 'p95' else ' ms'}" if route.hedge else ""

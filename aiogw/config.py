@@ -26,6 +26,11 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # large enough for a few base64 images
 DEFAULT_CONNECT_TIMEOUT_S = 5.0  # a healthy provider accepts a TCP+TLS handshake in well under 1 s
 DEFAULT_TOTAL_TIMEOUT_S = 600.0  # long reasoning answers run for minutes
+# Once an answer has started, the longest silence between its pieces. Providers that think
+# mid-answer stream the thinking or send pings (Anthropic `ping`, DeepSeek `: keep-alive`);
+# those that think silently (OpenAI, Gemini) do it before the first token, where
+# `first_token` applies instead. Two minutes of nothing after that is a stuck upstream.
+DEFAULT_IDLE_TIMEOUT_S = 120.0
 DEFAULT_SHUTDOWN_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
 
 
@@ -39,6 +44,7 @@ Seconds = Annotated[float, Meta(gt=0)]
 class Timeouts(Strict, kw_only=True):
     connect: Seconds | None = None
     first_token: Seconds | None = None  # time to the first streamed token / to the response
+    idle: Seconds | None = None  # between pieces of an answer that has started
     total: Seconds | None = None
 
 
@@ -97,6 +103,17 @@ class Account(Strict, kw_only=True, tag_field="type"):
     base_url: str | None = None
     headers: dict[str, str] = {}  # extra upstream headers (e.g. OpenAI-Organization)
     timeouts: Timeouts = Timeouts()
+    # TLS to this account's upstream: CAs to trust instead of the system's (PEM file), and a
+    # client certificate (PEM; its key in `client_key` or in the same file) for mutual TLS.
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    # http://[user:password@]host:port; unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY decide.
+    proxy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_key is set without client_cert")
 
 
 class OpenAIAccount(Account, kw_only=True, tag="openai"):

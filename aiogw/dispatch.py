@@ -195,9 +195,14 @@ class _Bounds:
     given the loop and task: under Python 3.11 `asyncio.timeout` asks `get_running_loop()`
     (a getpid() syscall each time) on entry and on every reschedule. Moving to the total
     limit after the first token only moves a number; the timer re-arms itself when it
-    fires before it."""
+    fires before it. The idle limit works the same way: the response notes when its reader
+    began waiting, and the timer, when it fires, re-arms for that time plus the limit (no
+    timer per piece)."""
 
-    __slots__ = ("_loop", "_target", "_deadline", "_end", "_when", "_phase", "_task", "_cancelling", "_handle", "_fired")
+    __slots__ = (
+        "_loop", "_target", "_deadline", "_end", "_when", "_phase", "_task", "_cancelling", "_handle", "_fired",
+        "_armed", "_watched",
+    )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, deadline: float | None) -> None:
         self._loop, self._target, self._deadline = loop, target, deadline
@@ -208,22 +213,42 @@ class _Bounds:
         self._phase = "first_token" if first else "total"
         self._when = min(self._end, now + first) if first else self._end
         self._fired = False
+        self._watched: http.Response | None = None  # the body under the idle limit
 
     def __enter__(self) -> _Bounds:
         task = asyncio.current_task(self._loop)
         assert task is not None
         self._task, self._cancelling = task, task.cancelling()
+        self._armed = self._when
         self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._when, self._expire)
         return self
 
-    def first_token(self) -> None:
-        """The first token arrived: from now on only the total limit applies."""
+    def first_token(self, body: http.Response | None = None) -> None:
+        """The first token arrived (a unary call: the response started): from now on the
+        total limit applies, and the idle limit while the rest of `body` arrives."""
         self._phase, self._when = "total", self._end
+        idle = self._target.idle_timeout_s
+        if idle and body is not None and not body.arrived:
+            self._watched = body
+            when = self._loop.time() + idle
+            if when < self._armed and self._handle is not None:  # set for later: bring it forward
+                self._handle.cancel()
+                self._armed = when
+                self._handle = self._loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
-        if self._loop.time() < self._when:  # moved later since the timer was set
-            self._handle = self._loop.call_at(self._when, self._expire)
+        now, when, body = self._loop.time(), self._when, self._watched
+        if body is not None:
+            # Idle time is time spent waiting for the upstream; time spent writing to a slow
+            # client is not the upstream's.
+            since = body.waiting_since
+            when = min(when, (now if since is None else since) + self._target.idle_timeout_s)  # type: ignore[operator]
+        if now < when:  # moved later since the timer was set
+            self._armed = when
+            self._handle = self._loop.call_at(when, self._expire)
             return
+        if when < self._when:
+            self._phase = "idle"
         self._handle = None
         self._fired = True
         self._task.cancel()
@@ -246,9 +271,12 @@ class _Bounds:
             limit = {
                 "connect": target.connect_timeout_s,
                 "first_token": target.first_token_timeout_s,
+                "idle": target.idle_timeout_s,
                 "total": target.total_timeout_s,
             }.get(p)
-            what = {"connect": "no connection", "first_token": "no first token", "total": "not finished"}[p]
+            what = {
+                "connect": "no connection", "first_token": "no first token", "idle": "idle: no data", "total": "not finished",
+            }[p]  # fmt: skip
             raise UpstreamTimeout(
                 f"{what} within {limit:g} s" if limit else f"{what} before the request deadline",
                 phase=p,
@@ -309,6 +337,7 @@ class Dispatcher:
         self._tracing = tracing  # None unless telemetry.otlp_endpoint is set
         self.shared = shared  # None unless state.redis_url is set
         self._runtime = runtime
+        self._egress = runtime.egress  # accounts with their own TLS settings or a proxy
         self.health: HealthStore = health or LocalHealth(
             runtime.breaker_default, runtime.breaker_policies
         )
@@ -679,8 +708,10 @@ class Dispatcher:
     ) -> Reply:
         # For a unary call the first-token limit runs until the response starts.
         with _Bounds(self._loop, target, deadline) as bounds:
-            async with self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp:
-                bounds.first_token()
+            async with self._client.post(
+                call.url, call.body, self._headers(call), target.connect_timeout_s, self._egress.get(target.provider)
+            ) as resp:
+                bounds.first_token(resp)
                 body = await resp.read()
                 self._observe_limits(target, adapter, resp.headers)
                 if resp.status >= 300:
@@ -738,7 +769,9 @@ class Dispatcher:
         parser = SSEParser()
         try:
             with _Bounds(self._loop, target, deadline) as bounds:
-                async with self._client.post(call.url, call.body, self._headers(call), target.connect_timeout_s) as resp:
+                async with self._client.post(
+                    call.url, call.body, self._headers(call), target.connect_timeout_s, self._egress.get(target.provider)
+                ) as resp:
                     self._observe_limits(target, adapter, resp.headers)
                     if resp.status >= 300:
                         raise adapter.decode_error(resp.status, resp.headers, await resp.read(), target)
@@ -751,7 +784,7 @@ class Dispatcher:
                         gate.claim()
                         outcome.ttft_ms = (time.perf_counter() - started) * 1000
                         outcome.target, outcome.model = target, target.model
-                        bounds.first_token()
+                        bounds.first_token(resp)
                         await sink.start(target)
 
                     async for chunk in resp.iter_any():

@@ -7,13 +7,16 @@ target with its adapter, URL, key and timeouts, the public model groups, and dir
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Adapter, Target
 from aiogw.config import (
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
     Account,
     BreakerConfig,
@@ -24,6 +27,7 @@ from aiogw.config import (
     TargetConfig,
     Timeouts,
 )
+from aiogw.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context
 from aiogw.errors import ConfigError, ModelNotFound
 
 
@@ -47,10 +51,14 @@ class Runtime:
     breaker_policies: dict[str, BreakerConfig] = field(default_factory=dict)  # per target id
     # Targets with active health checks (enabled ones only), by id: configured targets only.
     health_checks: dict[str, tuple[Target, HealthCheckConfig]] = field(default_factory=dict)
+    # Per account name, for accounts with their own TLS settings or a proxy (none: direct).
+    egress: dict[str, Egress] = field(default_factory=dict)
     _direct: dict[str, ModelRoute] = field(default_factory=dict)  # memo of direct addressing
 
     @classmethod
-    def build(cls, config: Config, *, file: str = "<config>") -> Runtime:
+    def build(cls, config: Config, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Runtime:
+        """`env`: where HTTPS_PROXY / HTTP_PROXY / NO_PROXY are read (the process environment)."""
+        egress: dict[str, Egress] = {}
         for name, account in config.providers.items():
             adapter = REGISTRY.get(account_type(account))
             if adapter is None:
@@ -59,6 +67,10 @@ class Runtime:
                 raise ConfigError(file, f"providers.{name}.base_url", "a base_url is required for this type")
             if adapter.requires_api_key and account.api_key is None:
                 raise ConfigError(file, f"providers.{name}.api_key", "an api_key is required for this type")
+            base_url = account.base_url or adapter.default_base_url
+            way = _egress(account, base_url, f"providers.{name}", file, os.environ if env is None else env)
+            if way is not None:
+                egress[name] = way
         routing = config.routing
         routes: dict[str, ModelRoute] = {}
         policies: dict[str, BreakerConfig] = {}
@@ -84,6 +96,7 @@ class Runtime:
             breaker_default=routing.breaker,
             breaker_policies=policies,
             health_checks=health_checks,
+            egress=egress,
         )
 
     def adapter(self, target: Target) -> Adapter:
@@ -135,6 +148,30 @@ def account_type(account: Account) -> str:
     return tag
 
 
+def _egress(account: Account, base_url: str, path: str, file: str, env: Mapping[str, str]) -> Egress | None:
+    """The account's TLS context and proxy; None when it has neither (the default path)."""
+    ctx = None
+    if account.ca_bundle or account.client_cert:
+        try:
+            ctx = tls_context(account.ca_bundle, account.client_cert, account.client_key)
+        except TLSFileError as exc:
+            raise ConfigError(file, f"{path}.{exc.key}", str(exc)) from None
+    url, where = account.proxy, f"{path}.proxy"
+    if not url:  # unset or "" (`${CORP_PROXY:-}`): the environment decides
+        parts = urlsplit(base_url)
+        found = env_proxy(parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), env)
+        if found is not None:
+            var, url = found
+            where = f"{path}.proxy (from {var})"
+    proxy = None
+    if url:
+        try:
+            proxy = parse_proxy(url)
+        except ValueError as exc:
+            raise ConfigError(file, where, str(exc)) from None
+    return Egress(ctx, proxy) if ctx is not None or proxy is not None else None
+
+
 def make_target(account: Account, name: str, t: TargetConfig) -> Target:
     adapter = REGISTRY[account_type(account)]
     tmo = _merge_timeouts(account.timeouts, t.timeouts)
@@ -149,6 +186,7 @@ def make_target(account: Account, name: str, t: TargetConfig) -> Target:
         headers=dict(account.headers),
         connect_timeout_s=tmo.connect or DEFAULT_CONNECT_TIMEOUT_S,
         first_token_timeout_s=tmo.first_token,
+        idle_timeout_s=tmo.idle or DEFAULT_IDLE_TIMEOUT_S,
         total_timeout_s=tmo.total or DEFAULT_TOTAL_TIMEOUT_S,
         weight=t.weight,
         context_window=t.context_window,
@@ -168,5 +206,6 @@ def _merge_timeouts(account: Timeouts, target: Timeouts | None) -> Timeouts:
     return Timeouts(
         connect=target.connect or account.connect,
         first_token=target.first_token or account.first_token,
+        idle=target.idle or account.idle,
         total=target.total or account.total,
     )

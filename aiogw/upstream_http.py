@@ -21,6 +21,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from aiogw import upstream_dial as dial
+from aiogw.egress import Egress
+
 # Body pieces held for a slow reader before the socket stops being read (back pressure).
 HIGH_WATER = 256 * 1024
 # What a misbehaving upstream may make us hold: response headers, and a whole body read at
@@ -50,6 +53,12 @@ class Disconnected(ConnectionError):
         self.started = started
 
 
+def tls_reason(exc: ssl.SSLError) -> str:
+    """A TLS failure in words (its errno is OpenSSL's, not the system's)."""
+    verify = getattr(exc, "verify_message", None)
+    return f"TLS: {verify or (exc.reason or str(exc)).replace('_', ' ').lower()}"
+
+
 class ProtocolError(ConnectionError):
     """The upstream's bytes are not HTTP/1.1."""
 
@@ -58,7 +67,7 @@ class Response:
     """One upstream response: status and headers once they have arrived, then the body,
     read whole (`read`) or piece by piece as it arrives (`iter_any`)."""
 
-    __slots__ = ("status", "headers", "_conn", "_pieces", "_buffered", "_done", "_error", "_waiter", "_inflate")
+    __slots__ = ("status", "headers", "_conn", "_pieces", "_buffered", "_done", "_error", "_waiter", "_since", "_inflate")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -69,7 +78,20 @@ class Response:
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._since = 0.0  # loop time the reader began waiting for the next piece
         self._inflate: zlib._Decompress | None = None
+
+    @property
+    def arrived(self) -> bool:
+        """The whole body is here (or failed): reading it waits for nothing."""
+        return self._done or self._error is not None
+
+    @property
+    def waiting_since(self) -> float | None:
+        """Since when (loop time) the reader has been waiting for the upstream's next piece;
+        None while it is busy with the last one (e.g. writing it to a slow client)."""
+        w = self._waiter
+        return self._since if w is not None and not w.done() else None
 
     async def read(self, limit: int = MAX_BODY_BYTES) -> bytes:
         parts = []
@@ -92,17 +114,29 @@ class Response:
                 pieces.clear()
                 self._buffered = 0
                 self._conn.resume()
-                yield piece if self._inflate is None else self._inflate.decompress(piece)
+                yield piece if self._inflate is None else self._inflated(piece)
             elif self._error is not None:
                 raise self._error
             elif self._done:
+                if self._inflate is not None and not self._inflate.eof:
+                    self._conn.close()
+                    raise ProtocolError(f"the upstream's {self.headers['content-encoding']} body ends early (truncated)")
                 return
             else:
                 self._waiter = self._conn.loop.create_future()
+                self._since = self._conn.loop.time()
                 try:
                     await self._waiter
                 finally:
                     self._waiter = None
+
+    def _inflated(self, piece: bytes) -> bytes:
+        assert self._inflate is not None
+        try:
+            return self._inflate.decompress(piece)
+        except zlib.error as exc:
+            self._conn.close()
+            raise ProtocolError(f"the upstream's {self.headers['content-encoding']} body cannot be decoded ({exc})") from None
 
     def _wake(self) -> None:
         w = self._waiter
@@ -145,6 +179,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._started = False
         self._header_bytes = 0
+        self.used = False  # has carried a request (a kept-alive connection when taken again)
 
     # asyncio.Protocol
 
@@ -229,6 +264,7 @@ class _Connection(asyncio.Protocol):
         self.response = Response(self)
         self._parser = httptools.HttpResponseParser(self)
         self._complete = self._started = False
+        self.used = True
         self._header_bytes = 0
         self._headers_done = self.loop.create_future()
         if len(body) < 65536:  # one write, one segment
@@ -266,25 +302,37 @@ class _Connection(asyncio.Protocol):
 
 
 class Pool:
-    """Connections to one scheme://host:port: the idle ones kept alive, at most `limit`
-    open at once (more callers wait for one), the host's addresses cached for `dns_ttl_s`."""
+    """Connections to one scheme://host:port (for one `Egress`: its TLS context and proxy):
+    the idle ones kept alive, at most `limit` open at once (more callers wait for one), the
+    addresses dialled (the host's, or the proxy's) cached for `dns_ttl_s`."""
 
-    def __init__(self, client: Client, scheme: str, host: str, port: int) -> None:
+    def __init__(self, client: Client, scheme: str, host: str, port: int, egress: Egress | None = None) -> None:
         self.client = client
         self.host, self.port = host, port
-        self.ssl = client.ssl_context if scheme == "https" else None
+        tls = egress.ssl_context if egress is not None else None
+        self.ssl = (tls or client.ssl_context) if scheme == "https" else None
+        self.proxy = egress.proxy if egress is not None else None
+        # Through a proxy: https is tunnelled (CONNECT), http is sent to the proxy in absolute form.
+        self.tunnel = self.proxy is not None and self.ssl is not None
+        self._dial_host, self._dial_port = (self.proxy.host, self.proxy.port) if self.proxy else (host, port)
         self.idle: list[_Connection] = []
         self.connected = 0
         self._dialing = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._addrs: list[tuple[str, int]] = []
+        self._addrs: list[dial.Address] = []
         self._addrs_until = 0.0
         default = 443 if scheme == "https" else 80
         name = f"[{host}]" if ":" in host else host  # an IPv6 literal
         self.host_header = (name if port == default else f"{name}:{port}").encode("idna")
+        self.head_lines = 2  # request line and Host, plus Proxy-Authorization to a proxy in absolute form
+        self.target_prefix = b""  # before the path in the request line: absolute form to a proxy
+        if self.proxy is not None and not self.tunnel:
+            self.target_prefix = b"http://" + self.host_header
+            if self.proxy.authorization is not None:
+                self.head_lines = 3
 
-    async def connect(self, timeout: float | None) -> _Connection:
-        conn = self._idle_one()
+    async def connect(self, timeout: float | None, *, fresh: bool = False) -> _Connection:
+        conn = None if fresh else self._idle_one()
         if conn is not None:  # the common case, without a timer
             return conn
         loop = self.client.loop
@@ -323,22 +371,43 @@ class Pool:
     async def _dial(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         if loop.time() >= self._addrs_until:
             try:
-                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+                infos = await loop.getaddrinfo(self._dial_host, self._dial_port, type=socket.SOCK_STREAM)
             except OSError as exc:
-                raise CannotConnect(self.host, self.port, exc) from None
-            self._addrs = [(info[4][0], self.port) for info in infos]
+                raise self._cannot(exc) from None
+            self._addrs = dial.interleave([(info[0], info[4]) for info in infos])
             self._addrs_until = loop.time() + self.client.dns_ttl_s
-        error: OSError = OSError("no address")
-        for host, port in self._addrs:  # in the resolver's order; the next on failure
-            try:
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self, loop), host, port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
-                )
-                return conn
-            except OSError as exc:
-                error = exc
-        self._addrs_until = 0.0  # resolve again next time
-        raise CannotConnect(self.host, self.port, error)
+        try:
+            sock = await dial.happy_eyeballs(loop, self._addrs)
+        except OSError as exc:
+            self._addrs_until = 0.0  # resolve again next time
+            raise self._cannot(exc) from None
+        try:
+            if self.tunnel:
+                assert self.proxy is not None
+                try:
+                    await dial.tunnel(loop, sock, self.proxy, self.host, self.port)
+                except OSError as exc:
+                    raise self._cannot(exc) from None
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self, loop), sock=sock, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+            )
+        except CannotConnect:
+            sock.close()
+            raise
+        except OSError as exc:  # the TLS handshake
+            sock.close()
+            if isinstance(exc, ssl.SSLError):
+                exc = OSError(tls_reason(exc))
+            raise CannotConnect(self.host, self.port, exc) from None
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    def _cannot(self, exc: OSError) -> CannotConnect:
+        if self.proxy is not None:  # say which hop failed (never the proxy's credentials)
+            exc = OSError(f"proxy {self.proxy}: {exc.strerror or exc}")
+        return CannotConnect(self.host, self.port, exc)
 
     def release(self, conn: _Connection) -> None:
         if conn.reusable() and not self.client.closed:
@@ -381,27 +450,38 @@ class Client:
         self.dns_ttl_s = dns_ttl_s
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.closed = False
-        self._pools: dict[tuple[str, str, int], Pool] = {}
-        self._targets: dict[str, tuple[Pool, bytes]] = {}  # url -> pool and request line
+        self._pools: dict[tuple[str, str, int] | tuple[str, str, int, Egress], Pool] = {}
+        # url (or (egress, url)) -> pool and request line
+        self._targets: dict[str | tuple[Egress, str], tuple[Pool, bytes]] = {}
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float | None = None) -> _Exchange:
-        return _Exchange(self, url, body, headers, connect_timeout)
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float | None = None, egress: Egress | None = None
+    ) -> _Exchange:
+        """`egress`: the account's own TLS context and proxy, if it has any."""
+        return _Exchange(self, url, body, headers, connect_timeout, egress)
 
-    def _route(self, url: str) -> tuple[Pool, bytes]:
-        got = self._targets.get(url)
+    def _route(self, url: str, egress: Egress | None = None) -> tuple[Pool, bytes]:
+        cache_key = url if egress is None else (egress, url)
+        got = self._targets.get(cache_key)
         if got is None:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"not an http(s) URL: {url!r}")
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            key = (parts.scheme, parts.hostname, port)
+            key: tuple[str, str, int] | tuple[str, str, int, Egress] = (parts.scheme, parts.hostname, port)
+            if egress is not None:
+                key = (parts.scheme, parts.hostname, port, egress)
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = Pool(self, *key)
+                pool = self._pools[key] = Pool(self, parts.scheme, parts.hostname, port, egress)
             path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-            got = (pool, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + pool.host_header + b"\r\n")
+            line = b"POST " + pool.target_prefix + path.encode() + b" HTTP/1.1\r\nHost: " + pool.host_header + b"\r\n"
+            if pool.head_lines == 3:
+                assert pool.proxy is not None and pool.proxy.authorization is not None
+                line += b"Proxy-Authorization: " + pool.proxy.authorization + b"\r\n"
+            got = (pool, line)
             if len(self._targets) < 10_000:  # bounded: URLs can carry model names clients choose
-                self._targets[url] = got
+                self._targets[cache_key] = got
         return got
 
     async def close(self) -> None:
@@ -414,29 +494,43 @@ class Client:
 
 
 class _Exchange:
-    __slots__ = ("_client", "_url", "_body", "_headers", "_timeout", "_conn", "_pool")
+    __slots__ = ("_client", "_url", "_body", "_headers", "_timeout", "_egress", "_conn", "_pool")
 
-    def __init__(self, client: Client, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None) -> None:
+    def __init__(
+        self, client: Client, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None, egress: Egress | None
+    ) -> None:
         self._client, self._url, self._body, self._headers, self._timeout = client, url, body, headers, timeout
+        self._egress = egress
         self._conn: _Connection | None = None
 
     async def __aenter__(self) -> Response:
-        pool, line = self._client._route(self._url)
+        pool, line = self._client._route(self._url, self._egress)
         self._pool = pool
         head = [line]
         for k, v in self._headers.items():
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(b"Content-Length: %d\r\nAccept-Encoding: identity\r\n\r\n" % len(self._body))
         raw = b"".join(head)
-        lines = len(self._headers) + 5
+        lines = len(self._headers) + 3 + pool.head_lines
         if raw.count(b"\n") != lines or raw.count(b"\r") != lines:  # a CR/LF inside a header would forge lines
             raise ValueError("an upstream header name or value contains a line break")
         conn = self._conn = await pool.connect(self._timeout)
+        reused = conn.used
         try:
             await conn.send(raw, self._body)
-        except BaseException:  # cancelled or timed out before the headers: never reused
+        except BaseException as exc:  # cancelled, timed out or dropped before the headers: never reused
             conn.close()
-            raise
+            if not isinstance(exc, Disconnected) or exc.started or not reused:
+                raise
+            # A kept-alive connection closed by the upstream (its idle timeout) as the request
+            # went out, before any byte of an answer: the request was not served. Sent once
+            # more on a new connection, as aiohttp does; the target did nothing wrong.
+            conn = self._conn = await pool.connect(self._timeout, fresh=True)
+            try:
+                await conn.send(raw, self._body)
+            except BaseException:
+                conn.close()
+                raise
         assert conn.response is not None
         return conn.response
 

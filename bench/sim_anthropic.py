@@ -345,6 +345,8 @@ async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) ->
         err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
         await resp.write(b"event: error\ndata: " + orjson.dumps(err) + b"\n\n")
         await resp.write_eof()
+    elif fault == "stall":
+        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up
 
 
 def add_routes(app: web.Application) -> None:

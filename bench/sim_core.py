@@ -21,7 +21,7 @@ from aiohttp import web
 
 from aiogw.bench.sim_schema import instance
 
-Fault = Literal["none", "status", "hang", "hang_after_headers", "drop", "malformed", "error_event"]
+Fault = Literal["none", "status", "hang", "hang_after_headers", "drop", "malformed", "error_event", "stall"]
 
 
 class Profile(msgspec.Struct, kw_only=True):
@@ -36,7 +36,9 @@ class Profile(msgspec.Struct, kw_only=True):
     fault_status: int = 500  # for fault="status"
     fault_rate: float = 1.0  # probability that a request gets the fault
     fault_count: int | None = None  # only the next N requests get the fault
-    fault_after_chunks: int = 2  # drop / malformed / error_event after this many content chunks
+    # drop / malformed / error_event / stall (nothing more, connection kept open) after this
+    # many content chunks; a non-streaming "stall" sends half of the body, then nothing.
+    fault_after_chunks: int = 2
     models: list[str] = msgspec.field(default_factory=lambda: ["sim-gpt-fast", "sim-gpt-mini"])
     context_window: int | None = None  # prompt + max_tokens above this: a context-length error
     # OpenAI-format bodies and chunks in `json.dumps`' default spelling (`", "` and `": "`,

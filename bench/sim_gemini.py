@@ -283,6 +283,8 @@ async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) ->
         err = {"error": {"code": 503, "message": _MESSAGES["UNAVAILABLE"], "status": "UNAVAILABLE"}}
         await resp.write(b"data: " + orjson.dumps(err) + CRLF + CRLF)
         await resp.write_eof()
+    elif fault == "stall":
+        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up
 
 
 async def _embed(request: web.Request, model: str, action: str) -> web.Response:

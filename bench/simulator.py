@@ -18,6 +18,7 @@ import base64
 import random
 import secrets
 import signal
+import ssl
 import struct
 import sys
 import zlib
@@ -88,6 +89,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(status=500)
     if fault == "malformed":
         return web.Response(body=answer.completion()[:-20], content_type="application/json")
+    if fault == "stall":
+        body = answer.completion()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        await asyncio.sleep(3600)
     headers = {"x-request-id": "req_sim_" + secrets.token_hex(6), "openai-processing-ms": str(int(delay * 1000)), **RATE_HEADERS}
     return web.Response(body=answer.completion(), content_type="application/json", headers=headers)
 
@@ -138,6 +145,8 @@ async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) ->
     elif fault == "error_event":
         await resp.write(b"data: " + error_body(500) + b"\n\n" + DONE)
         await resp.write_eof()
+    elif fault == "stall":
+        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -244,14 +253,18 @@ class Simulator:
         await self._runner.cleanup()
 
 
-async def start_simulator(profile: Profile | None = None, host: str = "127.0.0.1", port: int = 0) -> Simulator:
+async def start_simulator(
+    profile: Profile | None = None, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+) -> Simulator:
+    """With `ssl_context` the simulator speaks HTTPS (its URL then names `host`, which the
+    certificate must match)."""
     app = create_simulator_app(profile)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)
+    site = web.TCPSite(runner, host, port, backlog=4096, ssl_context=ssl_context)
     await site.start()
     bound = next(a for a in runner.addresses if isinstance(a, tuple))
-    return Simulator(runner, app, f"http://{host}:{bound[1]}")
+    return Simulator(runner, app, f"{'https' if ssl_context else 'http'}://{host}:{bound[1]}")
 
 
 async def _main(args: argparse.Namespace) -> None:

@@ -52,3 +52,12 @@ def test_bench_paired_runs_direct_clients_alongside_and_reports_the_added_gap(tm
     (gw,) = [m for m in result["summary"] if m["target"] == "aiogw"]
     assert gw["paired_added_gap_p99_ms"] is not None
     assert "| direct | 2 (paired) |" in table and "added gap p99 ms" in table
+
+
+def test_client_cost_measures_both_clients_against_the_mock_upstream():
+    cmd = [sys.executable, "-P", "-m", "aiogw.bench.client_cost", "--calls", "20", "--streams", "4", "--reps", "1",
+           "--concurrency", "2", "--no-pin"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.decode().splitlines() if line.startswith("| ")}
+    assert {"aiogw upstream_http", "aiohttp ClientSession", "aiohttp / aiogw"} <= set(rows)

@@ -4,13 +4,14 @@ the simulator, whose faults are switched at run time and whose stats show what r
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
 from conftest import gateway_config
 from multidict import CIMultiDict
 from openai import AsyncOpenAI
-from sse_client import accumulate, chunks
+from sse_client import accumulate, chunks, events
 
 MSG = [{"role": "user", "content": "hello there"}]
 
@@ -71,6 +72,36 @@ async def test_a_hang_times_out_on_first_token_then_fails_over(sim, make_gateway
     assert status == 200, raw
     assert headers["x-aiogw-provider"] == "compat"
     assert headers["x-aiogw-attempts"] == "2"
+
+
+async def test_a_stream_that_stalls_after_its_first_tokens_ends_on_the_idle_limit(sim, make_gateway):
+    # A total of 60 s: only the idle limit (0.2 s) can end this stream before the test's own timeout.
+    sim.set_profile("default", fault="stall", fault_after_chunks=2, tokens_per_s=200)
+    cfg = two_targets(sim, targets=[{"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"idle": 0.2, "total": 60}}])
+    url, _ = await make_gateway(cfg)
+    status, _, raw = await post(url, {"model": "fast", "messages": MSG, "stream": True})
+    assert status == 200
+    evs = events(raw)
+    assert evs[-1] == b"[DONE]"
+    err = json.loads(evs[-2])["error"]
+    assert "idle: no data within 0.2 s" in err["message"] and err["code"] == "upstream_timeout"
+    assert any(b'"content"' in e for e in evs[:-2]), "the tokens before the stall reached the client"
+
+
+async def test_an_answer_that_stalls_before_the_commit_point_fails_over_on_the_idle_limit(sim, make_gateway):
+    # Non-streaming: the headers and half of the body, then silence; the client has seen nothing.
+    sim.set_profile("default", fault="stall")
+    cfg = two_targets(sim, targets=[
+        {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"idle": 0.2, "total": 60}},
+        {"provider": "compat", "model": "sim-llama"},
+    ])
+    url, _ = await make_gateway(cfg)
+    status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
+    assert status == 200, raw
+    assert headers["x-aiogw-provider"] == "compat" and headers["x-aiogw-attempts"] == "2"
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/gateway/health") as r:
+        health = {t["id"]: t for t in (await r.json())["targets"]}
+    assert "idle: no data within 0.2 s" in health["sim/sim-gpt-fast"]["last_error"]
 
 
 async def test_breaker_opens_then_half_opens_and_closes_when_the_fault_clears(sim, make_gateway):

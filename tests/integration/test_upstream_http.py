@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -394,3 +395,105 @@ async def test_oversized_headers_and_bodies_are_refused_not_held(client):
             with pytest.raises(http.ProtocolError, match="larger than 2 MiB"):
                 await r.read(limit=2 * 1024 * 1024)
         assert not client._pools[("http", "127.0.0.1", srv.port)].idle  # closed, not pooled
+
+
+async def test_a_gzip_body_cut_short_is_a_protocol_error_not_a_partial_answer(client):
+    body = gzip.compress(b'{"choices":[]}' * 200)
+    cut = body[: len(body) // 2]
+
+    async def truncated(reader, writer, server):
+        await server.read_request(reader)
+        # The framing is complete (the length matches what is sent); the gzip stream is not.
+        writer.write(_head(content_encoding="gzip", content_length=str(len(cut))) + cut)
+        await writer.drain()
+
+    async def corrupt(reader, writer, server):
+        await server.read_request(reader)
+        junk = body[:10] + b"\x00" * 40
+        writer.write(_head(content_encoding="gzip", content_length=str(len(junk))) + junk)
+        await writer.drain()
+
+    async with RawServer(truncated) as srv, client.post(srv.url(), b"{}", {}, 5) as r:
+        with pytest.raises(http.ProtocolError, match="gzip body ends early"):
+            await r.read()
+    async with RawServer(corrupt) as srv, client.post(srv.url(), b"{}", {}, 5) as r:
+        with pytest.raises(http.ProtocolError, match="cannot be decoded"):
+            await r.read()
+
+
+async def test_a_reused_connection_closed_before_any_byte_is_retried_once_on_a_fresh_one(client):
+    # The server's idle timeout closes a kept-alive connection just as the next request is
+    # written on it: nothing of that request was answered, so it is sent again elsewhere.
+    async def closes_after_one(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(_head(content_length="2") + b"ok")
+        await writer.drain()
+        if server.connections == 1:
+            await server.read_request(reader)  # the second request arrives, then the close
+            return
+        await _echo_forever(reader, writer, server)
+
+    async with RawServer(closes_after_one) as srv:
+        for _ in range(2):
+            async with client.post(srv.url(), b"{}", {}, 5) as r:
+                assert await r.read() == b"ok"
+        assert srv.connections == 2 and len(srv.requests) == 3
+
+
+async def test_no_retry_when_the_connection_was_fresh_or_the_answer_had_started(client):
+    async def answers_part_of_the_second(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(_head(content_length="2") + b"ok")
+        await writer.drain()
+        await server.read_request(reader)
+        writer.write(_head(content_length="100") + b"partial")  # bytes arrived: no retry
+        await writer.drain()
+
+    async def close_at_once(reader, writer, server):
+        await server.read_request(reader)
+
+    async with RawServer(answers_part_of_the_second) as srv:
+        async with client.post(srv.url(), b"{}", {}, 5) as r:
+            await r.read()
+        with pytest.raises(http.Disconnected) as exc:
+            async with client.post(srv.url(), b"{}", {}, 5) as r:
+                await r.read()
+        assert exc.value.started and srv.connections == 1
+    async with RawServer(close_at_once) as srv:
+        with pytest.raises(http.Disconnected):
+            async with client.post(srv.url(), b"{}", {}, 5):
+                pass
+        assert srv.connections == 1  # a fresh connection is never retried
+
+
+async def test_a_blackholed_first_address_costs_an_attempt_delay_not_the_connect_timeout(client):
+    # A name with two addresses, the first of which never answers a SYN: a listener on
+    # 127.0.0.2 whose accept queue is full (backlog 0, one connection queued, never
+    # accepted). Only starting the second address beside it gets through within the
+    # connect timeout; trying the addresses one after the other never reaches it.
+    async with RawServer(_echo_forever) as srv:
+        with socket.socket() as hole, socket.socket() as queued:
+            hole.bind(("127.0.0.2", srv.port))
+            hole.listen(0)
+            queued.connect(("127.0.0.2", srv.port))
+            url = srv.url(host="two-addresses.test")
+            pool, _ = client._route(url)
+            pool._addrs = [(socket.AF_INET, ("127.0.0.2", srv.port)), (socket.AF_INET, ("127.0.0.1", srv.port))]
+            pool._addrs_until = float("inf")  # as if just resolved
+            async with client.post(url, b"{}", {}, 3) as r:
+                assert await r.read() == b"{}"
+            assert srv.connections == 1
+
+
+async def test_when_every_address_refuses_the_error_is_a_cannot_connect(client):
+    async with RawServer(_echo_forever) as srv:
+        port = srv.port
+    url = f"http://two-addresses.test:{port}/v1"
+    pool, _ = client._route(url)
+    pool._addrs = [(socket.AF_INET, ("127.0.0.2", port)), (socket.AF_INET, ("127.0.0.1", port))]
+    pool._addrs_until = float("inf")
+    with pytest.raises(http.CannotConnect) as exc:
+        async with client.post(url, b"{}", {}, 3):
+            pass
+    assert exc.value.host == "two-addresses.test" and exc.value.cause.errno is not None
+    assert pool._addrs_until == 0.0  # resolved again next time

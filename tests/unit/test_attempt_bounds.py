@@ -14,11 +14,18 @@ from aiogw.dispatch import _Bounds
 from aiogw.errors import UpstreamTimeout
 
 
-def _target(first: float | None, total: float) -> Target:
+def _target(first: float | None, total: float, idle: float | None = None) -> Target:
     return Target(
         id="a/m", provider="a", type="openai", model="m", base_url="http://127.0.0.1:1",
-        first_token_timeout_s=first, total_timeout_s=total,
+        first_token_timeout_s=first, total_timeout_s=total, idle_timeout_s=idle,
     )  # fmt: skip
+
+
+class _Body:
+    """What `_Bounds` reads of a response under the idle limit."""
+
+    arrived = False
+    waiting_since: float | None = None
 
 
 async def test_no_first_token_in_time_is_a_first_token_timeout():
@@ -68,3 +75,37 @@ async def test_a_block_that_ends_in_time_leaves_no_timer_behind():
         bounds.first_token()
     await asyncio.sleep(0.15)  # a leftover timer would cancel this task here
     assert asyncio.current_task().cancelling() == 0
+
+
+async def test_a_body_that_stops_arriving_is_an_idle_timeout_well_before_the_total():
+    loop = asyncio.get_running_loop()
+    body = _Body()
+    with pytest.raises(UpstreamTimeout, match="idle: no data within 0.05 s") as exc:
+        with _Bounds(loop, _target(30, 60, idle=0.05), None) as bounds:
+            bounds.first_token(body)  # the first-token timer (30 s) is brought forward
+            body.waiting_since = loop.time()
+            await asyncio.sleep(30)
+    assert exc.value.phase == "idle"
+
+
+async def test_time_the_reader_spends_busy_is_not_idle_time():
+    loop = asyncio.get_running_loop()
+    body = _Body()
+    with pytest.raises(UpstreamTimeout) as exc:
+        with _Bounds(loop, _target(None, 60, idle=0.05), None) as bounds:
+            bounds.first_token(body)
+            await asyncio.sleep(0.2)  # busy (e.g. writing to a slow client): 4 idle limits pass
+            busy_survived = True
+            body.waiting_since = loop.time()  # waiting for the upstream from now on
+            await asyncio.sleep(30)
+    assert busy_survived and exc.value.phase == "idle"
+
+
+async def test_a_body_already_here_sets_no_idle_timer():
+    loop = asyncio.get_running_loop()
+    body = _Body()
+    body.arrived = True  # a unary answer read with its headers: the common case
+    with _Bounds(loop, _target(None, 60, idle=0.01), None) as bounds:
+        armed = bounds._handle
+        bounds.first_token(body)
+        assert bounds._handle is armed
