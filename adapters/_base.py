@@ -231,7 +231,7 @@ def bearer_headers(target: Target) -> dict[str, str]:
 # --- parameter policy ----------------------------------------------------------------------
 
 # OpenAI's defaults: a field sent with its default asks for nothing, so a provider that
-# lacks the feature may drop it instead of refusing the request (providers.md, rule above §0).
+# lacks the feature may drop it instead of refusing the request (docs/providers.md, rule above §0).
 OPENAI_DEFAULTS: dict[str, object] = {
     "n": 1,
     "presence_penalty": 0,

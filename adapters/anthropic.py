@@ -1,7 +1,7 @@
 """Anthropic Messages API (`POST {base}/v1/messages`) as an upstream.
 
 Spec: platform.claude.com API reference and the official SDK's types
-(anthropics/anthropic-sdk-python, src/anthropic/types); our summary is providers.md §4.
+(anthropics/anthropic-sdk-python, src/anthropic/types); our summary is docs/providers.md §4.
 OpenAI's chat turns become Anthropic's alternating user/assistant messages with a top-level
 `system`; tool calls become `tool_use` blocks and tool results `tool_result` blocks in a
 user turn.
@@ -321,7 +321,7 @@ def _tools(req: ChatRequest, body: dict[str, Any], thinking: bool) -> None:
             choice = {"type": "any"} if offer_tools else {"type": "tool", "name": JSON_TOOL}
             tools.append({"name": JSON_TOOL, "description": "Respond with the answer as this tool's input.", "input_schema": schema})
     if req.parallel_tool_calls is False and tools and (choice or {}).get("type") != "none":
-        # `none` takes no options; a choice left unset means auto (providers.md §1.2).
+        # `none` takes no options; a choice left unset means auto (docs/providers.md §1.2).
         choice = (choice or {"type": "auto"}) | {"disable_parallel_tool_use": True}
     if not tools and _has_tool_blocks(body["messages"]):
         # Anthropic wants `tools` whenever the history holds tool blocks; OpenAI does not.
@@ -499,7 +499,7 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
     if finish == "tool_calls" and not calls:
         finish = "stop"  # JSON mode's forced tool is content to the client
     elif finish == "stop" and calls:
-        finish = "tool_calls"  # providers.md §1.3: a normal end after tool calls
+        finish = "tool_calls"  # docs/providers.md §1.3: a normal end after tool calls
     message = ResponseMessage(content="".join(texts) if texts else None)
     if calls:
         message.tool_calls = calls
@@ -609,7 +609,7 @@ _decode_event = msgspec.json.Decoder(_Event).decode
 
 
 class StreamDecoder:
-    """Anthropic events -> canonical deltas (providers.md §4.3.1).
+    """Anthropic events -> canonical deltas (docs/providers.md §4.3.1).
 
     Tool indices are dense per tool_use block (a text or thinking block before a tool call
     takes a content-block index but no tool index); JSON mode's forced tool streams as

@@ -1,7 +1,7 @@
 """DeepSeek (`https://api.deepseek.com`): OpenAI-compatible, with reasoning models.
 
 Spec: api-docs.deepseek.com (chat completion, thinking mode, reasoning model, multi-round,
-context caching, error codes); our summary is providers.md §7. `reasoning_effort` switches
+context caching, error codes); our summary is docs/providers.md §7. `reasoning_effort` switches
 thinking mode (`thinking: {"type": ...}`); in thinking mode the sampling parameters DeepSeek
 ignores are dropped with a note and log probabilities are refused. Replayed
 `reasoning_content` is stripped except in the live tool loop (§7.2); cache hits
@@ -189,5 +189,5 @@ ADAPTER = openai.openai_like(
     prepare=prepare,
     response=decode_response,
     decoder=StreamDecoder,
-    embeddings=None,  # no embeddings API (providers.md §10.4)
+    embeddings=None,  # no embeddings API (docs/providers.md §10.4)
 )

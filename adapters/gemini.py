@@ -2,7 +2,7 @@
 
 Spec: ai.google.dev/api (generateContent, streamGenerateContent, embedContent,
 batchEmbedContents) and the official SDK's types (googleapis/python-genai, types.py); our
-summary is providers.md §5 and §10.2. Chat turns become `contents` with roles user/model
+summary is docs/providers.md §5 and §10.2. Chat turns become `contents` with roles user/model
 and a `systemInstruction`; tool calls are `functionCall` parts (arriving whole, also when
 streamed) and tool results `functionResponse` parts. Gemini mints no call ids: aiogw makes
 them, and carries a part's `thoughtSignature` inside the id (`…__ts_<signature>`) so the
@@ -514,7 +514,7 @@ _decode_error = msgspec.json.Decoder(_ErrorBody).decode
 
 class StreamDecoder:
     """Each SSE event is a GenerateContentResponse holding only new parts; no end marker:
-    a finishReason on every candidate is the normal end (providers.md §5.3)."""
+    a finishReason on every candidate is the normal end (docs/providers.md §5.3)."""
 
     __slots__ = ("_called", "_finish", "_open", "_target", "_tools", "_usage", "complete")
 

@@ -1,7 +1,7 @@
 """Mistral (`https://api.mistral.ai/v1`): OpenAI-shaped, with a strict request schema.
 
 Spec: docs.mistral.ai API reference and the official SDK (mistralai/client-python, models
-ChatCompletionRequest, extra fields forbidden); our summary is providers.md §6. Any field
+ChatCompletionRequest, extra fields forbidden); our summary is docs/providers.md §6. Any field
 Mistral does not know is a 422, so the body is rebuilt from a whitelist and the messages,
 tools and formats from the canonical request; `seed` becomes `random_seed`, tool-call ids
 become the 9 alphanumerics Mistral insists on, a trailing assistant message becomes a
@@ -41,7 +41,7 @@ from aiogw.types import (
 
 NAME = "mistral"
 
-# Mistral's ChatCompletionRequest fields (SDK, mid-2026; providers.md §6.1); nothing else
+# Mistral's ChatCompletionRequest fields (SDK, mid-2026; docs/providers.md §6.1); nothing else
 # may be sent. `messages`, `tools`, `tool_choice` and `response_format` are rebuilt from the
 # canonical request so no unknown nested key slips through either.
 REQUEST_FIELDS = frozenset({

@@ -89,7 +89,7 @@ def dialect_call(params: base.ParamMap, prepare: Prepare, *, ask_usage: bool, pa
 
 # OpenAI-only request extras (platform.openai.com chat reference) that providers with
 # lenient schemas ignore or misread: dropped with a note, except the ones that would change
-# what comes back (audio output), which are refused (providers.md §1.2, row `metadata…`).
+# what comes back (audio output), which are refused (docs/providers.md §1.2, row `metadata…`).
 OPENAI_ONLY_DROP = frozenset({
     "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "verbosity",
     "prediction", "web_search_options",
@@ -217,7 +217,7 @@ def dialect_response(
 ) -> Callable[[bytes, base.Target], Reply]:
     """decode_response for an OpenAI-like provider whose replies stray from OpenAI's shape:
     finish reasons outside OpenAI's set are mapped (FINISH; one in `failed_finish` fails the
-    attempt, providers.md §1.3), typed content-chunk lists become `content` +
+    attempt, docs/providers.md §1.3), typed content-chunk lists become `content` +
     `reasoning_content`, tool calls lose the stray `index`; `fix` does the rest. The body is
     re-encoded, which also drops blank lines a queued reply starts with (DeepSeek §7.3)."""
 
@@ -393,11 +393,11 @@ FINISH: dict[str, FinishReason] = {
 class StreamDecoder:
     """OpenAI-shaped chunks -> canonical deltas, normalising what compatible servers get
     wrong: restated tool-call ids and names, sparse tool indices, `finish_reason: ""`,
-    usage wherever it appears (providers.md §9)."""
+    usage wherever it appears (docs/providers.md §9)."""
 
     __slots__ = ("_target", "_tools", "complete")
 
-    # Finish reasons that mean the provider failed mid-answer (providers.md §1.3 error
+    # Finish reasons that mean the provider failed mid-answer (docs/providers.md §1.3 error
     # path): raised as an upstream error, so the relay fails over or ends with an error event.
     failed_finish: frozenset[str] = frozenset()
 

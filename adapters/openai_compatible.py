@@ -2,7 +2,7 @@
 
 Streams go through the normalising decoder rather than the byte pass-through, because
 these servers restate tool-call ids, skip the role chunk, report `stop` after tool calls or
-put usage in odd places (providers.md §9); the client still sees OpenAI's exact shape.
+put usage in odd places (docs/providers.md §9); the client still sees OpenAI's exact shape.
 """
 
 from aiogw.adapters.openai import openai_like

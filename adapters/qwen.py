@@ -2,7 +2,7 @@
 (`https://dashscope-intl.aliyuncs.com/compatible-mode/v1`; keys are bound to their region).
 
 Spec: Alibaba Cloud Model Studio docs (OpenAI compatibility, deep thinking, function
-calling, error codes); our summary is providers.md §8. Thinking is switched explicitly
+calling, error codes); our summary is docs/providers.md §8. Thinking is switched explicitly
 with `enable_thinking` (+ `thinking_budget`) from `reasoning_effort`; the ranges Qwen
 enforces are checked here so the client gets a 400 naming the field. Stream quirks (§8.2:
 tool-call deltas restating `"id": ""` or the same id, name-only then arguments-only

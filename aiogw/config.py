@@ -174,7 +174,7 @@ Count = Annotated[int, Meta(ge=1)]
 
 
 class BreakerConfig(Strict, kw_only=True):
-    """Circuit breaker (DESIGN.md defaults): open above `error_rate` over at least
+    """Circuit breaker (the defaults of the README's "Routing and failover"): open above `error_rate` over at least
     `min_calls` calls in the 60 s window, or after `consecutive_failures`; stay open
     `open_s`; then `half_open_probes` probes at a time; close after `close_after` successes."""
 

@@ -1,4 +1,4 @@
-"""Canonical deltas -> OpenAI `chat.completion.chunk` SSE bytes (providers.md §3.2, §2.5).
+"""Canonical deltas -> OpenAI `chat.completion.chunk` SSE bytes (docs/providers.md §3.2, §2.5).
 
 The encoder guarantees what the official SDK's delta accumulator relies on: the role in
 each choice's first chunk, tool-call `id`/`name` exactly once with a dense `index`, one

@@ -1,4 +1,4 @@
-r"""Incremental server-sent-events parser: upstream bytes -> `SSEEvent`s (providers.md §2).
+r"""Incremental server-sent-events parser: upstream bytes -> `SSEEvent`s (docs/providers.md §2).
 
 One parser for every provider's stream, following the WHATWG "event stream interpretation":
 
@@ -23,7 +23,7 @@ One parser for every provider's stream, following the WHATWG "event stream inter
   `data:\n\n` dispatches an event with data b"".
 - EOF (`close()`): a non-empty unterminated line is still a line. The spec drops an event
   that no blank line terminated; we keep it if its data is `[DONE]` or complete JSON
-  (providers.md §2.2: a missing final newline is common), otherwise drop it and set
+  (docs/providers.md §2.2: a missing final newline is common), otherwise drop it and set
   `truncated`. A block without data at EOF is not a truncation (it would never dispatch).
 - `max_event_bytes` bounds memory, whatever the chunking: a line (field name included) or an
   event's joined data longer than it raises `UpstreamProtocolError`, as soon as the partial

@@ -1,4 +1,4 @@
-"""The dependency direction of STYLE.md §3.2, checked from the source folders with `ast`
+"""The dependency direction between the project's layers, checked from the source folders with `ast`
 (works whatever the install mode)."""
 
 from __future__ import annotations

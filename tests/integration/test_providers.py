@@ -72,7 +72,7 @@ def gemini_read(r: dict[str, Any]) -> Native:
     tools = [(p["functionCall"]["name"], p["functionCall"]["args"]) for p in parts if "functionCall" in p]
     finish = GEMINI_FINISH[cand["finishReason"]]
     if tools and finish == "stop":
-        finish = "tool_calls"  # Gemini says STOP after a function call (providers.md §5.4)
+        finish = "tool_calls"  # Gemini says STOP after a function call (docs/providers.md §5.4)
     u = r["usageMetadata"]
     return Native("".join(texts) or None, tools, finish, u["promptTokenCount"],
                   u.get("candidatesTokenCount", 0) + u.get("thoughtsTokenCount", 0))

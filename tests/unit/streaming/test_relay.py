@@ -103,7 +103,7 @@ def test_error_event_mid_stream_raises_the_upstream_error(kind):
 
 def test_compatible_server_quirks_are_normalised():
     """Restated ids and names, a missing role chunk, finish "stop" after tool calls,
-    usage on a content chunk (providers.md §9)."""
+    usage on a content chunk (docs/providers.md §9)."""
     def chunk(delta, finish=None, usage=None):
         c = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
              "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}

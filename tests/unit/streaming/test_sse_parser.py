@@ -1,4 +1,4 @@
-"""`SSEParser` against providers.md §2 (WHATWG event-stream interpretation).
+"""`SSEParser` against docs/providers.md §2 (WHATWG event-stream interpretation).
 
 Every §2.4 test vector split at every byte offset and every pair of offsets, every golden
 `.sse` fixture split at every offset, the framing edge cases one by one, the `max_event_bytes`
@@ -92,7 +92,7 @@ class TooLarge(Exception):
 
 
 def reference(stream: bytes, max_event_bytes: int | None = None):
-    """WHATWG event-stream interpretation (+ the EOF rule and size bound of providers.md §2)."""
+    """WHATWG event-stream interpretation (+ the EOF rule and size bound of docs/providers.md §2)."""
     # Stage 1: bytes -> lines.
     if stream.startswith(BOM):
         stream = stream[3:]
@@ -186,7 +186,7 @@ def test_an_unterminated_event_is_kept_exactly_when_the_reference_calls_it_compl
     assert parser.truncated is not kept
 
 
-# --- providers.md §2.4 test vectors -------------------------------------------------------
+# --- docs/providers.md §2.4 test vectors -------------------------------------------------------
 
 VECTORS = [
     pytest.param(b'data: {"a":1}\n\n', [ev(b'{"a":1}')], None, id="lf"),
