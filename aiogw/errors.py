@@ -4,8 +4,9 @@
 GatewayError                    .status .type .code .param .message; to_openai() -> bytes
 ├─ ClientError                  the caller's fault: never retried, never failed over
 │  ├─ InvalidRequest (400, param)   ├─ PayloadTooLarge (413)
-│  ├─ AuthError (401), Forbidden (403) ├─ ModelNotFound (404)
-│  ├─ MethodNotAllowed (405)        └─ GatewayRateLimited (429, retry_after)
+│  ├─ AuthError (401), Forbidden (403) ├─ NotFound (404) └─ ModelNotFound (param: model)
+│  ├─ MethodNotAllowed (405)        ├─ RequestTimeout (408) ├─ UnsupportedEncoding (415)
+│  └─ GatewayRateLimited (429, retry_after)
 ├─ ServiceUnavailable (503)     the gateway itself cannot take the request (draining)
 ├─ UpstreamError                .provider .model .failure_class .retry_after
 │  ├─ UpstreamTimeout           .phase: connect | first_token | idle | total
@@ -119,8 +120,14 @@ class Forbidden(ClientError):
     code = "forbidden"
 
 
-class ModelNotFound(ClientError):
+class NotFound(ClientError):
+    """An unknown path (no parameter is at fault)."""
+
     status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
     param = "model"
 
@@ -130,9 +137,24 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(ClientError):
+    """The client did not send its whole body in time; the connection is closed after it."""
+
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"
+
+
+class UnsupportedEncoding(ClientError):
+    status = 415
+    code = "unsupported_content_encoding"
 
 
 class GatewayRateLimited(ClientError):

@@ -15,7 +15,7 @@ from aiogw.errors import (
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
-    ModelNotFound,
+    NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
 )
@@ -52,7 +52,7 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> Gatewa
         limit = request.app[RUNTIME].config.server.max_body_bytes
         return PayloadTooLarge(f"The request body exceeds the gateway's limit of {limit} bytes (server.max_body_bytes).")
     if isinstance(exc, web.HTTPNotFound):
-        return ModelNotFound(f"Unknown path {request.path}.", code="not_found", param=None)
+        return NotFound(f"Unknown path {request.path}.")
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
     return InvalidRequest(exc.reason or "Bad request", code=None)

@@ -83,7 +83,10 @@ async def test_unknown_path_and_wrong_method_are_openai_shaped(gateway):
             error_of(await r.read())
         async with s.get(f"{gateway}/nothing-here") as r:
             assert r.status == 404
-            error_of(await r.read())
+            err = error_of(await r.read())
+            # No parameter is at fault: an unknown path is not an unknown model.
+            assert err["param"] is None and err["code"] == "not_found"
+            assert "/v1/nothing-here" in err["message"]
 
 
 async def test_sdk_sees_typed_errors(client):
