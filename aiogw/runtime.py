@@ -7,6 +7,7 @@ target with its adapter, URL, key and timeouts, the public model groups, and dir
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ class Runtime:
     breaker_default: BreakerConfig = BreakerConfig()
     breaker_policies: dict[str, BreakerConfig] = field(default_factory=dict)  # per target id
     _direct: dict[str, ModelRoute] = field(default_factory=dict)  # memo of direct addressing
+    loaded_at: int = field(default_factory=lambda: int(time.time()))  # `created` of /v1/models
 
     @classmethod
     def build(cls, config: Config, *, file: str = "<config>") -> Runtime:
@@ -114,6 +116,11 @@ class Runtime:
 
     def public_models(self) -> list[str]:
         return list(self.routes)
+
+    def owner(self, model: str) -> str:
+        """`owned_by` of a model name `resolve` accepts: a public group is the gateway's own,
+        `<provider>/<model>` belongs to that provider account."""
+        return "aiogw" if model in self.routes else model.partition("/")[0]
 
 
 def account_type(account: Account) -> str:

@@ -177,9 +177,19 @@ async def embeddings(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    names = request.app[RUNTIME].public_models()
-    body = _encode(ModelList(data=[ModelCard(id=n) for n in names]))
-    return web.Response(body=body, content_type="application/json")
+    runtime = request.app[RUNTIME]
+    cards = [ModelCard(id=n, created=runtime.loaded_at, owned_by="aiogw") for n in runtime.public_models()]
+    return web.Response(body=_encode(ModelList(data=cards)), content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One model by any name a completion accepts: a public name or `<provider>/<model>`
+    of a configured provider (the slash may come percent-encoded, as the SDKs send it)."""
+    runtime = request.app[RUNTIME]
+    name = request.match_info["model"]
+    runtime.resolve(name)  # 404 model_not_found for anything else
+    card = ModelCard(id=name, created=runtime.loaded_at, owned_by=runtime.owner(name))
+    return web.Response(body=_encode(card), content_type="application/json")
 
 
 async def gateway_health(request: web.Request) -> web.Response:
@@ -261,6 +271,7 @@ ROUTES = [
     web.post("/v1/chat/completions", chat_completions),
     web.post("/v1/embeddings", embeddings),
     web.get("/v1/models", list_models),
+    web.get("/v1/models/{model:.+}", get_model),
     web.get("/v1/gateway/health", gateway_health),
     web.get("/v1/gateway/spend", gateway_spend),
     web.get("/healthz", healthz),
