@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ EXIT_CONFIG = 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiogw", description="OpenAI-compatible gateway for many LLM providers.")
+    p.add_argument("--version", action="version", version=f"aiogw {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway")
     src = s.add_mutually_exclusive_group()
@@ -51,6 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("aiogw")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "unknown"
+
+
+def _config_invalid(exc: ConfigError) -> int:
+    for error in exc.errors:  # every problem found, one line each
+        print(f"aiogw: invalid config: {error}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
@@ -67,8 +82,7 @@ def check_config(file: str) -> int:
         cfg = config_mod.load(file)
         runtime = Runtime.build(cfg, file=file)
     except ConfigError as exc:
-        print(f"aiogw: invalid config: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _config_invalid(exc)
     print(f"{file}: OK")
     print(f"server: {cfg.server.host}:{cfg.server.port} workers={cfg.server.workers}")
     if cfg.state.redis_url:
@@ -125,8 +139,7 @@ def serve(args: argparse.Namespace) -> int:
         cfg = _with_overrides(_load(args), args)
         Runtime.build(cfg, file=args.config or "<demo>")
     except ConfigError as exc:
-        print(f"aiogw: invalid config: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _config_invalid(exc)
     configure_logs(cfg.log.level, cfg.log.format)
     if cfg.server.workers > 1 and not args.worker_child:
         return _supervise(cfg, args)

@@ -319,9 +319,19 @@ class AllAttemptsFailed(GatewayError):
 
 
 class ConfigError(Exception):
-    """The config file is invalid: names the file, the key path and what was expected."""
+    """The config file is invalid: names the file, the key path and what was expected.
+
+    Loading reports every problem it finds: the first is raised, carrying all of them
+    (itself included) in `errors`."""
 
     def __init__(self, file: str, path: str, expected: str) -> None:
         self.file, self.path, self.expected = file, path, expected
+        self.errors: tuple[ConfigError, ...] = (self,)
         where = f"{file}: {path}" if path else file
         super().__init__(f"{where}: {expected}")
+
+    @staticmethod
+    def of(errors: list[ConfigError]) -> ConfigError:
+        first = errors[0]
+        first.errors = tuple(errors)
+        return first

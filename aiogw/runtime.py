@@ -23,6 +23,7 @@ from aiogw.config import (
     RetryConfig,
     TargetConfig,
     Timeouts,
+    account_problems,
 )
 from aiogw.errors import ConfigError, ModelNotFound
 
@@ -50,14 +51,9 @@ class Runtime:
 
     @classmethod
     def build(cls, config: Config, *, file: str = "<config>") -> Runtime:
-        for name, account in config.providers.items():
-            adapter = REGISTRY.get(account_type(account))
-            if adapter is None:
-                raise ConfigError(file, f"providers.{name}.type", f"provider type '{account_type(account)}' is not available in this build")
-            if adapter.requires_base_url and not account.base_url:
-                raise ConfigError(file, f"providers.{name}.base_url", "a base_url is required for this type")
-            if adapter.requires_api_key and account.api_key is None:
-                raise ConfigError(file, f"providers.{name}.api_key", "an api_key is required for this type")
+        problems = [e for name, account in config.providers.items() for e in account_problems(name, account, file)]
+        if problems:
+            raise ConfigError.of(problems)
         routing = config.routing
         routes: dict[str, ModelRoute] = {}
         policies: dict[str, BreakerConfig] = {}
