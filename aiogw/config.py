@@ -29,6 +29,7 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # large enough for a few base64 images
 DEFAULT_CONNECT_TIMEOUT_S = 5.0  # a healthy provider accepts a TCP+TLS handshake in well under 1 s
 DEFAULT_TOTAL_TIMEOUT_S = 600.0  # long reasoning answers run for minutes
 DEFAULT_SHUTDOWN_GRACE_S = 30.0  # Kubernetes' default terminationGracePeriodSeconds
+DEFAULT_BODY_TIMEOUT_S = 30.0  # 8 MiB in 30 s is 2.2 Mbit/s; a client trickling slower holds a connection
 
 
 class Strict(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -75,7 +76,8 @@ class ServerConfig(Strict, kw_only=True):
     host: str = "0.0.0.0"  # noqa: S104 - a gateway is meant to be reached; tests bind 127.0.0.1
     port: Annotated[int, Meta(ge=0, le=65535)] = DEFAULT_PORT
     workers: Annotated[int, Meta(ge=1, le=256)] = 1
-    max_body_bytes: Annotated[int, Meta(ge=1024)] = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = DEFAULT_MAX_BODY_BYTES  # after decompression
+    body_timeout_s: Seconds = DEFAULT_BODY_TIMEOUT_S  # the whole request body must arrive within this
     shutdown_grace: Annotated[float, Meta(ge=0)] = DEFAULT_SHUTDOWN_GRACE_S
     cors: Cors | None = None
     # Comment lines sent while a stream waits for its first token, so that proxies and load

@@ -3,7 +3,7 @@
 ```
 GatewayError                    .status .type .code .param .message; to_openai() -> bytes
 ├─ ClientError                  the caller's fault: never retried, never failed over
-│  ├─ InvalidRequest (400, param)   ├─ PayloadTooLarge (413)
+│  ├─ InvalidRequest (400, param) └─ NestedTooDeep   ├─ PayloadTooLarge (413)
 │  ├─ AuthError (401), Forbidden (403) ├─ NotFound (404) └─ ModelNotFound (param: model)
 │  ├─ MethodNotAllowed (405)        ├─ RequestTimeout (408) ├─ UnsupportedEncoding (415)
 │  └─ GatewayRateLimited (429, retry_after)
@@ -107,6 +107,18 @@ class ClientError(GatewayError):
 class InvalidRequest(ClientError):
     status = 400
     code = "invalid_value"
+
+
+class NestedTooDeep(InvalidRequest):
+    """JSON nested past the interpreter's recursion limit, where msgspec (decoding the
+    body, or an adapter re-encoding parts of it) raises RecursionError."""
+
+    code = "invalid_json"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The request nests JSON arrays or objects too deeply to be processed; keep nesting well under 1,000 levels."
+        )
 
 
 class AuthError(ClientError):

@@ -10,10 +10,11 @@ from aiohttp import web
 
 from aiogw.cost import format_usd
 from aiogw.dispatch import ClientDisconnected, Control, Outcome
-from aiogw.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
+from aiogw.errors import GatewayError, InvalidRequest, ModelNotFound, NestedTooDeep, ServiceUnavailable
 from aiogw.health import now as health_now
 from aiogw.router import STRATEGIES
 from aiogw.runtime import Runtime
+from aiogw.server.body import read_body
 from aiogw.server.keys import DISPATCHER, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.server.sse import SSESink
 from aiogw.streaming.encode import error_event
@@ -52,6 +53,8 @@ def parse_chat(body: bytes) -> ParsedChat:
         return ParsedChat(req=_decode_chat(body), raw=_decode_raw(body))
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
+    except RecursionError:
+        raise NestedTooDeep() from None
 
 
 def _base_headers(request: web.Request) -> dict[str, str]:
@@ -113,8 +116,7 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    parsed = parse_chat(body)
+    parsed = parse_chat(await read_body(request))
     request[PUBLIC_MODEL] = parsed.req.model
     request[STREAM] = parsed.req.is_stream
     runtime = request.app[RUNTIME]
@@ -163,10 +165,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.Response:
+    body = await read_body(request)
     try:
-        req = _decode_embedding(await request.read())
+        req = _decode_embedding(body)
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
+    except RecursionError:
+        raise NestedTooDeep() from None
     request[PUBLIC_MODEL] = req.model
     runtime = request.app[RUNTIME]
     route = runtime.resolve(req.model)

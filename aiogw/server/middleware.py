@@ -16,10 +16,10 @@ from aiogw.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
 )
 from aiogw.ids import hex_id
+from aiogw.server.body import too_large
 from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
 from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 
@@ -49,8 +49,7 @@ def error_response(err: GatewayError, request_id: str, outcome: Outcome | None) 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> GatewayError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        limit = request.app[RUNTIME].config.server.max_body_bytes
-        return PayloadTooLarge(f"The request body exceeds the gateway's limit of {limit} bytes (server.max_body_bytes).")
+        return too_large(request.app[RUNTIME].config.server.max_body_bytes)
     if isinstance(exc, web.HTTPNotFound):
         return NotFound(f"Unknown path {request.path}.")
     if isinstance(exc, web.HTTPMethodNotAllowed):
