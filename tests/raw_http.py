@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from dataclasses import dataclass
 
 
@@ -56,14 +57,32 @@ async def exchange(url: str, data: bytes, *, count: int | None = None, timeout: 
     return parse(raw)
 
 
-def exchange_sync(host: str, port: int, data: bytes, *, timeout: float = 10.0) -> list[Response]:
-    """Send `data`, read every response until the server closes the connection."""
+def exchange_sync(host: str, port: int, data: bytes, *, timeout: float = 10.0, settle_s: float = 0.5) -> list[Response]:
+    """Send `data`; read until the server closes the connection, or until its answers are
+    complete and it has sent nothing more for `settle_s` (a server may hold a connection
+    open after answering, e.g. while it drains a refused body)."""
+    deadline = time.monotonic() + timeout
+    raw = b""
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(data)
-        parts = []
-        while chunk := s.recv(65536):
-            parts.append(chunk)
-    return parse(b"".join(parts))
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before taking everything: read the answer
+        while time.monotonic() < deadline:
+            done, rest = _split(raw)
+            s.settimeout(settle_s if done and not rest else max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                if done and not rest:
+                    break
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            raw += chunk
+    return parse(raw)
 
 
 def parse(raw: bytes) -> list[Response]:

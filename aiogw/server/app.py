@@ -121,6 +121,8 @@ def _protocol_error(status: int, exc: BaseException | None) -> GatewayError:
 
 
 class _Server(web.Server):
+    __slots__ = ()  # same layout as web.Server, so that GatewayRunner can retype one
+
     def __call__(self) -> RequestHandler:
         return _Protocol(self, loop=self._loop, **self._kwargs)
 
