@@ -26,28 +26,32 @@ ENCODINGS = frozenset({"", "identity", "gzip", "deflate", "br", "zstd"})
 
 
 async def read_body(request: web.Request) -> bytes:
-    server = request.app[RUNTIME].config.server
-    encoding = request.headers.get("content-encoding", "").strip().lower()
-    if encoding not in ENCODINGS:
-        raise UnsupportedEncoding(
-            f"Content-Encoding '{encoding}' is not supported; send the body uncompressed, or as gzip or deflate."
-        )
-    if encoding in ("", "identity") and (request.content_length or 0) > server.max_body_bytes:
-        raise too_large(server.max_body_bytes)  # refused before reading it
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None:
+        encoding = encoding.strip().lower()
+        if encoding not in ENCODINGS:
+            raise UnsupportedEncoding(
+                f"Content-Encoding '{encoding}' is not supported; send the body uncompressed, or as gzip or deflate."
+            )
+    server = None
     try:
-        if request.content.is_eof():  # the usual case: the body came with the headers
+        if request.content.is_eof():  # the usual case: the whole body came with the headers
             return await request.read()
+        server = request.app[RUNTIME].config.server
+        if encoding in (None, "", "identity") and (request.content_length or 0) > server.max_body_bytes:
+            raise too_large(server.max_body_bytes)  # refused before reading it
         async with asyncio.timeout(server.body_timeout_s):
             return await request.read()
     except TimeoutError:
+        assert server is not None
         _stop_reading(request, linger=False)
         raise RequestTimeout(
             f"The request body did not arrive within {server.body_timeout_s:g} s (server.body_timeout_s)."
         ) from None
     except web.HTTPRequestEntityTooLarge:
-        if encoding not in ("", "identity"):
+        if encoding not in (None, "", "identity"):
             _stop_reading(request, linger=True)  # or aiohttp would inflate the rest of a bomb
-        raise too_large(server.max_body_bytes) from None
+        raise too_large(request.app[RUNTIME].config.server.max_body_bytes) from None
     except web.RequestPayloadError as exc:
         _stop_reading(request, linger=False)  # the stream is broken: nothing more to read
         if isinstance(exc.__cause__, ContentEncodingError):
