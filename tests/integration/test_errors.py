@@ -139,6 +139,13 @@ async def test_a_compression_bomb_is_refused_at_the_body_limit(sim, make_gateway
     assert ok.status == 200
 
 
+async def test_a_content_length_over_the_limit_is_413_before_the_body_arrives(sim, make_gateway):
+    url, _ = await make_gateway(gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "max_body_bytes": 4096}))
+    announced = raw_http.request("/v1/chat/completions", GOOD[:10], {"content-length": str(10 << 20)}, close=False)
+    (r,) = await raw_http.exchange(url, announced, count=1)  # answered without waiting for 10 MiB
+    assert r.status == 413 and "4096" in r.error()["message"]
+
+
 async def test_a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closed(sim, make_gateway):
     url, _ = await make_gateway(gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "body_timeout_s": 0.2}))
     # A Content-Length promising more than is sent (a stalled or slow-loris client): the
