@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 
 import msgspec
@@ -22,15 +23,17 @@ from aiogw.demo import demo_config, start_demo_simulator  # noqa
 from aiogw.errors import ConfigError
 from aiogw.adapters import REGISTRY
 from aiogw.runtime import Runtime, account_type
-from aiogw.server.app import create_app
+from aiogw.server.app import LISTEN_BACKLOG, ListenError, create_app
 from aiogw.server.app import serve as serve_app
 from aiogw.telemetry.logs import configure as configure_logs
 
 EXIT_CONFIG = 2
+EXIT_LISTEN = 3  # a port (the API's or a metrics port) could not be listened on
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiogw", description="OpenAI-compatible gateway for many LLM providers.")
+    p.add_argument("--version", action="version", version=f"aiogw {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway")
     src = s.add_mutually_exclusive_group()
@@ -42,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
     s.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    s.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # the listening socket to serve
+    s.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # written to once serving
     c = sub.add_parser("check-config", help="validate a config and print the routing table")
     c.add_argument("file")
     from aiogw.bench.run import add_arguments  # noqa: PLC0415 - keeps `serve` start-up lean
@@ -49,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="load-test aiogw against the simulator (and it directly)")
     add_arguments(b)
     return p
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("aiogw")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "unknown"
+
+
+def _config_invalid(exc: ConfigError) -> int:
+    for error in exc.errors:  # every problem found, one line each
+        print(f"aiogw: invalid config: {error}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,8 +85,7 @@ def check_config(file: str) -> int:
         cfg = config_mod.load(file)
         runtime = Runtime.build(cfg, file=file)
     except ConfigError as exc:
-        print(f"aiogw: invalid config: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _config_invalid(exc)
     print(f"{file}: OK")
     print(f"server: {cfg.server.host}:{cfg.server.port} workers={cfg.server.workers}")
     if cfg.state.redis_url:
@@ -132,14 +149,17 @@ def serve(args: argparse.Namespace) -> int:
         cfg = _with_overrides(_load(args), args)
         Runtime.build(cfg, file=args.config or "<demo>")
     except ConfigError as exc:
-        print(f"aiogw: invalid config: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _config_invalid(exc)
     configure_logs(cfg.log.level, cfg.log.format)
-    if cfg.server.workers > 1 and not args.worker_child:
-        return _supervise(cfg, args)
-    _install_uvloop()
-    _tune_gc()
-    asyncio.run(_serve_one(cfg, args))
+    try:
+        if cfg.server.workers > 1 and not args.worker_child:
+            return _supervise(cfg, args)
+        _install_uvloop()
+        _tune_gc()
+        asyncio.run(_serve_one(cfg, args))
+    except ListenError as exc:
+        print(f"aiogw: {exc}", file=sys.stderr)
+        return EXIT_LISTEN
     return 0
 
 
@@ -171,16 +191,21 @@ async def _serve_one(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     announce = not args.worker_child
 
     def ready(host: str, port: int) -> None:
+        if args.ready_fd is not None:  # tell the parent of `--workers N`
+            os.write(args.ready_fd, b"1")
+            os.close(args.ready_fd)
         if announce:
             shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
             print(f"aiogw listening on http://{shown}:{port}", flush=True)
             if args.demo:
                 print(_demo_hint(shown, port), flush=True)
 
+    sock = socket.socket(fileno=args.worker_fd) if args.worker_fd is not None else None
     try:
         await serve_app(
-            create_app(cfg), host=cfg.server.host, port=cfg.server.port, on_ready=ready, worker_index=args.worker_index
-        )
+            create_app(cfg), host=cfg.server.host, port=cfg.server.port, sock=sock, on_ready=ready,
+            worker_index=args.worker_index,
+        )  # fmt: skip
     finally:
         if sim is not None:
             await sim.close()
@@ -196,18 +221,20 @@ def _demo_hint(host: str, port: int) -> str:
 
 
 def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    """Run N worker processes on one port (SO_REUSEPORT) and forward signals to them."""
-    port = cfg.server.port
-    holder = None
-    if port == 0:
-        # Pick the port once for every worker: a bound, non-listening SO_REUSEPORT socket
-        # reserves it without taking connections.
-        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind((cfg.server.host, 0))
-        port = holder.getsockname()[1]
+    """Run N worker processes on one port and forward signals to them.
+
+    The port is this gateway's alone: it is checked free, then this process opens one
+    SO_REUSEPORT listening socket per worker (the kernel spreads connections across them)
+    and hands each to its worker. A second gateway on the same port fails the check instead
+    of silently taking a share of the connections. Connections arriving before a worker
+    serves wait in its socket's backlog."""
+    host, n = cfg.server.host, cfg.server.workers
+    socks = _listening_sockets(host, cfg.server.port, n)
+    port = socks[0].getsockname()[1]
+    ready_r, ready_w = os.pipe()
     # -P: never import a checkout from the working directory instead of the installed package.
-    argv = [sys.executable, "-P", "-m", "aiogw", "serve", "--worker-child", "--port", str(port), "--workers", "1"]
+    argv = [sys.executable, "-P", "-m", "aiogw", "serve", "--worker-child", "--port", str(port), "--workers", "1",
+            "--ready-fd", str(ready_w)]  # fmt: skip
     if args.demo:
         argv.append("--demo")
     else:
@@ -215,8 +242,13 @@ def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     for flag, value in (("--host", args.host), ("--log-format", args.log_format)):
         if value:
             argv += [flag, value]
-    children = [subprocess.Popen([*argv, "--worker-index", str(i)]) for i in range(cfg.server.workers)]  # noqa: S603
-    shown = "127.0.0.1" if cfg.server.host in ("0.0.0.0", "") else cfg.server.host  # noqa: S104
+    children = [
+        subprocess.Popen([*argv, "--worker-index", str(i), "--worker-fd", str(sock.fileno())], pass_fds=(sock.fileno(), ready_w))  # noqa: S603
+        for i, sock in enumerate(socks)
+    ]
+    for sock in socks:  # the workers have their own copies
+        sock.close()
+    os.close(ready_w)
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -225,23 +257,56 @@ def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    _wait_ready(shown, port)
-    print(f"aiogw listening on http://{shown}:{port} ({cfg.server.workers} workers)", flush=True)
-    if holder is not None:
-        holder.close()
+    if _wait_ready(ready_r, children):
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        print(f"aiogw listening on http://{shown}:{port} ({n} workers)", flush=True)
+    else:  # a worker failed to start (it said why on stderr): stop the others
+        forward(signal.SIGTERM, None)
+    os.close(ready_r)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
 
 
-def _wait_ready(host: str, port: int, timeout_s: float = 30.0) -> None:
+def _listening_sockets(host: str, port: int, n: int) -> list[socket.socket]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port != 0:  # taken by anyone (a single gateway, another --workers N, another program)?
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listeners: TIME_WAIT is no conflict
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ListenError(host, port, exc) from None
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # --port 0: the first socket picks it for all
+            sock.listen(LISTEN_BACKLOG)
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise ListenError(host, port, exc) from None
+    return socks
+
+
+def _wait_ready(ready_fd: int, children: list[subprocess.Popen[bytes]], timeout_s: float = 60.0) -> bool:
+    """True once every worker wrote its byte; False if one exited first (or time ran out)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=1) as r:  # noqa: S310
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
+    got = 0
+    while got < len(children) and time.monotonic() < deadline:
+        if select.select([ready_fd], [], [], 0.1)[0]:
+            data = os.read(ready_fd, len(children))
+            if not data:  # every worker closed its end without a word
+                return False
+            got += len(data)
+        elif any(child.poll() is not None for child in children):
+            return False
+    return got >= len(children)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from aiogw.errors import (
     GatewayError,
     GatewayRateLimited,
     InvalidRequest,
+    NestedTooDeep,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -86,6 +87,13 @@ def _embedding_tokens_estimate(req: EmbeddingRequest) -> int:
     if isinstance(inp, str):
         return estimate_tokens(len(inp))
     return sum(estimate_tokens(len(x)) if isinstance(x, str) else (len(x) if isinstance(x, list) else 1) for x in inp)
+
+
+def _build_call(adapter: Adapter, parsed: ParsedChat, target: Target) -> Call:
+    try:
+        return adapter.build_call(parsed, target)
+    except RecursionError:  # a body nested just under the decoder's limit, re-encoded deeper
+        raise NestedTooDeep() from None
 
 
 class ClientDisconnected(Exception):  # noqa: N818 - an event, not a failure
@@ -627,7 +635,7 @@ class Dispatcher:
         self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, control: Control = NO_CONTROL
     ) -> Reply:
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
-            call = adapter.build_call(parsed, target)
+            call = _build_call(adapter, parsed, target)
             outcome.notes.extend(call.notes)
             reply = await self._post(call, target, adapter, adapter.decode_response, gate, control.deadline)
             return self._won(outcome, target, reply)
@@ -743,7 +751,7 @@ class Dispatcher:
         """Stream one completion into `sink`; raises before the commit point only."""
 
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
-            call = adapter.build_call(parsed, target)
+            call = _build_call(adapter, parsed, target)
             outcome.notes.extend(call.notes)
             await self._stream_once(parsed, route, target, adapter, call, outcome, sink, gate, control.deadline)
 

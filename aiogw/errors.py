@@ -3,9 +3,10 @@
 ```
 GatewayError                    .status .type .code .param .message; to_openai() -> bytes
 ├─ ClientError                  the caller's fault: never retried, never failed over
-│  ├─ InvalidRequest (400, param)   ├─ PayloadTooLarge (413)
-│  ├─ AuthError (401), Forbidden (403) ├─ ModelNotFound (404)
-│  ├─ MethodNotAllowed (405)        └─ GatewayRateLimited (429, retry_after)
+│  ├─ InvalidRequest (400, param) └─ NestedTooDeep   ├─ PayloadTooLarge (413)
+│  ├─ AuthError (401), Forbidden (403) ├─ NotFound (404) └─ ModelNotFound (param: model)
+│  ├─ MethodNotAllowed (405)        ├─ RequestTimeout (408) ├─ UnsupportedEncoding (415)
+│  └─ GatewayRateLimited (429, retry_after)
 ├─ ServiceUnavailable (503)     the gateway itself cannot take the request (draining)
 ├─ UpstreamError                .provider .model .failure_class .retry_after
 │  ├─ UpstreamTimeout           .phase: connect | first_token | idle | total
@@ -108,6 +109,18 @@ class InvalidRequest(ClientError):
     code = "invalid_value"
 
 
+class NestedTooDeep(InvalidRequest):
+    """JSON nested past the interpreter's recursion limit, where msgspec (decoding the
+    body, or an adapter re-encoding parts of it) raises RecursionError."""
+
+    code = "invalid_json"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The request nests JSON arrays or objects too deeply to be processed; keep nesting well under 1,000 levels."
+        )
+
+
 class AuthError(ClientError):
     status = 401
     type = "authentication_error"
@@ -119,8 +132,14 @@ class Forbidden(ClientError):
     code = "forbidden"
 
 
-class ModelNotFound(ClientError):
+class NotFound(ClientError):
+    """An unknown path (no parameter is at fault)."""
+
     status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
     param = "model"
 
@@ -130,9 +149,24 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(ClientError):
+    """The client did not send its whole body in time; the connection is closed after it."""
+
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"
+
+
+class UnsupportedEncoding(ClientError):
+    status = 415
+    code = "unsupported_content_encoding"
 
 
 class GatewayRateLimited(ClientError):
@@ -297,9 +331,19 @@ class AllAttemptsFailed(GatewayError):
 
 
 class ConfigError(Exception):
-    """The config file is invalid: names the file, the key path and what was expected."""
+    """The config file is invalid: names the file, the key path and what was expected.
+
+    Loading reports every problem it finds: the first is raised, carrying all of them
+    (itself included) in `errors`."""
 
     def __init__(self, file: str, path: str, expected: str) -> None:
         self.file, self.path, self.expected = file, path, expected
+        self.errors: tuple[ConfigError, ...] = (self,)
         where = f"{file}: {path}" if path else file
         super().__init__(f"{where}: {expected}")
+
+    @staticmethod
+    def of(errors: list[ConfigError]) -> ConfigError:
+        first = errors[0]
+        first.errors = tuple(errors)
+        return first

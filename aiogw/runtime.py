@@ -8,6 +8,7 @@ target with its adapter, URL, key and timeouts, the public model groups, and dir
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from aiogw.config import (
     RetryConfig,
     TargetConfig,
     Timeouts,
+    account_problems,
 )
 from aiogw.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context
 from aiogw.errors import ConfigError, ModelNotFound
@@ -54,19 +56,17 @@ class Runtime:
     # Per account name, for accounts with their own TLS settings or a proxy (none: direct).
     egress: dict[str, Egress] = field(default_factory=dict)
     _direct: dict[str, ModelRoute] = field(default_factory=dict)  # memo of direct addressing
+    loaded_at: int = field(default_factory=lambda: int(time.time()))  # `created` of /v1/models
 
     @classmethod
     def build(cls, config: Config, *, file: str = "<config>", env: Mapping[str, str] | None = None) -> Runtime:
         """`env`: where HTTPS_PROXY / HTTP_PROXY / NO_PROXY are read (the process environment)."""
+        problems = [e for name, account in config.providers.items() for e in account_problems(name, account, file)]
+        if problems:
+            raise ConfigError.of(problems)
         egress: dict[str, Egress] = {}
         for name, account in config.providers.items():
-            adapter = REGISTRY.get(account_type(account))
-            if adapter is None:
-                raise ConfigError(file, f"providers.{name}.type", f"provider type '{account_type(account)}' is not available in this build")
-            if adapter.requires_base_url and not account.base_url:
-                raise ConfigError(file, f"providers.{name}.base_url", "a base_url is required for this type")
-            if adapter.requires_api_key and account.api_key is None:
-                raise ConfigError(file, f"providers.{name}.api_key", "an api_key is required for this type")
+            adapter = REGISTRY[account_type(account)]
             base_url = account.base_url or adapter.default_base_url
             way = _egress(account, base_url, f"providers.{name}", file, os.environ if env is None else env)
             if way is not None:
@@ -140,6 +140,11 @@ class Runtime:
 
     def public_models(self) -> list[str]:
         return list(self.routes)
+
+    def owner(self, model: str) -> str:
+        """`owned_by` of a model name `resolve` accepts: a public group is the gateway's own,
+        `<provider>/<model>` belongs to that provider account."""
+        return "aiogw" if model in self.routes else model.partition("/")[0]
 
 
 def account_type(account: Account) -> str:

@@ -366,14 +366,15 @@ class EmbeddingRequest(Wire, kw_only=True):
 # --- models list ------------------------------------------------------------------------
 
 
-class ModelCard(Wire, kw_only=True):
+# Not `Wire`: OpenAI's SDKs read `object`, `created` and `owned_by`, so defaults are sent too.
+class ModelCard(msgspec.Struct, kw_only=True):
     id: str
     object: Literal["model"] = "model"
-    created: int = 0
-    owned_by: str = "aiogw"
+    created: int  # unix seconds
+    owned_by: str
 
 
-class ModelList(Wire, kw_only=True):
+class ModelList(msgspec.Struct, kw_only=True):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
 from aiogw.bench.sim_core import Profile
 from aiogw.bench.simulator import start_simulator
 from aiogw.config import from_builtins
-from aiogw.server.app import create_app
+from aiogw.server.app import GatewayRunner, create_app
 
 SIM_KEY = "sk-sim-upstream-key-0123456789"
 
@@ -62,16 +63,28 @@ def gateway_config(sim, **overrides):
     return from_builtins(data, env={})
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's TestServer with the gateway's own runner (OpenAI-shaped protocol errors)."""
+
+    async def _make_runner(self, **kwargs):
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
-def make_gateway(aiohttp_server):
+async def make_gateway():
     """Start a gateway for a config; returns its base URL (ending in /v1)."""
+    servers = []
 
     async def start(cfg):
         app = create_app(cfg)
-        server = await aiohttp_server(app)  # TestServer runs with handler_cancellation=True
+        server = GatewayTestServer(app)
+        servers.append(server)
+        await server.start_server()  # with handler_cancellation=True, as `aiogw serve`
         return str(server.make_url("/v1")), app
 
-    return start
+    yield start
+    for server in servers:
+        await server.close()
 
 
 @pytest.fixture

@@ -58,3 +58,23 @@ async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0
     assert line.startswith(b"aiogw listening on "), (line, b"".join(lines))
     url = line.split()[3].decode()
     return Proc(proc, url, task, lines)
+
+
+async def run_aiogw(*args: str, env: dict | None = None, timeout: float = 30.0) -> tuple[int, str, str]:
+    """`aiogw serve ...` expected to exit by itself: (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-P", "-m", "aiogw", "serve", "--host", "127.0.0.1", "--log-format", "json", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.terminate()  # a --workers parent passes it on to its workers
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        raise AssertionError(f"aiogw serve {' '.join(args)} was still running after {timeout} s") from None
+    return proc.returncode, out.decode(), err.decode()

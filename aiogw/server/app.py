@@ -1,21 +1,28 @@
-"""The application factory and the serve loop (graceful drain on SIGTERM, SO_REUSEPORT).
+"""The application factory and the serve loop (graceful drain on SIGTERM).
 
 Tests, `aiogw serve`, the demo and bench all call `create_app`; nothing else builds an app.
+`GatewayRunner` runs it, so that what aiohttp refuses before any handler runs is answered
+in OpenAI's error shape too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from aiogw import upstream_http as http
 from aiogw.config import Config
 from aiogw.dispatch import Dispatcher
+from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
+from aiogw.ids import hex_id
 from aiogw.runtime import Runtime
 from aiogw.server.handlers import ROUTES
 from aiogw.server import cors, metrics, pages
@@ -31,6 +38,7 @@ log = get_logger("aiogw.server")
 POOL_LIMIT_PER_HOST = 1024
 KEEPALIVE_S = 60.0  # below the usual 75-120 s idle timeout of provider load balancers
 DNS_TTL_S = 300
+LISTEN_BACKLOG = 4096  # connections the kernel queues for a busy worker
 
 
 async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -85,6 +93,69 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     return app
 
 
+class _Protocol(RequestHandler):
+    """aiohttp's connection handler; its answer to a request it cannot parse (malformed
+    HTTP, a body framing that does not match its headers, a Content-Encoding it cannot
+    decode) is an OpenAI-shaped error instead of text/plain."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp does: too late for another response
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        err = _protocol_error(status, exc)
+        if err.http_status() >= 500:
+            log.error("request.crashed", error=repr(exc), exc_info=exc)
+        else:
+            log.info("request.malformed", status=err.http_status(), error=err.message)
+        headers = {"x-request-id": "req_" + hex_id(12), **err.headers()}
+        resp = web.Response(status=err.http_status(), body=err.to_openai(), content_type="application/json", headers=headers)
+        resp.force_close()
+        return resp
+
+
+def _protocol_error(status: int, exc: BaseException | None) -> GatewayError:
+    if isinstance(exc, ContentEncodingError):
+        if "install" in exc.message:  # aiohttp's "Please install `Brotli`": br or zstd without a decoder
+            return UnsupportedEncoding("The request's Content-Encoding cannot be decoded here; send the body uncompressed, or as gzip or deflate.")
+        # Found at the end of the body (a deflate stream cut short), after its handler began.
+        return InvalidRequest("The request body is not valid data for its Content-Encoding.", code="invalid_encoding")
+    if status >= 500:
+        return GatewayError("The gateway hit an internal error.")
+    # Only the first line: aiohttp appends the offending bytes, which may be prompt text.
+    reason = (exc.message if isinstance(exc, HttpProcessingError) else str(exc or "")).split("\n", 1)[0].strip().rstrip(":")
+    return InvalidRequest(f"Malformed HTTP request: {reason or 'cannot be parsed'}.", code="invalid_http")
+
+
+class _Server(web.Server):
+    __slots__ = ()  # same layout as web.Server, so that GatewayRunner can retype one
+
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """An AppRunner whose connections are `_Protocol`s."""
+
+    __slots__ = ()
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server  # the same server; only the protocol it makes differs
+        return server
+
+
+class ListenError(Exception):
+    """A listening socket could not be opened (most often: the port is taken)."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        taken = exc.errno == errno.EADDRINUSE
+        why = "address already in use (another aiogw, or another program, listens there)" if taken else exc.strerror or str(exc)
+        super().__init__(f"cannot listen on {host}:{port}: {why}")
+
+
 def _tracing(config: Config) -> object | None:
     if not config.telemetry.otlp_endpoint:  # unset or "" (`${OTEL_EXPORTER_OTLP_ENDPOINT:-}`)
         return None  # the OpenTelemetry SDK is not even imported
@@ -103,17 +174,28 @@ async def serve(
     worker_index: int = 0,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain: readiness 503 at once, new requests refused,
-    in-flight ones finish within `server.shutdown_grace` seconds."""
+    in-flight ones finish within `server.shutdown_grace` seconds.
+
+    Without `sock` (a worker of `--workers N` gets its listening socket from its parent)
+    the port is bound without SO_REUSEPORT, so a port already taken is a ListenError
+    rather than silently shared with whoever holds it."""
     # Handlers have already drained (or been cancelled) when cleanup runs; a short timeout
     # only bounds the close of idle keep-alive connections.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    runner = GatewayRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     if sock is not None:
         site: web.BaseSite = web.SockSite(runner, sock)
     else:
-        site = web.TCPSite(runner, host, port, reuse_port=True, backlog=4096)
-    await site.start()
-    side_runner = await _metrics_listener(app, host, worker_index)
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+    try:
+        await site.start()
+        side_runner = await _metrics_listener(app, host, worker_index)
+    except ListenError:
+        await runner.cleanup()
+        raise
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(host, port, exc) from None
     bound_port = _bound_port(runner) or port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,7 +218,11 @@ async def _metrics_listener(app: web.Application, host: str, worker_index: int) 
         return None
     runner = web.AppRunner(metrics.listener_app(app), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port + worker_index).start()
+    try:
+        await web.TCPSite(runner, host, port + worker_index).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(host, port + worker_index, exc) from None
     log.info("metrics.listening", host=host, port=port + worker_index)
     return runner
 

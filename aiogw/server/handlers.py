@@ -10,10 +10,11 @@ from aiohttp import web
 
 from aiogw.cost import format_usd
 from aiogw.dispatch import ClientDisconnected, Control, Outcome
-from aiogw.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
+from aiogw.errors import GatewayError, InvalidRequest, ModelNotFound, NestedTooDeep, ServiceUnavailable
 from aiogw.health import now as health_now
 from aiogw.router import STRATEGIES
 from aiogw.runtime import Runtime
+from aiogw.server.body import read_body
 from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM
 from aiogw.server.sse import SSESink
 from aiogw.streaming.encode import error_event
@@ -52,6 +53,8 @@ def parse_chat(body: bytes) -> ParsedChat:
         return ParsedChat(req=_decode_chat(body), raw=_decode_raw(body))
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
+    except RecursionError:
+        raise NestedTooDeep() from None
 
 
 def _base_headers(request: web.Request) -> dict[str, str]:
@@ -113,8 +116,7 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await request.read()
-    parsed = parse_chat(body)
+    parsed = parse_chat(await read_body(request))
     request[PUBLIC_MODEL] = parsed.req.model
     request[STREAM] = parsed.req.is_stream
     runtime = request.app[RUNTIME]
@@ -163,10 +165,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.Response:
+    body = await read_body(request)
     try:
-        req = _decode_embedding(await request.read())
+        req = _decode_embedding(body)
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
+    except RecursionError:
+        raise NestedTooDeep() from None
     request[PUBLIC_MODEL] = req.model
     runtime = request.app[RUNTIME]
     route = runtime.resolve(req.model)
@@ -177,9 +182,19 @@ async def embeddings(request: web.Request) -> web.Response:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    names = request.app[RUNTIME].public_models()
-    body = _encode(ModelList(data=[ModelCard(id=n) for n in names]))
-    return web.Response(body=body, content_type="application/json")
+    runtime = request.app[RUNTIME]
+    cards = [ModelCard(id=n, created=runtime.loaded_at, owned_by="aiogw") for n in runtime.public_models()]
+    return web.Response(body=_encode(ModelList(data=cards)), content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One model by any name a completion accepts: a public name or `<provider>/<model>`
+    of a configured provider (the slash may come percent-encoded, as the SDKs send it)."""
+    runtime = request.app[RUNTIME]
+    name = request.match_info["model"]
+    runtime.resolve(name)  # 404 model_not_found for anything else
+    card = ModelCard(id=name, created=runtime.loaded_at, owned_by=runtime.owner(name))
+    return web.Response(body=_encode(card), content_type="application/json")
 
 
 async def gateway_health(request: web.Request) -> web.Response:
@@ -263,6 +278,7 @@ ROUTES = [
     web.post("/v1/chat/completions", chat_completions),
     web.post("/v1/embeddings", embeddings),
     web.get("/v1/models", list_models),
+    web.get("/v1/models/{model:.+}", get_model),
     web.get("/v1/gateway/health", gateway_health),
     web.get("/v1/gateway/spend", gateway_spend),
     web.get("/healthz", healthz),

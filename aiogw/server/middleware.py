@@ -15,11 +15,11 @@ from aiogw.errors import (
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
-    ModelNotFound,
-    PayloadTooLarge,
+    NotFound,
     ServiceUnavailable,
 )
 from aiogw.ids import hex_id
+from aiogw.server.body import too_large
 from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
 from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 
@@ -49,10 +49,9 @@ def error_response(err: GatewayError, request_id: str, outcome: Outcome | None) 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> GatewayError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        limit = request.app[RUNTIME].config.server.max_body_bytes
-        return PayloadTooLarge(f"The request body exceeds the gateway's limit of {limit} bytes (server.max_body_bytes).")
+        return too_large(request.app[RUNTIME].config.server.max_body_bytes)
     if isinstance(exc, web.HTTPNotFound):
-        return ModelNotFound(f"Unknown path {request.path}.", code="not_found", param=None)
+        return NotFound(f"Unknown path {request.path}.")
     if isinstance(exc, web.HTTPMethodNotAllowed):
         return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
     return InvalidRequest(exc.reason or "Bad request", code=None)

@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from conftest import SIM_KEY
-from procs import start_aiogw
+from procs import run_aiogw, start_aiogw
 
 MSG = [{"role": "user", "content": "Hello"}]
 
@@ -142,6 +142,38 @@ async def test_workers_share_one_port(sim, config_file):
     assert len(pids) == 2
 
 
+@pytest.mark.parametrize("first_workers", ["1", "2"])
+async def test_a_second_gateway_on_a_taken_port_exits_3_naming_it(sim, config_file, first_workers):
+    first = await start_aiogw("--config", config_file(), "--workers", first_workers, env={"SIM_KEY": SIM_KEY})
+    port = first.url.rsplit(":", 1)[1]
+    try:
+        for workers in ("1", "2"):  # neither a single process nor a pool may share the port
+            code, out, err = await run_aiogw("--config", config_file(), "--port", port, "--workers", workers, env={"SIM_KEY": SIM_KEY})
+            assert code == 3, (workers, out, err)
+            assert f"aiogw: cannot listen on 127.0.0.1:{port}: address already in use" in err
+            assert "listening" not in out
+        async with AsyncOpenAI(base_url=first.url + "/v1", api_key="x", max_retries=0) as c:
+            results = await asyncio.gather(*[c.chat.completions.create(model="fast", messages=MSG) for _ in range(10)])
+            assert all(r.choices[0].message.content for r in results)
+    finally:
+        assert await first.stop() == 0
+    served = [e for e in first.logs() if e.get("event") == "request.finished"]
+    assert len(served) == 10  # every request reached the first gateway
+
+
+async def test_a_worker_that_cannot_listen_stops_the_pool(sim, config_file):
+    import socket
+
+    with socket.socket() as taken:  # worker 1's metrics port (metrics_port + 1) is in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics_port = taken.getsockname()[1] - 1
+        code, out, err = await run_aiogw("--config", config_file(metrics_port=metrics_port), "--port", "0", "--workers", "2", env={"SIM_KEY": SIM_KEY})
+    assert code == 3, (out, err)
+    assert f"cannot listen on 127.0.0.1:{metrics_port + 1}: address already in use" in err
+    assert "listening" not in out  # announced only once every worker serves
+
+
 def _two_free_ports() -> int:
     import socket
 
@@ -161,6 +193,7 @@ async def test_each_worker_serves_its_own_metrics_on_metrics_port_plus_index(sim
     from prometheus_client.parser import text_string_to_metric_families
 
     base = _two_free_ports()
+    # "listening" is printed once every worker serves, its metrics listener included.
     p = await start_aiogw("--config", config_file(metrics_port=base), "--workers", "2", env={"SIM_KEY": SIM_KEY})
     try:
         async with AsyncOpenAI(base_url=p.url + "/v1", api_key="x", max_retries=0) as c:

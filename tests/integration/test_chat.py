@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import aiohttp
+import openai
 import pytest
 from conftest import both_spellings
 from openai import AsyncOpenAI, OpenAI
@@ -164,6 +165,29 @@ async def test_direct_provider_model_addressing(client):
 async def test_models_list_shows_public_names(client):
     models = await client.models.list()
     assert [m.id for m in models.data] == ["fast", "compat-model"]
+
+
+async def test_models_list_and_retrieve_have_openais_shape(gateway, client):
+    async with aiohttp.ClientSession() as s, s.get(f"{gateway}/models") as r:
+        listed = await r.json()
+    assert listed["object"] == "list"
+    for card in listed["data"]:
+        assert set(card) == {"id", "object", "created", "owned_by"}
+        assert card["object"] == "model" and card["owned_by"] == "aiogw"
+        assert isinstance(card["created"], int) and card["created"] > 1_700_000_000
+    one = await client.models.retrieve("fast")
+    assert (one.id, one.object, one.owned_by, one.created) == ("fast", "model", "aiogw", listed["data"][0]["created"])
+    # `<provider>/<model>` is accepted wherever a model name is: the SDK sends the slash
+    # percent-encoded, curl sends it as is; the account owns it.
+    direct = await client.models.retrieve("sim/sim-gpt-fast")
+    assert (direct.id, direct.owned_by) == ("sim/sim-gpt-fast", "sim")
+    async with aiohttp.ClientSession() as s, s.get(f"{gateway}/models/sim/sim-gpt-fast") as r:
+        assert r.status == 200 and (await r.json())["id"] == "sim/sim-gpt-fast"
+    for unknown in ("nope", "ghost/gpt-4o"):
+        with pytest.raises(openai.NotFoundError) as exc:
+            await client.models.retrieve(unknown)
+        assert exc.value.body["code"] == "model_not_found" and exc.value.body["param"] == "model"
+        assert unknown in exc.value.body["message"]
 
 
 async def test_request_id_is_echoed(gateway):

@@ -4,13 +4,16 @@ status, and the gateway keeps serving afterwards."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
+import zlib
 
 import aiohttp
 import openai
 import pytest
 
+import raw_http
 from conftest import SIM_KEY, gateway_config
 from sse_client import events
 
@@ -76,6 +79,140 @@ async def test_body_over_the_limit_is_413(sim, make_gateway):
     assert status == 200
 
 
+GOOD = json.dumps({"model": "fast", "messages": MSG}).encode()
+RAW_DEFLATE = zlib.compressobj(wbits=-15)  # "deflate" as some clients send it: no zlib header
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [("gzip", gzip.compress(GOOD)), ("deflate", zlib.compress(GOOD)), ("deflate", RAW_DEFLATE.compress(GOOD) + RAW_DEFLATE.flush()),
+     ("identity", GOOD), ("GZIP", gzip.compress(GOOD))],
+)  # fmt: skip
+async def test_a_compressed_body_is_accepted(gateway, encoding, body):
+    (r,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", body, {"content-encoding": encoding}))
+    assert r.status == 200, r.body
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "code"),
+    [("gzip", GOOD, "invalid_encoding"), ("deflate", GOOD, "invalid_encoding"), ("deflate", zlib.compress(GOOD)[:20], "invalid_encoding"),
+     ("gzip", gzip.compress(GOOD)[:-12], "invalid_json")],  # cut short, gzip inflates to a JSON prefix
+)  # fmt: skip
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_400(gateway, encoding, body, code):
+    (r,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", body, {"content-encoding": encoding}))
+    assert r.status == 400
+    err = r.error()
+    assert err["code"] == code
+    if code == "invalid_encoding":
+        assert "not valid" in err["message"] and "Content-Encoding" in err["message"]
+    (ok,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", GOOD))
+    assert ok.status == 200
+
+
+@pytest.mark.parametrize("encoding", ["foo", "gzip, gzip", "x-gzip", "compress"])
+async def test_an_unknown_content_encoding_is_415(gateway, encoding):
+    (r,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", GOOD, {"content-encoding": encoding}))
+    assert r.status == 415
+    err = r.error()
+    assert err["code"] == "unsupported_content_encoding" and "gzip or deflate" in err["message"]
+
+
+async def test_a_content_encoding_aiohttp_cannot_decode_is_415_before_any_handler(gateway):
+    from aiohttp.compression_utils import HAS_BROTLI
+
+    if HAS_BROTLI:
+        pytest.skip("Brotli is installed: br bodies are decoded")
+    (r,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", GOOD, {"content-encoding": "br"}))
+    assert r.status == 415 and r.error()["code"] == "unsupported_content_encoding"
+
+
+async def test_a_compression_bomb_is_refused_at_the_body_limit(sim, make_gateway):
+    url, _ = await make_gateway(gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "max_body_bytes": 4096}))
+    bomb = gzip.compress(b'{"model": "fast", "messages": [{"role": "user", "content": "' + b"a" * (64 << 20) + b'"}]}')
+    assert len(bomb) < 100_000  # 64 MiB inflated
+    # The answer comes at once; the connection then absorbs the rest (unread) for a while.
+    (r,) = await raw_http.exchange(url, raw_http.request("/v1/chat/completions", bomb, {"content-encoding": "gzip"}), count=1)
+    assert r.status == 413
+    assert "4096" in r.error()["message"] and "decompressed" in r.error()["message"]
+    small = gzip.compress(GOOD)  # under the limit once inflated: served
+    (ok,) = await raw_http.exchange(url, raw_http.request("/v1/chat/completions", small, {"content-encoding": "gzip"}))
+    assert ok.status == 200
+
+
+async def test_a_content_length_over_the_limit_is_413_before_the_body_arrives(sim, make_gateway):
+    url, _ = await make_gateway(gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "max_body_bytes": 4096}))
+    announced = raw_http.request("/v1/chat/completions", GOOD[:10], {"content-length": str(10 << 20)}, close=False)
+    (r,) = await raw_http.exchange(url, announced, count=1)  # answered without waiting for 10 MiB
+    assert r.status == 413 and "4096" in r.error()["message"]
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closed(sim, make_gateway):
+    url, _ = await make_gateway(gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "body_timeout_s": 0.2}))
+    # A Content-Length promising more than is sent (a stalled or slow-loris client): the
+    # answer comes when the timeout passes, then the server closes (exchange reads to EOF).
+    partial = raw_http.request("/v1/chat/completions", GOOD[:10], {"content-length": str(len(GOOD))}, close=False)
+    (r,) = await raw_http.exchange(url, partial)
+    assert r.status == 408 and r.headers["connection"] == "close"
+    err = r.error()
+    assert err["code"] == "request_timeout" and "0.2 s" in err["message"] and "server.body_timeout_s" in err["message"]
+    (ok,) = await raw_http.exchange(url, raw_http.request("/v1/chat/completions", GOOD))
+    assert ok.status == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "fast", "messages": [{"role": "user", "content": "hi", "extra": ' + b"[" * 5_000 + b"]" * 5_000 + b"}]}",
+        b'{"model": "fast", "messages": ' + json.dumps(MSG).encode() + b', "metadata": ' + b'{"a":' * 5_000 + b"1" + b"}" * 5_000 + b"}",
+        b'{"model": "fast", "messages": ' + json.dumps(MSG).encode() + b', "tools": [{"type": "function", "function": {"name": "f", "parameters": {"x": '
+        + b"[" * 5_000 + b"]" * 5_000 + b"}}}]}",
+    ],
+)  # fmt: skip
+async def test_json_nested_past_the_recursion_limit_is_400(gateway, body):
+    status, _, raw = await post(gateway, body)
+    assert status == 400
+    err = error_of(raw)
+    assert err["code"] == "invalid_json" and "too deeply" in err["message"]
+
+
+async def test_json_nested_just_under_the_decoders_limit_is_never_a_500(sim, make_gateway):
+    # Depths that decode but overflow the stack when an adapter re-encodes them for a
+    # translated provider (Anthropic, Gemini): a 400 too, never a crash.
+    providers = {"claude": {"type": "anthropic", "base_url": sim.root("claude"), "api_key": SIM_KEY},
+                 "goog": {"type": "gemini", "base_url": sim.root("goog"), "api_key": SIM_KEY}}  # fmt: skip
+    models = [{"name": n, "targets": [{"provider": n, "model": m}]} for n, m in (("claude", "claude-sonnet-4-5"), ("goog", "gemini-2.5-flash"))]
+    url, _ = await make_gateway(gateway_config(sim, providers=providers, models=models))
+    for name in ("claude", "goog"):
+        sim.set_profile(name, api_key=SIM_KEY)
+    seen = set()
+    for depth in range(900, 1000, 4):
+        for model in ("claude", "goog"):
+            params = b'{"x": ' + b"[" * depth + b"]" * depth + b"}"
+            body = (b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", '
+                    b'"function": {"name": "f", "parameters": %s}}]}') % (model.encode(), params)  # fmt: skip
+            status, _, raw = await post(url, body)
+            assert status < 500, (model, depth, raw)
+            seen.add(status)
+    assert 400 in seen  # the range reaches past what can be processed
+
+
+async def test_malformed_http_is_answered_openai_shaped(gateway):
+    # A Content-Length shorter than the body: the rest is parsed as a next request.
+    for data in (
+        raw_http.request("/v1/chat/completions", GOOD, {"content-length": "5"}),
+        raw_http.request("/v1/chat/completions", GOOD, {"content-length": "5"}, close=False) + b"NOT HTTP\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-long: " + b"a" * 20_000 + b"\r\n\r\n",
+    ):
+        responses = await raw_http.exchange(gateway, data)
+        assert responses
+        for r in responses:
+            assert 400 <= r.status < 500, r
+            r.error()
+    (ok,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", GOOD))
+    assert ok.status == 200
+
+
 async def test_unknown_path_and_wrong_method_are_openai_shaped(gateway):
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{gateway}/chat/completions") as r:
@@ -83,7 +220,10 @@ async def test_unknown_path_and_wrong_method_are_openai_shaped(gateway):
             error_of(await r.read())
         async with s.get(f"{gateway}/nothing-here") as r:
             assert r.status == 404
-            error_of(await r.read())
+            err = error_of(await r.read())
+            # No parameter is at fault: an unknown path is not an unknown model.
+            assert err["param"] is None and err["code"] == "not_found"
+            assert "/v1/nothing-here" in err["message"]
 
 
 async def test_sdk_sees_typed_errors(client):

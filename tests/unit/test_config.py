@@ -88,7 +88,7 @@ def test_json_and_toml_are_accepted(tmp_path):
         ("routing: {health_check: {interval_s: 0}}", "routing.health_check.interval_s", ">= 0.1"),
         ("routing: {health_check: {timeout_s: -1}}", "routing.health_check.timeout_s", "> 0"),
         ("routing: {health_check: {every: 5}}", "routing.health_check", "unknown field `every`"),
-        ("routing: {health_check: true}", "routing.health_check", "Expected `object | null`"),
+        ("routing: {health_check: true}", "routing.health_check", "Expected `object`"),
     ],
 )
 def test_invalid_config_names_path_and_expectation(tmp_path, text, path, expected):
@@ -136,3 +136,80 @@ def test_check_config_names_the_state_backend_without_its_password(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "shared through Redis at redis://:***@cache:6379/0" in out.stdout and "hunter2" not in out.stdout
     assert "OTLP/HTTP to http://collector:4318" in out.stdout
+
+
+MANY_ERRORS = """
+server: {prot: 1, port: -1}
+log: {level: loud}
+providers:
+  a: {type: nope}
+  b: {type: openai-compatible}
+  c: {type: openai}
+  d: {type: anthropic, api_key: "${MISSING_KEY}", base_url: "${MISSING_URL}"}
+models:
+  - name: m
+    strategy: fastest
+    targets: [{provider: ghost, model: x}]
+  - name: m
+    targets: []
+"""
+
+
+def test_every_error_is_reported_with_the_allowed_values(tmp_path):
+    p = write(tmp_path, "many.yaml", MANY_ERRORS)
+    with pytest.raises(ConfigError) as exc:
+        config.load(p, env={})
+    found = {(e.path, e.expected) for e in exc.value.errors}
+    expected = {
+        ("server", "unknown field `prot`; expected one of host, port, workers"),
+        ("server.port", "Expected `int` >= 0"),
+        ("log.level", "Invalid value 'loud'; expected one of debug, info, warning, error"),
+        ("providers.a.type", "Invalid value 'nope'; expected one of openai, openai-compatible, anthropic, gemini, mistral, deepseek, qwen"),
+        ("providers.b", "missing required field `base_url`"),
+        ("providers.c.api_key", "an api_key is required for this type"),
+        ("providers.d.api_key", "environment variable MISSING_KEY is not set"),
+        ("providers.d.base_url", "environment variable MISSING_URL is not set"),
+        ("models[0].strategy", "Invalid value 'fastest'; expected one of priority, weighted, lowest-cost, lowest-latency, least-busy"),
+        ("models[0].targets[0].provider", "unknown provider 'ghost' (providers: a, b, c, d)"),
+        ("models[1].name", "duplicate model name 'm'"),
+        ("models[1].targets", "Expected `array` of length >= 1"),
+    }
+    for path, text in expected:
+        assert any(fp == path and text in fe for fp, fe in found), (path, text, sorted(found))
+    assert len(found) == len(expected), sorted(found)  # each fault once (an unset variable is not also an empty key)
+    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(p)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == len(expected) and all(line.startswith(f"aiogw: invalid config: {p}: ") for line in lines)
+
+
+def test_account_problems_are_all_reported_once_the_schema_is_valid(tmp_path):
+    cfg = config.load(write(tmp_path, "c.yaml", "providers: {a: {type: openai}, b: {type: anthropic}}"), env={})
+    with pytest.raises(ConfigError) as exc:
+        Runtime.build(cfg)
+    assert [e.path for e in exc.value.errors] == ["providers.a.api_key", "providers.b.api_key"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("c.yaml", "server:\n  port: 1\n bad: [\n", "line 3"),
+        ("c.json", '{"server": {"port": 1,}}', "line 1"),
+        ("c.toml", "[server]\nport = = 1\n", "line 2"),
+    ],
+)
+def test_syntax_errors_name_the_file_and_the_line(tmp_path, name, text, where):
+    p = write(tmp_path, name, text)
+    with pytest.raises(ConfigError) as exc:
+        config.load(p, env={})
+    message = str(exc.value)
+    assert message.startswith(f"{p}: cannot parse ") and where in message
+    assert "<unicode string>" not in message
+
+
+def test_version_names_the_installed_package():
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "--version"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"aiogw {version('aiogw')}"
