@@ -19,6 +19,7 @@ import yaml
 from msgspec import Meta
 
 from aiogw.errors import ConfigError
+from aiogw.names import model_name_problem
 from aiogw.types import Secret
 
 # Named defaults, each with its reason.
@@ -330,10 +331,14 @@ def load(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> 
 def _check_references(config: Config, file: str) -> None:
     seen: set[str] = set()
     for i, group in enumerate(config.models):
+        if (problem := model_name_problem(group.name)) is not None:
+            raise ConfigError(file, f"models[{i}].name", f"invalid model name {group.name!r}: the name {problem}")
         if group.name in seen:
             raise ConfigError(file, f"models[{i}].name", f"duplicate model name '{group.name}'")
         seen.add(group.name)
         for j, target in enumerate(group.targets):
+            if (problem := model_name_problem(target.model)) is not None:
+                raise ConfigError(file, f"models[{i}].targets[{j}].model", f"invalid model name {target.model!r}: the name {problem}")
             if target.provider not in config.providers:
                 known = ", ".join(sorted(config.providers)) or "none configured"
                 raise ConfigError(

@@ -101,8 +101,8 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
             raise _bad_header("x-aiogw-fallbacks", "expected 1 to 8 comma-separated model names")
         try:
             fallbacks = tuple(runtime.resolve(n) for n in names)
-        except ModelNotFound as exc:
-            raise _bad_header("x-aiogw-fallbacks", exc.message) from None
+        except (ModelNotFound, InvalidRequest) as exc:
+            raise _bad_header("x-aiogw-fallbacks", exc.message.rstrip(".")) from None
     if (v := h.get("x-aiogw-tags")) is not None:
         pairs = [p.strip() for p in v.split(",") if p.strip()]
         bad = [p for p in pairs if not _TAG.match(p)]

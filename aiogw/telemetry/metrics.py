@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-MAX_SERIES = 2000
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-OTHER = "other"
+from aiogw.names import MAX_SERIES, OTHER
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 Labels = tuple[str, ...]
 
 
