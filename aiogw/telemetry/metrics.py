@@ -101,14 +101,19 @@ class Histogram(_Metric):
     def render(self) -> list[str]:
         lines = self.header()
         n = len(self.buckets)
+        # Label text once per series, not once per bucket line: a scrape renders up to
+        # MAX_SERIES x 18 lines per histogram.
+        les = ['le="' + _num(bound) + '"}' for bound in (*self.buckets, float("inf"))]
+        bucket = self.name + "_bucket{"
         for k, row in self.series.items():
+            labels = _label_text(self.labels, k)
+            head = bucket + labels[1:-1] + "," if labels else bucket
             running = 0
-            for i, bound in enumerate((*self.buckets, float("inf"))):
+            for i, le in enumerate(les):
                 running += row[i]
-                le = 'le="' + _num(bound) + '"'
-                lines.append(f"{self.name}_bucket{_label_text(self.labels, k, le)} {int(running)}")
-            lines.append(f"{self.name}_sum{_label_text(self.labels, k)} {_num(row[n + 1])}")
-            lines.append(f"{self.name}_count{_label_text(self.labels, k)} {int(running)}")
+                lines.append(f"{head}{le} {int(running)}")
+            lines.append(f"{self.name}_sum{labels} {_num(row[n + 1])}")
+            lines.append(f"{self.name}_count{labels} {int(running)}")
         return lines
 
 

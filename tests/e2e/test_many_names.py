@@ -107,7 +107,7 @@ async def test_ten_thousand_names_leave_memory_metrics_and_health_flat(config_fi
     # Before, each scrape also compared every name with every other (minutes at 10,000).
     # The counters' label sets grow to their cap (2,000) past 1,000 names, so a scrape may
     # cost up to about twice as much; health holds the same 1,000 targets either way.
-    assert k10["metrics"] <= 3 * k1["metrics"] + 0.1, numbers
+    assert k10["metrics"] <= 3 * k1["metrics"] + 0.3, numbers
     assert k10["health"] <= 2 * k1["health"] + 0.1, numbers
     ids = k10["ids"]
     assert len(ids) == 1 + MAX_DIRECT_TARGETS and "sim/made-up-9999" in ids and "sim/made-up-0" not in ids
