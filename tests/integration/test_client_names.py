@@ -150,3 +150,22 @@ async def test_targets_addressed_directly_stay_out_of_shared_state(redis_server)
             assert sorted(r.scan_iter("n:*")) == [b"n:breakers", b"n:hw:acct/configured"]
         finally:
             r.close()
+
+
+async def test_a_base_url_outside_rfc_3986_fails_the_attempt_clearly_and_sends_nothing(sim, make_gateway):
+    cfg = from_builtins(
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "providers": {"odd": {"type": "openai", "base_url": sim.base_url("odd") + "/my models", "api_key": SIM_KEY}},
+            "models": [{"name": "odd", "targets": [{"provider": "odd", "model": "sim-gpt-fast"}]}],
+            "routing": {"retry": {"max_rounds": 0}},
+        },
+        env={},
+    )
+    url, _ = await make_gateway(cfg)
+    async with AsyncOpenAI(base_url=url, api_key="k", max_retries=0) as c:
+        with pytest.raises(openai.APIStatusError) as err:
+            await c.chat.completions.create(model="odd", messages=MSG)
+    assert err.value.status_code == 502
+    assert "odd/sim-gpt-fast: not sent" in err.value.message and "' ' at position" in err.value.message
+    assert sim.stats("odd")["requests"] == 0
