@@ -297,11 +297,12 @@ class LocalHealth:
         self._default = policy or BreakerConfig()
         self._policies = policies or {}  # per target id, from model-group settings
         self._targets: PerTarget[TargetHealth] = PerTarget(configured)
+        self._kept = self._targets.configured()  # the hot path: one dict lookup, as before
         self.listener: Callable[[TargetHealth, BreakerState, float], None] | None = None  # set by shared state
         self.shared = False  # True while a shared store keeps the fleet in step
 
     def get(self, target_id: str) -> TargetHealth:
-        h = self._targets.get(target_id)
+        h = self._kept.get(target_id) or self._targets.get(target_id)
         if h is None:
             h = self._targets.put(target_id, TargetHealth(self._policies.get(target_id, self._default), target_id=target_id))
             h.listener = self.listener
