@@ -62,7 +62,9 @@ def _answer_headers(request: web.Request, outcome: Outcome, model: str | None) -
     headers = _base_headers(request)
     assert outcome.target is not None
     headers["x-aiogw-provider"] = outcome.target.provider
-    headers["x-aiogw-model"] = model or outcome.target.model
+    # The model the upstream reports is its text: a line break in a header would drop the
+    # client's connection unanswered (the configured or client's name passed the name rule).
+    headers["x-aiogw-model"] = model if model and model.isprintable() else outcome.target.model
     headers["x-aiogw-attempts"] = outcome.attempts_header
     if outcome.cost_usd is not None:
         headers["x-aiogw-cost-usd"] = format_usd(outcome.cost_usd)

@@ -9,6 +9,7 @@ import contextlib
 import openai
 import pytest
 import redis as redis_client
+from aiohttp import web
 from openai import AsyncOpenAI
 
 from aiogw.config import StateConfig, from_builtins
@@ -169,3 +170,27 @@ async def test_a_base_url_outside_rfc_3986_fails_the_attempt_clearly_and_sends_n
     assert err.value.status_code == 502
     assert "odd/sim-gpt-fast: not sent" in err.value.message and "' ' at position" in err.value.message
     assert sim.stats("odd")["requests"] == 0
+
+
+async def test_a_model_name_an_upstream_reports_with_a_line_break_stays_out_of_headers(aiohttp_server, make_gateway):
+    async def completion(request: web.Request) -> web.Response:
+        return web.json_response({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "odd\r\nx-injected: 1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        })  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completion)
+    upstream = await aiohttp_server(app)
+    cfg = from_builtins(
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "providers": {"odd": {"type": "openai-compatible", "base_url": str(upstream.make_url("/v1"))}},
+        },
+        env={},
+    )
+    url, _ = await make_gateway(cfg)
+    async with AsyncOpenAI(base_url=url, api_key="k", max_retries=0) as c:
+        raw = await c.chat.completions.with_raw_response.create(model="odd/some-model", messages=MSG)
+    assert raw.headers["x-aiogw-model"] == "some-model" and "x-injected" not in raw.headers
+    assert raw.parse().model == "odd\r\nx-injected: 1"  # the body carries it, JSON-escaped
