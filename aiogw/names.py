@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Container, ItemsView, Iterator, ValuesView
+from collections.abc import Container, ItemsView, Iterator
 from typing import Generic, TypeVar
 
 # Enough for every provider's ids (`ft:gpt-4o-mini:org:custom:id`, `models/gemini-2.5-flash`,
@@ -75,17 +75,11 @@ class Recent(Generic[K, V]):
             d.popitem(last=False)
         return value
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._d
-
     def __len__(self) -> int:
         return len(self._d)
 
     def __iter__(self) -> Iterator[K]:
         return iter(self._d)
-
-    def values(self) -> ValuesView[V]:
-        return self._d.values()
 
     def items(self) -> ItemsView[K, V]:
         return self._d.items()
@@ -117,6 +111,7 @@ class PerTarget(Generic[V]):
         return self._recent.put(target_id, value)
 
     def configured(self) -> dict[str, V]:
+        """The configured targets' state: the live dict (a caller's hot path reads it first)."""
         return self._kept
 
     def all(self) -> dict[str, V]:
