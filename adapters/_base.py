@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import msgspec
 
@@ -219,6 +220,13 @@ def status_error(
 
 def protocol_error(target: Target, what: str) -> UpstreamProtocolError:
     return UpstreamProtocolError(f"unreadable reply ({what})", target=target.id)
+
+
+def path_segment(name: str) -> str:
+    """A name put in an upstream URL path as exactly one segment: every byte outside RFC
+    3986's unreserved set percent-encoded (`/`, `?`, `#`, `%`, `:` included), so no model
+    name can reach another path or add a query string."""
+    return quote(name, safe="")
 
 
 def bearer_headers(target: Target) -> dict[str, str]:

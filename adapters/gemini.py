@@ -299,7 +299,9 @@ def _headers(target: base.Target) -> dict[str, str]:
 
 
 def _model_path(target: base.Target) -> str:
-    return f"{target.base_url}/{API_VERSION}/models/{target.model.removeprefix('models/')}"
+    # The name is the client's (direct addressing): one encoded segment; the `:method`
+    # suffix the callers add is ours.
+    return f"{target.base_url}/{API_VERSION}/models/{base.path_segment(target.model.removeprefix('models/'))}"
 
 
 def build_call(p: ParsedChat, target: base.Target) -> base.Call:

@@ -21,6 +21,7 @@ import yaml
 from msgspec import Meta
 
 from aiogw.errors import ConfigError
+from aiogw.names import model_name_problem
 from aiogw.types import Secret
 
 # Named defaults, each with its reason.
@@ -396,11 +397,16 @@ def _reference_problems(data: dict[str, Any], file: str) -> list[ConfigError]:
             continue
         name = group.get("name")
         if isinstance(name, str):
+            if (problem := model_name_problem(name)) is not None:
+                out.append(ConfigError(file, f"models[{i}].name", f"invalid model name {name!r}: the name {problem}"))
             if name in seen:
                 out.append(ConfigError(file, f"models[{i}].name", f"duplicate model name '{name}'"))
             seen.add(name)
         targets = group.get("targets")
         for j, target in enumerate(targets if isinstance(targets, list) else ()):
+            model = target.get("model") if isinstance(target, dict) else None
+            if isinstance(model, str) and (problem := model_name_problem(model)) is not None:
+                out.append(ConfigError(file, f"models[{i}].targets[{j}].model", f"invalid model name {model!r}: the name {problem}"))
             provider = target.get("provider") if isinstance(target, dict) else None
             if isinstance(provider, str) and provider not in known:
                 out.append(ConfigError(

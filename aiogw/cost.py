@@ -15,6 +15,7 @@ from functools import cache
 from importlib import resources
 
 from aiogw.adapters._base import Target
+from aiogw.names import MAX_DIRECT_TARGETS, MAX_SPEND_ROWS, OTHER
 from aiogw.types import UNSET, CompletionUsage
 
 PER_MILLION = 1_000_000
@@ -49,7 +50,9 @@ def listed_price(provider_type: str, model: str) -> Price | None:
     return rows[best] if best is not None else None
 
 
-_PRICES: dict[tuple[object, ...], Price | None] = {}  # one lookup per distinct target, not per request
+# One lookup per distinct target, not per request. Direct `provider/model` addressing lets
+# clients name models, so a full memo starts over (a miss is a short table scan).
+_PRICES: dict[tuple[object, ...], Price | None] = {}
 
 
 def price_of(target: Target) -> Price | None:
@@ -61,8 +64,9 @@ def price_of(target: Target) -> Price | None:
         price = Price(input=target.price_input or 0.0, output=target.price_output or 0.0, cached_input=target.price_cached_input)
     else:
         price = listed_price(target.type, target.model)
-    if len(_PRICES) < 10_000:  # bounded: direct `provider/model` addressing lets clients name models
-        _PRICES[key] = price
+    if len(_PRICES) >= 2 * MAX_DIRECT_TARGETS:
+        _PRICES.clear()
+    _PRICES[key] = price
     return price
 
 
@@ -104,7 +108,9 @@ class SpendRow:
 
 @dataclass(slots=True)
 class Ledger:
-    """Running totals since start, keyed by (public model, provider, upstream model, task, tags)."""
+    """Running totals since start, keyed by (public model, provider, upstream model, task,
+    tags). Clients choose model names and tags, so past `MAX_SPEND_ROWS` rows new keys are
+    added up as (`other`, provider, `other`, task, `other`): the totals stay whole."""
 
     rows: dict[tuple[str, str, str, str, str], SpendRow] = field(default_factory=dict)
     since: float = field(default_factory=time.time)  # wall clock of the first row's start
@@ -123,7 +129,11 @@ class Ledger:
         key = (model, provider, upstream_model, task, tags)
         row = self.rows.get(key)
         if row is None:
-            row = self.rows[key] = SpendRow()
+            if len(self.rows) >= MAX_SPEND_ROWS:
+                key = (OTHER, provider, OTHER, task, OTHER)
+                row = self.rows.get(key)
+            if row is None:
+                row = self.rows[key] = SpendRow()
         row.requests += 1
         if usage is not None:
             row.prompt_tokens += usage.prompt_tokens

@@ -299,6 +299,8 @@ class _Bounds:
             raise UpstreamConnectError(str(exc), target=target.id) from None
         if isinstance(exc, http.ProtocolError):
             raise UpstreamProtocolError(str(exc), target=target.id) from None
+        if isinstance(exc, http.UnsafeRequest):  # nothing was sent: a config (base_url, headers) to fix
+            raise UpstreamProtocolError(f"not sent: {exc}", target=target.id) from None
         if isinstance(exc, OSError):
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}", target=target.id) from None
 
@@ -347,11 +349,13 @@ class Dispatcher:
         self._runtime = runtime
         self._egress = runtime.egress  # accounts with their own TLS settings or a proxy
         self.health: HealthStore = health or LocalHealth(
-            runtime.breaker_default, runtime.breaker_policies
+            runtime.breaker_default, runtime.breaker_policies, configured=runtime.configured
         )
-        self.limiter = limiter or Limiter()
+        self.limiter = limiter or Limiter(configured=runtime.configured)
         self.ledger = ledger or Ledger()
         self.router = Router(self.health)
+        # Per model group; directly addressed models share their account's (clients choose
+        # those names, and one outage should not get a fresh budget per name).
         self._budgets: dict[str, RetryBudget] = {}
 
     # --- the walk -----------------------------------------------------------------------
@@ -360,9 +364,10 @@ class Dispatcher:
         route, control, outcome = w.route, w.control, w.outcome
         loop = self._loop
         policy = route.retry
-        budget = self._budgets.get(route.name)
+        key = route.name if route.name in self._runtime.routes else route.targets[0].provider + "/*"
+        budget = self._budgets.get(key)
         if budget is None:
-            budget = self._budgets[route.name] = RetryBudget(policy.budget_ratio, policy.budget_min_per_s, loop.time())
+            budget = self._budgets[key] = RetryBudget(policy.budget_ratio, policy.budget_min_per_s, loop.time())
         budget.on_request(loop.time())
         rounds = 0
         while True:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from aiogw.config import BreakerConfig
 from aiogw.errors import FailureClass
+from aiogw.names import PerTarget
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -33,8 +34,8 @@ NOT_THE_TARGETS_FAULT = frozenset({FailureClass.CALLER_FAULT, FailureClass.CONTE
 class _Bucket:
     __slots__ = ("failures", "latency", "ok", "second", "ttft")
 
-    def __init__(self) -> None:
-        self.second = -1
+    def __init__(self, second: int = -1) -> None:
+        self.second = second
         self.ok = 0
         self.failures: dict[str, int] = {}
         self.latency = [0] * (len(_EDGES) + 1)
@@ -78,17 +79,21 @@ class WindowStats:
 
 
 class SlidingWindow:
-    """Counts and latency histograms of the last `WINDOW_S` seconds."""
+    """Counts and latency histograms of the last `WINDOW_S` seconds. A bucket (1.2 KB) is
+    made the first time its second is used: a target called once costs one, not sixty."""
 
     __slots__ = ("_buckets",)
 
     def __init__(self) -> None:
-        self._buckets = [_Bucket() for _ in range(WINDOW_S)]
+        self._buckets: list[_Bucket | None] = [None] * WINDOW_S
 
     def _bucket(self, now: float) -> _Bucket:
         second = int(now)
-        b = self._buckets[second % WINDOW_S]
-        if b.second != second:
+        i = second % WINDOW_S
+        b = self._buckets[i]
+        if b is None:
+            b = self._buckets[i] = _Bucket(second)
+        elif b.second != second:
             b.reset(second)
         return b
 
@@ -104,7 +109,7 @@ class SlidingWindow:
 
     def _live(self, now: float) -> Iterable[_Bucket]:
         oldest = int(now) - WINDOW_S + 1
-        return (b for b in self._buckets if b.second >= oldest)
+        return (b for b in self._buckets if b is not None and b.second >= oldest)
 
     def counts(self, now: float) -> tuple[int, int]:
         """(requests, failures) in the window: cheap enough for every breaker decision."""
@@ -303,24 +308,39 @@ class HealthStore(Protocol):
 
 
 class LocalHealth:
-    """In-process health for every target this process has seen."""
+    """In-process health for the configured targets and the most recently used others
+    (`aiogw.names.PerTarget`: a forgotten target starts again closed, with an empty window)."""
 
-    def __init__(self, policy: BreakerConfig | None = None, policies: dict[str, BreakerConfig] | None = None) -> None:
+    def __init__(
+        self,
+        policy: BreakerConfig | None = None,
+        policies: dict[str, BreakerConfig] | None = None,
+        *,
+        configured: Container[str] | None = None,  # target ids; None: keep every target
+    ) -> None:
         self._default = policy or BreakerConfig()
         self._policies = policies or {}  # per target id, from model-group settings
-        self._targets: dict[str, TargetHealth] = {}
+        self._targets: PerTarget[TargetHealth] = PerTarget(configured)
+        self._kept = self._targets.configured()  # the hot path: one dict lookup, as before
         self.listener: Callable[[TargetHealth, BreakerState, float], None] | None = None  # set by shared state
         self.shared = False  # True while a shared store keeps the fleet in step
 
     def get(self, target_id: str) -> TargetHealth:
-        h = self._targets.get(target_id)
+        h = self._kept.get(target_id) or self._targets.get(target_id)
         if h is None:
-            h = self._targets[target_id] = TargetHealth(self._policies.get(target_id, self._default), target_id=target_id)
+            h = self._targets.put(target_id, TargetHealth(self._policies.get(target_id, self._default), target_id=target_id))
             h.listener = self.listener
         return h
 
     def all(self) -> dict[str, TargetHealth]:
-        return self._targets
+        return self._targets.all()
+
+    def is_configured(self, target_id: str) -> bool:
+        return self._targets.is_configured(target_id)
+
+    def configured(self) -> dict[str, TargetHealth]:
+        """The configured targets' health (the state replicas share)."""
+        return self._targets.configured()
 
 
 def now() -> float:

@@ -11,10 +11,11 @@ the provider starts refusing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from aiogw.adapters._base import RateLimitInfo, Target
+from aiogw.names import PerTarget
 
 
 @dataclass(slots=True)
@@ -89,20 +90,26 @@ class LimitExceeded(Exception):  # noqa: N818 - a decision, not a failure
 
 
 class Limiter:
-    """In-process limits; the Redis-backed limiter (shared across replicas) has the same methods."""
+    """In-process limits; the Redis-backed limiter (shared across replicas) has the same methods.
+    Kept for the configured targets and the most recently used others (`aiogw.names`):
+    targets addressed directly have no local limits, only the provider's reported view."""
 
-    def __init__(self) -> None:
-        self._targets: dict[str, TargetLimits] = {}
+    def __init__(self, *, configured: Container[str] | None = None) -> None:
+        self._targets: PerTarget[TargetLimits] = PerTarget(configured)
+        self._kept = self._targets.configured()  # the hot path: one dict lookup, as before
         # Set by shared state: the fleet's rpm/tpm levels while they, not ours, apply.
         self.fleet_levels: Callable[[Target], tuple[float | None, float | None] | None] | None = None
 
     def _get(self, target: Target, now: float) -> TargetLimits:
-        t = self._targets.get(target.id)
+        t = self._kept.get(target.id) or self._targets.get(target.id)
         if t is None:
-            t = self._targets[target.id] = TargetLimits(
-                rpm=_Bucket.per_minute(target.rpm, now) if target.rpm else None,
-                tpm=_Bucket.per_minute(target.tpm, now) if target.tpm else None,
-                concurrency=target.concurrency,
+            t = self._targets.put(
+                target.id,
+                TargetLimits(
+                    rpm=_Bucket.per_minute(target.rpm, now) if target.rpm else None,
+                    tpm=_Bucket.per_minute(target.tpm, now) if target.tpm else None,
+                    concurrency=target.concurrency,
+                ),
             )
         return t
 
@@ -138,7 +145,7 @@ class Limiter:
         t = self._targets.get(r.target_id)
         if t is None:
             return
-        t.in_flight -= 1
+        t.in_flight = max(0, t.in_flight - 1)  # forgotten and made again meanwhile: starts at 0
         if actual_tokens is not None and t.tpm is not None and not r.shared:
             t.tpm.refill(now)
             t.tpm.level = min(t.tpm.capacity, t.tpm.level + (min(r.tokens, t.tpm.capacity) - actual_tokens))

@@ -30,7 +30,8 @@ from aiogw.config import (
     account_problems,
 )
 from aiogw.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context
-from aiogw.errors import ConfigError, ModelNotFound
+from aiogw.errors import ConfigError, InvalidRequest, ModelNotFound
+from aiogw.names import MAX_DIRECT_TARGETS, Recent, model_name_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,9 @@ class Runtime:
     health_checks: dict[str, tuple[Target, HealthCheckConfig]] = field(default_factory=dict)
     # Per account name, for accounts with their own TLS settings or a proxy (none: direct).
     egress: dict[str, Egress] = field(default_factory=dict)
-    _direct: dict[str, ModelRoute] = field(default_factory=dict)  # memo of direct addressing
+    configured: dict[str, Target] = field(default_factory=dict)  # every group's targets, by id
+    # Memo of direct addressing: clients choose these names, so only the recent ones.
+    _direct: Recent[str, ModelRoute] = field(default_factory=lambda: Recent(MAX_DIRECT_TARGETS))
     loaded_at: int = field(default_factory=lambda: int(time.time()))  # `created` of /v1/models
 
     @classmethod
@@ -75,10 +78,12 @@ class Runtime:
         routes: dict[str, ModelRoute] = {}
         policies: dict[str, BreakerConfig] = {}
         explicit: dict[str, HealthCheckConfig] = {}
+        configured: dict[str, Target] = {}
         for g in config.models:
             targets = tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets)
             routes[g.name] = ModelRoute(g.name, g.strategy, targets, retry=g.retry or routing.retry, hedge=g.hedge)
             for t in targets:  # a target shared by several groups keeps the first group's settings
+                configured.setdefault(t.id, t)
                 if g.breaker is not None:
                     policies.setdefault(t.id, g.breaker)
                 if g.health_check is not None:
@@ -97,42 +102,54 @@ class Runtime:
             breaker_policies=policies,
             health_checks=health_checks,
             egress=egress,
+            configured=configured,
         )
 
     def adapter(self, target: Target) -> Adapter:
         return REGISTRY[target.type]
 
     def resolve(self, model: str) -> ModelRoute:
-        """A public model name, or `<provider>/<model>` for any configured provider."""
+        """A public model name, or `<provider>/<model>` for any configured provider. A name
+        outside the model-name rule is a 400 naming `model` (configured names passed it at
+        load, so only names that miss the table are checked)."""
         route = self.routes.get(model) or self._direct.get(model)
         if route is not None:
             return route
-        provider, sep, upstream_model = model.partition("/")
-        account = self.accounts.get(provider)
-        if not sep or account is None or not upstream_model:
+        if (problem := model_name_problem(model)) is not None:
+            shown = model if len(model) <= 80 else model[:80] + "..."
+            raise InvalidRequest(f"Invalid model name {shown!r}: the name {problem}.", code="invalid_model_name", param="model")
+        target = self._direct_target(model)
+        if target is None:
             raise ModelNotFound(
                 f"The model '{model}' does not exist on this gateway. Use one of the names "
                 f"listed by GET /v1/models, or '<provider>/<model>' with a configured provider "
                 f"({', '.join(sorted(self.accounts)) or 'none configured'})."
             )
-        target = make_target(account, provider, TargetConfig(provider=provider, model=upstream_model))
-        route = ModelRoute(model, "priority", (target,), retry=self.config.routing.retry)
-        if len(self._direct) < 10_000:  # bounded: clients choose these names
-            self._direct[model] = route
-        return route
+        return self._direct.put(model, ModelRoute(model, "priority", (target,), retry=self.config.routing.retry))
+
+    def _direct_target(self, name: str) -> Target | None:
+        """The target `<provider>/<model>` names, built the same way every time (so a name
+        forgotten by the memo comes back identical)."""
+        provider, sep, upstream_model = name.partition("/")
+        account = self.accounts.get(provider)
+        if not sep or account is None or not upstream_model:
+            return None
+        return make_target(account, provider, TargetConfig(provider=provider, model=upstream_model))
 
     def known_target(self, target_id: str) -> Target | None:
-        """A target by id, among configured groups and direct addresses seen so far."""
-        for route in (*self.routes.values(), *self._direct.values()):
-            for t in route.targets:
-                if t.id == target_id:
-                    return t
-        return None
+        """A target by id: configured, or addressed directly (its id is its direct name)."""
+        t = self.configured.get(target_id)
+        if t is not None:
+            return t
+        route = self._direct.get(target_id)
+        if route is not None:
+            return route.targets[0]
+        return self._direct_target(target_id) if model_name_problem(target_id) is None else None
 
     def targets(self, seen: Iterable[str] = ()) -> dict[str, Target]:
         """Every configured target by id, plus the directly addressed ones among `seen`
-        (ids the health store has met)."""
-        out = {t.id: t for r in self.routes.values() for t in r.targets}
+        (ids the health store holds). Linear in both: scraped several times per /metrics."""
+        out = dict(self.configured)
         for tid in seen:
             if tid not in out and (t := self.known_target(tid)) is not None:
                 out[tid] = t

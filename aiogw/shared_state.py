@@ -514,7 +514,7 @@ class SharedState:
         lease may (for one cooldown); without Redis every replica probes for itself. The
         answer is remembered (ours: for half the lease, theirs: until it runs out), so a
         half-open target costs a round trip per lease, not per request."""
-        if not self.up:
+        if not self.up or not self._health.is_configured(target_id):
             return True
         until = self._probes.get(target_id, 0.0)
         now = time.monotonic()
@@ -573,8 +573,8 @@ class SharedState:
     # --- breakers and windows -----------------------------------------------------------
 
     def _on_transition(self, h: TargetHealth, state: BreakerState, now: float) -> None:
-        if state == "half_open":
-            return  # each replica's own timer; only the probe lease is shared
+        if state == "half_open" or not self._health.is_configured(h.target_id):
+            return  # each replica's own timer (only the probe lease is shared); see _sync_once
         at_ms = time.time() * 1000 + self._clock_offset_ms
         self._applied[h.target_id] = at_ms
         if self.up:
@@ -600,6 +600,8 @@ class SharedState:
                 raise BadRecord("invalid", "the target id is not UTF-8") from None
             if not target_id:
                 raise BadRecord("invalid", "no target id")
+            if not self._health.is_configured(target_id):
+                return  # written by a replica with another config, or a direct target: not shared
             record = decode_breaker_record(payload)
             if record.at_ms > time.time() * 1000 + self._clock_offset_ms + MAX_AHEAD_MS:
                 raise BadRecord("invalid", "at_ms lies more than a minute ahead of Redis' clock")
@@ -639,7 +641,9 @@ class SharedState:
             h.adopt("closed", now, now)
 
     async def _sync_once(self) -> None:
-        targets = list(self._health.all().values())
+        # Configured targets only: names clients make up (`provider/<anything>`) keep their
+        # breakers and windows per replica, so they cannot grow Redis or this sync.
+        targets = list(self._health.configured().values())
         args: list[object] = [self._prefix, len(targets)]
         for h in targets:
             args += [h.target_id, h.unsynced_calls, h.unsynced_failures]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import socket
 import ssl
 import zlib
@@ -61,6 +62,33 @@ def tls_reason(exc: ssl.SSLError) -> str:
 
 class ProtocolError(ConnectionError):
     """The upstream's bytes are not HTTP/1.1."""
+
+
+class UnsafeRequest(ValueError):
+    """A request this client refuses to write: its target has bytes outside RFC 3986, or a
+    header carries a control character (CR and LF would forge lines, NUL truncate them)."""
+
+
+# RFC 3986: scheme "://" authority, then path-abempty [ "?" query ] (pchar = unreserved /
+# pct-encoded / sub-delims / ":" / "@"), no fragment.
+_URL = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9\-._~!$&'()*+,;=:@%\[\]]*"
+    r"(?P<target>[/?](?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?"
+)
+# Field values (RFC 9110 5.5) may hold HTAB, SP, VCHAR and obs-text, but no other control.
+_CONTROLS = bytes(c for c in range(32) if c != 9) + b"\x7f"
+
+
+def check_request_target(url: str) -> None:
+    """Refuse a URL that would not reach the upstream as written: urlsplit silently drops
+    tabs and line breaks, and raw spaces, quotes, `%` without two hex digits or non-ASCII
+    are not a request-target. Names put in paths are percent-encoded by the adapters."""
+    if _URL.fullmatch(url) is None:
+        # Where it goes wrong, not the URL itself: that may carry credentials.
+        m = _URL.match(url)
+        if m is None:
+            raise UnsafeRequest("refused to send a request: its URL does not start with scheme://")
+        raise UnsafeRequest(f"refused to send a request: its URL has {url[m.end()]!r} at position {m.end()}, outside RFC 3986")
 
 
 class Response:
@@ -464,6 +492,7 @@ class Client:
         cache_key = url if egress is None else (egress, url)
         got = self._targets.get(cache_key)
         if got is None:
+            check_request_target(url)
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"not an http(s) URL: {url!r}")
@@ -512,8 +541,10 @@ class _Exchange:
         head.append(b"Content-Length: %d\r\nAccept-Encoding: identity\r\n\r\n" % len(self._body))
         raw = b"".join(head)
         lines = len(self._headers) + 3 + pool.head_lines
-        if raw.count(b"\n") != lines or raw.count(b"\r") != lines:  # a CR/LF inside a header would forge lines
-            raise ValueError("an upstream header name or value contains a line break")
+        # Exactly our own CRLFs and no other control byte: a CR/LF inside a header would forge
+        # lines, a NUL cut them (two C passes, about 0.3 us).
+        if raw.count(b"\r\n") != lines or len(raw.translate(None, _CONTROLS)) != len(raw) - 2 * lines:
+            raise UnsafeRequest("an upstream header name or value contains a line break or a control character")
         conn = self._conn = await pool.connect(self._timeout)
         reused = conn.used
         try:

@@ -65,7 +65,9 @@ def _answer_headers(request: web.Request, outcome: Outcome, model: str | None) -
     headers = _base_headers(request)
     assert outcome.target is not None
     headers["x-aiogw-provider"] = outcome.target.provider
-    headers["x-aiogw-model"] = model or outcome.target.model
+    # The model the upstream reports is its text: a line break in a header would drop the
+    # client's connection unanswered (the configured or client's name passed the name rule).
+    headers["x-aiogw-model"] = model if model and model.isprintable() else outcome.target.model
     headers["x-aiogw-attempts"] = outcome.attempts_header
     if outcome.cost_usd is not None:
         headers["x-aiogw-cost-usd"] = format_usd(outcome.cost_usd)
@@ -104,8 +106,8 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
             raise _bad_header("x-aiogw-fallbacks", "expected 1 to 8 comma-separated model names")
         try:
             fallbacks = tuple(runtime.resolve(n) for n in names)
-        except ModelNotFound as exc:
-            raise _bad_header("x-aiogw-fallbacks", exc.message) from None
+        except (ModelNotFound, InvalidRequest) as exc:
+            raise _bad_header("x-aiogw-fallbacks", exc.message.rstrip(".")) from None
     if (v := h.get("x-aiogw-tags")) is not None:
         pairs = [p.strip() for p in v.split(",") if p.strip()]
         bad = [p for p in pairs if not _TAG.match(p)]

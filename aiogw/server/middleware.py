@@ -29,6 +29,7 @@ _CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable, no spaces, bounde
 _API_PREFIX = "/v1/"
 _OPERATOR_PREFIX = "/v1/gateway/"  # health and spend: polled by dashboards, not API traffic
 _ALWAYS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # answered while draining too
+_NAMELESS = frozenset({"model_not_found", "invalid_model_name"})  # error kinds whose model is no name of ours
 
 
 def _request_id(request: web.Request) -> str:
@@ -148,8 +149,8 @@ def _finished(
     else:
         kind = None
     request.app[METRICS].record_request(
-        # An unknown model name is the client's free text: not a label value.
-        model=(model or "") if kind != "model_not_found" else "(unknown)",
+        # An unknown or invalid model name is the client's free text: not a label value.
+        model=(model or "") if kind not in _NAMELESS else "(unknown)",
         provider=target.provider if target else "",
         status=status,
         stream=request.get(STREAM, False),

@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-MAX_SERIES = 2000
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-OTHER = "other"
+from aiogw.names import MAX_SERIES, OTHER
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 Labels = tuple[str, ...]
 
 
@@ -102,14 +101,19 @@ class Histogram(_Metric):
     def render(self) -> list[str]:
         lines = self.header()
         n = len(self.buckets)
+        # Label text once per series, not once per bucket line: a scrape renders up to
+        # MAX_SERIES x 18 lines per histogram.
+        les = ['le="' + _num(bound) + '"}' for bound in (*self.buckets, float("inf"))]
+        bucket = self.name + "_bucket{"
         for k, row in self.series.items():
+            labels = _label_text(self.labels, k)
+            head = bucket + labels[1:-1] + "," if labels else bucket
             running = 0
-            for i, bound in enumerate((*self.buckets, float("inf"))):
+            for i, le in enumerate(les):
                 running += row[i]
-                le = 'le="' + _num(bound) + '"'
-                lines.append(f"{self.name}_bucket{_label_text(self.labels, k, le)} {int(running)}")
-            lines.append(f"{self.name}_sum{_label_text(self.labels, k)} {_num(row[n + 1])}")
-            lines.append(f"{self.name}_count{_label_text(self.labels, k)} {int(running)}")
+                lines.append(f"{head}{le} {int(running)}")
+            lines.append(f"{self.name}_sum{labels} {_num(row[n + 1])}")
+            lines.append(f"{self.name}_count{labels} {int(running)}")
         return lines
 
 

@@ -247,6 +247,28 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(cli
         assert srv.connections == 0
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/x y", "/v1/x\r\nHost: evil", "/v1/x\ny", "/v1/x\ty", "/v1/x\x00y", "/v1/x%zz", "/v1/x#frag", "/v1/ü", '/v1/"x"'],
+    ids=repr,
+)
+async def test_a_request_target_outside_rfc_3986_is_refused_before_anything_is_sent(client, path):
+    async with RawServer(_echo_forever) as srv:
+        with pytest.raises(http.UnsafeRequest, match="outside RFC 3986"):
+            async with client.post(srv.url(path), b"{}", {}, 5):
+                pass
+        assert srv.connections == 0  # (urlsplit alone drops tabs and line breaks and sends the rest)
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\nb", "a\rb", "a\x1bb"], ids=repr)
+async def test_a_header_with_a_control_character_is_refused_before_anything_is_sent(client, value):
+    async with RawServer(_echo_forever) as srv:
+        with pytest.raises(http.UnsafeRequest, match="control character"):
+            async with client.post(srv.url(), b"{}", {"x-note": value}, 5):
+                pass
+        assert srv.connections == 0
+
+
 async def test_connections_per_host_are_capped_and_callers_wait_their_turn():
     async def slow(reader, writer, server):
         while True:
