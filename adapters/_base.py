@@ -38,6 +38,7 @@ from aiogw.types import (
     ResponseMessage,
     Secret,
     TextPart,
+    ToolCall,
 )
 
 
@@ -291,6 +292,28 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
     if m is None:
         return None
     return m.group("mime") or "application/octet-stream", m.group("data")
+
+
+def invalid_value(message: str, param: str) -> InvalidRequest:
+    """A 400 for a value this provider cannot take, naming the request field."""
+    return InvalidRequest(message, code="invalid_value", param=param)
+
+
+def tool_call_arguments(call: ToolCall, where: str) -> dict[str, Any]:
+    """An assistant tool call's `arguments` string as the JSON object that providers with
+    native tool calls take (Anthropic's `input`, Gemini's `args`). OpenAI's own is a string
+    the model wrote: empty means no arguments; anything but an object is refused, naming
+    `{where}.function.arguments`, since forwarding it would fail upstream less clearly."""
+    text = call.function.arguments
+    if not text.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        raise invalid_value("Tool-call arguments must be valid JSON.", f"{where}.function.arguments") from None
+    if not isinstance(value, dict):
+        raise invalid_value("Tool-call arguments must be a JSON object.", f"{where}.function.arguments")
+    return value
 
 
 def content_text(content: str | list[ContentPart] | None) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from aiogw.adapters import _base as base
-from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
+from aiogw.errors import FailureClass, UpstreamError
 from aiogw.types import (
     AssistantMessage,
     ChatRequest,
@@ -177,8 +177,7 @@ def max_output(target: base.Target) -> int:
 # --- request ------------------------------------------------------------------------------
 
 
-def _bad(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_value", param=param)
+_bad = base.invalid_value
 
 
 def _image_block(part: ImagePart, where: str) -> dict[str, Any]:
@@ -222,19 +221,6 @@ def _blocks(content: str | list[Any] | None, where: str) -> list[dict[str, Any]]
     return out
 
 
-def _tool_input(call: ToolCall, where: str) -> Any:
-    args = call.function.arguments
-    if not args.strip():
-        return {}
-    try:
-        value = msgspec.json.decode(args)
-    except msgspec.DecodeError:
-        raise _bad("Tool-call arguments must be valid JSON.", f"{where}.function.arguments") from None
-    if not isinstance(value, dict):
-        raise _bad("Tool-call arguments must be a JSON object.", f"{where}.function.arguments")
-    return value
-
-
 def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, messages): roles alternate, tool results lead their user turn."""
     system: list[dict[str, Any]] = []
@@ -257,7 +243,7 @@ def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[
             for i, call in enumerate(m.tool_calls or ()):
                 blocks.append(
                     {"type": "tool_use", "id": _tool_id(call.id), "name": call.function.name,
-                     "input": _tool_input(call, f"{where}.tool_calls[{i}]")}  # fmt: skip
+                     "input": base.tool_call_arguments(call, f"{where}.tool_calls[{i}]")}  # fmt: skip
                 )
             if isinstance(m.function_call, FunctionCall):
                 raise _bad("Legacy function_call messages are not supported; use tool_calls.", f"{where}.function_call")
