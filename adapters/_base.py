@@ -218,6 +218,14 @@ def status_error(
     )
 
 
+def header_int(value: str | None) -> int | None:
+    """A count from a response header (rate limits); None when absent or not a whole number."""
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
 def protocol_error(target: Target, what: str) -> UpstreamProtocolError:
     return UpstreamProtocolError(f"unreadable reply ({what})", target=target.id)
 
@@ -335,6 +343,17 @@ def content_parts(content: str | list[ContentPart] | None) -> list[ContentPart]:
 
 def is_image(part: ContentPart) -> bool:
     return isinstance(part, ImagePart)
+
+
+def response_message(texts: list[str], calls: list[ToolCall], thoughts: list[str]) -> ResponseMessage:
+    """The assistant message of a translated answer from its pieces: content is null when
+    there is no text (a tool-call answer), tool_calls and reasoning_content only when any."""
+    message = ResponseMessage(content="".join(texts) if texts else None)
+    if calls:
+        message.tool_calls = calls
+    if thoughts:
+        message.reasoning_content = "".join(thoughts)
+    return message
 
 
 def new_completion_id() -> str:

@@ -49,7 +49,6 @@ from aiogw.types import (
     ParsedChat,
     PromptTokensDetails,
     Reply,
-    ResponseMessage,
     SystemMessage,
     TextPart,
     ToolCall,
@@ -486,11 +485,7 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         finish = "stop"  # JSON mode's forced tool is content to the client
     elif finish == "stop" and calls:
         finish = "tool_calls"  # docs/providers.md §1.3: a normal end after tool calls
-    message = ResponseMessage(content="".join(texts) if texts else None)
-    if calls:
-        message.tool_calls = calls
-    if thinking:
-        message.reasoning_content = "".join(thinking)
+    message = base.response_message(texts, calls, thinking)
     usage = usage_of(msg.usage) if msg.usage else None
     model = msg.model or target.model
     body_out = base.completion_body(
@@ -549,23 +544,16 @@ def _ratelimit_reset_s(value: str | None) -> float | None:
     return max(0.0, (at - datetime.now(UTC)).total_seconds())
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
 def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
     """`anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (reset: RFC 3339)."""
     if "anthropic-ratelimit-requests-remaining" not in headers and "anthropic-ratelimit-tokens-remaining" not in headers:
         return None
     return base.RateLimitInfo(
-        limit_requests=_int(headers.get("anthropic-ratelimit-requests-limit")),
-        remaining_requests=_int(headers.get("anthropic-ratelimit-requests-remaining")),
+        limit_requests=base.header_int(headers.get("anthropic-ratelimit-requests-limit")),
+        remaining_requests=base.header_int(headers.get("anthropic-ratelimit-requests-remaining")),
         reset_requests_s=_ratelimit_reset_s(headers.get("anthropic-ratelimit-requests-reset")),
-        limit_tokens=_int(headers.get("anthropic-ratelimit-tokens-limit")),
-        remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
+        limit_tokens=base.header_int(headers.get("anthropic-ratelimit-tokens-limit")),
+        remaining_tokens=base.header_int(headers.get("anthropic-ratelimit-tokens-remaining")),
         reset_tokens_s=_ratelimit_reset_s(headers.get("anthropic-ratelimit-tokens-reset")),
     )
 

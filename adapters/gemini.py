@@ -437,11 +437,7 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
                 calls.append(ToolCall(id=call_id, function=FunctionCall(name=fc.name, arguments=bytes(fc.args).decode())))
             elif part.text:
                 (thoughts if part.thought else texts).append(part.text)
-        message = ResponseMessage(content="".join(texts) if texts else None)
-        if calls:
-            message.tool_calls = calls
-        if thoughts:
-            message.reasoning_content = "".join(thoughts)
+        message = base.response_message(texts, calls, thoughts)
         finish = _finish(cand.finish_reason, bool(calls), target)
         choices.append(Choice(index=cand.index, message=message, logprobs=logprobs_of(cand.logprobs_result), finish_reason=finish))
     if not choices:  # the prompt itself was blocked: an empty, filtered answer
