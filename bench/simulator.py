@@ -34,6 +34,7 @@ from aiogw.bench.sim_core import (
     Answer,
     Profile,
     SimulatorState,
+    Stats,
     account_for,
     account_of,
     answer_time_s,
@@ -50,14 +51,22 @@ from aiogw.bench.sim_core import (
 )
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def _accepted(request: web.Request) -> tuple[SimulatorState, Profile, Stats, dict[str, Any]] | web.Response:
+    """The account's state, profile and stats and the request's JSON body, once the body parses
+    (it is recorded then) and the key is right; else the error to answer with."""
     state, p, stats = account_for(request)
     body = await read_json(request)
     if isinstance(body, web.Response):
         return body
     record(stats, request, body)
-    if denied := check_auth(request, p):
-        return denied
+    return check_auth(request, p) or (state, p, stats, body)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    got = await _accepted(request)
+    if isinstance(got, web.Response):
+        return got
+    state, p, stats, body = got
     for required in ("model", "messages"):
         if required not in body:
             return json_error(400, message=f"Missing required parameter: '{required}'.", param=required, code="missing_required_parameter")
@@ -90,13 +99,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.Response:
-    state, p, stats = account_for(request)
-    body = await read_json(request)
-    if isinstance(body, web.Response):
-        return body
-    record(stats, request, body)
-    if denied := check_auth(request, p):
-        return denied
+    got = await _accepted(request)
+    if isinstance(got, web.Response):
+        return got
+    state, p, stats, body = got
     if "input" not in body or "model" not in body:
         missing = "model" if "model" not in body else "input"
         return json_error(400, message=f"Missing required parameter: '{missing}'.", param=missing)
