@@ -39,6 +39,7 @@ from aiogw.types import (
     ResponseMessage,
     Secret,
     TextPart,
+    ToolCall,
 )
 
 
@@ -218,6 +219,14 @@ def status_error(
     )
 
 
+def header_int(value: str | None) -> int | None:
+    """A count from a response header (rate limits); None when absent or not a whole number."""
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
 def protocol_error(target: Target, what: str) -> UpstreamProtocolError:
     return UpstreamProtocolError(f"unreadable reply ({what})", target=target.id)
 
@@ -301,6 +310,28 @@ def parse_data_url(url: str) -> tuple[str, str] | None:
     return m.group("mime") or "application/octet-stream", m.group("data")
 
 
+def invalid_value(message: str, param: str) -> InvalidRequest:
+    """A 400 for a value this provider cannot take, naming the request field."""
+    return InvalidRequest(message, code="invalid_value", param=param)
+
+
+def tool_call_arguments(call: ToolCall, where: str) -> dict[str, Any]:
+    """An assistant tool call's `arguments` string as the JSON object that providers with
+    native tool calls take (Anthropic's `input`, Gemini's `args`). OpenAI's own is a string
+    the model wrote: empty means no arguments; anything but an object is refused, naming
+    `{where}.function.arguments`, since forwarding it would fail upstream less clearly."""
+    text = call.function.arguments
+    if not text.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        raise invalid_value("Tool-call arguments must be valid JSON.", f"{where}.function.arguments") from None
+    if not isinstance(value, dict):
+        raise invalid_value("Tool-call arguments must be a JSON object.", f"{where}.function.arguments")
+    return value
+
+
 def content_text(content: str | list[ContentPart] | None) -> str:
     """The text of a message's content (string or parts); non-text parts are skipped."""
     if content is None:
@@ -320,6 +351,17 @@ def content_parts(content: str | list[ContentPart] | None) -> list[ContentPart]:
 
 def is_image(part: ContentPart) -> bool:
     return isinstance(part, ImagePart)
+
+
+def response_message(texts: list[str], calls: list[ToolCall], thoughts: list[str]) -> ResponseMessage:
+    """The assistant message of a translated answer from its pieces: content is null when
+    there is no text (a tool-call answer), tool_calls and reasoning_content only when any."""
+    message = ResponseMessage(content="".join(texts) if texts else None)
+    if calls:
+        message.tool_calls = calls
+    if thoughts:
+        message.reasoning_content = "".join(thoughts)
+    return message
 
 
 def new_completion_id() -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from aiogw.adapters import _base as base
-from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
+from aiogw.errors import FailureClass, UpstreamError
 from aiogw.types import (
     AssistantMessage,
     ChatRequest,
@@ -49,7 +49,6 @@ from aiogw.types import (
     ParsedChat,
     PromptTokensDetails,
     Reply,
-    ResponseMessage,
     SystemMessage,
     TextPart,
     ToolCall,
@@ -177,8 +176,7 @@ def max_output(target: base.Target) -> int:
 # --- request ------------------------------------------------------------------------------
 
 
-def _bad(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_value", param=param)
+_bad = base.invalid_value
 
 
 def _image_block(part: ImagePart, where: str) -> dict[str, Any]:
@@ -222,19 +220,6 @@ def _blocks(content: str | list[Any] | None, where: str) -> list[dict[str, Any]]
     return out
 
 
-def _tool_input(call: ToolCall, where: str) -> Any:
-    args = call.function.arguments
-    if not args.strip():
-        return {}
-    try:
-        value = msgspec.json.decode(args)
-    except msgspec.DecodeError:
-        raise _bad("Tool-call arguments must be valid JSON.", f"{where}.function.arguments") from None
-    if not isinstance(value, dict):
-        raise _bad("Tool-call arguments must be a JSON object.", f"{where}.function.arguments")
-    return value
-
-
 def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, messages): roles alternate, tool results lead their user turn."""
     system: list[dict[str, Any]] = []
@@ -257,7 +242,7 @@ def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[
             for i, call in enumerate(m.tool_calls or ()):
                 blocks.append(
                     {"type": "tool_use", "id": _tool_id(call.id), "name": call.function.name,
-                     "input": _tool_input(call, f"{where}.tool_calls[{i}]")}  # fmt: skip
+                     "input": base.tool_call_arguments(call, f"{where}.tool_calls[{i}]")}  # fmt: skip
                 )
             if isinstance(m.function_call, FunctionCall):
                 raise _bad("Legacy function_call messages are not supported; use tool_calls.", f"{where}.function_call")
@@ -500,11 +485,7 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         finish = "stop"  # JSON mode's forced tool is content to the client
     elif finish == "stop" and calls:
         finish = "tool_calls"  # docs/providers.md §1.3: a normal end after tool calls
-    message = ResponseMessage(content="".join(texts) if texts else None)
-    if calls:
-        message.tool_calls = calls
-    if thinking:
-        message.reasoning_content = "".join(thinking)
+    message = base.response_message(texts, calls, thinking)
     usage = usage_of(msg.usage) if msg.usage else None
     model = msg.model or target.model
     body_out = base.completion_body(
@@ -563,23 +544,16 @@ def _ratelimit_reset_s(value: str | None) -> float | None:
     return max(0.0, (at - datetime.now(UTC)).total_seconds())
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
 def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
     """`anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (reset: RFC 3339)."""
     if "anthropic-ratelimit-requests-remaining" not in headers and "anthropic-ratelimit-tokens-remaining" not in headers:
         return None
     return base.RateLimitInfo(
-        limit_requests=_int(headers.get("anthropic-ratelimit-requests-limit")),
-        remaining_requests=_int(headers.get("anthropic-ratelimit-requests-remaining")),
+        limit_requests=base.header_int(headers.get("anthropic-ratelimit-requests-limit")),
+        remaining_requests=base.header_int(headers.get("anthropic-ratelimit-requests-remaining")),
         reset_requests_s=_ratelimit_reset_s(headers.get("anthropic-ratelimit-requests-reset")),
-        limit_tokens=_int(headers.get("anthropic-ratelimit-tokens-limit")),
-        remaining_tokens=_int(headers.get("anthropic-ratelimit-tokens-remaining")),
+        limit_tokens=base.header_int(headers.get("anthropic-ratelimit-tokens-limit")),
+        remaining_tokens=base.header_int(headers.get("anthropic-ratelimit-tokens-remaining")),
         reset_tokens_s=_ratelimit_reset_s(headers.get("anthropic-ratelimit-tokens-reset")),
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from aiogw.adapters import _base as base
-from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
+from aiogw.errors import FailureClass, UpstreamError
 from aiogw.types import (
     AssistantMessage,
     ChatRequest,
@@ -104,8 +104,7 @@ PARAMS = base.ParamMap(
 _encode = msgspec.json.Encoder().encode
 
 
-def _bad(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_value", param=param)
+_bad = base.invalid_value
 
 
 # --- tool-call ids carry thought signatures ---------------------------------------------------
@@ -161,19 +160,6 @@ def _parts(content: str | list[Any] | None, where: str) -> list[dict[str, Any]]:
     return out
 
 
-def _args(call: ToolCall, where: str) -> Any:
-    text = call.function.arguments
-    if not text.strip():
-        return {}
-    try:
-        value = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        raise _bad("Tool-call arguments must be valid JSON.", f"{where}.function.arguments") from None
-    if not isinstance(value, dict):
-        raise _bad("Tool-call arguments must be a JSON object.", f"{where}.function.arguments")
-    return value
-
-
 def _tool_response(content: str | list[Any]) -> dict[str, Any]:
     """`response` must be an object: a JSON object passes as is, anything else is wrapped."""
     text = content if isinstance(content, str) else base.content_text(content)
@@ -208,7 +194,8 @@ def convert_messages(req: ChatRequest, target: base.Target) -> tuple[list[dict[s
             for i, call in enumerate(m.tool_calls or ()):
                 names[call.id] = call.function.name
                 given, signature = split_call_id(call.id)
-                part: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": _args(call, f"{where}.tool_calls[{i}]")}}
+                args = base.tool_call_arguments(call, f"{where}.tool_calls[{i}]")
+                part: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": args}}
                 if signature is None and needs_signature and i == 0:
                     signature = SKIP_SIGNATURE
                 if signature:
@@ -452,11 +439,7 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
                 calls.append(ToolCall(id=call_id, function=FunctionCall(name=fc.name, arguments=bytes(fc.args).decode())))
             elif part.text:
                 (thoughts if part.thought else texts).append(part.text)
-        message = ResponseMessage(content="".join(texts) if texts else None)
-        if calls:
-            message.tool_calls = calls
-        if thoughts:
-            message.reasoning_content = "".join(thoughts)
+        message = base.response_message(texts, calls, thoughts)
         finish = _finish(cand.finish_reason, bool(calls), target)
         choices.append(Choice(index=cand.index, message=message, logprobs=logprobs_of(cand.logprobs_result), finish_reason=finish))
     if not choices:  # the prompt itself was blocked: an empty, filtered answer

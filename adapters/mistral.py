@@ -265,24 +265,17 @@ def build_embeddings_call(req: EmbeddingRequest, target: base.Target) -> base.Ca
 # --- rate limits ---------------------------------------------------------------------------
 
 
-def _num(headers: Mapping[str, str], key: str) -> int | None:
-    try:
-        return int(headers[key]) if key in headers else None
-    except ValueError:
-        return None
-
-
 def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
     """Per-minute windows: `x-ratelimit-{limit,remaining}-{req,tokens}-minute` (§6.3); no
     reset is given, so the window length is the bound."""
     if "x-ratelimit-remaining-req-minute" not in headers and "x-ratelimit-remaining-tokens-minute" not in headers:
         return None
     return base.RateLimitInfo(
-        limit_requests=_num(headers, "x-ratelimit-limit-req-minute"),
-        remaining_requests=_num(headers, "x-ratelimit-remaining-req-minute"),
+        limit_requests=base.header_int(headers.get("x-ratelimit-limit-req-minute")),
+        remaining_requests=base.header_int(headers.get("x-ratelimit-remaining-req-minute")),
         reset_requests_s=60.0,
-        limit_tokens=_num(headers, "x-ratelimit-limit-tokens-minute"),
-        remaining_tokens=_num(headers, "x-ratelimit-remaining-tokens-minute"),
+        limit_tokens=base.header_int(headers.get("x-ratelimit-limit-tokens-minute")),
+        remaining_tokens=base.header_int(headers.get("x-ratelimit-remaining-tokens-minute")),
         reset_tokens_s=60.0,
     )
 

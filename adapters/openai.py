@@ -533,23 +533,16 @@ def duration_s(text: str | None) -> float | None:
     return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text else None
-    except ValueError:
-        return None
-
-
 def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
     """`x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (OpenAI, DeepSeek, Groq…)."""
     if "x-ratelimit-remaining-requests" not in headers and "x-ratelimit-remaining-tokens" not in headers:
         return None
     return base.RateLimitInfo(
-        limit_requests=_int(headers.get("x-ratelimit-limit-requests")),
-        remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
+        limit_requests=base.header_int(headers.get("x-ratelimit-limit-requests")),
+        remaining_requests=base.header_int(headers.get("x-ratelimit-remaining-requests")),
         reset_requests_s=duration_s(headers.get("x-ratelimit-reset-requests")),
-        limit_tokens=_int(headers.get("x-ratelimit-limit-tokens")),
-        remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
+        limit_tokens=base.header_int(headers.get("x-ratelimit-limit-tokens")),
+        remaining_tokens=base.header_int(headers.get("x-ratelimit-remaining-tokens")),
         reset_tokens_s=duration_s(headers.get("x-ratelimit-reset-tokens")),
     )
 

@@ -18,7 +18,7 @@ import msgspec
 
 from aiogw.adapters import _base as base
 from aiogw.adapters import openai
-from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
+from aiogw.errors import FailureClass, UpstreamError
 from aiogw.types import NamedToolChoice, ParsedChat
 
 NAME = "qwen"
@@ -40,8 +40,7 @@ PARAMS = base.ParamMap(
 )
 
 
-def _bad(message: str, param: str) -> InvalidRequest:
-    return InvalidRequest(message, code="invalid_value", param=param)
+_bad = base.invalid_value
 
 
 def _thinking(p: ParsedChat, target: base.Target, body: dict[str, object]) -> None:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,7 @@ import orjson
 
 from aiogw import upstream_http as http
 from aiogw.bench.chunk_cost import _openai
-from aiogw.bench.run import _cpu_plan, _pin, request_body
+from aiogw.bench.run import _cpu_plan, _pin, request_body, start_listening
 
 HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench-client-cost"}
 
@@ -124,17 +123,6 @@ async def _serve() -> None:
     await asyncio.Event().wait()  # until terminated
 
 
-def _start_mock(cpus: set[int] | None) -> tuple[subprocess.Popen[bytes], str]:
-    p = subprocess.Popen([sys.executable, "-P", "-m", "aiogw.bench.client_cost", "--serve"], stdout=subprocess.PIPE)  # noqa: S603
-    assert p.stdout is not None
-    line = p.stdout.readline().decode()
-    if "listening on" not in line:
-        p.kill()
-        raise SystemExit(f"the mock upstream did not start: {line!r}")
-    _pin(p.pid, cpus)
-    return p, line.split()[-1]
-
-
 async def _batch(call: Call, body: bytes, n: int, concurrency: int) -> float:
     """CPU µs per call for `n` calls, `concurrency` at a time."""
     left = n
@@ -186,14 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve())
         return 0
     mine, theirs = (None, None) if args.no_pin else _cpu_plan()
-    mock, url = _start_mock(theirs)
+    mock = start_listening([sys.executable, "-P", "-m", "aiogw.bench.client_cost", "--serve"], "the mock upstream", theirs)
     if mine:
         _pin(os.getpid(), mine)
     try:
-        result = asyncio.run(_measure(f"{url}/v1/chat/completions", args.calls, args.streams, args.reps, args.concurrency))
+        result = asyncio.run(_measure(f"{mock.url}/v1/chat/completions", args.calls, args.streams, args.reps, args.concurrency))
     finally:
-        mock.terminate()
-        mock.wait(10)
+        mock.stop()
     lean, full = result[_Lean.name], result[_Aiohttp.name]
     print(f"CPU µs per call, median of {args.reps} ({args.calls} calls, {args.streams} streams, "
           f"concurrency {args.concurrency}, {args.loop})")  # fmt: skip

@@ -68,12 +68,17 @@ def start_simulator(args: argparse.Namespace, cpus: set[int] | None) -> Proc:
         "--chunk-tokens", str(args.chunk_tokens), "--completion-tokens", str(args.completion_tokens),
         "--error-rate", str(args.error_rate), "--error-status", str(args.error_status),
     ]  # fmt: skip
+    return start_listening(cmd, "the simulator", cpus)
+
+
+def start_listening(cmd: list[str], what: str, cpus: set[int] | None) -> Proc:
+    """A server of ours that prints "… listening on URL" once it listens, pinned to `cpus`."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE)  # noqa: S603 - our own module
     assert p.stdout is not None
     line = p.stdout.readline().decode()
     if "listening on" not in line:
         p.kill()
-        raise SystemExit(f"the simulator did not start: {line!r}")
+        raise SystemExit(f"{what} did not start: {line!r}")
     _pin(p.pid, cpus)
     return Proc(p, line.rsplit(" ", 1)[-1].strip())
 

@@ -11,7 +11,6 @@ usage in `message_delta`, native error bodies and `anthropic-ratelimit-*` header
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from aiogw.bench.sim_core import STATE, Answer, Profile, Stats, account_of, chunk_gap_s
+from aiogw.bench.sim_core import (
+    Answer,
+    Profile,
+    account_for,
+    answer_time_s,
+    draw_fault,
+    record,
+    send_body,
+    send_stream,
+)
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -258,95 +266,36 @@ def invalid(body: dict[str, Any]) -> str | None:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    account = account_of(request)
-    p = state.profile(account)
-    stats = state.stat(account)
-    stats.requests += 1
+    state, p, stats = account_for(request)
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return error(400, "There was an error parsing the body of your request.")
-    stats.last_request = {"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
+    record(stats, request, body)
     if p.api_key is not None and request.headers.get("x-api-key") != p.api_key:
         return error(401)
     if "anthropic-version" not in request.headers:
         return error(400, "anthropic-version: header is required")
     if problem := invalid(body):
         return error(400, problem)
-    fault = p.fault if state.take_fault(p) else "none"
+    fault = await draw_fault(state, p)
     if fault == "status":
         return error(p.fault_status)
-    if fault == "hang":
-        await asyncio.sleep(3600)
     answer = NativeAnswer(body, p)
     if p.context_window is not None and answer.input_tokens > p.context_window:
         # Anthropic counts the prompt only (an answer that runs out of room stops with
         # model_context_window_exceeded); the documented wording follows.
         return error(400, f"prompt is too long: {answer.input_tokens} tokens > {p.context_window} maximum")
-    if body.get("stream"):
-        return await _stream(request, answer, p, fault, stats)
-    delay = p.ttft_ms / 1000 + (answer.output_tokens / p.tokens_per_s if p.tokens_per_s else 0)
-    if delay:
-        await asyncio.sleep(delay)
-    if fault == "drop":
-        assert request.transport is not None
-        request.transport.abort()
-        return web.Response(status=500)
-    if fault == "malformed":
-        return web.Response(body=answer.message()[:-20], content_type="application/json")
     headers = {"request-id": "req_sim" + secrets.token_hex(8), **_rate_headers()}
-    return web.Response(body=answer.message(), content_type="application/json", headers=headers)
-
-
-async def _stream(request: web.Request, answer: NativeAnswer, p: Profile, fault: str, stats: Stats) -> web.StreamResponse:
-    stats.streams_started += 1
-    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-               "request-id": "req_sim" + secrets.token_hex(8), **_rate_headers()}  # fmt: skip
-    resp = web.StreamResponse(headers=headers)
-    events = answer.events(max(1, p.chunk_tokens))
-    gap = chunk_gap_s(p)
-    try:
-        if p.ttft_ms:
-            await asyncio.sleep(p.ttft_ms / 1000)
-        await resp.prepare(request)
-        if fault == "hang_after_headers":
-            await resp.write(events[0][0])
-            await asyncio.sleep(3600)
-        if not gap and fault == "none":
-            await resp.write(b"".join(e for e, _ in events))
-        else:
-            sent = 0
-            for ev, token in events:
-                if token:
-                    if fault != "none" and sent >= p.fault_after_chunks:
-                        await _inject(request, resp, fault)
-                        return resp
-                    sent += 1
-                    if gap:
-                        await asyncio.sleep(gap)
-                await resp.write(ev)
-        await resp.write_eof()
-    except (asyncio.CancelledError, ConnectionResetError):
-        stats.streams_cancelled += 1
-        raise
-    stats.streams_completed += 1
-    return resp
-
-
-async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) -> None:
-    if fault == "drop":
-        assert request.transport is not None
-        request.transport.abort()
-    elif fault == "malformed":
-        await resp.write(b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_de\n\n')
-        await resp.write_eof()
-    elif fault == "error_event":
-        err = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-        await resp.write(b"event: error\ndata: " + orjson.dumps(err) + b"\n\n")
-        await resp.write_eof()
-    elif fault == "stall":
-        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up
+    if body.get("stream"):
+        overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return await send_stream(
+            request, {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **headers},
+            answer.events(max(1, p.chunk_tokens)), p, fault, stats,
+            malformed=b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_de\n\n',
+            error_event=b"event: error\ndata: " + orjson.dumps(overloaded) + b"\n\n",
+        )  # fmt: skip
+    return await send_body(request, answer.message(), fault, answer_time_s(p, answer.output_tokens), headers)
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,5 +1,7 @@
-"""The simulator's shared core: account profiles, run-time state and stats, and the answer
-a request gets (words, tool calls, usage), which every wire format renders in its own way.
+"""The simulator's shared core: account profiles, run-time state and stats, the answer a
+request gets (words, tool calls, usage), which every wire format renders in its own way, and
+how an answer goes out (pace and faults), which is the same in every format: each passes its
+own bytes for the faults that have a wire shape.
 
 Written from the providers' API references and official SDK types, never from aiogw's
 adapters (see simulator.py)."""
@@ -7,9 +9,11 @@ adapters (see simulator.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import secrets
+import struct
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -342,12 +346,129 @@ async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 
+def account_for(request: web.Request) -> tuple[SimulatorState, Profile, Stats]:
+    """The state, profile and stats of the account a request is for; the request counted."""
+    state = request.app[STATE]
+    account = account_of(request)
+    stats = state.stat(account)
+    stats.requests += 1
+    return state, state.profile(account), stats
 
-async def apply_pre_answer_fault(fault: str, p: Profile) -> None:
-    """Faults that happen before any answer exists, the same for every wire format."""
+
+def record(stats: Stats, request: web.Request, body: Any, path: str | None = None) -> None:
+    """What tests read back: the last request's path, headers (lower-case names) and body."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    stats.last_request = {"path": path or request.path, "headers": headers, "body": body}
+
+
+async def draw_fault(state: SimulatorState, p: Profile) -> Fault:
+    """The fault this request gets ("none" unless the profile says); a hang starts here, before
+    any answer exists, the same for every wire format. The caller answers "status" its way."""
+    fault = p.fault if state.take_fault(p) else "none"
     if fault == "hang":
         await asyncio.sleep(3600)  # until the client goes away (handler cancellation)
+    return fault
 
 
 def chunk_gap_s(p: Profile) -> float:
     return p.chunk_tokens / p.tokens_per_s if p.tokens_per_s else 0.0
+
+
+def answer_time_s(p: Profile, tokens: int) -> float:
+    """How long a whole (non-streamed) answer of `tokens` takes to generate."""
+    return p.ttft_ms / 1000 + (tokens / p.tokens_per_s if p.tokens_per_s else 0)
+
+
+def embedding(text: str, dims: int) -> list[float]:
+    """A deterministic vector for a text: the same text, the same vector, in every format."""
+    rnd = random.Random(zlib.crc32(text.encode()))
+    return [round(rnd.uniform(-1, 1), 6) for _ in range(dims)]
+
+
+def float32_base64(vector: list[float]) -> str:
+    """`encoding_format: base64` as OpenAI-style APIs send it: little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+async def send_body(
+    request: web.Request, payload: bytes, fault: str, delay_s: float, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    """A whole (non-streamed) answer once `delay_s` has passed, or the profile's fault in its
+    place: the connection dropped, the body cut short, or half of it and then silence."""
+    if delay_s:
+        await asyncio.sleep(delay_s)
+    if fault == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response(status=500)
+    if fault == "malformed":
+        return web.Response(body=payload[:-20], content_type="application/json", headers=headers)
+    if fault == "stall":
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(payload))})
+        await resp.prepare(request)
+        await resp.write(payload[: len(payload) // 2])
+        await asyncio.sleep(3600)
+    return web.Response(body=payload, content_type="application/json", headers=headers)
+
+
+async def send_stream(
+    request: web.Request,
+    headers: dict[str, str],
+    events: list[tuple[bytes, bool]],
+    p: Profile,
+    fault: str,
+    stats: Stats,
+    *,
+    malformed: bytes,
+    error_event: bytes,
+    done: bytes = b"",
+) -> web.StreamResponse:
+    """A streamed answer, paced the same in every wire format: headers after the profile's
+    time to first token, then `events` (bytes, carries a token) one token gap apart and
+    `done` (the format's end sentinel, if any). The profile's fault strikes after
+    `fault_after_chunks` token events; `malformed` and `error_event` are the format's own
+    bytes for those two faults, the last the stream sends."""
+    stats.streams_started += 1
+    resp = web.StreamResponse(headers=headers)
+    gap = chunk_gap_s(p)
+    try:
+        if p.ttft_ms:
+            await asyncio.sleep(p.ttft_ms / 1000)
+        await resp.prepare(request)
+        if fault == "hang_after_headers":
+            await resp.write(events[0][0])
+            await asyncio.sleep(3600)
+        if not gap and fault == "none":
+            await resp.write(b"".join(e for e, _ in events) + done)  # one write: the fast baseline
+        else:
+            sent = 0
+            for ev, token in events:
+                if token:
+                    if fault != "none" and sent >= p.fault_after_chunks:
+                        await _strike(request, resp, fault, malformed, error_event)
+                        return resp
+                    sent += 1
+                    if gap:
+                        await asyncio.sleep(gap)
+                await resp.write(ev)
+            await resp.write(done)
+        await resp.write_eof()
+    except (asyncio.CancelledError, ConnectionResetError):
+        stats.streams_cancelled += 1
+        raise
+    stats.streams_completed += 1
+    return resp
+
+
+async def _strike(request: web.Request, resp: web.StreamResponse, fault: str, malformed: bytes, error_event: bytes) -> None:
+    if fault == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+    elif fault == "malformed":
+        await resp.write(malformed)
+        await resp.write_eof()
+    elif fault == "error_event":
+        await resp.write(error_event)
+        await resp.write_eof()
+    elif fault == "stall":
+        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up

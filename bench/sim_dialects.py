@@ -23,20 +23,28 @@ never from aiogw's adapters. Answers come from sim_core.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import random
 import re
 import secrets
-import struct
 import time
-import zlib
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from aiogw.bench.sim_core import DONE, STATE, Answer, Profile, Stats, account_of, chunk_gap_s
+from aiogw.bench.sim_core import (
+    DONE,
+    Answer,
+    Profile,
+    account_for,
+    answer_time_s,
+    draw_fault,
+    embedding,
+    float32_base64,
+    record,
+    send_body,
+    send_stream,
+)
 
 MISTRAL_FIELDS = frozenset({
     "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed", "metadata",
@@ -307,16 +315,12 @@ def handler(name: str) -> Any:
     error = ERRORS[name]
 
     async def chat(request: web.Request) -> web.StreamResponse:
-        state = request.app[STATE]
-        account = account_of(request)
-        p = state.profile(account)
-        stats = state.stat(account)
-        stats.requests += 1
+        state, p, stats = account_for(request)
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return error(400, "Invalid JSON body")
-        stats.last_request = {"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
+        record(stats, request, body)
         if p.api_key is not None and request.headers.get("authorization") != f"Bearer {p.api_key}":
             return error(401)
         if not isinstance(body.get("messages"), list) or "model" not in body:
@@ -324,77 +328,31 @@ def handler(name: str) -> Any:
         check = {"mistral": _mistral_check, "deepseek": _deepseek_check, "qwen": _qwen_check}.get(name)
         if check is not None and (bad := check(body)) is not None:
             return bad
-        fault = p.fault if state.take_fault(p) else "none"
+        fault = await draw_fault(state, p)
         if fault == "status":
             return error(p.fault_status)
-        if fault == "hang":
-            await asyncio.sleep(3600)
         d = Dialect(name, body, p)
         if body.get("stream"):
-            return await _stream(request, d, p, fault, stats)
-        delay = p.ttft_ms / 1000 + (d.a.completion_tokens() / p.tokens_per_s if p.tokens_per_s else 0)
-        if delay:
-            await asyncio.sleep(delay)
-        if fault == "drop":
-            assert request.transport is not None
-            request.transport.abort()
-            return web.Response(status=500)
+            err = {"object": "error", "message": "Internal server error (simulated)", "type": "internal_server_error"}
+            return await send_stream(
+                request, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_rate_headers(name)},
+                d.events(max(1, p.chunk_tokens)), p, fault, stats,
+                malformed=b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"delta":{"content":"cu\n\n',
+                error_event=b"data: " + orjson.dumps(err if name == "mistral" else {"error": err}) + b"\n\n",
+                done=DONE if p.send_done else b"",
+            )  # fmt: skip
         payload = d.message()
-        if fault == "malformed":
-            payload = payload[:-20]
         if name == "deepseek":
             payload = b"\n\n" + payload  # blank lines while the request waited in DeepSeek's queue
-        return web.Response(body=payload, content_type="application/json", headers=_rate_headers(name))
+        return await send_body(request, payload, fault, answer_time_s(p, d.a.completion_tokens()), _rate_headers(name))
 
     return chat
 
 
-async def _stream(request: web.Request, d: Dialect, p: Profile, fault: str, stats: Stats) -> web.StreamResponse:
-    stats.streams_started += 1
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_rate_headers(d.name)})
-    events = d.events(max(1, p.chunk_tokens))
-    gap = chunk_gap_s(p)
-    try:
-        if p.ttft_ms:
-            await asyncio.sleep(p.ttft_ms / 1000)
-        await resp.prepare(request)
-        if fault == "hang_after_headers":
-            await resp.write(events[0][0])
-            await asyncio.sleep(3600)
-        sent = 0
-        for ev, token in events:
-            if token:
-                if fault != "none" and sent >= p.fault_after_chunks:
-                    if fault == "drop":
-                        assert request.transport is not None
-                        request.transport.abort()
-                    elif fault == "malformed":
-                        await resp.write(b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"delta":{"content":"cu\n\n')
-                    elif fault == "error_event":
-                        err = {"object": "error", "message": "Internal server error (simulated)", "type": "internal_server_error"}
-                        await resp.write(b"data: " + orjson.dumps(err if d.name == "mistral" else {"error": err}) + b"\n\n")
-                    return resp
-                sent += 1
-                if gap:
-                    await asyncio.sleep(gap)
-            await resp.write(ev)
-        if p.send_done:
-            await resp.write(DONE)
-        await resp.write_eof()
-    except (asyncio.CancelledError, ConnectionResetError):
-        stats.streams_cancelled += 1
-        raise
-    stats.streams_completed += 1
-    return resp
-
-
 async def mistral_embeddings(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    account = account_of(request)
-    p = state.profile(account)
-    state.stat(account).requests += 1
+    state, p, stats = account_for(request)
     body = orjson.loads(await request.read())
-    state.stat(account).last_request = {"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
+    record(stats, request, body)
     extra = [k for k in body if k not in ("model", "input", "output_dimension", "output_dtype", "encoding_format", "metadata")]
     if extra:
         return mistral_error(422, {"detail": [{"type": "extra_forbidden", "loc": ["body", k]} for k in extra]})
@@ -404,9 +362,8 @@ async def mistral_embeddings(request: web.Request) -> web.Response:
     dims = int(body.get("output_dimension") or 8)
     data = []
     for i, text in enumerate(inputs):
-        rnd = random.Random(zlib.crc32(str(text).encode()))
-        vec = [round(rnd.uniform(-1, 1), 6) for _ in range(dims)]
-        emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if body.get("encoding_format") == "base64" else vec
+        vec = embedding(str(text), dims)
+        emb: Any = float32_base64(vec) if body.get("encoding_format") == "base64" else vec
         data.append({"object": "embedding", "embedding": emb, "index": i})
     tokens = sum(max(1, len(str(t)) // 4) for t in inputs)
     return _json(200, {"id": secrets.token_hex(16), "object": "list", "data": data, "model": body["model"],

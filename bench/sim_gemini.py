@@ -13,8 +13,6 @@ holding only the new parts, a function call arriving whole, `finishReason` and t
 
 from __future__ import annotations
 
-import asyncio
-import random
 import re
 import secrets
 import zlib
@@ -23,7 +21,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from aiogw.bench.sim_core import STATE, Answer, Profile, Stats, account_of, chunk_gap_s
+from aiogw.bench.sim_core import (
+    Answer,
+    Profile,
+    account_for,
+    answer_time_s,
+    draw_fault,
+    embedding,
+    record,
+    send_body,
+    send_stream,
+)
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
@@ -203,100 +211,40 @@ async def model_action(request: web.Request) -> web.StreamResponse:
         return await _embed(request, model, action)
     if action not in ("generateContent", "streamGenerateContent"):
         return error(404, f"Method {action!r} not found. (simulated)")
-    state = request.app[STATE]
-    account = account_of(request)
-    p = state.profile(account)
-    stats = state.stat(account)
-    stats.requests += 1
+    state, p, stats = account_for(request)
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return error(400, "Invalid JSON payload received.")
-    stats.last_request = {"path": request.path_qs, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
+    record(stats, request, body, path=request.path_qs)
     if denied := _check_auth(request, p):
         return denied
     if not body.get("contents"):
         return error(400, "* GenerateContentRequest.contents: contents is not specified")
-    fault = p.fault if state.take_fault(p) else "none"
+    fault = await draw_fault(state, p)
     if fault == "status":
         return error(p.fault_status)
-    if fault == "hang":
-        await asyncio.sleep(3600)
     answer = NativeAnswer(model, body, p)
     if action == "streamGenerateContent":
         if request.query.get("alt") != "sse":
             return error(400, "This simulator streams only with alt=sse.")
-        return await _stream(request, answer, p, fault, stats)
-    delay = p.ttft_ms / 1000 + (answer.a.completion_tokens() / p.tokens_per_s if p.tokens_per_s else 0)
-    if delay:
-        await asyncio.sleep(delay)
-    if fault == "drop":
-        assert request.transport is not None
-        request.transport.abort()
-        return web.Response(status=500)
-    if fault == "malformed":
-        return web.Response(body=answer.response()[:-20], content_type="application/json")
-    return web.Response(body=answer.response(), content_type="application/json")
-
-
-async def _stream(request: web.Request, answer: NativeAnswer, p: Profile, fault: str, stats: Stats) -> web.StreamResponse:
-    stats.streams_started += 1
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    events = answer.events(max(1, p.chunk_tokens))
-    gap = chunk_gap_s(p)
-    try:
-        if p.ttft_ms:
-            await asyncio.sleep(p.ttft_ms / 1000)
-        await resp.prepare(request)
-        if fault == "hang_after_headers":
-            await resp.write(events[0][0])
-            await asyncio.sleep(3600)
-        if not gap and fault == "none":
-            await resp.write(b"".join(e for e, _ in events))
-        else:
-            sent = 0
-            for ev, token in events:
-                if token:
-                    if fault != "none" and sent >= p.fault_after_chunks:
-                        await _inject(request, resp, fault)
-                        return resp
-                    sent += 1
-                    if gap:
-                        await asyncio.sleep(gap)
-                await resp.write(ev)
-        await resp.write_eof()
-    except (asyncio.CancelledError, ConnectionResetError):
-        stats.streams_cancelled += 1
-        raise
-    stats.streams_completed += 1
-    return resp
-
-
-async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) -> None:
-    if fault == "drop":
-        assert request.transport is not None
-        request.transport.abort()
-    elif fault == "malformed":
-        await resp.write(b'data: {"candidates": [{"content": {"parts": [{"text": "cut' + CRLF + CRLF)
-        await resp.write_eof()
-    elif fault == "error_event":
-        err = {"error": {"code": 503, "message": _MESSAGES["UNAVAILABLE"], "status": "UNAVAILABLE"}}
-        await resp.write(b"data: " + orjson.dumps(err) + CRLF + CRLF)
-        await resp.write_eof()
-    elif fault == "stall":
-        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up
+        unavailable = {"error": {"code": 503, "message": _MESSAGES["UNAVAILABLE"], "status": "UNAVAILABLE"}}
+        return await send_stream(
+            request, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            answer.events(max(1, p.chunk_tokens)), p, fault, stats,
+            malformed=b'data: {"candidates": [{"content": {"parts": [{"text": "cut' + CRLF + CRLF,
+            error_event=b"data: " + orjson.dumps(unavailable) + CRLF + CRLF,
+        )  # fmt: skip
+    return await send_body(request, answer.response(), fault, answer_time_s(p, answer.a.completion_tokens()))
 
 
 async def _embed(request: web.Request, model: str, action: str) -> web.Response:
-    state = request.app[STATE]
-    account = account_of(request)
-    p = state.profile(account)
-    state.stat(account).requests += 1
+    state, p, stats = account_for(request)
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return error(400, "Invalid JSON payload received.")
-    state.stat(account).last_request = {"path": request.path, "headers": dict(request.headers), "body": body}
+    record(stats, request, body)
     if denied := _check_auth(request, p):
         return denied
     if state.take_fault(p) and p.fault == "status":
@@ -304,9 +252,7 @@ async def _embed(request: web.Request, model: str, action: str) -> web.Response:
 
     def vector(req: dict[str, Any]) -> dict[str, Any]:
         text = _text((req.get("content") or {}).get("parts"))
-        dims = int(req.get("outputDimensionality") or 8)
-        rnd = random.Random(zlib.crc32(text.encode()))
-        return {"values": [round(rnd.uniform(-1, 1), 6) for _ in range(dims)]}
+        return {"values": embedding(text, int(req.get("outputDimensionality") or 8))}
 
     if action == "embedContent":
         return web.json_response({"embedding": vector(body)})

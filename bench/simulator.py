@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import random
 import secrets
 import signal
 import ssl
-import struct
 import sys
-import zlib
 from typing import Any
 
 import msgspec
@@ -39,35 +35,46 @@ from aiogw.bench.sim_core import (
     Profile,
     SimulatorState,
     Stats,
+    account_for,
     account_of,
+    answer_time_s,
     check_auth,
+    draw_fault,
+    embedding,
+    error_body,
+    float32_base64,
     json_error,
     read_json,
-    error_body,
+    record,
+    send_body,
+    send_stream,
 )
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    account = account_of(request)
-    p = state.profile(account)
-    stats = state.stat(account)
-    stats.requests += 1
+
+async def _accepted(request: web.Request) -> tuple[SimulatorState, Profile, Stats, dict[str, Any]] | web.Response:
+    """The account's state, profile and stats and the request's JSON body, once the body parses
+    (it is recorded then) and the key is right; else the error to answer with."""
+    state, p, stats = account_for(request)
     body = await read_json(request)
     if isinstance(body, web.Response):
         return body
-    stats.last_request = {"path": request.path, "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body}
-    if denied := check_auth(request, p):
-        return denied
+    record(stats, request, body)
+    return check_auth(request, p) or (state, p, stats, body)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    got = await _accepted(request)
+    if isinstance(got, web.Response):
+        return got
+    state, p, stats, body = got
     for required in ("model", "messages"):
         if required not in body:
             return json_error(400, message=f"Missing required parameter: '{required}'.", param=required, code="missing_required_parameter")
     if not isinstance(body["messages"], list) or not body["messages"]:
         return json_error(400, message="'messages' must be a non-empty array.", param="messages")
-    fault = p.fault if state.take_fault(p) else "none"
+    fault = await draw_fault(state, p)
     if fault == "status":
         return json_error(p.fault_status)
-    if fault == "hang":
-        await asyncio.sleep(3600)  # until the client goes away (handler cancellation)
     answer = Answer(body, p)
     requested = answer.prompt_tokens + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
     if p.context_window is not None and requested > p.context_window:
@@ -79,87 +86,23 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             code="context_length_exceeded",
         )
     if body.get("stream"):
-        return await _stream(request, answer, p, fault, stats)
-    delay = p.ttft_ms / 1000 + (answer.completion_tokens() / p.tokens_per_s if p.tokens_per_s else 0)
-    if delay:
-        await asyncio.sleep(delay)
-    if fault == "drop":
-        assert request.transport is not None
-        request.transport.abort()
-        return web.Response(status=500)
-    if fault == "malformed":
-        return web.Response(body=answer.completion()[:-20], content_type="application/json")
-    if fault == "stall":
-        body = answer.completion()
-        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(body))})
-        await resp.prepare(request)
-        await resp.write(body[: len(body) // 2])
-        await asyncio.sleep(3600)
+        return await send_stream(
+            request, {**SSE_HEADERS, "x-request-id": "req_sim_" + secrets.token_hex(6)},
+            answer.stream_events(max(1, p.chunk_tokens)), p, fault, stats,
+            malformed=b'data: {"id":"chatcmpl-x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"cut\n\n' + DONE,
+            error_event=b"data: " + error_body(500) + b"\n\n" + DONE,
+            done=DONE if p.send_done else b"",
+        )  # fmt: skip
+    delay = answer_time_s(p, answer.completion_tokens())
     headers = {"x-request-id": "req_sim_" + secrets.token_hex(6), "openai-processing-ms": str(int(delay * 1000)), **RATE_HEADERS}
-    return web.Response(body=answer.completion(), content_type="application/json", headers=headers)
-
-
-async def _stream(request: web.Request, answer: Answer, p: Profile, fault: str, stats: Stats) -> web.StreamResponse:
-    stats.streams_started += 1
-    resp = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": "req_sim_" + secrets.token_hex(6)})
-    events = answer.stream_events(max(1, p.chunk_tokens))
-    gap = p.chunk_tokens / p.tokens_per_s if p.tokens_per_s else 0.0
-    try:
-        if p.ttft_ms:
-            await asyncio.sleep(p.ttft_ms / 1000)
-        await resp.prepare(request)
-        if fault == "hang_after_headers":
-            await resp.write(events[0][0])
-            await asyncio.sleep(3600)
-        done = DONE if p.send_done else b""
-        if not gap and fault == "none":
-            await resp.write(b"".join(e for e, _ in events) + done)  # one write: the fast baseline
-        else:
-            sent = 0
-            for ev, token in events:
-                if token:
-                    if fault != "none" and sent >= p.fault_after_chunks:
-                        await _inject(request, resp, fault)
-                        return resp
-                    sent += 1
-                    if gap:
-                        await asyncio.sleep(gap)
-                await resp.write(ev)
-            await resp.write(done)
-        await resp.write_eof()
-    except (asyncio.CancelledError, ConnectionResetError):
-        stats.streams_cancelled += 1
-        raise
-    stats.streams_completed += 1
-    return resp
-
-
-async def _inject(request: web.Request, resp: web.StreamResponse, fault: str) -> None:
-    if fault == "drop":
-        assert request.transport is not None
-        request.transport.abort()
-    elif fault == "malformed":
-        await resp.write(b'data: {"id":"chatcmpl-x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"cut\n\n')
-        await resp.write(DONE)
-        await resp.write_eof()
-    elif fault == "error_event":
-        await resp.write(b"data: " + error_body(500) + b"\n\n" + DONE)
-        await resp.write_eof()
-    elif fault == "stall":
-        await asyncio.sleep(3600)  # the connection stays open, silent, until the client gives up
+    return await send_body(request, answer.completion(), fault, delay, headers)
 
 
 async def embeddings(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    account = account_of(request)
-    p = state.profile(account)
-    state.stat(account).requests += 1
-    body = await read_json(request)
-    if isinstance(body, web.Response):
-        return body
-    state.stat(account).last_request = {"path": request.path, "headers": dict(request.headers), "body": body}
-    if denied := check_auth(request, p):
-        return denied
+    got = await _accepted(request)
+    if isinstance(got, web.Response):
+        return got
+    state, p, stats, body = got
     if "input" not in body or "model" not in body:
         missing = "model" if "model" not in body else "input"
         return json_error(400, message=f"Missing required parameter: '{missing}'.", param=missing)
@@ -172,11 +115,8 @@ async def embeddings(request: web.Request) -> web.Response:
     for i, item in enumerate(inputs):
         text = item if isinstance(item, str) else " ".join(map(str, item))
         tokens += max(1, len(text) // 4)
-        rnd = random.Random(zlib.crc32(text.encode()))
-        vec = [round(rnd.uniform(-1, 1), 6) for _ in range(dims)]
-        emb: Any = vec
-        if body.get("encoding_format") == "base64":
-            emb = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+        vec = embedding(text, dims)
+        emb: Any = float32_base64(vec) if body.get("encoding_format") == "base64" else vec
         data.append({"object": "embedding", "index": i, "embedding": emb})
     return web.json_response(
         {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},

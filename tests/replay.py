@@ -1,5 +1,5 @@
 """Replay a recorded native stream through the real pipeline (SSEParser -> an adapter's
-stream decoder -> ChunkEncoder), fed in pieces split at random byte boundaries."""
+stream decoder -> ChunkEncoder, or any relay), fed in pieces split at random byte boundaries."""
 
 from __future__ import annotations
 
@@ -20,12 +20,20 @@ def replay(decoder, data: bytes, seed: int, *, model: str, include_usage: bool =
     Raises the upstream error if the stream carries one."""
     enc = ChunkEncoder(completion_id=ID, created=CREATED, model=model, include_usage=include_usage)
     relay = TranslatingRelay(decoder, enc, target="t/" + model)
+    out = feed_in_pieces(relay, data, seed)
+    return [e if e == "[DONE]" else json.loads(e) for e in parse_data_lines(out)]
+
+
+def feed_in_pieces(relay, data: bytes, seed: int, *, longest: int = 64) -> bytes:
+    """What a relay writes for `data` arriving in pieces of 1 to `longest` bytes, cut where
+    the seed says (as TCP may cut it), then the end of the stream. Raises the relay's
+    failure as soon as it has one."""
     parser = SSEParser()
     rnd = random.Random(seed)
     out = bytearray()
     i = 0
     while i < len(data):
-        n = rnd.randint(1, 64)
+        n = rnd.randint(1, longest)
         out += relay.feed(parser.feed(data[i : i + n]))
         i += n
         if relay.failed:
@@ -34,7 +42,7 @@ def replay(decoder, data: bytes, seed: int, *, model: str, include_usage: bool =
     if relay.failed:
         raise relay.failed
     out += relay.finish()
-    return [e if e == "[DONE]" else json.loads(e) for e in parse_data_lines(bytes(out))]
+    return bytes(out)
 
 
 def parse_data_lines(raw: bytes) -> list[str]:

@@ -498,3 +498,26 @@ async def test_log_probabilities_from_every_provider_that_has_them(sim, gw, name
     async for chunk in await client.chat.completions.create(**kw, stream=True):
         logged += [t.token for ch in chunk.choices if ch.logprobs for t in ch.logprobs.content or []]
     assert logged
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_stall_in_any_wire_format_ends_on_the_idle_limit(sim, make_gateway, name, stream):
+    # Every simulated format stalls alike (the stream after two tokens, a whole answer after
+    # half of its body); a total of 60 s leaves only the idle limit to end it.
+    p = PROVIDERS[name]
+    target = {"provider": p.account, "model": p.model, "timeouts": {"idle": 0.2, "total": 60}}
+    url, _ = await make_gateway(config(sim, [name], group_targets=[target]))
+    sim.set_profile(p.account, fault="stall", fault_after_chunks=2, tokens_per_s=200)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{url}/chat/completions", json={"model": "mixed", "messages": MSG, "stream": stream}) as r:
+            status, raw = r.status, await r.read()
+    if stream:
+        assert status == 200
+        cs = chunks(raw)  # asserts the single trailing [DONE]
+        assert any(c.get("choices") and c["choices"][0]["delta"].get("content") for c in cs[:-1])
+        error = cs[-1]["error"]
+    else:
+        error = json.loads(raw)["error"]
+        assert status == 504, raw
+    assert "idle: no data within 0.2 s" in error["message"] and error["code"] == "upstream_timeout"

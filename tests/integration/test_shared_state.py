@@ -251,6 +251,19 @@ async def _health(session, proc, target_id):
     return body, next(t for t in body["targets"] if t["id"] == target_id)
 
 
+async def _health_when(session, proc, target_id, ok, *, every=0.05):
+    """`_health` once `ok(target)` holds, or as last seen when the polls run out (the caller
+    asserts what it needs)."""
+    seen = []
+
+    async def check():
+        seen[:] = await _health(session, proc, target_id)
+        return ok(seen[1])
+
+    await _until(check, every=every)
+    return seen[0], seen[1]
+
+
 async def test_a_breaker_opened_through_one_replica_is_honoured_by_the_other(sim, replica_config):
     a, b = await _replicas(replica_config())
     try:
@@ -260,11 +273,7 @@ async def test_a_breaker_opened_through_one_replica_is_honoured_by_the_other(sim
         for _ in range(3):  # failovers through A open bad/ on A
             await ca.chat.completions.create(model="safe", messages=MSG)
         async with aiohttp.ClientSession() as s:
-            for _ in range(100):
-                body, bad = await _health(s, b, "bad/sim-gpt-fast")
-                if bad["state"] == "open":
-                    break
-                await asyncio.sleep(0.05)
+            body, bad = await _health_when(s, b, "bad/sim-gpt-fast", lambda t: t["state"] == "open")
             assert bad["state"] == "open", bad
             assert body["shared_state"]["backend"] == "redis" and body["shared_state"]["connected"] is True
         before = sim.stats("bad")["requests"]
@@ -291,11 +300,7 @@ async def test_after_the_cooldown_one_replica_probes_for_both(sim, replica_confi
 
             for _ in range(3):
                 await ask(a)  # opens bad/ on a, adopted by b
-            for _ in range(100):
-                _, bad = await _health(s, b, "bad/sim-gpt-fast")
-                if bad["state"] == "open":
-                    break
-                await asyncio.sleep(0.05)
+            await _health_when(s, b, "bad/sim-gpt-fast", lambda t: t["state"] == "open")
             before = sim.stats("bad")["requests"]
             await asyncio.sleep(1.2)  # both cooldowns are over: half-open on both replicas
             await asyncio.gather(*(ask(p) for p in (a, b, a, b, a, b)))
@@ -333,11 +338,7 @@ async def test_an_rpm_limit_holds_across_both_replicas(sim, replica_config):
         assert outcomes.count(429) == 40 - ok
         async with aiohttp.ClientSession() as s:  # both report the fleet's headroom, not their own
             for proc in (a, b):
-                for _ in range(100):
-                    _, t = await _health(s, proc, "sim/sim-gpt-mini")
-                    if t["limits"]["rpm_remaining"] < 2:
-                        break
-                    await asyncio.sleep(0.05)
+                _, t = await _health_when(s, proc, "sim/sim-gpt-mini", lambda t: t["limits"]["rpm_remaining"] < 2)
                 assert t["limits"]["rpm_remaining"] < 2, t["limits"]
     finally:
         await ca.close()
@@ -353,20 +354,14 @@ async def test_attempts_refused_by_a_local_limit_leave_the_fleets_rate_alone(sim
         sim.set_profile("slow", ttft_ms=1500)
         slow = asyncio.create_task(ca.chat.completions.create(model="narrow", messages=MSG))
         async with aiohttp.ClientSession() as s:
-            for _ in range(100):  # the slow call holds a's only concurrency slot
-                _, t = await _health(s, a, "slow/sim-gpt-fast")
-                if t["in_flight"] == 1:
-                    break
-                await asyncio.sleep(0.02)
+            # the slow call holds a's only concurrency slot
+            await _health_when(s, a, "slow/sim-gpt-fast", lambda t: t["in_flight"] == 1, every=0.02)
             for _ in range(6):  # refused by a's concurrency limit, not by the fleet's rpm
                 with pytest.raises(openai.RateLimitError, match="concurrency"):
                     await ca.chat.completions.create(model="narrow", messages=MSG)
             await slow
-            for _ in range(100):  # a's lease ends and what it held goes back to Redis
-                _, t = await _health(s, b, "slow/sim-gpt-fast")
-                if t["limits"]["rpm_remaining"] >= 2.9:
-                    break
-                await asyncio.sleep(0.05)
+            # a's lease ends and what it held goes back to Redis
+            await _health_when(s, b, "slow/sim-gpt-fast", lambda t: t["limits"]["rpm_remaining"] >= 2.9)
         for _ in range(3):  # rpm 4: one went to the slow call, three are left for the fleet
             await cb.chat.completions.create(model="narrow", messages=MSG)
         with pytest.raises(openai.RateLimitError, match="fleet-wide rpm"):
@@ -392,18 +387,13 @@ async def test_redis_going_away_fails_no_request_and_is_logged_once(sim, replica
         for i in range(20):
             assert await ask(ca if i % 2 else cb, "limited" if i % 3 == 0 else "fast") == 200
         for p in (a, b):
-            for _ in range(100):
-                if any(e.get("event") == "state.redis_unavailable" for e in p.logs()):
-                    break
-                await asyncio.sleep(0.05)
+            await _until(lambda p=p: any(e.get("event") == "state.redis_unavailable" for e in p.logs()), every=0.05)
         async with aiohttp.ClientSession() as s:
             body, _ = await _health(s, a, "sim/sim-gpt-fast")
             assert body["shared_state"]["connected"] is False
         redis_server.start()
-        for _ in range(200):
-            if all(any(e.get("event") == "state.redis_restored" for e in p.logs()) for p in (a, b)):
-                break
-            await asyncio.sleep(0.05)
+        await _until(lambda: all(any(e.get("event") == "state.redis_restored" for e in p.logs()) for p in (a, b)),
+                     every=0.05, times=200)  # fmt: skip
         assert await ask(ca) == 200 and await ask(cb, "limited") == 200
     finally:
         await ca.close()

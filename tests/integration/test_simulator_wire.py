@@ -3,12 +3,12 @@ parses every shape it sends, and its faults surface as the SDK's own exceptions.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
 import openai
 import pytest
+from conftest import until
 from openai import AsyncOpenAI
 
 MSG = [{"role": "user", "content": "Hello simulator"}]
@@ -103,8 +103,5 @@ async def test_cancelled_stream_is_counted(sim):
         r = await s.post(f"{sim.base_url()}/chat/completions", json={"model": "m", "messages": MSG, "stream": True})
         await r.content.readany()
         r.close()
-    for _ in range(100):
-        if sim.stats()["streams_cancelled"]:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: sim.stats()["streams_cancelled"])
     assert sim.stats()["streams_cancelled"] == 1

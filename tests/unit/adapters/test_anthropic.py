@@ -6,12 +6,12 @@ import json
 
 import msgspec
 import pytest
+from adapter_calls import USER, upstream_call
 from replay import FIXTURES, expected, replay
 
 from aiogw.adapters import anthropic
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
-from aiogw.server.handlers import parse_chat
 from aiogw.types import Secret
 
 T = Target(
@@ -19,14 +19,10 @@ T = Target(
     base_url="https://api.anthropic.com", api_key=Secret("sk-ant-test"),
 )  # fmt: skip
 DIR = FIXTURES / "anthropic"
-USER = [{"role": "user", "content": "hi"}]
 
 
-def call(**body):
-    body.setdefault("model", "m")
-    body.setdefault("messages", USER)
-    c = anthropic.build_call(parse_chat(json.dumps(body).encode()), T)
-    return c, json.loads(c.body)
+def call(target=T, **body):
+    return upstream_call(anthropic.build_call, target, **body)
 
 
 def test_url_and_auth_headers():
@@ -240,16 +236,14 @@ def with_model(model: str) -> Target:
 
 
 def test_reasoning_effort_is_adaptive_thinking_on_current_models():
-    p = parse_chat(json.dumps({"model": "m", "messages": USER, "reasoning_effort": "minimal"}).encode())
-    body = json.loads(anthropic.build_call(p, with_model("claude-opus-4-7")).body)
+    _, body = call(with_model("claude-opus-4-7"), reasoning_effort="minimal")
     assert body["thinking"] == {"type": "adaptive"} and body["output_config"] == {"effort": "low"}
     assert body["max_tokens"] == 128000
 
 
 def test_reasoning_effort_is_refused_for_models_that_cannot_think():
-    p = parse_chat(json.dumps({"model": "m", "messages": USER, "reasoning_effort": "low"}).encode())
     with pytest.raises(InvalidRequest) as exc:
-        anthropic.build_call(p, with_model("claude-3-5-haiku-20241022"))
+        call(with_model("claude-3-5-haiku-20241022"), reasoning_effort="low")
     assert exc.value.param == "reasoning_effort"
 
 
@@ -305,7 +299,7 @@ def test_native_extras_merge_over_translated_fields():
 
 def test_anthropic_beta_header_from_the_target_is_sent():
     t = msgspec.structs.replace(T, headers={"anthropic-beta": "context-1m-2025-08-07"})
-    c = anthropic.build_call(parse_chat(json.dumps({"model": "m", "messages": USER}).encode()), t)
+    c, _ = call(t)
     assert c.headers["anthropic-beta"] == "context-1m-2025-08-07"
 
 

@@ -5,27 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
+from adapter_calls import USER, upstream_call
 from replay import FIXTURES, expected, replay
 
 from aiogw.adapters import REGISTRY, deepseek, mistral, qwen
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, InvalidRequest, UpstreamStatusError
 from aiogw.types import EmbeddingRequest
-from aiogw.server.handlers import parse_chat
 
 
 def target(kind: str, model: str) -> Target:
     return Target(id=f"{kind}/{model}", provider=kind, type=kind, model=model, base_url="http://x")
 
 
-USER = [{"role": "user", "content": "hi"}]
-
-
 def call(kind: str, model: str = "m", **body):
     body.setdefault("model", "client-name")
-    body.setdefault("messages", USER)
-    c = REGISTRY[kind].build_call(parse_chat(json.dumps(body).encode()), target(kind, model))
-    return c, json.loads(c.body)
+    return upstream_call(REGISTRY[kind].build_call, target(kind, model), **body)
 
 
 def fixture_model(data: bytes) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from adapter_calls import USER, upstream_call
 from replay import FIXTURES, expected, replay
 
 from aiogw.adapters import gemini
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
-from aiogw.server.handlers import parse_chat
 from aiogw.types import EmbeddingRequest, Secret
 
 T = Target(
@@ -19,14 +19,10 @@ T = Target(
 )  # fmt: skip
 T3 = Target(id="g/gemini-3-pro", provider="g", type="gemini", model="gemini-3-pro", base_url="http://x")
 DIR = FIXTURES / "gemini"
-USER = [{"role": "user", "content": "hi"}]
 
 
 def call(target=T, **body):
-    body.setdefault("model", "m")
-    body.setdefault("messages", USER)
-    c = gemini.build_call(parse_chat(json.dumps(body).encode()), target)
-    return c, json.loads(c.body)
+    return upstream_call(gemini.build_call, target, **body)
 
 
 def test_urls_and_key_header():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from aiogw.errors import UpstreamError, UpstreamProtocolError
 from aiogw.streaming.encode import ChunkEncoder
 from aiogw.streaming.relay import PassthroughRelay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
+from replay import feed_in_pieces
 from sse_client import accumulate, chunks
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "openai"
@@ -29,21 +29,7 @@ def relay_for(kind, include_usage):
 
 
 def run(relay, data: bytes, seed: int) -> bytes:
-    rnd = random.Random(seed)
-    parser = SSEParser()
-    out = bytearray()
-    i = 0
-    while i < len(data):
-        n = rnd.randint(1, 40)
-        out += relay.feed(parser.feed(data[i : i + n]))
-        i += n
-        if relay.failed:
-            raise relay.failed
-    out += relay.feed(parser.close())
-    if relay.failed:
-        raise relay.failed
-    out += relay.finish()
-    return bytes(out)
+    return feed_in_pieces(relay, data, seed, longest=40)
 
 
 @pytest.mark.parametrize("kind", ["passthrough", "translate"])
