@@ -64,16 +64,18 @@ class SSESink:
         # call_later and one cancel.
         self._timer = asyncio.get_running_loop().call_later(self._interval, self._tick)
         if self._writes == self._seen and not self._writing and self._beat is None:
-            self._beat = asyncio.get_running_loop().create_task(self._heartbeat())
+            self._beat = asyncio.get_running_loop().create_task(self._heartbeat(self._writes))
         self._seen = self._writes
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, writes: int) -> None:
         try:
+            if self._writes != writes or self._writing:
+                return  # content went out after the tick (maybe the stream's last bytes)
             if self.response is None:
                 if self.started:
                     return  # the commit is opening it with the target's headers
                 await self._open(self._headers)
-            elif not self.response.prepared:
+            elif not self.response.prepared or self._writes != writes:
                 return
             await self.response.write(HEARTBEAT)
         except (ConnectionResetError, ClientDisconnected):
