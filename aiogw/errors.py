@@ -9,7 +9,7 @@ GatewayError                    .status .type .code .param .message; to_openai()
 │  └─ GatewayRateLimited (429, retry_after)
 ├─ ServiceUnavailable (503)     the gateway itself cannot take the request (draining)
 ├─ UpstreamError                .provider .model .failure_class .retry_after
-│  ├─ UpstreamTimeout           .phase: connect | first_token | idle | total
+│  ├─ UpstreamTimeout           .phase: connect | first_token | idle | total | deadline
 │  ├─ UpstreamConnectError
 │  ├─ UpstreamStatusError       .upstream_status .upstream_type .upstream_code
 │  └─ UpstreamProtocolError     undecodable body or stream, truncated stream
@@ -24,7 +24,7 @@ This module is a leaf: stdlib and orjson only.
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import orjson
 
@@ -223,15 +223,20 @@ class UpstreamError(GatewayError):
         return f"{self.target}: {self.message}" if self.target else self.message
 
 
+# Which limit expired: an attempt's connect / first_token / idle / total, or the whole
+# request's deadline (x-aiogw-timeout-ms).
+TimeoutPhase = Literal["connect", "first_token", "idle", "total", "deadline"]
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
     failure_class = FailureClass.TIMEOUT
 
-    def __init__(self, message: str, *, phase: str, **kw: object) -> None:
+    def __init__(self, message: str, *, phase: TimeoutPhase, **kw: object) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
-        self.phase = phase  # connect | first_token | idle | total
+        self.phase = phase
 
 
 class UpstreamConnectError(UpstreamError):

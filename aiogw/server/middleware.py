@@ -22,6 +22,7 @@ from aiogw.ids import hex_id
 from aiogw.server.body import too_large
 from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
 from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
+from aiogw.telemetry import semconv as sc
 
 log = get_logger("aiogw.request")
 
@@ -212,15 +213,15 @@ def _end_span(
     attrs = tracing.usage_attributes(outcome.usage, outcome.finish_reasons, outcome.model)
     attrs.update(
         {
-            "gen_ai.operation.name": "embeddings" if request.path.endswith("/embeddings") else "chat",
-            "gen_ai.request.model": request.get(PUBLIC_MODEL),
+            sc.GEN_AI_OPERATION_NAME: "embeddings" if request.path.endswith("/embeddings") else "chat",
+            sc.GEN_AI_REQUEST_MODEL: request.get(PUBLIC_MODEL),
             "aiogw.request_id": rid,
             "aiogw.provider": outcome.target.provider if outcome.target else None,
             "aiogw.attempts": int(outcome.attempts_header),
             "aiogw.cost_usd": outcome.cost_usd,
             "aiogw.tags": outcome.tags or None,
             "aiogw.stream": request.get(STREAM, False),
-            "error.type": error.code or error.type if error is not None else None,
+            sc.ERROR_TYPE: error.code or error.type if error is not None else None,
         }
     )
     if outcome.stream_error is not None:

@@ -118,13 +118,16 @@ class Histogram(_Metric):
 
 
 class Gauge(_Metric):
-    """Read at scrape time: `collect` yields (label values, value)."""
+    """Read at scrape time: `collect` yields (label values, value). `kind="counter"` for a
+    total kept elsewhere (the kernel's CPU time), which only ever grows."""
 
-    kind = "gauge"
-
-    def __init__(self, name: str, help_: str, labels: Sequence[str], collect: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
+    def __init__(
+        self, name: str, help_: str, labels: Sequence[str], collect: Callable[[], Iterable[tuple[Labels, float]]],
+        kind: str = "gauge",
+    ) -> None:  # fmt: skip
         super().__init__(name, help_, labels)
         self.collect = collect
+        self.kind = kind
 
     def render(self) -> list[str]:
         lines = self.header()
@@ -190,7 +193,7 @@ class GatewayMetrics:
         for m in (self.requests, self.errors, self.duration, self.ttft, self.tokens, self.cost, self.attempts, self.failovers, self.health_checks):
             r.add(m)
         cpu = resource.getrusage
-        r.add(Gauge("process_cpu_seconds_total", "User and system CPU time of this process.", (), lambda: [((), _cpu(cpu))]))
+        r.add(Gauge("process_cpu_seconds_total", "User and system CPU time of this process.", (), lambda: [((), _cpu(cpu))], kind="counter"))
         r.add(Gauge("process_resident_memory_bytes", "Resident memory of this process.", (), lambda: [((), _rss_bytes())]))
         r.add(Gauge("process_start_time_seconds", "Start time since the epoch.", (), lambda: [((), self.started)]))
 

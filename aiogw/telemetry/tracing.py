@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aiogw.config import TelemetryConfig
+from aiogw.telemetry import semconv as sc
 
 try:
     __version__ = version("aiogw")
@@ -31,15 +32,6 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0"
 
 # `gen_ai.system` / `gen_ai.provider.name` values of the GenAI semantic conventions.
-GEN_AI_SYSTEM = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "gemini": "gcp.gemini",
-    "mistral": "mistral_ai",
-    "deepseek": "deepseek",
-    "qwen": "qwen",  # not (yet) a well-known value
-    "openai-compatible": "openai",  # the wire protocol; the account name is in aiogw.provider
-}
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -72,14 +64,14 @@ class Tracing:
             f"{method} {path}",
             context=parent,
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path, "http.route": path},
+            attributes={sc.HTTP_REQUEST_METHOD: method, sc.URL_PATH: path, sc.HTTP_ROUTE: path},
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
 
     @staticmethod
     def end_request(span: Span, token: object, status: int, attributes: dict[str, Any]) -> None:
-        span.set_attribute("http.response.status_code", status)
+        span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, status)
         span.set_attributes({k: v for k, v in attributes.items() if v is not None})
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
@@ -94,14 +86,14 @@ class Tracing:
     ) -> tuple[Span, object]:
         """A client span for one upstream call, current while it runs (so `inject` sees it)."""
         parts = urlsplit(url)
-        system = GEN_AI_SYSTEM.get(provider_type, provider_type)
+        system = sc.PROVIDER_NAMES.get(provider_type, provider_type)
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": operation,
-            "gen_ai.system": system,
-            "gen_ai.provider.name": system,
-            "gen_ai.request.model": model,
-            "server.address": parts.hostname or "",
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            sc.GEN_AI_OPERATION_NAME: operation,
+            sc.GEN_AI_SYSTEM: system,
+            sc.GEN_AI_PROVIDER_NAME: system,
+            sc.GEN_AI_REQUEST_MODEL: model,
+            sc.SERVER_ADDRESS: parts.hostname or "",
+            sc.SERVER_PORT: parts.port or (443 if parts.scheme == "https" else 80),
             "aiogw.provider": provider,
             "aiogw.attempt": attempt,
         }
@@ -115,7 +107,7 @@ class Tracing:
     def end_attempt(span: Span, token: object, failure: str | None, error: str | None, attributes: dict[str, Any]) -> None:
         span.set_attributes({k: v for k, v in attributes.items() if v is not None})
         if failure is not None:
-            span.set_attribute("error.type", failure)
+            span.set_attribute(sc.ERROR_TYPE, failure)
             span.set_status(Status(StatusCode.ERROR, error))
         span.end()
         otel_context.detach(token)  # type: ignore[arg-type]
@@ -129,12 +121,12 @@ class Tracing:
 
     @staticmethod
     def usage_attributes(usage: Any, finish_reasons: list[str] | None, response_model: str | None) -> dict[str, Any]:
-        attrs: dict[str, Any] = {"gen_ai.response.model": response_model}
+        attrs: dict[str, Any] = {sc.GEN_AI_RESPONSE_MODEL: response_model}
         if usage is not None:
-            attrs["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-            attrs["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.prompt_tokens
+            attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.completion_tokens
         if finish_reasons:
-            attrs["gen_ai.response.finish_reasons"] = [str(r) for r in finish_reasons]
+            attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [str(r) for r in finish_reasons]
         return attrs
 
     def shutdown(self) -> None:

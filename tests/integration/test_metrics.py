@@ -156,3 +156,15 @@ def test_label_sets_are_bounded_and_escaped():
     text = "\n".join(c2.render())
     (family,) = text_string_to_metric_families(text + "\n")
     assert family.samples[0].labels["tag"] == 'a"b\\c\nd'
+
+
+async def test_every_total_is_typed_a_counter(sim, make_gateway):
+    """Prometheus' naming rule: a `_total` series only grows and is declared a counter
+    (`rate()` over a gauge is wrong); process_cpu_seconds_total was typed a gauge."""
+    url, _ = await make_gateway(two_target_config(sim))
+    async with aiohttp.ClientSession() as s:
+        text = await (await s.get(url.removesuffix("/v1") + "/metrics")).text()
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    assert "process_cpu_seconds_total" in types
+    wrong = {name: kind for name, kind in types.items() if name.endswith("_total") and kind != "counter"}
+    assert not wrong, wrong
