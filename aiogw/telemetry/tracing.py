@@ -31,8 +31,6 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0"
 
-# `gen_ai.system` / `gen_ai.provider.name` values of the GenAI semantic conventions.
-
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
