@@ -27,8 +27,12 @@ def _load() -> dict[str, tuple[bytes, str]]:
     return out
 
 
+# Read at import, before any event loop runs: file reads on a running loop would block it.
+_ASSETS = _load()
+
+
 def install(app: web.Application) -> None:
-    assets = _load()
+    assets = _ASSETS
 
     def serve(name: str) -> web.Response:
         body, ctype = assets[name]
