@@ -634,12 +634,12 @@ class StreamDecoder:
                 return [Delta(content=b.text)]
             return []
         if t == "content_block_stop":
-            block = self._blocks.get(ev.index)
-            if block is None or block[2] or block[0] not in ("tool", "json"):
+            ended = self._blocks.get(ev.index)
+            if ended is None or ended[2] or ended[0] not in ("tool", "json"):
                 return []
             # A call without arguments streams no fragment; OpenAI clients expect "{}".
-            block[2] = True
-            return [Delta(content="{}")] if block[0] == "json" else [Delta.tool_args_fragment(block[1], "{}")]
+            ended[2] = True
+            return [Delta(content="{}")] if ended[0] == "json" else [Delta.tool_args_fragment(ended[1], "{}")]
         if t == "message_start" and ev.message is not None:
             self._merge_usage(ev.message.usage)
             return [Delta(content="")]  # OpenAI's first chunk: the role, empty content

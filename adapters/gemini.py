@@ -431,7 +431,9 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
     model = r.model_version or target.model
     choices: list[Choice] = []
     for cand in sorted(r.candidates, key=lambda c: c.index):
-        texts, thoughts, calls = [], [], []
+        texts: list[str] = []
+        thoughts: list[str] = []
+        calls: list[ToolCall] = []
         for part in cand.content.parts if cand.content else ():
             if part.function_call is not None:
                 fc = part.function_call
@@ -450,8 +452,8 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
         completion_id=f"chatcmpl-{r.response_id}" if r.response_id else None, extra_choices=choices[1:],
         logprobs=choices[0].logprobs,
     )  # fmt: skip
-    finish = tuple(c.finish_reason or "stop" for c in choices)
-    return Reply(body=out, usage=usage, model=model, finish_reasons=finish)
+    finishes = tuple(c.finish_reason or "stop" for c in choices)
+    return Reply(body=out, usage=usage, model=model, finish_reasons=finishes)
 
 
 # --- errors -------------------------------------------------------------------------------

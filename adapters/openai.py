@@ -416,11 +416,11 @@ class StreamDecoder:
         except msgspec.MsgspecError:
             raise base.protocol_error(self._target, "stream chunk is not valid JSON") from None
         if chunk.error is not None or chunk.object == "error":
-            d = chunk.error if isinstance(chunk.error, _ErrorDetail) else _ErrorDetail(
+            err = chunk.error if isinstance(chunk.error, _ErrorDetail) else _ErrorDetail(
                 message=chunk.message or str(chunk.error or "")
             )
             raise base.status_error(
-                self._target, 500, {}, message=d.message, upstream_type=d.type, upstream_code=None
+                self._target, 500, {}, message=err.message, upstream_type=err.type, upstream_code=None
             )
         out: list[Delta] = []
         for ch in chunk.choices or ():
