@@ -11,7 +11,7 @@ from aiogw.adapters import REGISTRY, deepseek, mistral, qwen
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, InvalidRequest, UpstreamStatusError
 from aiogw.types import EmbeddingRequest
-from aiogw.server.handlers import parse_chat
+from aiogw.ingress.chat import parse_chat
 
 
 def target(kind: str, model: str) -> Target:

@@ -10,7 +10,7 @@ from replay import FIXTURES, expected, replay
 from aiogw.adapters import gemini
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
-from aiogw.server.handlers import parse_chat
+from aiogw.ingress.chat import parse_chat
 from aiogw.types import EmbeddingRequest, Secret
 
 T = Target(
