@@ -35,6 +35,7 @@ from aiogw.types import (
     FinishReason,
     ImagePart,
     ParsedChat,
+    Price,
     Reply,
     ResponseMessage,
     Secret,
@@ -63,9 +64,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     weight: float = 1.0
     context_window: int | None = None
     max_output_tokens: int | None = None  # configured default output cap, if any
-    price_input: float | None = None  # USD per million tokens; None = use the price table
-    price_output: float | None = None
-    price_cached_input: float | None = None
+    price: Price | None = None  # set when the runtime is built: the configured price, else the table's
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None

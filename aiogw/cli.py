@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import msgspec
 
 from aiogw import config as config_mod
-from aiogw.cost import price_of
 from aiogw.demo import demo_config, start_demo_simulator  # noqa
 from aiogw.errors import ConfigError
 from aiogw.adapters import REGISTRY
@@ -89,7 +88,7 @@ def check_config(file: str) -> int:
     print(f"{file}: OK")
     print(f"server: {cfg.server.host}:{cfg.server.port} workers={cfg.server.workers}")
     if cfg.state.redis_url:
-        from aiogw.shared_state import redacted
+        from aiogw.state.shared import redacted
 
         print(f"state: shared through Redis at {redacted(cfg.state.redis_url)} (prefix {cfg.state.key_prefix!r})")
     else:
@@ -117,7 +116,7 @@ def check_config(file: str) -> int:
                 extras.append(f"first_token={t.first_token_timeout_s:g}s")
             if t.context_window:
                 extras.append(f"context_window={t.context_window}")
-            price = price_of(t)
+            price = t.price
             extras.append(f"price={price.input:g}/{price.output:g} per M" if price else "price=unknown")
             limits = [f"{k}={v}" for k, v in (("rpm", t.rpm), ("tpm", t.tpm), ("concurrency", t.concurrency)) if v]
             extras += limits

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from aiogw.accounting.cost import resolve_price
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Adapter, Target
 from aiogw.config import (
@@ -29,7 +30,7 @@ from aiogw.config import (
     Timeouts,
     account_problems,
 )
-from aiogw.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context
+from aiogw.upstream.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context
 from aiogw.errors import ConfigError, InvalidRequest, ModelNotFound
 from aiogw.names import MAX_DIRECT_TARGETS, Recent, model_name_problem
 
@@ -213,9 +214,9 @@ def make_target(account: Account, name: str, t: TargetConfig) -> Target:
         weight=t.weight,
         context_window=t.context_window,
         max_output_tokens=t.max_output_tokens,
-        price_input=price.input if price else None,
-        price_output=price.output if price else None,
-        price_cached_input=price.cached_input if price else None,
+        price=resolve_price(
+            adapter.name, t.model, *((price.input, price.output, price.cached_input) if price else (None, None, None))
+        ),
         rpm=limits.rpm if limits else None,
         tpm=limits.tpm if limits else None,
         concurrency=limits.concurrency if limits else None,

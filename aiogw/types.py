@@ -8,6 +8,7 @@ absent field stays absent and an explicit null stays null when forwarded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -425,3 +426,13 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None  # None: cache reads cost full input
+    cache_write: float | None = None  # None: cache writes cost full input

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import orjson
 
-from aiogw import upstream_http as http
+from aiogw.upstream import http
 from aiogw.bench.chunk_cost import _openai
 from aiogw.bench.run import _cpu_plan, _pin, request_body, start_listening
 

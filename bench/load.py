@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from aiogw import upstream_http as http
+from aiogw.upstream import http
 from aiogw.bench.sim_core import DONE
 
 Mode = Literal["closed", "open"]

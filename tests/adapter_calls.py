@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from aiogw.server.handlers import parse_chat
+from aiogw.ingress.chat import parse_chat
 
 USER = [{"role": "user", "content": "hi"}]
 

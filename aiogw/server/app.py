@@ -18,11 +18,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from aiogw import upstream_http as http
+from aiogw.upstream import http
 from aiogw.config import Config
-from aiogw.dispatch import Dispatcher
+from aiogw.admission.limits import Limiter
+from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
+from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
 from aiogw.server.handlers import ROUTES
 from aiogw.server import cors, metrics, pages
@@ -45,18 +47,26 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     # No timeouts here: streams are long; dispatch bounds each call itself.
     client = http.Client(limit_per_host=POOL_LIMIT_PER_HOST, keepalive_s=KEEPALIVE_S, dns_ttl_s=DNS_TTL_S)
     app[HTTP] = client
-    dispatcher = app[DISPATCHER] = Dispatcher(client, app[RUNTIME], tracing=app[TRACING])  # type: ignore[arg-type]
     runtime = app[RUNTIME]
     state = runtime.config.state
+    # The stages in build order: health (routing), shared state over it when configured,
+    # limits reading the fleet's levels from it, and the dispatcher over all of them.
+    health = LocalHealth(runtime.breaker_default, runtime.breaker_policies, configured=runtime.configured)
+    shared = None
+    if state.redis_url:
+        from aiogw.state.shared import SharedState  # the redis client only when configured
+
+        shared = SharedState(state, health)
+    limiter = Limiter(configured=runtime.configured, fleet_levels=shared.fleet_levels if shared is not None else None)
+    dispatcher = app[DISPATCHER] = Dispatcher(
+        client, runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared  # type: ignore[arg-type]
+    )
     checker = None
     try:
-        if state.redis_url:
-            from aiogw.shared_state import SharedState  # the redis client only when configured
-
-            dispatcher.shared = SharedState(state, dispatcher.health, dispatcher.limiter)  # type: ignore[arg-type]
-            await dispatcher.shared.start()
+        if shared is not None:
+            await shared.start()
         if runtime.health_checks:
-            from aiogw.health_check import HealthChecker  # only when some target has checks
+            from aiogw.attempts.health_check import HealthChecker  # only when some target has checks
 
             checker = app[HEALTH_CHECKER] = HealthChecker(dispatcher, runtime, app[METRICS])
             checker.start()
@@ -64,8 +74,8 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if checker is not None:
             await checker.close()
-        if dispatcher.shared is not None:
-            await dispatcher.shared.close()
+        if shared is not None:
+            await shared.close()
         await client.close()
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from aiogw import upstream_http as http
-from aiogw.dispatch import Dispatcher, Outcome
+from aiogw.upstream import http
+from aiogw.attempts.dispatcher import Dispatcher
+from aiogw.attempts.outcome import Outcome
 from aiogw.runtime import Runtime
 from aiogw.server.cors import CorsPolicy
 from aiogw.server.lifecycle import Lifecycle
@@ -18,7 +19,7 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 TRACING = web.AppKey("tracing", object)  # aiogw.telemetry.tracing.Tracing | None (imported only when on)
 CORS = web.AppKey("cors", CorsPolicy | None)  # type: ignore[arg-type]
-# aiogw.health_check.HealthChecker when health checks are configured (imported only then)
+# aiogw.attempts.health_check.HealthChecker when health checks are configured (imported only then)
 HEALTH_CHECKER = web.AppKey("health_checker", object)
 
 # Per-request values.

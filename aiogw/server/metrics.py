@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from aiogw.health import now as health_now
+from aiogw.routing.health import now as health_now
 from aiogw.server.keys import DISPATCHER, LIFECYCLE, METRICS, RUNTIME
 from aiogw.telemetry.metrics import CONTENT_TYPE, GatewayMetrics, Labels
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from aiogw.dispatch import ClientDisconnected, Outcome
+from aiogw.attempts.outcome import ClientDisconnected, Outcome
 from aiogw.errors import (
     GatewayError,
     InvalidRequest,
@@ -19,7 +19,7 @@ from aiogw.errors import (
     ServiceUnavailable,
 )
 from aiogw.ids import hex_id
-from aiogw.server.body import too_large
+from aiogw.ingress.body import too_large
 from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
 from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 from aiogw.telemetry import semconv as sc

@@ -61,3 +61,11 @@ def test_client_cost_measures_both_clients_against_the_mock_upstream():
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     rows = {line.split("|")[1].strip(): line for line in proc.stdout.decode().splitlines() if line.startswith("| ")}
     assert {"aiogw upstream_http", "aiohttp ClientSession", "aiohttp / aiogw"} <= set(rows)
+
+
+def test_bounds_cost_compares_the_attempt_deadlines_with_asyncios():
+    cmd = [sys.executable, "-P", "-m", "aiogw.bench.bounds_cost", "--attempts", "200", "--reps", "1"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    out = proc.stdout.decode()
+    assert "| _Bounds |" in out and "| asyncio.timeout_at |" in out

@@ -14,10 +14,10 @@ from openai import AsyncOpenAI
 
 from aiogw.config import StateConfig, from_builtins
 from aiogw.errors import FailureClass
-from aiogw.health import LocalHealth
-from aiogw.health import now as health_now
+from aiogw.routing.health import LocalHealth
+from aiogw.routing.health import now as health_now
 from aiogw.server.keys import DISPATCHER, METRICS
-from aiogw.shared_state import SharedState
+from aiogw.state.shared import SharedState
 from conftest import SIM_KEY
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -317,7 +317,7 @@ async def test_mistral_embeddings_through_the_gateway(sim, gw):
 
 @pytest.mark.parametrize("name", list(PROVIDERS))
 async def test_a_health_check_is_a_one_token_call_in_each_providers_format(sim, make_gateway, name):
-    # The active health check (aiogw/health_check.py) is built by the target's adapter: the
+    # The active health check (aiogw/attempts/health_check.py) is built by the target's adapter: the
     # one-token cap must reach every provider in its own field.
     _, app = await make_gateway(config(sim, [name]))
     target = app[RUNTIME].routes[name].targets[0]

@@ -17,10 +17,10 @@ from openai import AsyncOpenAI
 from aiogw.adapters._base import Target
 from aiogw.config import StateConfig
 from aiogw.errors import FailureClass
-from aiogw.health import LocalHealth
-from aiogw.health import now as health_now
-from aiogw.limits import LimitExceeded
-from aiogw.shared_state import SharedState, redacted
+from aiogw.routing.health import LocalHealth
+from aiogw.routing.health import now as health_now
+from aiogw.admission.limits import LimitExceeded
+from aiogw.state.shared import SharedState, redacted
 from conftest import SIM_KEY
 from conftest import until as _until
 from procs import start_aiogw

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trustme
 
-from aiogw import upstream_http as http
+from aiogw.upstream import http
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "RawServer"], Awaitable[None]]
 

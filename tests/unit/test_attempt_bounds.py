@@ -1,4 +1,4 @@
-"""An attempt's time limits (`dispatch._Bounds`): its own expiry becomes an UpstreamTimeout
+"""An attempt's time limits (`attempts.bounds._Bounds`): its own expiry becomes an UpstreamTimeout
 naming the phase, an outer cancellation stays a cancellation, and moving to the total limit
 after the first token really moves the expiry. Loop-timed with tiny limits; nothing asserts
 how long anything took."""
@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from aiogw.adapters._base import Target
-from aiogw.dispatch import _Bounds
+from aiogw.attempts.bounds import _Bounds
 from aiogw.errors import UpstreamTimeout
 
 

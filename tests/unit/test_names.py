@@ -7,8 +7,8 @@ import time
 import pytest
 
 from aiogw.config import from_builtins
-from aiogw.cost import Ledger
-from aiogw.dispatch import Dispatcher
+from aiogw.accounting.ledger import Ledger
+from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.errors import ConfigError, InvalidRequest, ModelNotFound
 from aiogw.names import MAX_DIRECT_TARGETS, MAX_SPEND_ROWS, PerTarget, Recent, model_name_problem
 from aiogw.runtime import Runtime

@@ -9,14 +9,14 @@ import pytest
 
 from aiogw.adapters._base import RateLimitInfo, Target
 from aiogw.config import BreakerConfig, RetryConfig
-from aiogw.cost import Price, cost_usd, listed_price, price_of
+from aiogw.accounting.cost import cost_usd, listed_price, resolve_price
 from aiogw.errors import FailureClass
-from aiogw.health import LocalHealth, SlidingWindow, TargetHealth
-from aiogw.limits import LimitExceeded, Limiter
-from aiogw.retry import RetryBudget, backoff_s
-from aiogw.router import Router
+from aiogw.routing.health import LocalHealth, SlidingWindow, TargetHealth
+from aiogw.admission.limits import LimitExceeded, Limiter
+from aiogw.routing.retry import RetryBudget, backoff_s
+from aiogw.routing.router import Router
 from aiogw.runtime import ModelRoute
-from aiogw.types import CompletionUsage, PromptTokensDetails
+from aiogw.types import CompletionUsage, Price, PromptTokensDetails
 
 T0 = 1_000.0
 
@@ -198,7 +198,7 @@ def test_price_table_matches_dated_snapshots_and_config_wins():
     assert listed_price("openai", "gpt-5.4-mini-2026-03-01").input == 0.75  # not gpt-5.4's row
     assert listed_price("gemini", "models/gemini-2.5-flash").output == 2.50
     assert listed_price("openai-compatible", "llama") is None
-    assert price_of(target("gpt-5.4", price_input=1.0, price_output=2.0)).input == 1.0
+    assert resolve_price("openai", "gpt-5.4", 1.0, 2.0, None).input == 1.0
 
 
 # --- router -----------------------------------------------------------------------------
@@ -217,8 +217,8 @@ def test_weighted_order_follows_weights():
 
 def test_lowest_cost_latency_and_least_busy():
     health = LocalHealth()
-    cheap = target("cheap", price_input=0.1, price_output=0.1)
-    dear = target("dear", price_input=5, price_output=5)
+    cheap = target("cheap", price=Price(input=0.1, output=0.1))
+    dear = target("dear", price=Price(input=5, output=5))
     unknown = target("llama-local")
     r = Router(health)
     plan = r.plan(route(dear, unknown, cheap, strategy="lowest-cost"), now=T0, prompt_tokens=100)

@@ -8,8 +8,8 @@ import aiohttp
 from aiohttp import web
 
 from aiogw.adapters._base import Target
-from aiogw.dispatch import Outcome
-from aiogw.server.sse import HEARTBEAT, SSESink
+from aiogw.attempts.outcome import Outcome
+from aiogw.ingress.sse import HEARTBEAT, SSESink
 
 TARGET = Target(id="p/m", provider="p", type="openai", model="m", base_url="http://127.0.0.1:1", api_key=None)
 

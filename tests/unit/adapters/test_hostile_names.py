@@ -11,7 +11,7 @@ import pytest
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Target
 from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat, Secret
-from aiogw.upstream_http import check_request_target
+from aiogw.upstream.http import check_request_target
 
 HOSTILE = [
     "../../x",

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from aiogw.adapters._base import Target
-from aiogw.cost import estimate_usd
-from aiogw.health import HealthStore
+from aiogw.accounting.cost import estimate_usd
+from aiogw.routing.health import HealthStore
 from aiogw.runtime import ModelRoute
 
 StrategyName = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy"]

@@ -94,11 +94,16 @@ class Limiter:
     Kept for the configured targets and the most recently used others (`aiogw.names`):
     targets addressed directly have no local limits, only the provider's reported view."""
 
-    def __init__(self, *, configured: Container[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        configured: Container[str] | None = None,
+        # With shared state: the fleet's rpm/tpm levels while they, not ours, apply.
+        fleet_levels: Callable[[Target], tuple[float | None, float | None] | None] | None = None,
+    ) -> None:
         self._targets: PerTarget[TargetLimits] = PerTarget(configured)
         self._kept = self._targets.configured()  # the hot path: one dict lookup, as before
-        # Set by shared state: the fleet's rpm/tpm levels while they, not ours, apply.
-        self.fleet_levels: Callable[[Target], tuple[float | None, float | None] | None] | None = None
+        self.fleet_levels = fleet_levels
 
     def _get(self, target: Target, now: float) -> TargetLimits:
         t = self._kept.get(target.id) or self._targets.get(target.id)

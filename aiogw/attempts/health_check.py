@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiogw.adapters._base import Target
 from aiogw.config import HealthCheckConfig
-from aiogw.cost import cost_usd, price_of
+from aiogw.accounting.cost import cost_usd
 from aiogw.errors import InvalidRequest, UpstreamError
-from aiogw.health import NOT_THE_TARGETS_FAULT, BreakerState
-from aiogw.health import now as health_now
+from aiogw.routing.health import NOT_THE_TARGETS_FAULT, BreakerState
+from aiogw.routing.health import now as health_now
 from aiogw.runtime import Runtime
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 from aiogw.types import Reply
 
 if TYPE_CHECKING:
-    from aiogw.dispatch import Dispatcher
+    from aiogw.attempts.dispatcher import Dispatcher
     from aiogw.telemetry.metrics import GatewayMetrics
 
-log = get_logger("aiogw.health_check")
+log = get_logger("aiogw.attempts.health_check")
 
 TAGS = "aiogw=health-check"
 # The prober's lease on a target spans this many intervals. The holder renews it at most
@@ -175,7 +175,7 @@ class HealthChecker:
 
     def _account(self, target: Target, reply: Reply | None, outcome: str) -> float | None:
         usage = reply.usage if reply is not None else None
-        price = price_of(target) if usage is not None else None
+        price = target.price if usage is not None else None
         cost = cost_usd(usage, price) if usage is not None and price is not None else None
         if reply is not None:
             self._dispatcher.ledger.add(

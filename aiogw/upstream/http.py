@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from aiogw import upstream_dial as dial
-from aiogw.egress import Egress
+from aiogw.upstream import dial
+from aiogw.upstream.egress import Egress
 
 # Body pieces held for a slow reader before the socket stops being read (back pressure).
 HIGH_WATER = 256 * 1024

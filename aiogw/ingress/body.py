@@ -16,7 +16,7 @@ import asyncio
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
-from aiogw.dispatch import ClientDisconnected
+from aiogw.attempts.outcome import ClientDisconnected
 from aiogw.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedEncoding
 from aiogw.server.keys import RUNTIME
 

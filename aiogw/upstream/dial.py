@@ -1,4 +1,4 @@
-"""Opening a TCP connection for the upstream client (`aiogw.upstream_http`): a host's
+"""Opening a TCP connection for the upstream client (`aiogw.upstream.http`): a host's
 addresses raced the happy-eyeballs way, and a tunnel through an HTTP proxy (CONNECT).
 
 Why not `loop.create_connection(host, port, happy_eyeballs_delay=...)`: uvloop, which aiogw
@@ -12,7 +12,7 @@ import asyncio
 import collections
 import socket
 
-from aiogw.egress import Proxy
+from aiogw.upstream.egress import Proxy
 
 # RFC 8305's recommended "connection attempt delay": the next address starts this long after
 # the previous one if that has not connected (or at once when it failed).

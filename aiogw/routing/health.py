@@ -169,7 +169,7 @@ class TargetHealth:
     unsynced_calls: int = 0
     unsynced_failures: int = 0
     listener: Callable[[TargetHealth, BreakerState, float], None] | None = None
-    # Set while active health checks (aiogw/health_check.py) watch this target: an open
+    # Set while active health checks (aiogw/attempts/health_check.py) watch this target: an open
     # breaker then waits for a passing check instead of its cooldown, and user requests are
     # never sent as half-open probes (recovery spends none of them).
     checked: bool = False
@@ -322,7 +322,7 @@ class LocalHealth:
         self._policies = policies or {}  # per target id, from model-group settings
         self._targets: PerTarget[TargetHealth] = PerTarget(configured)
         self._kept = self._targets.configured()  # the hot path: one dict lookup, as before
-        self.listener: Callable[[TargetHealth, BreakerState, float], None] | None = None  # set by shared state
+        self.listener: Callable[[TargetHealth, BreakerState, float], None] | None = None  # see subscribe
         self.shared = False  # True while a shared store keeps the fleet in step
 
     def get(self, target_id: str) -> TargetHealth:
@@ -334,6 +334,13 @@ class LocalHealth:
 
     def all(self) -> dict[str, TargetHealth]:
         return self._targets.all()
+
+    def subscribe(self, listener: Callable[[TargetHealth, BreakerState, float], None]) -> None:
+        """Hear every breaker transition, of the targets known now and of those added later
+        (shared state publishes them to the fleet)."""
+        self.listener = listener
+        for h in self.all().values():
+            h.listener = listener
 
     def is_configured(self, target_id: str) -> bool:
         return self._targets.is_configured(target_id)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import socket
 import time
@@ -36,277 +35,30 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import msgspec
 import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from aiogw.adapters._base import Target
 from aiogw.config import StateConfig
-from aiogw.health import BreakerState, LocalHealth, TargetHealth
-from aiogw.health import now as health_now
-from aiogw.limits import LimitExceeded, Limiter
+from aiogw.routing.health import BreakerState, LocalHealth, TargetHealth
+from aiogw.routing.health import now as health_now
+from aiogw.state.leases import LEASE_S, _Lease
+from aiogw.state.records import (
+    MAX_AHEAD_MS,
+    RECORD_VERSION,
+    BadRecord,
+    BreakerRecord,
+    _level,
+    decode_breaker_record,
+)
+from aiogw.state.scripts import PROBE, PUBLISH, SETTLE, SYNC, TAKE
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
-
-# KEYS[1]: the target's bucket hash. ARGV: rpm, tpm (0 = none), tokens needed now, and the
-# requests/tokens wanted for a lease (at least what is needed). Grants up to the lease from
-# what the bucket holds. Returns {1, granted requests, granted tokens} or
-# {0, wait_ms, "rpm" | "tpm"}.
-# Every script first drops its key when it holds another type than a hash (not something
-# aiogw wrote): a WRONGTYPE error would otherwise read as Redis being away.
-_OWN_HASH = """
-local kt = redis.call('TYPE', KEYS[1]).ok
-if kt ~= 'hash' and kt ~= 'none' then redis.call('DEL', KEYS[1]) end
-"""
-
-TAKE = _OWN_HASH + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rpm, tpm, need = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local want_r, want_t = tonumber(ARGV[4]), tonumber(ARGV[5])
-local b = redis.call('HMGET', KEYS[1], 'r', 't', 'ts')
-local r, tk, ts = tonumber(b[1]) or rpm, tonumber(b[2]) or tpm, tonumber(b[3]) or now
-local elapsed = math.max(0, now - ts)
-if rpm > 0 then r = math.min(rpm, r + elapsed * rpm / 60000) end
-if tpm > 0 then tk = math.min(tpm, tk + elapsed * tpm / 60000); need = math.min(need, tpm) end
-local verdict
-if rpm > 0 and r < 1 then
-  verdict = {0, math.ceil((1 - r) * 60000 / rpm), 'rpm'}
-elseif tpm > 0 and tk < need then
-  verdict = {0, math.ceil((need - tk) * 60000 / tpm), 'tpm'}
-else
-  local gr, gt = 0, 0
-  if rpm > 0 then gr = math.max(1, math.min(want_r, math.floor(r))); r = r - gr end
-  if tpm > 0 then gt = math.max(need, math.min(want_t, math.floor(tk))); tk = tk - gt end
-  verdict = {1, gr, gt}
-end
-redis.call('HSET', KEYS[1], 'r', tostring(r), 't', tostring(tk), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], 120000)
-return verdict
-"""
-
-# KEYS[1]: the bucket hash. ARGV: rpm, tpm, requests and tokens to give back (unused lease,
-# tokens reserved but not used; the tokens may be < 0 when a call used more).
-SETTLE = _OWN_HASH + """
-local b = redis.call('HMGET', KEYS[1], 'r', 't')
-local r, tk = tonumber(b[1]), tonumber(b[2])
-if r == nil and tk == nil then return 0 end
-if r ~= nil and tonumber(ARGV[1]) > 0 then r = math.min(tonumber(ARGV[1]), r + tonumber(ARGV[3])) end
-if tk ~= nil and tonumber(ARGV[2]) > 0 then tk = math.min(tonumber(ARGV[2]), tk + tonumber(ARGV[4])) end
-redis.call('HSET', KEYS[1], 'r', tostring(r or 0), 't', tostring(tk or 0))
-return 1
-"""
-
-# KEYS[1]: a target's probe lease. ARGV: replica, lease ms. The holder may renew it (a
-# half-open breaker closes after several probe successes). Returns 1 when ours, else minus
-# the ms the holder keeps it (the others need not ask again before then).
-PROBE = """
-local kt = redis.call('TYPE', KEYS[1]).ok
-if kt ~= 'string' and kt ~= 'none' then redis.call('DEL', KEYS[1]) end
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return -math.max(1, redis.call('PTTL', KEYS[1]))
-"""
-
-# ARGV: prefix, n, then n x (target id, new calls, new failures). Per target one hash holds
-# the fleet's calls/failures per Redis second (`c:<s>`, `f:<s>`) and their running sums over
-# the last 60 s (`c`, `f`, from second `tail`): seconds leaving the window are subtracted
-# once, by whichever replica syncs first, so a sync costs a few commands per target instead
-# of one per second of the window. Returns {server second, server ms, then n x (fleet
-# calls, fleet failures, rl bucket r, t, ts), breaker hash}; each replica takes its own
-# pushes back out of the sums. A window hash whose fields are not integers where they must
-# be (not written by this script) starts over; keys of another type read as empty.
-SYNC = """
-local function int(x)
-  local v = tonumber(x)
-  return v ~= nil and v == math.floor(v)
-end
-local function add(key, fld, by)
-  local r = redis.pcall('HINCRBY', key, fld, by)
-  if type(r) == 'table' and r.err then redis.call('HSET', key, fld, by) end
-end
-local function hash(key)
-  return redis.call('TYPE', key).ok == 'hash'
-end
-local t = redis.call('TIME')
-local sec = tonumber(t[1])
-local prefix, n = ARGV[1], tonumber(ARGV[2])
-local oldest = sec - 59
-local out = {sec, sec * 1000 + math.floor(tonumber(t[2]) / 1000)}
-for i = 0, n - 1 do
-  local id, c, f = ARGV[3 + i * 3], tonumber(ARGV[4 + i * 3]), tonumber(ARGV[5 + i * 3])
-  local key = prefix .. ':hw:' .. id
-  if redis.call('EXISTS', key) == 1 and not hash(key) then redis.call('DEL', key) end
-  local tail = tonumber(redis.call('HGET', key, 'tail'))
-  local sums = redis.call('HMGET', key, 'c', 'f')
-  if tail == nil or tail < oldest - 60 or tail > sec or not int(sums[1]) or not int(sums[2]) then
-    -- new, untouched for over a minute (every field is older than the window), or unreadable
-    redis.call('DEL', key)
-    redis.call('HSET', key, 'tail', oldest, 'c', 0, 'f', 0)
-  elseif tail < oldest then
-    local dc, df = 0, 0
-    for s = tail, oldest - 1 do
-      local v = redis.call('HMGET', key, 'c:' .. s, 'f:' .. s)
-      if v[1] or v[2] then
-        dc, df = dc + (tonumber(v[1]) or 0), df + (tonumber(v[2]) or 0)
-        redis.call('HDEL', key, 'c:' .. s, 'f:' .. s)
-      end
-    end
-    -- 0 - x, not -x: Redis renders Lua's -0 as "-0", which HINCRBY refuses
-    redis.call('HINCRBY', key, 'c', 0 - dc)
-    redis.call('HINCRBY', key, 'f', 0 - df)
-    redis.call('HSET', key, 'tail', oldest)
-  end
-  if c > 0 then
-    add(key, 'c:' .. sec, c)
-    redis.call('HINCRBY', key, 'c', c)
-    if f > 0 then
-      add(key, 'f:' .. sec, f)
-      redis.call('HINCRBY', key, 'f', f)
-    end
-  end
-  redis.call('EXPIRE', key, 120)
-  sums = redis.call('HMGET', key, 'c', 'f')
-  out[#out + 1] = tonumber(sums[1]) or 0
-  out[#out + 1] = tonumber(sums[2]) or 0
-  local rl = prefix .. ':rl:' .. id
-  local b = hash(rl) and redis.call('HMGET', rl, 'r', 't', 'ts') or {false, false, false}
-  out[#out + 1] = b[1]
-  out[#out + 1] = b[2]
-  out[#out + 1] = b[3]
-end
-local breakers = prefix .. ':breakers'
-out[#out + 1] = hash(breakers) and redis.call('HGETALL', breakers) or {}
-return out
-"""
-
-# KEYS[1]: the breakers hash. ARGV: channel, target id, payload, at (server ms). The newest
-# transition wins: a replica back from a Redis outage may announce one older than what
-# another replica wrote meanwhile. A stored record without a readable `at_ms` (every
-# version has one), or one dated over a minute ahead of Redis' clock, is replaced: it must
-# not pin the target's state for good.
-PUBLISH = _OWN_HASH + """
-local old = redis.call('HGET', KEYS[1], ARGV[2])
-if old then
-  local ok, d = pcall(cjson.decode, old)
-  local at = ok and type(d) == 'table' and tonumber(d.at_ms)
-  local t = redis.call('TIME')
-  if at and at >= tonumber(ARGV[4]) and at <= tonumber(t[1]) * 1000 + 60000 then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
-return 1
-"""
-
-
-# A lease holds up to this much of a target's per-minute rate: rpm 60,000 leases 100
-# requests per round trip; rpm 20 leases 1 (every request asks Redis).
-LEASE_S = 0.1
-
-# The version of the breaker records this aiogw writes (`v`). A record without one comes
-# from an aiogw before versioning and has version 1's shape; a record of a newer version is
-# skipped (its meaning may have changed), so a rolling deploy mixes versions safely. Every
-# version keeps a numeric `at_ms` at the top level: the PUBLISH script compares it.
-RECORD_VERSION = 1
-# A record dated further ahead of Redis' clock than this is refused: newest-wins would let
-# it shadow every real transition of its target.
-MAX_AHEAD_MS = 60_000
-
-
-class _Version(msgspec.Struct):
-    v: int = 1
-
-
-class BreakerRecord(msgspec.Struct, kw_only=True):
-    """A breaker transition as written to the breakers hash and the channel."""
-
-    state: Literal["open", "closed"]
-    at_ms: float  # Redis' clock
-    replica: str = ""
-    error: str | None = None
-    v: int = RECORD_VERSION
-
-
-_decode_version = msgspec.json.Decoder(_Version).decode
-_decode_record = msgspec.json.Decoder(BreakerRecord).decode
-
-
-class BadRecord(Exception):  # noqa: N818 - a verdict on data, raised to the one guard
-    """A record read back from Redis that this aiogw cannot use."""
-
-    def __init__(self, kind: Literal["not_json", "invalid", "newer_version"], detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-
-
-def decode_breaker_record(payload: bytes) -> BreakerRecord:
-    """A breaker record, or BadRecord saying why not (never another exception)."""
-    try:
-        version = _decode_version(payload).v
-    except msgspec.ValidationError as exc:
-        raise BadRecord("invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadRecord("not_json", str(exc)) from None
-    if version > RECORD_VERSION:
-        raise BadRecord("newer_version", f"version {version}; this aiogw reads up to {RECORD_VERSION}")
-    try:
-        record = _decode_record(payload)
-    except msgspec.ValidationError as exc:
-        raise BadRecord("invalid", str(exc)) from None
-    if not math.isfinite(record.at_ms):
-        raise BadRecord("invalid", "at_ms is not a finite number")
-    return record
-
-
-def _level(raw: bytes | None) -> float | None:
-    """A rate-limit bucket field as the scripts write it (None: absent or unreadable)."""
-    if raw is None:
-        return None
-    v = float(raw)  # ValueError for anything else
-    if not math.isfinite(v):
-        raise ValueError(f"not a finite number: {raw!r}")
-    return v
-
-
-@dataclass(slots=True)
-class _Lease:
-    """This replica's share of a target's fleet-wide rpm/tpm, and its one call to Redis for
-    more: concurrent takes queue behind that call instead of each opening a connection."""
-
-    target: Target
-    requests: float = 0
-    tokens: float = 0
-    expires: float = 0.0  # monotonic
-    flight: asyncio.Event | None = None  # set when the call in flight has returned
-    waiting: int = 0  # takes queued behind it: the next call asks for them too
-    # The fleet said no: say no locally until `refused_until` (at most LEASE_S, so units
-    # given back meanwhile are not ignored for long).
-    refused_until: float = 0.0
-    refused_kind: str = ""
-    refused_need: int = 0
-    retry_at: float = 0.0
-
-    def spend(self, rpm: int | None, need: int, now: float) -> bool:
-        if now < self.expires and (self.requests >= 1 or not rpm) and self.tokens >= need:
-            self.requests -= 1 if rpm else 0
-            self.tokens -= need
-            return True
-        return False
-
-    def refused(self, need: int, now: float) -> LimitExceeded | None:
-        if now < self.refused_until and (self.refused_kind == "rpm" or need >= self.refused_need):
-            return LimitExceeded(self.target.id, f"fleet-wide {self.refused_kind}", max(0.001, self.retry_at - now))
-        return None
-
 
 @dataclass(slots=True)
 class _Pushed:
@@ -344,7 +96,7 @@ _REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 class SharedState:
     """One per process; `start` connects (or starts degraded), `close` stops the sync."""
 
-    def __init__(self, cfg: StateConfig, health: LocalHealth, limiter: Limiter | None = None) -> None:
+    def __init__(self, cfg: StateConfig, health: LocalHealth) -> None:
         assert cfg.redis_url is not None
         self._cfg = cfg
         self._prefix = cfg.key_prefix
@@ -378,11 +130,7 @@ class SharedState:
         self._hash_seen: dict[bytes, bytes] = {}  # the breakers hash as last read: unchanged records are not decoded again
         self.bad_records = 0  # records skipped as unreadable (logged once per kind)
         self._bad_kinds: set[str] = set()
-        health.listener = self._on_transition
-        for h in health.all().values():
-            h.listener = self._on_transition
-        if limiter is not None:
-            limiter.fleet_levels = self.fleet_levels
+        health.subscribe(self._on_transition)
 
     # --- lifecycle ----------------------------------------------------------------------
 

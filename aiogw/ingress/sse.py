@@ -15,7 +15,7 @@ import asyncio
 from aiohttp import web
 
 from aiogw.adapters._base import Target
-from aiogw.dispatch import ClientDisconnected, Outcome
+from aiogw.attempts.outcome import ClientDisconnected, Outcome
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",

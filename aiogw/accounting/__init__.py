@@ -1,0 +1,1 @@
+"""Accounting: what an answer cost (prices) and the running totals (the ledger)."""

@@ -1,0 +1,74 @@
+"""What a request costs: prices (built-in table or the config) applied to actual usage.
+
+The table is data (`aiogw/data/prices.toml`); a target's configured `price` wins over it.
+OpenAI-shaped usage counts cached tokens inside `prompt_tokens` and reasoning tokens
+inside `completion_tokens`, so both are priced exactly once.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+
+from aiogw.adapters._base import Target
+from aiogw.types import UNSET, CompletionUsage, Price
+
+PER_MILLION = 1_000_000
+
+
+@cache
+def _table() -> dict[str, dict[str, Price]]:
+    data = tomllib.loads(resources.files("aiogw").joinpath("data/prices.toml").read_text(encoding="utf-8"))
+    return {
+        provider_type: {model: Price(**row) for model, row in section.get("models", {}).items()}
+        for provider_type, section in data.items()
+    }
+
+
+def listed_price(provider_type: str, model: str) -> Price | None:
+    """The built-in price of `model` at a provider type, by the longest listed prefix."""
+    rows = _table().get(provider_type)
+    if not rows:
+        return None
+    name = model.rsplit("/", 1)[-1].lower()  # "models/gemini-2.5-flash" -> "gemini-2.5-flash"
+    best = max((m for m in rows if name.startswith(m)), key=len, default=None)
+    return rows[best] if best is not None else None
+
+
+def resolve_price(
+    provider_type: str, model: str, price_input: float | None, price_output: float | None, price_cached_input: float | None
+) -> Price | None:
+    """A target's price: its configured one, else the built-in table's. Called when the
+    runtime builds the target (`Target.price`), never per request."""
+    if price_input is not None or price_output is not None:
+        return Price(input=price_input or 0.0, output=price_output or 0.0, cached_input=price_cached_input)
+    return listed_price(provider_type, model)
+
+
+def cost_usd(usage: CompletionUsage, price: Price) -> float:
+    details = usage.prompt_tokens_details
+    cached = written = 0
+    if details is not None and details is not UNSET:
+        cached = details.cached_tokens if details.cached_tokens is not UNSET else 0
+        written = details.cache_write_tokens if details.cache_write_tokens is not UNSET else 0
+    fresh = max(0, usage.prompt_tokens - cached - written)
+    total = (
+        fresh * price.input
+        + cached * (price.cached_input if price.cached_input is not None else price.input)
+        + written * (price.cache_write if price.cache_write is not None else price.input)
+        + usage.completion_tokens * price.output
+    )
+    return round(total / PER_MILLION, 10)
+
+
+def estimate_usd(target: Target, prompt_tokens: int, output_tokens: int) -> float | None:
+    """A request's cost before it is sent (the lowest-cost strategy's yardstick)."""
+    p = target.price
+    if p is None:
+        return None
+    return (prompt_tokens * p.input + output_tokens * p.output) / PER_MILLION
+
+
+def format_usd(amount: float) -> str:
+    return f"{amount:.8f}".rstrip("0").rstrip(".") if amount else "0"

@@ -1,0 +1,1 @@
+"""Attempts: the walk through a plan (failover, hedging, deadlines, each attempt sent and recorded)."""

@@ -1,0 +1,77 @@
+"""What one request's attempts leave behind (`Outcome`, logged by the server and read by
+the ingress for its answer headers), the per-request routing control from `x-aiogw-*`
+headers, and the sink a stream is written to: the attempt stage's interface upward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiogw.adapters._base import Target
+from aiogw.errors import GatewayError
+from aiogw.runtime import ModelRoute
+from aiogw.types import CompletionUsage, FinishReason
+
+
+class ClientDisconnected(Exception):  # noqa: N818 - an event, not a failure
+    """The client went away while we were writing to it."""
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    target: str
+    latency_ms: float
+    failure: str | None = None  # FailureClass value (or a skip reason), None on success
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request, filled in by dispatch and logged by the server."""
+
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    target: Target | None = None
+    model: str | None = None  # the upstream model that answered
+    usage: CompletionUsage | None = None
+    ttft_ms: float | None = None
+    finish_reasons: list[FinishReason] = field(default_factory=list)
+    stream_error: GatewayError | None = None  # failure after the response started
+    client_closed: bool = False  # the client left before the end (never the target's fault)
+    notes: list[str] = field(default_factory=list)  # from adapters: dropped parameters etc.
+    cost_usd: float | None = None
+    tags: str = ""
+    running: int = 0  # attempts under way (recorded in `attempts` when they end)
+
+    @property
+    def attempts_header(self) -> str:
+        """Attempts started so far: the ended ones that were sent and those under way (a
+        stream commits while a hedged attempt it beat is still running)."""
+        return str(sum(1 for a in self.attempts if a.failure not in _NOT_SENT) + self.running)
+
+
+# Attempt records of targets that were never called (skipped before any request left).
+_NOT_SENT = frozenset({"unsupported", "rate_limited", "context_window", "probing_elsewhere"})
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Per-request routing control from `x-aiogw-*` headers."""
+
+    deadline: float | None = None  # event-loop time by which the whole request must end
+    strategy: str | None = None
+    fallbacks: tuple[ModelRoute, ...] = ()
+    tags: str = ""
+
+
+NO_CONTROL = Control()
+
+
+class StreamSink(Protocol):
+    """Where a stream goes: `start` is the commit point (send headers), then `write`s.
+    Both raise `ClientDisconnected` when the client has gone."""
+
+    started: bool
+
+    async def start(self, target: Target) -> None: ...
+
+    async def write(self, data: bytes) -> None: ...

@@ -1,0 +1,122 @@
+"""The state of one request's walk through its plan, what it reserves, and how a walk
+that found no answer ends (the error the client gets)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from aiogw.adapters._base import Adapter, Call, Target, content_text
+from aiogw.admission.limits import LimitExceeded
+from aiogw.attempts.gate import _Gate
+from aiogw.attempts.outcome import Control, Outcome
+from aiogw.config import RetryConfig
+from aiogw.errors import (
+    AllAttemptsFailed,
+    FailureClass,
+    GatewayError,
+    GatewayRateLimited,
+    InvalidRequest,
+    NestedTooDeep,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from aiogw.routing.retry import backoff_s
+from aiogw.runtime import ModelRoute
+from aiogw.streaming.encode import estimate_tokens
+from aiogw.types import EmbeddingRequest, ParsedChat
+
+T = TypeVar("T")
+
+# Output tokens reserved against `tpm` when the request sets no cap.
+DEFAULT_OUTPUT_RESERVATION = 512
+
+def prompt_tokens_estimate(parsed: ParsedChat) -> int:
+    """A rough prompt size from the request's text, for limits, routing and missing usage."""
+    chars = sum(len(content_text(getattr(m, "content", None))) for m in parsed.req.messages)
+    return estimate_tokens(chars)
+
+
+def embedding_tokens_estimate(req: EmbeddingRequest) -> int:
+    inp = req.input
+    if isinstance(inp, str):
+        return estimate_tokens(len(inp))
+    return sum(estimate_tokens(len(x)) if isinstance(x, str) else (len(x) if isinstance(x, list) else 1) for x in inp)
+
+
+def build_call(adapter: Adapter, parsed: ParsedChat, target: Target) -> Call:
+    try:
+        return adapter.build_call(parsed, target)
+    except RecursionError:  # a body nested just under the decoder's limit, re-encoded deeper
+        raise NestedTooDeep() from None
+
+
+# One attempt at one target: (target, adapter, gate) -> result. Raises InvalidRequest when
+# the target cannot honour the request (before anything is sent), UpstreamError on failure.
+Attempt = Callable[[Target, Adapter, _Gate], Awaitable[T]]
+
+
+@dataclass(slots=True)
+class Walk:
+    """The mutable state of one request's walk through its plan."""
+
+    route: ModelRoute
+    control: Control
+    outcome: Outcome
+    tokens: int  # reserved against tpm
+    prompt_tokens: int
+    max_output: int | None
+    operation: str = "chat"  # the GenAI operation name on attempt spans
+    failures: list[UpstreamError] = field(default_factory=list)
+    refusals: list[InvalidRequest] = field(default_factory=list)
+    limited: list[LimitExceeded] = field(default_factory=list)
+    # After a provider's context-length error, only targets with a larger configured window.
+    context_floor: int | None = None
+
+
+def new_walk(route: ModelRoute, control: Control, outcome: Outcome, parsed: ParsedChat) -> Walk:
+    prompt = prompt_tokens_estimate(parsed)
+    cap = parsed.req.output_cap
+    outcome.tags = control.tags
+    return Walk(
+        route, control, outcome, tokens=prompt + (cap or DEFAULT_OUTPUT_RESERVATION), prompt_tokens=prompt, max_output=cap
+    )
+
+
+def retry_pause(policy: RetryConfig, rounds: int, failures: list[UpstreamError]) -> float:
+    hinted = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+    if hinted:  # the provider said when: wait that long (and no shorter)
+        return max(min(hinted), backoff_s(policy, rounds))
+    return backoff_s(policy, rounds)
+
+
+def give_up(w: Walk, deadline_passed: bool) -> GatewayError:
+    """The error a walk that found no answer ends with."""
+    if deadline_passed and not any(
+        isinstance(f, UpstreamTimeout) and f.phase == "deadline" for f in w.failures
+    ):
+        w.failures.append(
+            UpstreamTimeout("the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target="")
+        )
+    if w.refusals and not w.failures and not w.limited:
+        return w.refusals[0]  # no target could take the request as asked
+    too_small = [a for a in w.outcome.attempts if a.failure == "context_window"]
+    if too_small and len(too_small) == len(w.outcome.attempts):
+        return InvalidRequest(
+            f"The request (~{w.prompt_tokens} prompt tokens + {w.max_output or 0} max tokens) exceeds the "
+            f"context window of every target of model '{w.route.name}'. Shorten the messages or lower max_tokens.",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    if w.failures and all(f.failure_class is FailureClass.CONTEXT_LENGTH for f in w.failures):
+        return w.failures[0]  # the caller's prompt is too long for every target: a 400
+    if w.limited and not w.failures:
+        wait = min(x.retry_after_s for x in w.limited)
+        reasons = ", ".join(sorted({f"{x.target_id} ({x.reason})" for x in w.limited}))
+        return GatewayRateLimited(
+            f"Every target of model '{w.route.name}' is at its rate limit: {reasons}. Retry after {wait:.1f} s.",
+            retry_after_s=max(1.0, wait),
+        )
+    skipped = tuple(f"{x.target_id}: skipped, at its {x.reason} limit" for x in w.limited)
+    return AllAttemptsFailed(tuple(w.failures), model=w.route.name, skipped=skipped)

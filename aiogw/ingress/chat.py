@@ -1,0 +1,199 @@
+"""The Chat Completions ingress (and Embeddings, its sibling): the OpenAI wire format in
+(body, `x-aiogw-*` headers) and out (answer headers, the SSE stream), around one call into
+the attempt stage. Another API (Messages, Responses) is another module here, with its own
+decoding and encoding and the same dispatcher underneath."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import msgspec
+from aiohttp import web
+
+from aiogw.accounting.cost import format_usd
+from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome
+from aiogw.errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    NestedTooDeep,
+    ServiceUnavailable,
+)
+from aiogw.ingress.body import read_body
+from aiogw.ingress.sse import SSESink
+from aiogw.routing.router import STRATEGIES
+from aiogw.runtime import Runtime
+from aiogw.server.keys import (
+    DISPATCHER,
+    LIFECYCLE,
+    OUTCOME,
+    PUBLIC_MODEL,
+    REQUEST_ID,
+    RUNTIME,
+    STREAM,
+)
+from aiogw.streaming.encode import error_event
+from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat
+
+_decode_chat = msgspec.json.Decoder(ChatRequest).decode
+_decode_embedding = msgspec.json.Decoder(EmbeddingRequest).decode
+_decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_encode = msgspec.json.Encoder().encode
+
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+_AT = re.compile(r"^(.*?) - at `\$\.?(.*)`$", re.DOTALL)
+
+
+def invalid_body(exc: msgspec.MsgspecError) -> InvalidRequest:
+    """A decoding error as a 400 naming the offending field in `param`."""
+    if not isinstance(exc, msgspec.ValidationError):  # (ValidationError subclasses DecodeError)
+        return InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}). The body must be a JSON object.",
+            code="invalid_json",
+        )
+    text = str(exc)
+    m = _AT.match(text)
+    what, path = (m.group(1), m.group(2)) if m else (text, "")
+    missing = _MISSING.match(what)
+    if missing:
+        param = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        return InvalidRequest(f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param)
+    if not path:
+        return InvalidRequest(f"Invalid request body: {what}.", code="invalid_type")
+    return InvalidRequest(f"Invalid value for '{path}': {what}.", code="invalid_value", param=path)
+
+
+def parse_chat(body: bytes) -> ParsedChat:
+    try:
+        return ParsedChat(req=_decode_chat(body), raw=_decode_raw(body))
+    except msgspec.MsgspecError as exc:
+        raise invalid_body(exc) from None
+    except RecursionError:
+        raise NestedTooDeep() from None
+
+
+def _base_headers(request: web.Request) -> dict[str, str]:
+    return {"x-request-id": request[REQUEST_ID]}
+
+
+def _answer_headers(request: web.Request, outcome: Outcome, model: str | None) -> dict[str, str]:
+    headers = _base_headers(request)
+    assert outcome.target is not None
+    headers["x-aiogw-provider"] = outcome.target.provider
+    # The model the upstream reports is its text: a line break in a header would drop the
+    # client's connection unanswered (the configured or client's name passed the name rule).
+    headers["x-aiogw-model"] = model if model and model.isprintable() else outcome.target.model
+    headers["x-aiogw-attempts"] = outcome.attempts_header
+    if outcome.cost_usd is not None:
+        headers["x-aiogw-cost-usd"] = format_usd(outcome.cost_usd)
+    return headers
+
+
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+_TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}=[A-Za-z0-9_.:/@ -]{0,128}$")
+
+
+def _bad_header(name: str, why: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid header '{name}': {why}.", code="invalid_header", param=name)
+
+
+def request_control(request: web.Request, runtime: Runtime) -> Control:
+    """The `x-aiogw-*` routing headers, validated; a bad value is a 400 naming the header."""
+    h = request.headers
+    deadline = strategy = None
+    fallbacks = ()
+    tags = ""
+    if (v := h.get("x-aiogw-timeout-ms")) is not None:
+        try:
+            ms = float(v)
+        except ValueError:
+            raise _bad_header("x-aiogw-timeout-ms", f"expected milliseconds as a number, got {v!r}") from None
+        if not 0 < ms <= MAX_TIMEOUT_MS:
+            raise _bad_header("x-aiogw-timeout-ms", f"must be between 1 and {MAX_TIMEOUT_MS}")
+        deadline = asyncio.get_running_loop().time() + ms / 1000
+    if (v := h.get("x-aiogw-strategy")) is not None:
+        strategy = v.strip()
+        if strategy not in STRATEGIES:
+            raise _bad_header("x-aiogw-strategy", f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if (v := h.get("x-aiogw-fallbacks")) is not None:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        if not names or len(names) > 8:
+            raise _bad_header("x-aiogw-fallbacks", "expected 1 to 8 comma-separated model names")
+        try:
+            fallbacks = tuple(runtime.resolve(n) for n in names)
+        except (ModelNotFound, InvalidRequest) as exc:
+            raise _bad_header("x-aiogw-fallbacks", exc.message.rstrip(".")) from None
+    if (v := h.get("x-aiogw-tags")) is not None:
+        pairs = [p.strip() for p in v.split(",") if p.strip()]
+        bad = [p for p in pairs if not _TAG.match(p)]
+        if bad or len(pairs) > 16:
+            raise _bad_header("x-aiogw-tags", "expected up to 16 comma-separated key=value pairs (e.g. team=search,feature=qa)")
+        tags = ",".join(sorted(pairs))
+    return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    parsed = parse_chat(await read_body(request))
+    request[PUBLIC_MODEL] = parsed.req.model
+    request[STREAM] = parsed.req.is_stream
+    runtime = request.app[RUNTIME]
+    route = runtime.resolve(parsed.req.model)
+    control = request_control(request, runtime)
+    dispatcher = request.app[DISPATCHER]
+    outcome = request[OUTCOME]
+
+    if not parsed.req.is_stream:
+        reply = await dispatcher.complete(parsed, route, outcome, control)
+        headers = _answer_headers(request, outcome, reply.model)
+        return web.Response(body=reply.body, content_type="application/json", headers=headers)
+
+    sink = SSESink(request, _base_headers(request), outcome, runtime.config.server.sse_heartbeat_s)
+    lifecycle = request.app[LIFECYCLE]
+    task = asyncio.current_task()
+    assert task is not None
+    lifecycle.streams.add(task)
+    try:
+        try:
+            await dispatcher.stream(parsed, route, outcome, sink, control)
+        except GatewayError as exc:
+            if not sink.opened:
+                raise  # nothing sent yet: the middleware answers with the error's status
+            # Heartbeats already sent a 200: the error ends the stream instead.
+            outcome.stream_error = exc
+            await sink.write(error_event(exc))
+        await sink.finish()
+    except ClientDisconnected:
+        outcome.client_closed = True  # nothing left to tell anyone; the log line says so
+    except asyncio.CancelledError:
+        # Cancelled while the client is still there means the grace period of a shutdown
+        # ran out: end the stream properly rather than cutting it.
+        if lifecycle.draining and sink.opened:
+            try:
+                await sink.write(error_event(ServiceUnavailable("The gateway shut down before this stream finished.")))
+                await sink.finish()
+            except ClientDisconnected:
+                pass
+        raise
+    finally:
+        sink.stop_heartbeats()
+        lifecycle.streams.discard(task)
+    assert sink.response is not None
+    return sink.response
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    try:
+        req = _decode_embedding(body)
+    except msgspec.MsgspecError as exc:
+        raise invalid_body(exc) from None
+    except RecursionError:
+        raise NestedTooDeep() from None
+    request[PUBLIC_MODEL] = req.model
+    runtime = request.app[RUNTIME]
+    route = runtime.resolve(req.model)
+    outcome = request[OUTCOME]
+    reply = await request.app[DISPATCHER].embed(req, route, outcome, request_control(request, runtime))
+    headers = _answer_headers(request, outcome, None)
+    return web.Response(body=reply.body, content_type="application/json", headers=headers)

@@ -1,0 +1,1 @@
+"""State shared across replicas through Redis (buckets, breakers, health windows)."""

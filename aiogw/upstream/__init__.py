@@ -1,0 +1,1 @@
+"""Upstream: the HTTP client, its connections, and per-account TLS and proxies."""
