@@ -1,0 +1,1 @@
+"""aiogw: an asyncio, OpenAI-compatible gateway in front of many LLM providers."""

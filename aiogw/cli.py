@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.metadata
 import os
 import select
 import signal
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from aiogw.version import __version__
 from aiogw import config as config_mod
 from aiogw.demo import demo_config, start_demo_simulator  # noqa
 from aiogw.errors import ConfigError
@@ -56,10 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("aiogw")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
-        return "unknown"
+    return __version__
 
 
 def _config_invalid(exc: ConfigError) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from blockbuster import blockbuster_ctx
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
@@ -30,6 +31,31 @@ async def until(check, *, every: float = 0.02, times: int = 100) -> None:
         if got:
             return
         await asyncio.sleep(every)
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls_on_the_event_loop():
+    """A blocking call (file or socket I/O, sleep, a lock) made by aiogw's own code on a
+    running event loop raises `BlockingError` and fails the test (blockbuster patches the
+    standard library; calls from the tests' own code and from other libraries are allowed)."""
+    with blockbuster_ctx(["aiogw"]) as bb:
+        for function in bb.functions.values():
+            for where, name in ALLOWED_BLOCKING:
+                function.can_block_in(where, name)
+        yield
+
+
+# Blocking calls that libraries make on the loop, allowed where they are made, each a bounded
+# one-off (not per request or per chunk):
+ALLOWED_BLOCKING = [
+    # redis-py reads its own version from package metadata when it opens a connection
+    ("redis/utils.py", "get_lib_version"),
+    # resident memory for /metrics from /proc/self/statm: the kernel answers from memory
+    ("aiogw/telemetry/metrics.py", "_rss_bytes"),
+    # the OpenTelemetry SDK runs its resource detectors in a thread pool and joins it, once,
+    # when tracing is configured (at start-up, before the gateway serves)
+    ("opentelemetry/sdk/resources/__init__.py", "get_aggregated_resources"),
+]
 
 
 @pytest.fixture

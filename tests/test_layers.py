@@ -18,7 +18,7 @@ FOLDERS = {"aiogw": "aiogw", "adapters": "aiogw.adapters", "streaming": "aiogw.s
 #
 # Every module has a rule: the longest key that is the module or a package above it.
 # The value: the aiogw modules (or packages, by prefix) it may import.
-GROUND = {"aiogw.types", "aiogw.errors", "aiogw.ids", "aiogw.names"}
+GROUND = {"aiogw.types", "aiogw.errors", "aiogw.ids", "aiogw.names", "aiogw.version"}
 ALLOWED: dict[str, set[str]] = {
     "aiogw": set(),  # the package itself: empty
     # Shared ground: data shapes and errors know nothing else.
@@ -26,11 +26,12 @@ ALLOWED: dict[str, set[str]] = {
     "aiogw.errors": set(),
     "aiogw.ids": set(),
     "aiogw.names": set(),
+    "aiogw.version": set(),
     "aiogw.supervise": set(),
     "aiogw.adapters": {"aiogw.types", "aiogw.errors", "aiogw.ids", "aiogw.adapters._base", "aiogw.adapters.openai", "aiogw.adapters"},
     "aiogw.streaming": {"aiogw.types", "aiogw.errors", "aiogw.streaming"},
     "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters", "aiogw.names"},
-    "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.telemetry"},
+    "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.version", "aiogw.telemetry"},
     # The resolved config; prices are set on its targets when it is built.
     "aiogw.runtime": {*GROUND, "aiogw.adapters", "aiogw.config", "aiogw.accounting.cost", "aiogw.upstream.egress"},
     # The stages, in path order.

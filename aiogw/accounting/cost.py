@@ -8,7 +8,6 @@ inside `completion_tokens`, so both are priced exactly once.
 from __future__ import annotations
 
 import tomllib
-from functools import cache
 from importlib import resources
 
 from aiogw.adapters._base import Target
@@ -17,8 +16,7 @@ from aiogw.types import UNSET, CompletionUsage, Price
 PER_MILLION = 1_000_000
 
 
-@cache
-def _table() -> dict[str, dict[str, Price]]:
+def _load() -> dict[str, dict[str, Price]]:
     data = tomllib.loads(resources.files("aiogw").joinpath("data/prices.toml").read_text(encoding="utf-8"))
     return {
         provider_type: {model: Price(**row) for model, row in section.get("models", {}).items()}
@@ -26,9 +24,14 @@ def _table() -> dict[str, dict[str, Price]]:
     }
 
 
+# Read at import, before any event loop runs (a direct `provider/model` target is priced
+# when a request first names it, on the loop).
+_TABLE = _load()
+
+
 def listed_price(provider_type: str, model: str) -> Price | None:
     """The built-in price of `model` at a provider type, by the longest listed prefix."""
-    rows = _table().get(provider_type)
+    rows = _TABLE.get(provider_type)
     if not rows:
         return None
     name = model.rsplit("/", 1)[-1].lower()  # "models/gemini-2.5-flash" -> "gemini-2.5-flash"

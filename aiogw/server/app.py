@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+import aiogw.version  # noqa: F401 - read before any loop runs; tracing, loaded lazily, uses it
 from aiogw.upstream import http
 from aiogw.config import Config
 from aiogw.admission.limits import Limiter

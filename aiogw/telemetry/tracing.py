@@ -9,7 +9,6 @@ attempt's `traceparent` goes upstream so a provider-side trace joins ours."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,13 +22,10 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from aiogw.version import __version__
 from aiogw.config import TelemetryConfig
 from aiogw.telemetry import semconv as sc
 
-try:
-    __version__ = version("aiogw")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
