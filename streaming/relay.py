@@ -36,8 +36,10 @@ class Decoder(Protocol):
 
 
 class Relay(Protocol):
-    usage: CompletionUsage | None
     failed: UpstreamError | None
+
+    @property
+    def usage(self) -> CompletionUsage | None: ...
 
     def feed(self, events: list[SSEEvent]) -> bytes: ...
     def finish(self) -> bytes: ...

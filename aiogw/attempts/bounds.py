@@ -9,7 +9,7 @@ import os
 from aiogw.adapters._base import Target
 from aiogw.attempts.gate import _LostRace
 from aiogw.attempts.outcome import ClientDisconnected
-from aiogw.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from aiogw.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout, TimeoutPhase
 from aiogw.upstream import http
 
 
@@ -36,7 +36,7 @@ class _Bounds:
         end = now + target.total_timeout_s
         self._end = end if deadline is None else min(end, deadline)
         first = target.first_token_timeout_s
-        self._phase = "first_token" if first else "total"
+        self._phase: TimeoutPhase = "first_token" if first else "total"
         self._when = min(self._end, now + first) if first else self._end
         self._fired = False
         self._watched: http.Response | None = None  # the body under the idle limit
@@ -93,7 +93,7 @@ class _Bounds:
                     "the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target=target.id
                 ) from None
             # The client's connect timeout is a TimeoutError too; ours carry the phase.
-            p = "connect" if isinstance(exc, http.ConnectTimeout) else self._phase
+            p: TimeoutPhase = "connect" if isinstance(exc, http.ConnectTimeout) else self._phase
             limit = {
                 "connect": target.connect_timeout_s,
                 "first_token": target.first_token_timeout_s,

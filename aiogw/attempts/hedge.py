@@ -31,7 +31,7 @@ async def run_hedged(
             prepared = await d.prepare(w, pending.pop(0), alternatives=bool(pending) or bool(running))
             if prepared is not None:
                 task = asyncio.ensure_future(d.attempt(w, gate, attempt, *prepared))
-                gate.tasks.add(task)  # type: ignore[arg-type]
+                gate.tasks.add(task)
                 running[task] = prepared[0]
                 return True
         return False
@@ -50,7 +50,7 @@ async def run_hedged(
                 continue
             for task in done:
                 running.pop(task)
-                gate.tasks.discard(task)  # type: ignore[arg-type]
+                gate.tasks.discard(task)
                 if task.cancelled():
                     continue
                 exc = task.exception()

@@ -63,7 +63,7 @@ class Sender:
 
     def observe_limits(self, target: Target, adapter: Adapter, headers: Mapping[str, str]) -> None:
         if adapter.rate_limits is not None:
-            info = adapter.rate_limits(headers)  # type: ignore[arg-type]
+            info = adapter.rate_limits(headers)
             if info is not None:
                 self._limiter.observe(target, info, health_mod.now())
 

@@ -23,7 +23,7 @@ from aiogw.errors import (
 from aiogw.ingress.body import read_body
 from aiogw.ingress.sse import SSESink
 from aiogw.routing.router import STRATEGIES
-from aiogw.runtime import Runtime
+from aiogw.runtime import ModelRoute, Runtime
 from aiogw.server.keys import (
     DISPATCHER,
     LIFECYCLE,
@@ -102,7 +102,7 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
     """The `x-aiogw-*` routing headers, validated; a bad value is a 400 naming the header."""
     h = request.headers
     deadline = strategy = None
-    fallbacks = ()
+    fallbacks: tuple[ModelRoute, ...] = ()
     tags = ""
     if (v := h.get("x-aiogw-timeout-ms")) is not None:
         try:

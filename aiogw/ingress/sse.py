@@ -77,6 +77,7 @@ class SSESink:
                 await self._open(self._headers)
             elif not self.response.prepared or self._writes != writes:
                 return
+            assert self.response is not None  # opened above
             await self.response.write(HEARTBEAT)
         except (ConnectionResetError, ClientDisconnected):
             self.stop_heartbeats()  # the handler finds out on its next write

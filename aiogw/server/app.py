@@ -8,6 +8,7 @@ in OpenAI's error shape too.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 import errno
 import os
 import signal
@@ -33,6 +34,9 @@ from aiogw.server.keys import CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE,
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is configured
+    from aiogw.telemetry.tracing import Tracing
 
 log = get_logger("aiogw.server")
 
@@ -60,7 +64,7 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
         shared = SharedState(state, health)
     limiter = Limiter(configured=runtime.configured, fleet_levels=shared.fleet_levels if shared is not None else None)
     dispatcher = app[DISPATCHER] = Dispatcher(
-        client, runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared  # type: ignore[arg-type]
+        client, runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared
     )
     checker = None
     try:
@@ -84,16 +88,16 @@ async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     tracing = app[TRACING]
     if tracing is not None:  # export what is still queued (a thread, off the loop)
-        await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)  # type: ignore[attr-defined]
+        await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
 
 
 def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[gateway_middleware])
     app[RUNTIME] = runtime or Runtime.build(config)
     app[LIFECYCLE] = Lifecycle()
-    app[CORS] = cors.CorsPolicy(config.server.cors) if config.server.cors is not None else None
-    if app[CORS] is not None:
-        cors.install(app, app[CORS])
+    policy = app[CORS] = cors.CorsPolicy(config.server.cors) if config.server.cors is not None else None
+    if policy is not None:
+        cors.install(app, policy)
     app[TRACING] = _tracing(config)
     app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_http_client_ctx)
@@ -167,7 +171,7 @@ class ListenError(Exception):
         super().__init__(f"cannot listen on {host}:{port}: {why}")
 
 
-def _tracing(config: Config) -> object | None:
+def _tracing(config: Config) -> Tracing | None:
     if not config.telemetry.otlp_endpoint:  # unset or "" (`${OTEL_EXPORTER_OTLP_ENDPOINT:-}`)
         return None  # the OpenTelemetry SDK is not even imported
     from aiogw.telemetry.tracing import Tracing

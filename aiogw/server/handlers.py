@@ -63,7 +63,7 @@ async def gateway_health(request: web.Request) -> web.Response:
                 "last_error": h.last_error,
                 "seconds_since_failure": round(now - h.last_failure_at, 1) if h.last_failure_at else None,
                 "limits": dispatcher.limiter.headroom(t, now),
-                "health_check": checker.report(tid, h.state) if checker is not None else None,  # type: ignore[attr-defined]
+                "health_check": checker.report(tid, h.state) if checker is not None else None,
             }
         )
     shared = dispatcher.shared

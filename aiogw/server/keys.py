@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from aiogw.upstream import http
@@ -12,15 +14,18 @@ from aiogw.server.cors import CorsPolicy
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.telemetry.metrics import GatewayMetrics
 
+if TYPE_CHECKING:  # both imported only when configured
+    from aiogw.attempts.health_check import HealthChecker
+    from aiogw.telemetry.tracing import Tracing
+
 RUNTIME = web.AppKey("runtime", Runtime)
 HTTP = web.AppKey("http_client", http.Client)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", GatewayMetrics)
-TRACING = web.AppKey("tracing", object)  # aiogw.telemetry.tracing.Tracing | None (imported only when on)
-CORS = web.AppKey("cors", CorsPolicy | None)  # type: ignore[arg-type]
-# aiogw.attempts.health_check.HealthChecker when health checks are configured (imported only then)
-HEALTH_CHECKER = web.AppKey("health_checker", object)
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
+CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")
+HEALTH_CHECKER: web.AppKey[HealthChecker | None] = web.AppKey("health_checker")
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
+from aiogw.adapters._base import Target
+from aiogw.routing.health import TargetHealth
 from aiogw.routing.health import now as health_now
 from aiogw.server.keys import DISPATCHER, LIFECYCLE, METRICS, RUNTIME
 from aiogw.telemetry.metrics import CONTENT_TYPE, GatewayMetrics, Labels
@@ -24,7 +26,7 @@ _HEADROOM = {
 def install(app: web.Application) -> None:
     m = app[METRICS] = GatewayMetrics()
 
-    def targets() -> Iterator[tuple[str, object, object]]:
+    def targets() -> Iterator[tuple[str, Target, TargetHealth]]:
         if DISPATCHER not in app:  # not started yet
             return
         dispatcher = app[DISPATCHER]
@@ -53,7 +55,7 @@ def install(app: web.Application) -> None:
         now = health_now()
         limiter = app[DISPATCHER].limiter if DISPATCHER in app else None
         for tid, t, _ in targets():
-            for key, v in limiter.headroom(t, now).items():  # type: ignore[union-attr, arg-type]
+            for key, v in limiter.headroom(t, now).items():  # type: ignore[union-attr]
                 if v is not None:
                     yield (tid, _HEADROOM.get(key, key)), v
 

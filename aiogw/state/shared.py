@@ -392,7 +392,7 @@ class SharedState:
         # Configured targets only: names clients make up (`provider/<anything>`) keep their
         # breakers and windows per replica, so they cannot grow Redis or this sync.
         targets = list(self._health.configured().values())
-        args: list[object] = [self._prefix, len(targets)]
+        args: list[str | int | float] = [self._prefix, len(targets)]
         for h in targets:
             args += [h.target_id, h.unsynced_calls, h.unsynced_failures]
         pushed = [(h.unsynced_calls, h.unsynced_failures) for h in targets]

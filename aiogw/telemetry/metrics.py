@@ -108,7 +108,7 @@ class Histogram(_Metric):
         for k, row in self.series.items():
             labels = _label_text(self.labels, k)
             head = bucket + labels[1:-1] + "," if labels else bucket
-            running = 0
+            running = 0.0
             for i, le in enumerate(les):
                 running += row[i]
                 lines.append(f"{head}{le} {int(running)}")

@@ -8,7 +8,7 @@ attempt's `traceparent` goes upstream so a provider-side trace joins ours."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -114,7 +114,7 @@ class Tracing:
         return out
 
     @staticmethod
-    def usage_attributes(usage: Any, finish_reasons: list[str] | None, response_model: str | None) -> dict[str, Any]:
+    def usage_attributes(usage: Any, finish_reasons: Sequence[str] | None, response_model: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.GEN_AI_RESPONSE_MODEL: response_model}
         if usage is not None:
             attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.prompt_tokens
