@@ -53,7 +53,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     # The server assembles the stages (constructor injection, in build order) and serves them.
     "aiogw.server": {
-        *GROUND, "aiogw.config", "aiogw.runtime", "aiogw.telemetry", "aiogw.streaming", "aiogw.ingress", "aiogw.admission",
+        *GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.runtime", "aiogw.telemetry", "aiogw.streaming", "aiogw.ingress", "aiogw.admission",
         "aiogw.routing", "aiogw.attempts", "aiogw.state", "aiogw.upstream", "aiogw.accounting", "aiogw.server",
     },
     # Entry points: anything.
