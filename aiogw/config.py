@@ -18,6 +18,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from aiogw.extras import missing_extras
 from aiogw.errors import ConfigError
 from aiogw.types import Secret
 
@@ -335,6 +336,8 @@ def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | No
         _convert(account, AccountConfig, file, f"providers.{name}")
     config = _convert(expanded, Config, file, "")
     _check_references(config, file)
+    for key, why in missing_extras(config):  # a part switched on whose extra is not installed
+        raise ConfigError(file, key, why)
     return config
 
 

@@ -19,7 +19,8 @@ ALLOWED = {
     # Simulators (bench/sim*.py) model providers independently of our adapters; the rest of
     # bench/ measures the gateway and may import anything.
     "aiogw.bench.sim": {"aiogw.bench"},
-    "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters"},
+    "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters", "aiogw.extras"},
+    "aiogw.extras": set(),  # importlib only: it finds the optional packages, never imports them
     "aiogw.supervise": set(),
     # The prober sends through dispatch and drives health; it knows nothing of the server.
     "aiogw.health_check": {
