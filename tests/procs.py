@@ -58,3 +58,13 @@ async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0
     assert line.startswith(b"aiogw listening on "), (line, b"".join(lines))
     url = line.split()[3].decode()
     return Proc(proc, url, task, lines)
+
+
+def without_packages(tmp_path, *names: str) -> dict[str, str]:
+    """Environment variables for a Python process in which `names` cannot be imported, as
+    if not installed: a sitecustomize puts None in sys.modules for each, so importing one
+    (or anything under it) raises ImportError and importlib's find_spec finds nothing."""
+    folder = tmp_path / "without-packages"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in names))
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)}
