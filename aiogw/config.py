@@ -20,6 +20,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
+from aiogw.extras import missing_extras
 from aiogw.errors import ConfigError
 from aiogw.names import model_name_problem
 from aiogw.types import Secret
@@ -355,6 +356,8 @@ def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | No
             if not _under(f"providers.{name}", unset) and not _problems(account, AccountConfig, "", file):
                 problems += account_problems(name, msgspec.convert(account, AccountConfig, dec_hook=_dec_hook, strict=False), file)
     problems += _reference_problems(expanded, file)
+    if config is not None:  # a part switched on whose extra is not installed
+        problems += [ConfigError(file, key, why) for key, why in missing_extras(config)]
     if problems:
         raise ConfigError.of(problems)
     assert config is not None

@@ -78,3 +78,13 @@ async def run_aiogw(*args: str, env: dict | None = None, timeout: float = 30.0) 
             await proc.wait()
         raise AssertionError(f"aiogw serve {' '.join(args)} was still running after {timeout} s") from None
     return proc.returncode, out.decode(), err.decode()
+
+
+def without_packages(tmp_path, *names: str) -> dict[str, str]:
+    """Environment variables for a Python process in which `names` cannot be imported, as
+    if not installed: a sitecustomize puts None in sys.modules for each, so importing one
+    (or anything under it) raises ImportError and importlib's find_spec finds nothing."""
+    folder = tmp_path / "without-packages"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in names))
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)}

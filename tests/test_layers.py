@@ -27,10 +27,11 @@ ALLOWED: dict[str, set[str]] = {
     "aiogw.ids": set(),
     "aiogw.names": set(),
     "aiogw.version": set(),
+    "aiogw.extras": set(),  # importlib only: it finds the optional packages, never imports them
     "aiogw.supervise": set(),
     "aiogw.adapters": {"aiogw.types", "aiogw.errors", "aiogw.ids", "aiogw.adapters._base", "aiogw.adapters.openai", "aiogw.adapters"},
     "aiogw.streaming": {"aiogw.types", "aiogw.errors", "aiogw.streaming"},
-    "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters", "aiogw.names"},
+    "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters", "aiogw.names", "aiogw.extras"},
     "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.version", "aiogw.telemetry"},
     # The resolved config; prices are set on its targets when it is built.
     "aiogw.runtime": {*GROUND, "aiogw.adapters", "aiogw.config", "aiogw.accounting.cost", "aiogw.upstream.egress"},

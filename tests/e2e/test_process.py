@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from conftest import SIM_KEY
-from procs import run_aiogw, start_aiogw
+from procs import run_aiogw, start_aiogw, without_packages
 
 MSG = [{"role": "user", "content": "Hello"}]
 
@@ -33,6 +33,20 @@ async def test_demo_serves_completions_and_streams_with_no_keys():
                 async with c.chat.completions.stream(model=model, messages=MSG) as s:
                     final = await s.get_final_completion()
                 assert final.choices[0].message.content.startswith("Simulated")
+    finally:
+        assert await p.stop() == 0
+
+
+async def test_the_demo_needs_no_extra(tmp_path):
+    """`pip install .` then `aiogw serve --demo`: nothing an extra brings is imported."""
+    p = await start_aiogw("--demo", env=without_packages(tmp_path, "redis", "opentelemetry", "tqdm", "matplotlib"))
+    try:
+        async with AsyncOpenAI(base_url=p.url + "/v1", api_key="anything", max_retries=0) as c:
+            whole = await c.chat.completions.create(model="demo-fast", messages=MSG)
+            assert whole.choices[0].message.content.startswith("Simulated")
+            stream = await c.chat.completions.create(model="demo-claude", messages=MSG, stream=True)
+            text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+            assert text.startswith("Simulated")
     finally:
         assert await p.stop() == 0
 

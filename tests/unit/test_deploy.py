@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from aiogw import config
+from aiogw import config, extras
 from aiogw.runtime import Runtime
 
 ROOT = Path(__file__).parents[2]
@@ -407,6 +407,37 @@ def test_dockerfile_copies_every_package_folder_and_the_readme_the_build_needs()
     assert folders <= copied_dirs, folders - copied_dirs
     sources = {s for arg in copied if not arg.startswith("--") for s in arg.split()[:-1]}
     assert "pyproject.toml" in sources and PYPROJECT["project"]["readme"] in sources
+
+
+def _arg_default(name: str) -> str:
+    value = next((arg.split("=", 1)[1] for op, arg in _instructions() if op == "ARG" and arg.startswith(name + "=")), None)
+    assert value is not None, f"no ARG {name}=default in the Dockerfile"
+    return value
+
+
+def test_the_image_installs_the_pinned_versions_of_constraints_txt():
+    """PIP_CONSTRAINT set before the first pip applies to every install, including the
+    isolated environment that builds aiogw's wheel (its setuptools is pinned too)."""
+    ins = _instructions()
+    first_pip = next(i for i, (op, arg) in enumerate(ins) if op == "RUN" and re.search(r"\bpip\b", arg))
+    workdir = next(arg for op, arg in ins[:first_pip] if op == "WORKDIR")
+    env = " ".join(arg for op, arg in ins[:first_pip] if op == "ENV")
+    constraint = re.search(r"PIP_CONSTRAINT=(\S+)", env)
+    assert constraint and constraint.group(1) == f"{workdir}/constraints.txt"
+    copied = [shlex.split(arg) for op, arg in ins[:first_pip] if op == "COPY"]
+    assert any("constraints.txt" in c[:-1] and c[-1] in ("./", ".", workdir, workdir + "/") for c in copied)
+
+
+def test_the_image_carries_the_extras_every_config_under_deploy_switches_on():
+    image = set(_arg_default("EXTRAS").split(","))
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    for extra in image:  # the build reads each extra's list flat: no `aiogw[...]` inside
+        assert extra in optional and not any(r.startswith("aiogw") for r in optional[extra]), extra
+    run = " ".join(arg for op, arg in _instructions() if op == "RUN")
+    assert '"aiogw[${EXTRAS}]"' in run  # the wheels built are the ones installed
+    needed = {where: set(extras.needed(load(text)).values()) for where, text in CONFIGS}
+    assert {e for n in needed.values() for e in n} == {"otlp", "redis"}  # compose uses both
+    assert {where: n - image for where, n in needed.items() if n - image} == {}
 
 
 def _package_of(folder: PurePosixPath) -> str | None:
