@@ -242,7 +242,7 @@ def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[
             for i, call in enumerate(m.tool_calls or ()):
                 blocks.append(
                     {"type": "tool_use", "id": _tool_id(call.id), "name": call.function.name,
-                     "input": base.tool_call_arguments(call, f"{where}.tool_calls[{i}]")}  # fmt: skip
+                     "input": base.tool_call_arguments(call, f"{where}.tool_calls[{i}]")}
                 )
             if isinstance(m.function_call, FunctionCall):
                 raise _bad("Legacy function_call messages are not supported; use tool_calls.", f"{where}.function_call")

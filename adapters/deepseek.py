@@ -32,7 +32,7 @@ PARAMS = base.ParamMap(
         "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty", "frequency_penalty",
         "logprobs", "top_logprobs", "user", "tools", "tool_choice", "parallel_tool_calls", "response_format",
         "reasoning_effort",
-    }),  # fmt: skip
+    }),
 )
 
 # Thinking mode "does not support temperature, top_p, presence_penalty, frequency_penalty:

@@ -193,7 +193,7 @@ def convert_messages(req: ChatRequest, target: base.Target) -> tuple[list[dict[s
             parts = _parts(m.content, f"{where}.content")
             for i, call in enumerate(m.tool_calls or ()):
                 names[call.id] = call.function.name
-                given, signature = split_call_id(call.id)
+                _given, signature = split_call_id(call.id)
                 args = base.tool_call_arguments(call, f"{where}.tool_calls[{i}]")
                 part: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": args}}
                 if signature is None and needs_signature and i == 0:

@@ -62,7 +62,7 @@ PARAMS = base.ParamMap(
     translated=frozenset({
         "temperature", "top_p", "n", "max_tokens", "max_completion_tokens", "stop", "seed", "presence_penalty",
         "frequency_penalty", "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort",
-    }),  # fmt: skip
+    }),
 )
 
 # Finish reasons beyond OpenAI's: `model_length` is in the shared FINISH table (-> length);

@@ -36,7 +36,7 @@ PARAMS = base.ParamMap(
         "temperature", "top_p", "top_k", "n", "max_tokens", "max_completion_tokens", "stop", "seed",
         "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "user", "tools", "tool_choice",
         "parallel_tool_calls", "response_format", "reasoning_effort",
-    }),  # fmt: skip
+    }),
 )
 
 

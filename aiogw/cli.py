@@ -16,15 +16,15 @@ from collections.abc import Sequence
 
 import msgspec
 
-from aiogw.version import __version__
 from aiogw import config as config_mod
-from aiogw.demo import demo_config, start_demo_simulator  # noqa
-from aiogw.errors import ConfigError
 from aiogw.adapters import REGISTRY
+from aiogw.demo import demo_config, start_demo_simulator
+from aiogw.errors import ConfigError
 from aiogw.runtime import Runtime, account_type
 from aiogw.server.app import LISTEN_BACKLOG, ListenError, create_app
 from aiogw.server.app import serve as serve_app
 from aiogw.telemetry.logs import configure as configure_logs
+from aiogw.version import __version__
 
 EXIT_CONFIG = 2
 EXIT_LISTEN = 3  # a port (the API's or a metrics port) could not be listened on
@@ -85,7 +85,7 @@ def check_config(file: str) -> int:
     print(f"{file}: OK")
     print(f"server: {cfg.server.host}:{cfg.server.port} workers={cfg.server.workers}")
     if cfg.state.redis_url:
-        from aiogw.state.shared import redacted
+        from aiogw.state.shared import redacted  # noqa: PLC0415 - the redis client only when configured
 
         print(f"state: shared through Redis at {redacted(cfg.state.redis_url)} (prefix {cfg.state.key_prefix!r})")
     else:
@@ -191,7 +191,7 @@ async def _serve_one(cfg: config_mod.Config, args: argparse.Namespace) -> None:
             os.write(args.ready_fd, b"1")
             os.close(args.ready_fd)
         if announce:
-            shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+            shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
             print(f"aiogw listening on http://{shown}:{port}", flush=True)
             if args.demo:
                 print(_demo_hint(shown, port), flush=True)
@@ -239,7 +239,7 @@ def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         if value:
             argv += [flag, value]
     children = [
-        subprocess.Popen([*argv, "--worker-index", str(i), "--worker-fd", str(sock.fileno())], pass_fds=(sock.fileno(), ready_w))  # noqa: S603
+        subprocess.Popen([*argv, "--worker-index", str(i), "--worker-fd", str(sock.fileno())], pass_fds=(sock.fileno(), ready_w))
         for i, sock in enumerate(socks)
     ]
     for sock in socks:  # the workers have their own copies
@@ -254,7 +254,7 @@ def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     if _wait_ready(ready_r, children):
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         print(f"aiogw listening on http://{shown}:{port} ({n} workers)", flush=True)
     else:  # a worker failed to start (it said why on stderr): stop the others
         forward(signal.SIGTERM, None)

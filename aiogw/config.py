@@ -12,16 +12,16 @@ import json
 import os
 import re
 import tomllib
-from pathlib import Path
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 import yaml
 from msgspec import Meta
 
-from aiogw.extras import missing_extras
 from aiogw.errors import ConfigError
+from aiogw.extras import missing_extras
 from aiogw.names import model_name_problem
 from aiogw.types import Secret
 
@@ -81,7 +81,7 @@ class Cors(Strict, kw_only=True):
 
 
 class ServerConfig(Strict, kw_only=True):
-    host: str = "0.0.0.0"  # noqa: S104 - a gateway is meant to be reached; tests bind 127.0.0.1
+    host: str = "0.0.0.0"
     port: Annotated[int, Meta(ge=0, le=65535)] = DEFAULT_PORT
     workers: Annotated[int, Meta(ge=1, le=256)] = 1
     max_body_bytes: Annotated[int, Meta(ge=1024)] = DEFAULT_MAX_BODY_BYTES  # after decompression

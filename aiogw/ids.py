@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 
-_rng = random.Random(os.urandom(16))  # noqa: S311 - identifiers, not credentials
+_rng = random.Random(os.urandom(16))
 os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(16)))
 
 _ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -30,9 +30,9 @@ from aiogw.config import (
     Timeouts,
     account_problems,
 )
-from aiogw.upstream.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context
 from aiogw.errors import ConfigError, InvalidRequest, ModelNotFound
 from aiogw.names import MAX_DIRECT_TARGETS, Recent, model_name_problem
+from aiogw.upstream.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class ModelRoute:
     name: str
     strategy: str
     targets: tuple[Target, ...]
-    retry: RetryConfig = RetryConfig()
+    retry: RetryConfig = RetryConfig()  # noqa: RUF009 - a frozen struct: one shared default is safe
     hedge: HedgeConfig | None = None
 
 
@@ -51,7 +51,7 @@ class Runtime:
     config: Config
     routes: dict[str, ModelRoute]
     accounts: dict[str, Account]
-    breaker_default: BreakerConfig = BreakerConfig()
+    breaker_default: BreakerConfig = BreakerConfig()  # noqa: RUF009 - a frozen struct, as above
     breaker_policies: dict[str, BreakerConfig] = field(default_factory=dict)  # per target id
     # Targets with active health checks (enabled ones only), by id: configured targets only.
     health_checks: dict[str, tuple[Target, HealthCheckConfig]] = field(default_factory=dict)

@@ -26,7 +26,7 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], log: Any, eve
         try:
             await run()
             return
-        except Exception as exc:  # noqa: BLE001 - any bug: logged, then restarted
+        except Exception as exc:
             if time.monotonic() - started >= HEALTHY_S:
                 pause = RESTART_MIN_S
             log.error(event, loop=name, error=f"{type(exc).__name__}: {exc}", restart_in_s=pause, exc_info=exc, **fields)

@@ -92,11 +92,11 @@ class UserMessage(Wire, kw_only=True, tag="user", tag_field="role"):
 class AssistantMessage(Wire, kw_only=True, tag="assistant", tag_field="role"):
     content: str | list[ContentPart] | None = None
     name: str | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
     tool_calls: list[ToolCall] | UnsetType = UNSET
-    function_call: FunctionCall | None | UnsetType = UNSET
+    function_call: FunctionCall | UnsetType | None = UNSET
     # Reasoning text of an earlier turn (DeepSeek/Qwen extension); adapters decide.
-    reasoning_content: str | None | UnsetType = UNSET
+    reasoning_content: str | UnsetType | None = UNSET
 
 
 class ToolMessage(Wire, kw_only=True, tag="tool", tag_field="role"):
@@ -128,7 +128,7 @@ class FunctionDef(Wire, kw_only=True):
     name: str
     description: str | UnsetType = UNSET
     parameters: dict[str, Any] | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class Tool(Wire, kw_only=True):
@@ -146,15 +146,15 @@ class NamedToolChoice(Wire, kw_only=True):
 
 
 class StreamOptions(Wire, kw_only=True):
-    include_usage: bool | None | UnsetType = UNSET
-    include_obfuscation: bool | None | UnsetType = UNSET
+    include_usage: bool | UnsetType | None = UNSET
+    include_obfuscation: bool | UnsetType | None = UNSET
 
 
 class JSONSchemaFormat(Wire, kw_only=True):
     name: str
     schema: dict[str, Any] | UnsetType = UNSET
     description: str | UnsetType = UNSET
-    strict: bool | None | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class ResponseFormat(Wire, kw_only=True):
@@ -174,27 +174,27 @@ class ChatRequest(Wire, kw_only=True):
 
     model: str
     messages: Annotated[list[Message], Meta(min_length=1)]
-    stream: bool | None | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    temperature: Temperature | None | UnsetType = UNSET
-    top_p: Probability | None | UnsetType = UNSET
-    top_k: PositiveInt | None | UnsetType = UNSET  # extension (Anthropic, Gemini, Qwen)
-    n: Annotated[int, Meta(ge=1, le=128)] | None | UnsetType = UNSET
-    max_tokens: PositiveInt | None | UnsetType = UNSET
-    max_completion_tokens: PositiveInt | None | UnsetType = UNSET
-    stop: str | Annotated[list[str], Meta(max_length=4)] | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
-    presence_penalty: Penalty | None | UnsetType = UNSET
-    frequency_penalty: Penalty | None | UnsetType = UNSET
-    logit_bias: dict[str, int] | None | UnsetType = UNSET
-    logprobs: bool | None | UnsetType = UNSET
-    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None | UnsetType = UNSET
+    stream: bool | UnsetType | None = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    temperature: Temperature | UnsetType | None = UNSET
+    top_p: Probability | UnsetType | None = UNSET
+    top_k: PositiveInt | UnsetType | None = UNSET  # extension (Anthropic, Gemini, Qwen)
+    n: Annotated[int, Meta(ge=1, le=128)] | UnsetType | None = UNSET
+    max_tokens: PositiveInt | UnsetType | None = UNSET
+    max_completion_tokens: PositiveInt | UnsetType | None = UNSET
+    stop: str | Annotated[list[str], Meta(max_length=4)] | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
+    presence_penalty: Penalty | UnsetType | None = UNSET
+    frequency_penalty: Penalty | UnsetType | None = UNSET
+    logit_bias: dict[str, int] | UnsetType | None = UNSET
+    logprobs: bool | UnsetType | None = UNSET
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | UnsetType | None = UNSET
     user: str | UnsetType = UNSET
     tools: list[Tool] | UnsetType = UNSET
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | UnsetType = UNSET
     parallel_tool_calls: bool | UnsetType = UNSET
     response_format: ResponseFormat | UnsetType = UNSET
-    reasoning_effort: str | None | UnsetType = UNSET
+    reasoning_effort: str | UnsetType | None = UNSET
 
     @property
     def is_stream(self) -> bool:
@@ -238,8 +238,8 @@ class CompletionUsage(Wire, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
-    prompt_tokens_details: PromptTokensDetails | None | UnsetType = UNSET
-    completion_tokens_details: CompletionTokensDetails | None | UnsetType = UNSET
+    prompt_tokens_details: PromptTokensDetails | UnsetType | None = UNSET
+    completion_tokens_details: CompletionTokensDetails | UnsetType | None = UNSET
     # Extension: true when the provider reported no usage and the gateway estimated it.
     estimated: bool | UnsetType = UNSET
 
@@ -278,8 +278,8 @@ class ChatCompletion(Wire, kw_only=True):
     model: str
     choices: list[Choice]
     usage: CompletionUsage | UnsetType = UNSET
-    system_fingerprint: str | None | UnsetType = UNSET
-    service_tier: str | None | UnsetType = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
 
 
 # --- streaming --------------------------------------------------------------------------
@@ -299,9 +299,9 @@ class ToolCallDelta(Wire, kw_only=True):
 
 class ChoiceDelta(Wire, kw_only=True):
     role: Literal["assistant"] | UnsetType = UNSET
-    content: str | None | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
     reasoning_content: str | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 
@@ -320,8 +320,8 @@ class ChatCompletionChunk(Wire, kw_only=True):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: CompletionUsage | None | UnsetType = UNSET
-    system_fingerprint: str | None | UnsetType = UNSET
+    usage: CompletionUsage | UnsetType | None = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
 
 
 class Delta(msgspec.Struct, kw_only=True, gc=False):

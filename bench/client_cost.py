@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import orjson
 
-from aiogw.upstream import http
 from aiogw.bench.chunk_cost import _openai
 from aiogw.bench.run import _cpu_plan, _pin, request_body, start_listening
+from aiogw.upstream import http
 
 HEADERS = {"content-type": "application/json", "authorization": "Bearer sk-bench-client-cost"}
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # run as the mock upstream
     args = ap.parse_args(argv)
     if args.loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - a dependency except on Windows
+        import uvloop
 
         uvloop.install()
     if args.serve:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from aiogw.upstream import http
 from aiogw.bench.sim_core import DONE
+from aiogw.upstream import http
 
 Mode = Literal["closed", "open"]
 
@@ -123,7 +123,7 @@ async def run_load(spec: LoadSpec, progress: Callable[[int], None] | None = None
 
             await asyncio.gather(*(user(i) for i in range(spec.concurrency)))
         else:
-            rng = random.Random(0)  # noqa: S311 - arrival times, not security
+            rng = random.Random(0)
             in_flight: set[asyncio.Task[None]] = set()
             due = started
             while due < stop_at and sent < spec.max_requests:

@@ -73,7 +73,7 @@ def start_simulator(args: argparse.Namespace, cpus: set[int] | None) -> Proc:
 
 def start_listening(cmd: list[str], what: str, cpus: set[int] | None) -> Proc:
     """A server of ours that prints "… listening on URL" once it listens, pinned to `cpus`."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE)  # noqa: S603 - our own module
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     assert p.stdout is not None
     line = p.stdout.readline().decode()
     if "listening on" not in line:
@@ -107,13 +107,13 @@ def start_gateway(sim_url: str, fmt: str, cpus: set[int] | None, workdir: Path) 
     cfg = workdir / "aiogw-bench.json"
     cfg.write_text(json.dumps(gateway_config(sim_url, fmt, port)))
     cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(cfg)]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _pin(p.pid, cpus)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:  # noqa: S310 - loopback
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
                 if r.status == 200:
                     return Proc(p, url)
         except OSError:
@@ -162,7 +162,7 @@ class Row:
 @contextlib.contextmanager
 def _progress(total_s: float) -> Iterator[Any]:
     try:
-        from tqdm import tqdm  # noqa: PLC0415 - optional (the `bench` extra)
+        from tqdm import tqdm
     except ImportError:
         yield lambda n: None
         return
@@ -250,10 +250,10 @@ def markdown(lines: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[Row], lines: list[dict[str, Any]], path: Path) -> bool:
     try:
-        import matplotlib  # noqa: PLC0415 - optional (the `bench` extra)
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -277,7 +277,7 @@ def plot(rows: list[Row], lines: list[dict[str, Any]], path: Path) -> bool:
 
 async def _bench(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any load runs
     gw_cpus, load_cpus = _cpu_plan() if not args.no_pin else (None, None)
     _pin(0, load_cpus)
     procs: list[Proc] = []

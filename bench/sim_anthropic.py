@@ -239,7 +239,7 @@ def invalid(body: dict[str, Any]) -> str | None:
                 tid = b.get("id") if kind == "tool_use" else b.get("tool_use_id")
                 if not isinstance(tid, str) or not _TOOL_ID.match(tid):
                     return f"messages.{i}.content.{j}.{kind}.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
-            if kind == "tool_use" and m["role"] != "assistant" or kind == "tool_result" and m["role"] != "user":
+            if (kind == "tool_use" and m["role"] != "assistant") or (kind == "tool_result" and m["role"] != "user"):
                 return f"messages.{i}.content.{j}: {kind} blocks are not allowed in {m['role']} messages"
     if msgs and msgs[0].get("role") != "user":
         return 'messages: first message must use the "user" role'

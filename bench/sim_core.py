@@ -60,10 +60,7 @@ class Stats:
     last_request: dict[str, Any] = field(default_factory=dict)
 
 
-WORDS = (
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
-    "labore et dolore magna aliqua gateway stream token provider latency failover routing"
-).split()
+WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "gateway", "stream", "token", "provider", "latency", "failover", "routing"]
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {  # status -> (type, code, message)
     400: ("invalid_request_error", None, "Invalid request (simulated)."),
@@ -299,7 +296,7 @@ class SimulatorState:
 
     def take_fault(self, p: Profile) -> bool:
         """Does this request get the profile's fault? Counts down `fault_count`."""
-        if p.fault == "none" or (p.fault_rate < 1.0 and random.random() >= p.fault_rate):  # noqa: S311
+        if p.fault == "none" or (p.fault_rate < 1.0 and random.random() >= p.fault_rate):
             return False
         if p.fault_count is not None:
             if p.fault_count <= 0:

@@ -205,7 +205,7 @@ class Dialect:
         prefix = {"mistral": "", "deepseek": "call_", "qwen": "call_"}[name]
         size = 9 if name == "mistral" else 22
         alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-        self.tools = [(prefix + "".join(random.choice(alphabet) for _ in range(size)), n, a) for _, n, a in self.a.tool_calls]  # noqa: S311
+        self.tools = [(prefix + "".join(random.choice(alphabet) for _ in range(size)), n, a) for _, n, a in self.a.tool_calls]
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         system = " ".join(_text(m.get("content")) for m in body["messages"] if m.get("role") == "system")
         self.cached = min(self.a.prompt_tokens, len(system) // 4) if name == "deepseek" else 0

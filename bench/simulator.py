@@ -102,7 +102,7 @@ async def embeddings(request: web.Request) -> web.Response:
     got = await _accepted(request)
     if isinstance(got, web.Response):
         return got
-    state, p, stats, body = got
+    state, p, _stats, body = got
     if "input" not in body or "model" not in body:
         missing = "model" if "model" not in body else "input"
         return json_error(400, message=f"Missing required parameter: '{missing}'.", param=missing)
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spaced-json", action="store_true", help='OpenAI-format JSON spelled as json.dumps does (", " and ": ")')
     args = ap.parse_args(argv)
     try:
-        import uvloop  # noqa: PLC0415 - optional speed-up
+        import uvloop
 
         uvloop.install()
     except ImportError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from blockbuster import blockbuster_ctx
 from aiohttp.test_utils import TestServer
+from blockbuster import blockbuster_ctx
 from openai import AsyncOpenAI
 
 from aiogw.bench.sim_core import Profile

@@ -81,7 +81,7 @@ class Reservation:
     shared: bool = False  # rpm/tpm were taken from the shared (Redis) buckets
 
 
-class LimitExceeded(Exception):  # noqa: N818 - a decision, not a failure
+class LimitExceeded(Exception):
     def __init__(self, target_id: str, reason: str, retry_after_s: float) -> None:
         super().__init__(f"{target_id} at its {reason} limit")
         self.target_id = target_id

@@ -9,7 +9,7 @@ import os
 from aiogw.adapters._base import Target
 from aiogw.attempts.gate import _LostRace
 from aiogw.attempts.outcome import ClientDisconnected
-from aiogw.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout, TimeoutPhase
+from aiogw.errors import TimeoutPhase, UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from aiogw.upstream import http
 
 
@@ -26,8 +26,18 @@ class _Bounds:
     timer per piece)."""
 
     __slots__ = (
-        "_loop", "_target", "_deadline", "_end", "_when", "_phase", "_task", "_cancelling", "_handle", "_fired",
-        "_armed", "_watched",
+        "_armed",
+        "_cancelling",
+        "_deadline",
+        "_end",
+        "_fired",
+        "_handle",
+        "_loop",
+        "_phase",
+        "_target",
+        "_task",
+        "_watched",
+        "_when",
     )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, deadline: float | None) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiogw.accounting.ledger import Ledger, charge
 from aiogw.adapters._base import Adapter, Target
-from aiogw.admission.limits import LimitExceeded, Limiter, Reservation
+from aiogw.admission.limits import Limiter, LimitExceeded, Reservation
 from aiogw.attempts.gate import _AttemptFailed, _FailedAfterCommit, _Gate, _LostRace
 from aiogw.attempts.hedge import run_hedged
 from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, ClientDisconnected, Control, Outcome, StreamSink

@@ -9,11 +9,11 @@ import asyncio
 from aiogw.errors import UpstreamError
 
 
-class _LostRace(Exception):  # noqa: N818 - an event, not a failure
+class _LostRace(Exception):
     """A hedged attempt produced its first token after another attempt had won."""
 
 
-class _FailedAfterCommit(Exception):  # noqa: N818 - carries the attempt's error past the loop
+class _FailedAfterCommit(Exception):
     def __init__(self, error: UpstreamError) -> None:
         self.error = error
 
@@ -44,5 +44,5 @@ class _Gate:
         return self.owner is self or (self.owner is not None and self.owner is asyncio.current_task())
 
 
-class _AttemptFailed(Exception):  # noqa: N818 - control flow inside the walk
+class _AttemptFailed(Exception):
     """An attempt failed in a way that lets the walk go on (recorded already)."""

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from aiogw.accounting.cost import cost_usd
 from aiogw.adapters._base import Target
 from aiogw.config import HealthCheckConfig
-from aiogw.accounting.cost import cost_usd
 from aiogw.errors import InvalidRequest, UpstreamError
 from aiogw.routing.health import NOT_THE_TARGETS_FAULT, BreakerState
 from aiogw.routing.health import now as health_now

@@ -13,7 +13,7 @@ from aiogw.runtime import ModelRoute
 from aiogw.types import CompletionUsage, FinishReason
 
 
-class ClientDisconnected(Exception):  # noqa: N818 - an event, not a failure
+class ClientDisconnected(Exception):
     """The client went away while we were writing to it."""
 
 

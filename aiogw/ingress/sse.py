@@ -34,10 +34,10 @@ class SSESink:
         "_interval",
         "_outcome",
         "_request",
+        "_seen",
         "_timer",
         "_writes",
         "_writing",
-        "_seen",
         "response",
         "started",
     )

@@ -12,7 +12,7 @@ from aiogw.config import RetryConfig
 def backoff_s(policy: RetryConfig, round_no: int, rng: random.Random | None = None) -> float:
     """Full jitter (AWS architecture blog): uniform(0, min(cap, base * 2**round))."""
     ceiling = min(policy.backoff_max_ms, policy.backoff_base_ms * (2**round_no))
-    return (rng or random).uniform(0, ceiling) / 1000  # noqa: S311 - jitter, not security
+    return (rng or random).uniform(0, ceiling) / 1000
 
 
 class RetryBudget:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from aiogw.adapters._base import Target
 from aiogw.accounting.cost import estimate_usd
+from aiogw.adapters._base import Target
 from aiogw.routing.health import HealthStore
 from aiogw.runtime import ModelRoute
 
@@ -40,7 +40,7 @@ class Plan:
 class Router:
     def __init__(self, health: HealthStore, rng: random.Random | None = None) -> None:
         self._health = health
-        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not security
+        self._rng = rng or random.Random()
 
     def plan(
         self,

@@ -8,32 +8,32 @@ in OpenAI's error shape too.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 import errno
 import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 import aiogw.version  # noqa: F401 - read before any loop runs; tracing, loaded lazily, uses it
-from aiogw.upstream import http
-from aiogw.config import Config
 from aiogw.admission.limits import Limiter
 from aiogw.attempts.dispatcher import Dispatcher
+from aiogw.config import Config
 from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
 from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
-from aiogw.server.handlers import ROUTES
 from aiogw.server import cors, metrics, pages
+from aiogw.server.handlers import ROUTES
 from aiogw.server.keys import CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE, METRICS, RUNTIME, TRACING
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
+from aiogw.upstream import http
 
 if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is configured
     from aiogw.telemetry.tracing import Tracing
@@ -59,7 +59,7 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     health = LocalHealth(runtime.breaker_default, runtime.breaker_policies, configured=runtime.configured)
     shared = None
     if state.redis_url:
-        from aiogw.state.shared import SharedState  # the redis client only when configured
+        from aiogw.state.shared import SharedState  # noqa: PLC0415 - the redis client only when configured
 
         shared = SharedState(state, health)
     limiter = Limiter(configured=runtime.configured, fleet_levels=shared.fleet_levels if shared is not None else None)
@@ -71,7 +71,7 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
         if shared is not None:
             await shared.start()
         if runtime.health_checks:
-            from aiogw.attempts.health_check import HealthChecker  # only when some target has checks
+            from aiogw.attempts.health_check import HealthChecker  # noqa: PLC0415 - only when some target has checks
 
             checker = app[HEALTH_CHECKER] = HealthChecker(dispatcher, runtime, app[METRICS])
             checker.start()
@@ -174,7 +174,7 @@ class ListenError(Exception):
 def _tracing(config: Config) -> Tracing | None:
     if not config.telemetry.otlp_endpoint:  # unset or "" (`${OTEL_EXPORTER_OTLP_ENDPOINT:-}`)
         return None  # the OpenTelemetry SDK is not even imported
-    from aiogw.telemetry.tracing import Tracing
+    from aiogw.telemetry.tracing import Tracing  # noqa: PLC0415 - the OpenTelemetry SDK only when configured
 
     return Tracing(config.telemetry)
 

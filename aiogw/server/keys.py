@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from aiogw.upstream import http
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.attempts.outcome import Outcome
 from aiogw.runtime import Runtime
 from aiogw.server.cors import CorsPolicy
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.telemetry.metrics import GatewayMetrics
+from aiogw.upstream import http
 
 if TYPE_CHECKING:  # both imported only when configured
     from aiogw.attempts.health_check import HealthChecker

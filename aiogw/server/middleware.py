@@ -21,8 +21,8 @@ from aiogw.errors import (
 from aiogw.ids import hex_id
 from aiogw.ingress.body import too_large
 from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
-from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 from aiogw.telemetry import semconv as sc
+from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 
 log = get_logger("aiogw.request")
 

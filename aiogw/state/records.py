@@ -36,7 +36,7 @@ _decode_version = msgspec.json.Decoder(_Version).decode
 _decode_record = msgspec.json.Decoder(BreakerRecord).decode
 
 
-class BadRecord(Exception):  # noqa: N818 - a verdict on data, raised to the one guard
+class BadRecord(Exception):
     """A record read back from Redis that this aiogw cannot use."""
 
     def __init__(self, kind: Literal["not_json", "invalid", "newer_version"], detail: str) -> None:

@@ -457,7 +457,7 @@ class SharedState:
                 await coro  # type: ignore[misc]
             except _REDIS_DOWN as exc:
                 self._down(exc)
-            except Exception as exc:  # noqa: BLE001 - a bug: said out loud, not lost with the task
+            except Exception as exc:
                 log.error("state.call_failed", error=f"{type(exc).__name__}: {exc}", replica=self.replica, exc_info=exc)
 
         task = asyncio.get_running_loop().create_task(run())

@@ -22,10 +22,9 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from aiogw.version import __version__
 from aiogw.config import TelemetryConfig
 from aiogw.telemetry import semconv as sc
-
+from aiogw.version import __version__
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 

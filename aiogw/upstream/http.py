@@ -95,7 +95,7 @@ class Response:
     """One upstream response: status and headers once they have arrived, then the body,
     read whole (`read`) or piece by piece as it arrives (`iter_any`)."""
 
-    __slots__ = ("status", "headers", "_conn", "_pieces", "_buffered", "_done", "_error", "_waiter", "_since", "_inflate")
+    __slots__ = ("_buffered", "_conn", "_done", "_error", "_inflate", "_pieces", "_since", "_waiter", "headers", "status")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -523,7 +523,7 @@ class Client:
 
 
 class _Exchange:
-    __slots__ = ("_client", "_url", "_body", "_headers", "_timeout", "_egress", "_conn", "_pool")
+    __slots__ = ("_body", "_client", "_conn", "_egress", "_headers", "_pool", "_timeout", "_url")
 
     def __init__(
         self, client: Client, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None, egress: Egress | None

@@ -9,9 +9,8 @@ import shutil
 
 import aiohttp
 import pytest
-from playwright.async_api import async_playwright
-
 from conftest import both_spellings, gateway_config
+from playwright.async_api import async_playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

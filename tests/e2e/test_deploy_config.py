@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from openai import AsyncOpenAI
-
 from procs import start_aiogw
 
 CONFIG = Path(__file__).parents[2] / "deploy" / "aiogw.compose.yaml"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from procs import start_aiogw
 
 DEPLOY = Path(__file__).parents[2] / "deploy"

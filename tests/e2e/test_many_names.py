@@ -10,11 +10,11 @@ import statistics
 
 import aiohttp
 import pytest
+from conftest import SIM_KEY
+from procs import start_aiogw
 
 from aiogw.bench.load import cpu_seconds
 from aiogw.names import MAX_DIRECT_TARGETS
-from conftest import SIM_KEY
-from procs import start_aiogw
 
 MSG = [{"role": "user", "content": "hi"}]
 CONCURRENCY = 32

@@ -7,9 +7,8 @@ import json
 
 import aiohttp
 import pytest
-from openai import AsyncOpenAI
-
 from conftest import SIM_KEY
+from openai import AsyncOpenAI
 from procs import run_aiogw, start_aiogw, without_packages
 
 MSG = [{"role": "user", "content": "Hello"}]

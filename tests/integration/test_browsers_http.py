@@ -7,9 +7,8 @@ import time
 
 import aiohttp
 import pytest
-from openai import AsyncOpenAI
-
 from conftest import SIM_KEY, gateway_config
+from openai import AsyncOpenAI
 from sse_client import accumulate, chunks
 
 ORIGIN = "https://app.example.com"

@@ -10,6 +10,7 @@ import openai
 import pytest
 import redis as redis_client
 from aiohttp import web
+from conftest import SIM_KEY
 from openai import AsyncOpenAI
 
 from aiogw.config import StateConfig, from_builtins
@@ -18,7 +19,6 @@ from aiogw.routing.health import LocalHealth
 from aiogw.routing.health import now as health_now
 from aiogw.server.keys import DISPATCHER, METRICS
 from aiogw.state.shared import SharedState
-from conftest import SIM_KEY
 
 MSG = [{"role": "user", "content": "hi"}]
 

@@ -12,7 +12,6 @@ import zlib
 import aiohttp
 import openai
 import pytest
-
 import raw_http
 from conftest import SIM_KEY, gateway_config
 from sse_client import events

@@ -23,14 +23,14 @@ import threading
 import zlib
 
 import pytest
+import raw_http
 from aiohttp import web
+from conftest import gateway_config
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import raw_http
 from aiogw.bench.simulator import start_simulator
 from aiogw.server.app import GatewayRunner, create_app
-from conftest import gateway_config
 
 MAX_BODY = 64 * 1024
 BOMB = gzip.compress(b'{"model": "fast", "messages": [{"role": "user", "content": "' + b"a" * (4 * MAX_BODY) + b'"}]}')
@@ -92,13 +92,13 @@ def deep(draw: st.DrawFn) -> bytes:
     if where == "body":
         return nested.encode()
     if where == "parameters":
-        tools = '[{"type": "function", "function": {"name": "f", "parameters": {"x": %s}}}]' % nested
-        return ('{"model": "fast", "messages": %s, "tools": %s}' % (msg, tools)).encode()
+        tools = f'[{{"type": "function", "function": {{"name": "f", "parameters": {{"x": {nested}}}}}}}]'
+        return (f'{{"model": "fast", "messages": {msg}, "tools": {tools}}}').encode()
     if where == "content":
-        return ('{"model": "fast", "messages": [{"role": "user", "content": %s}]}' % nested).encode()
+        return (f'{{"model": "fast", "messages": [{{"role": "user", "content": {nested}}}]}}').encode()
     if where == "message":
-        return ('{"model": "fast", "messages": [{"role": "user", "content": "hi", "x": %s}]}' % nested).encode()
-    return ('{"model": "compat-model", "messages": %s, "metadata": %s}' % (msg, nested)).encode()
+        return (f'{{"model": "fast", "messages": [{{"role": "user", "content": "hi", "x": {nested}}}]}}').encode()
+    return (f'{{"model": "compat-model", "messages": {msg}, "metadata": {nested}}}').encode()
 
 
 @st.composite

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from conftest import SIM_KEY, both_spellings, gateway_config
 from openai import AsyncOpenAI, NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import SIM_KEY, both_spellings, gateway_config
 
 
 async def scrape(url: str) -> dict[str, dict[tuple, float]]:

@@ -172,7 +172,7 @@ def tool_args(calls) -> list[tuple[str, Any]]:
 @both_spellings
 @pytest.mark.parametrize("name", list(PROVIDERS))
 async def test_text_matches_the_native_answer_streaming_and_not(sim, gw, name):
-    url, client = gw
+    _url, client = gw
     p = PROVIDERS[name]
     r = await client.chat.completions.create(model=name, messages=MSG)
     native = await native_answer(sim, p)
@@ -194,7 +194,7 @@ async def test_text_matches_the_native_answer_streaming_and_not(sim, gw, name):
 @pytest.mark.parametrize("name", list(PROVIDERS))
 @pytest.mark.parametrize("stream", [False, True])
 async def test_tool_calls_match_the_native_answer(sim, gw, name, stream):
-    url, client = gw
+    _url, client = gw
     p = PROVIDERS[name]
     kw = {"model": name, "messages": MSG, "tools": TOOLS, "tool_choice": "required"}
     if stream:
@@ -211,7 +211,7 @@ async def test_tool_calls_match_the_native_answer(sim, gw, name, stream):
 @pytest.mark.parametrize("name", list(PROVIDERS))
 @pytest.mark.parametrize(("status", "expect"), [("overload", 503), (429, 429), (500, 502)])
 async def test_native_errors_become_openai_errors(sim, gw, name, status, expect):
-    url, client = gw
+    _url, client = gw
     p = PROVIDERS[name]
     sim.set_profile(p.account, fault="status", fault_status=p.status_of_overload if status == "overload" else status)
     with pytest.raises(openai.APIStatusError) as exc:

@@ -54,7 +54,7 @@ async def test_429_everywhere_gives_the_client_429_with_retry_after(sim, make_ga
     sim.set_profile("default", fault="status", fault_status=429)
     sim.set_profile("compat", fault="status", fault_status=429)
     url, _ = await make_gateway(two_targets(sim, routing={"retry": {"max_rounds": 0}}))
-    status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
+    status, headers, _raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 429
     assert headers["retry-after"] == "1"
     assert headers["x-should-retry"] == "false"
@@ -220,7 +220,7 @@ async def test_provider_rate_limit_headers_tighten_the_local_view(sim, make_gate
     # The simulator reports 0 requests remaining on its 429 (reset 6 ms in RATE_HEADERS);
     # a 429 answer teaches the limiter to hold off until the reset.
     sim.set_profile("default", fault="status", fault_status=429, fault_count=1)
-    url, app = await make_gateway(two_targets(sim, routing={"retry": {"max_rounds": 0}}))
+    url, _app = await make_gateway(two_targets(sim, routing={"retry": {"max_rounds": 0}}))
     status, headers, _ = await post(url, {"model": "fast", "messages": MSG})
     assert status == 200 and headers["x-aiogw-provider"] == "compat"
     async with aiohttp.ClientSession() as s, s.get(f"{url}/gateway/health") as r:
@@ -247,7 +247,7 @@ async def test_request_deadline_header_bounds_every_attempt(sim, make_gateway):
     sim.set_profile("default", fault="hang")
     sim.set_profile("compat", fault="hang")
     url, _ = await make_gateway(two_targets(sim))
-    status, headers, raw = await post(url, {"model": "fast", "messages": MSG}, {"x-aiogw-timeout-ms": "300"})
+    status, _headers, raw = await post(url, {"model": "fast", "messages": MSG}, {"x-aiogw-timeout-ms": "300"})
     assert status == 504
     assert "deadline" in (await error_of(raw))["message"]
     assert sim.stats("compat")["requests"] == 0  # no time left for a second attempt
@@ -358,7 +358,7 @@ async def test_translated_stream_carries_cost_too(sim, make_gateway):
         {"provider": "compat", "model": "sim-llama", "price": {"input": 3.0, "output": 4.0}},
     ])
     url, _ = await make_gateway(cfg)
-    status, _, raw = await post(url, {"model": "fast", "messages": MSG, "stream": True,
+    _status, _, raw = await post(url, {"model": "fast", "messages": MSG, "stream": True,
                                       "stream_options": {"include_usage": True}})
     usage = [c for c in chunks(raw) if c.get("usage")][-1]["usage"]
     assert usage["cost_usd"] == pytest.approx((usage["prompt_tokens"] * 3 + usage["completion_tokens"] * 4) / 1e6)

@@ -11,19 +11,19 @@ import aiohttp
 import openai
 import pytest
 import redis as redis_client
-from structlog.testing import capture_logs
+from conftest import SIM_KEY
+from conftest import until as _until
 from openai import AsyncOpenAI
+from procs import start_aiogw
+from structlog.testing import capture_logs
 
 from aiogw.adapters._base import Target
+from aiogw.admission.limits import LimitExceeded
 from aiogw.config import StateConfig
 from aiogw.errors import FailureClass
 from aiogw.routing.health import LocalHealth
 from aiogw.routing.health import now as health_now
-from aiogw.admission.limits import LimitExceeded
 from aiogw.state.shared import SharedState, redacted
-from conftest import SIM_KEY
-from conftest import until as _until
-from procs import start_aiogw
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -81,7 +81,7 @@ async def test_tpm_reservation_is_settled_with_real_usage(redis_server):
 
 
 async def test_breaker_transitions_and_window_counts_reach_the_other_replica(redis_server):
-    async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
+    async with _pair(redis_server, sync_interval_ms=50) as ((ha, _sa), (hb, _sb)):
         a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
         now = health_now()
         for _ in range(3):
@@ -116,7 +116,7 @@ async def test_busy_targets_lease_their_rate_without_exceeding_it(redis_server):
 
 
 async def test_concurrent_takes_share_one_lease_and_lose_no_units(redis_server):
-    async with _pair(redis_server) as ((_, sa), (_, sb)):
+    async with _pair(redis_server) as ((_, sa), (_, _sb)):
         t = _target(rpm=60_000)
         # 50 takes of one replica all go to Redis at once (no lease yet): every unit they
         # bring back must land in the one lease, not in leases that overwrite each other.
@@ -144,7 +144,7 @@ async def test_a_refunded_take_is_spent_again_without_a_round_trip(redis_server)
 
 
 async def test_window_sums_drop_seconds_that_leave_the_window(redis_server):
-    async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
+    async with _pair(redis_server, sync_interval_ms=50) as ((ha, _sa), (hb, _sb)):
         r = redis_client.Redis(port=redis_server.port)
         sec = int(r.time()[0])
         # Another replica's counts from 70 s and 30 s ago, as the sync script keeps them.
@@ -177,7 +177,7 @@ async def test_a_stalled_redis_costs_one_bounded_call_then_none(redis_server):
     import os
     import signal
 
-    async with _pair(redis_server, timeout_ms=50) as ((_, sa), (_, sb)):
+    async with _pair(redis_server, timeout_ms=50) as ((_, sa), (_, _sb)):
         t = _target(rpm=600)
         assert await sa.take(t, 1)
         calls = 0
@@ -483,7 +483,7 @@ async def test_garbage_in_redis_is_skipped_logged_once_per_kind_and_sync_goes_on
 
 
 async def test_a_record_of_an_older_aiogw_without_a_version_is_still_applied(redis_server):
-    async with _pair(redis_server, sync_interval_ms=50) as ((_, sa), (hb, sb)):
+    async with _pair(redis_server, sync_interval_ms=50) as ((_, _sa), (hb, _sb)):
         b = hb.get("acct/model-x")
         r = redis_client.Redis(port=redis_server.port)
         at = int(r.time()[0]) * 1000
@@ -496,7 +496,7 @@ async def test_a_record_of_an_older_aiogw_without_a_version_is_still_applied(red
 
 async def test_a_sync_loop_that_dies_is_logged_and_restarted(redis_server):
     with capture_logs() as logs:
-        async with _pair(redis_server, sync_interval_ms=50) as ((ha, sa), (hb, sb)):
+        async with _pair(redis_server, sync_interval_ms=50) as ((ha, _sa), (hb, sb)):
             a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
             real = sb._return_expired_leases
             calls = 0
@@ -523,7 +523,7 @@ async def test_a_sync_loop_that_dies_is_logged_and_restarted(redis_server):
 async def test_a_listener_that_dies_is_logged_and_restarted(redis_server):
     with capture_logs() as logs:
         # The sync loop comes by every 10 s: within the test only pub/sub can bring b the news.
-        async with _pair(redis_server, sync_interval_ms=10_000) as ((ha, sa), (hb, sb)):
+        async with _pair(redis_server, sync_interval_ms=10_000) as ((ha, _sa), (hb, sb)):
             a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
             real = sb._apply
             calls = 0

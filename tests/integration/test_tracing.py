@@ -9,10 +9,12 @@ import asyncio
 import aiohttp
 import pytest
 from aiohttp import web
-from openai import AsyncOpenAI
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
-
 from conftest import SIM_KEY, gateway_config
+from openai import AsyncOpenAI
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -48,7 +50,7 @@ def attrs(span) -> dict:
     for a in span.attributes:
         v = a.value
         kind = v.WhichOneof("value")
-        out[a.key] = list(x.string_value for x in v.array_value.values) if kind == "array_value" else getattr(v, kind)
+        out[a.key] = [x.string_value for x in v.array_value.values] if kind == "array_value" else getattr(v, kind)
     return out
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from procs import without_packages
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}

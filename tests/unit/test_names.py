@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from aiogw.config import from_builtins
 from aiogw.accounting.ledger import Ledger
 from aiogw.attempts.dispatcher import Dispatcher
+from aiogw.config import from_builtins
 from aiogw.errors import ConfigError, InvalidRequest, ModelNotFound
 from aiogw.names import MAX_DIRECT_TARGETS, MAX_SPEND_ROWS, PerTarget, Recent, model_name_problem
 from aiogw.runtime import Runtime

@@ -104,7 +104,8 @@ def test_ci_runs_exactly_the_readme_test_command_and_both_install_the_pinned_ver
     tests = sh_block_after(readme, "Run the whole test suite:")
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip() and not line.startswith("#")]
     assert tests in ci
-    assert "pip install -c constraints.txt '.[test]'" in tests
+    assert "pip install -c constraints.txt '.[test,lint]'" in tests
+    assert tests.endswith("tests/check")  # lint, types, then pytest
     demo = sh_block_after(readme, "Run the demo")
     assert "pip install -c constraints.txt . " in demo  # no extra: the demo needs none (tests/e2e/test_process.py)
 

@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from aiogw.adapters._base import RateLimitInfo, Target
-from aiogw.config import BreakerConfig, RetryConfig
 from aiogw.accounting.cost import cost_usd, listed_price, resolve_price
+from aiogw.adapters._base import RateLimitInfo, Target
+from aiogw.admission.limits import Limiter, LimitExceeded
+from aiogw.config import BreakerConfig, RetryConfig
 from aiogw.errors import FailureClass
 from aiogw.routing.health import LocalHealth, SlidingWindow, TargetHealth
-from aiogw.admission.limits import LimitExceeded, Limiter
 from aiogw.routing.retry import RetryBudget, backoff_s
 from aiogw.routing.router import Router
 from aiogw.runtime import ModelRoute

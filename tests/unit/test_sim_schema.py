@@ -3,7 +3,7 @@ schema (checked by jsonschema), for the schemas clients send."""
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 import jsonschema
@@ -14,7 +14,7 @@ from openai.lib._pydantic import to_strict_json_schema
 from aiogw.bench.sim_schema import instance
 
 
-class Color(str, Enum):
+class Color(StrEnum):
     red = "red"
     blue = "blue"
 

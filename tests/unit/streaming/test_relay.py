@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from replay import feed_in_pieces
+from sse_client import accumulate, chunks
 
 from aiogw.adapters import openai as openai_adapter
 from aiogw.adapters._base import Target
@@ -13,8 +15,6 @@ from aiogw.errors import UpstreamError, UpstreamProtocolError
 from aiogw.streaming.encode import ChunkEncoder
 from aiogw.streaming.relay import PassthroughRelay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
-from replay import feed_in_pieces
-from sse_client import accumulate, chunks
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "openai"
 TARGET = Target(id="sim/gpt-4o", provider="sim", type="openai", model="gpt-4o", base_url="http://x")

@@ -150,9 +150,8 @@ def reference(stream: bytes, max_event_bytes: int | None = None):
         elif name == b"id":
             if b"\x00" not in value:
                 last_id = value.decode("utf-8", "replace")
-        elif name == b"retry":
-            if value and all(48 <= c <= 57 for c in value):
-                retry = retry_ms = int(value)
+        elif name == b"retry" and value and all(48 <= c <= 57 for c in value):
+            retry = retry_ms = int(value)
     truncated = False
     if data_lines:  # EOF with an unterminated event: keep it only if it is complete
         data = b"\n".join(data_lines)
