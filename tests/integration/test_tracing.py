@@ -4,7 +4,6 @@ attributes, failover reasons, cost, and W3C traceparent both ways."""
 
 from __future__ import annotations
 
-import asyncio
 
 import aiohttp
 import pytest
@@ -12,7 +11,7 @@ from aiohttp import web
 from openai import AsyncOpenAI
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
-from conftest import SIM_KEY, gateway_config
+from conftest import SIM_KEY, gateway_config, until
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -36,10 +35,9 @@ class Collector:
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf")
 
     async def wait_for(self, n: int, timeout: float = 15.0) -> list:
-        for _ in range(int(timeout / 0.05)):
-            if len(self.spans) >= n:
-                return self.spans
-            await asyncio.sleep(0.05)
+        await until(lambda: len(self.spans) >= n, every=0.05, times=int(timeout / 0.05))
+        if len(self.spans) >= n:
+            return self.spans
         raise AssertionError(f"{len(self.spans)} spans arrived, expected {n}")
 
 
