@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from conftest import until
 from procs import start_aiogw
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -121,7 +122,7 @@ async def test_nginx_in_front_of_two_replicas_streams_unbuffered_keeps_ids_and_c
             streams = [asyncio.create_task(_stream(http, base + "/v1/chat/completions", ev)) for ev in started]
             await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 10)
             replicas[0].signal()  # SIGTERM: aiogw-1 drains
-            await asyncio.sleep(0.2)
+            await until(lambda: any(e.get("event") == "server.draining" for e in replicas[0].logs()), every=0.05)
             answers = await asyncio.gather(*(http.post(base + "/v1/chat/completions", json=short) for _ in range(6)))
             assert [r.status for r in answers] == [200] * 6
             for r in answers:

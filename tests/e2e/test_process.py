@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 import pytest
-from conftest import SIM_KEY
+from conftest import SIM_KEY, until
 from openai import AsyncOpenAI
 from procs import run_aiogw, start_aiogw, without_packages
 
@@ -73,12 +73,13 @@ async def test_sigterm_drains_in_flight_streams_then_exits_0(sim, config_file):
         first = await r.content.readany()
         assert first.startswith(b"data: ")
         p.signal()
-        for _ in range(100):
+
+        async def not_ready():
             async with s.get(p.url + "/readyz") as ready:
-                if ready.status == 503:
-                    break
-            await asyncio.sleep(0.02)
-        assert ready.status == 503
+                return ready.status == 503
+
+        await until(not_ready)
+        assert await not_ready()
         async with s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG}) as refused:
             assert refused.status == 503
             assert (await refused.json())["error"]["code"] == "draining"

@@ -3,14 +3,13 @@ header), carried upstream as sent when valid, and never grow shared state."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import openai
 import pytest
 import redis as redis_client
 from aiohttp import web
-from conftest import SIM_KEY
+from conftest import SIM_KEY, until
 from openai import AsyncOpenAI
 
 from aiogw.config import StateConfig, from_builtins
@@ -137,10 +136,7 @@ async def test_targets_addressed_directly_stay_out_of_shared_state(redis_server)
             h.end(now, probe=False, failure=FailureClass.TRANSIENT, latency_ms=5)
             h.force_open(health_now(), "manual")
         b.get("acct/made-up")
-        for _ in range(100):  # b adopts the configured target's breaker
-            if b.get("acct/configured").state == "open":
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: b.get("acct/configured").state == "open")  # b adopts the configured target's breaker
         assert b.get("acct/configured").state == "open"
         await sa._sync_once()
         assert b.get("acct/made-up").state == "closed"  # per replica

@@ -3,7 +3,6 @@ status, and the gateway keeps serving afterwards."""
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import socket
@@ -13,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 import raw_http
-from conftest import SIM_KEY, gateway_config
+from conftest import SIM_KEY, gateway_config, until
 from sse_client import events
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -356,10 +355,7 @@ async def test_client_disconnect_cancels_the_upstream_stream(sim, gateway):
         r = await s.post(f"{gateway}/chat/completions", json={"model": "fast", "messages": MSG, "stream": True})
         await r.content.readany()
         r.close()  # the client goes away mid-stream
-    for _ in range(100):
-        if sim.stats("default")["streams_cancelled"] >= 1:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: sim.stats("default")["streams_cancelled"] >= 1, every=0.05)
     stats = sim.stats("default")
     assert stats["streams_cancelled"] == 1
     assert stats["streams_completed"] == 0

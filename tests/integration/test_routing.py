@@ -8,7 +8,7 @@ import json
 
 import aiohttp
 import pytest
-from conftest import gateway_config
+from conftest import gateway_config, until
 from multidict import CIMultiDict
 from openai import AsyncOpenAI
 from sse_client import accumulate, chunks, events
@@ -30,6 +30,21 @@ async def post(url, body, headers=None):
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{url}/chat/completions", json=body, headers=headers or {}) as r:
             return r.status, CIMultiDict(r.headers), await r.read()
+
+
+async def breaker_state(url, target_id):
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/gateway/health") as r:
+        return {t["id"]: t for t in (await r.json())["targets"]}[target_id]["state"]
+
+
+async def wait_half_open(url, target_id):
+    """Until the breaker's cooldown is over (asking /gateway/health moves it to half-open)."""
+
+    async def half_open():
+        return await breaker_state(url, target_id) == "half_open"
+
+    await until(half_open, every=0.05)
+    assert await breaker_state(url, target_id) == "half_open"
 
 
 async def error_of(raw):
@@ -106,7 +121,8 @@ async def test_an_answer_that_stalls_before_the_commit_point_fails_over_on_the_i
 
 async def test_breaker_opens_then_half_opens_and_closes_when_the_fault_clears(sim, make_gateway):
     sim.set_profile("default", fault="status", fault_status=500)
-    breaker = {"consecutive_failures": 3, "min_calls": 100, "open_s": 0.4, "close_after": 2}
+    # A cooldown long enough for the open phase's requests on a loaded machine; waited out below.
+    breaker = {"consecutive_failures": 3, "min_calls": 100, "open_s": 1.5, "close_after": 2}
     cfg = two_targets(sim, group={"breaker": breaker}, routing={"retry": {"max_rounds": 0}})
     url, _ = await make_gateway(cfg)
     for _ in range(3):
@@ -128,7 +144,7 @@ async def test_breaker_opens_then_half_opens_and_closes_when_the_fault_clears(si
 
     # After the cooldown the breaker lets probes through; healthy probes close it.
     sim.set_profile("default", fault="none")
-    await asyncio.sleep(0.5)
+    await wait_half_open(url, "sim/sim-gpt-fast")
     providers = []
     for _ in range(3):
         status, headers, _ = await post(url, {"model": "fast", "messages": MSG})
@@ -140,15 +156,20 @@ async def test_breaker_opens_then_half_opens_and_closes_when_the_fault_clears(si
 
 
 async def test_a_failed_probe_reopens_the_breaker(sim, make_gateway):
-    sim.set_profile("default", fault="status", fault_status=503)
-    cfg = two_targets(sim, group={"breaker": {"consecutive_failures": 2, "open_s": 0.3}},
+    # A 500 (a 503 would carry a Retry-After, and the target would rest on that instead).
+    sim.set_profile("default", fault="status", fault_status=500)
+    # The cooldown outlasts the two requests after the probe, however loaded the machine.
+    cfg = two_targets(sim, group={"breaker": {"consecutive_failures": 2, "open_s": 1.5}},
                       routing={"retry": {"max_rounds": 0}})
     url, _ = await make_gateway(cfg)
     for _ in range(2):
         await post(url, {"model": "fast", "messages": MSG})
-    await asyncio.sleep(0.4)
+    assert await breaker_state(url, "sim/sim-gpt-fast") == "open"
+    await wait_half_open(url, "sim/sim-gpt-fast")
     before = sim.stats("default")["requests"]
-    await post(url, {"model": "fast", "messages": MSG})  # the probe, which fails
+    status, headers, _ = await post(url, {"model": "fast", "messages": MSG})  # the probe, which fails
+    assert status == 200 and headers["x-aiogw-attempts"] == "2"
+    assert await breaker_state(url, "sim/sim-gpt-fast") == "open"
     await post(url, {"model": "fast", "messages": MSG})  # open again: not sent
     assert sim.stats("default")["requests"] == before + 1
 
@@ -237,7 +258,7 @@ async def test_hedging_wins_with_the_faster_target(sim, make_gateway, stream):
     assert status == 200, raw
     assert headers["x-aiogw-provider"] == "compat"
     assert headers["x-aiogw-attempts"] == "2"  # the slow one counts: it was sent
-    await asyncio.sleep(0.1)
+    await until(lambda: sim.stats("default")["requests"] >= 1)
     assert sim.stats("default")["requests"] == 1  # the slow one was started, then cancelled
     if stream:
         assert sim.stats("default")["streams_completed"] == 0

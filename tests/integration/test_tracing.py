@@ -4,12 +4,10 @@ attributes, failover reasons, cost, and W3C traceparent both ways."""
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import SIM_KEY, gateway_config
+from conftest import SIM_KEY, gateway_config, until
 from openai import AsyncOpenAI
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -38,10 +36,9 @@ class Collector:
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf")
 
     async def wait_for(self, n: int, timeout: float = 15.0) -> list:
-        for _ in range(int(timeout / 0.05)):
-            if len(self.spans) >= n:
-                return self.spans
-            await asyncio.sleep(0.05)
+        await until(lambda: len(self.spans) >= n, every=0.05, times=int(timeout / 0.05))
+        if len(self.spans) >= n:
+            return self.spans
         raise AssertionError(f"{len(self.spans)} spans arrived, expected {n}")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trustme
+from conftest import until
 
 from aiogw.upstream import http
 
@@ -198,7 +199,10 @@ async def test_an_idle_connection_the_server_closed_is_not_used(client):
         for _ in range(3):
             async with client.post(srv.url(), b"{}", {}, 5) as r:
                 assert await r.read() == b"ok"
-            await asyncio.sleep(0.1)  # the server's FIN arrives while the connection is idle
+            # the server's FIN arrives while the connection is idle
+            pool = client._pools[("http", "127.0.0.1", srv.port)]
+            await until(lambda pool=pool: all(conn.closed for conn in pool.idle))
+            assert all(conn.closed for conn in pool.idle)
         assert srv.connections == 3
 
 
@@ -307,10 +311,7 @@ async def test_a_slow_reader_pauses_the_socket():
         async with RawServer(firehose) as srv, c.post(srv.url(), b"{}", {}, 5) as r:
             pieces = r.iter_any()
             total = len(await anext(pieces))
-            for _ in range(100):
-                await asyncio.sleep(0.01)
-                if r._conn._paused:
-                    break
+            await until(lambda: r._conn._paused, every=0.01)
             assert r._conn._paused  # nobody reads: the transport stopped reading
             assert r._buffered < 3 * http.HIGH_WATER  # the last read before the pause at most
             async for piece in pieces:
@@ -380,8 +381,8 @@ async def test_connections_left_idle_past_the_keepalive_are_closed_while_the_poo
             assert srv.open == 3
             for _ in range(8):  # one caller at a time keeps reusing the newest connection
                 await one()
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # time passing: the other two go past the keep-alive
+            await until(lambda: srv.open == 1)
             assert srv.open == 1  # the two left behind were closed, not kept forever
     finally:
         await c.close()
