@@ -213,7 +213,9 @@ def _blocks(content: str | list[Any] | None, where: str) -> list[dict[str, Any]]
             parsed = base.parse_data_url(data) if isinstance(data, str) else None
             if parsed is None or parsed[0] != "application/pdf":
                 raise _bad("Anthropic accepts files only as PDF data URLs.", f"{where}[{i}].file")
-            out.append({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]}})
+            out.append(
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": parsed[1]}}
+            )
         else:
             kind = type(part).__struct_config__.tag
             raise _bad(f"Anthropic cannot take content parts of type '{kind}'.", f"{where}[{i}].type")
@@ -241,8 +243,12 @@ def convert_messages(req: ChatRequest) -> tuple[list[dict[str, Any]], list[dict[
             blocks = _blocks(m.content, f"{where}.content")
             for i, call in enumerate(m.tool_calls or ()):
                 blocks.append(
-                    {"type": "tool_use", "id": _tool_id(call.id), "name": call.function.name,
-                     "input": base.tool_call_arguments(call, f"{where}.tool_calls[{i}]")}
+                    {
+                        "type": "tool_use",
+                        "id": _tool_id(call.id),
+                        "name": call.function.name,
+                        "input": base.tool_call_arguments(call, f"{where}.tool_calls[{i}]"),
+                    }
                 )
             if isinstance(m.function_call, FunctionCall):
                 raise _bad("Legacy function_call messages are not supported; use tool_calls.", f"{where}.function_call")
@@ -304,7 +310,13 @@ def _tools(req: ChatRequest, body: dict[str, Any], thinking: bool) -> None:
                 raise _bad("Anthropic needs a JSON schema whose top level is an object.", "response_format")
             offer_tools = bool(tools) and (choice is None or choice["type"] == "auto")
             choice = {"type": "any"} if offer_tools else {"type": "tool", "name": JSON_TOOL}
-            tools.append({"name": JSON_TOOL, "description": "Respond with the answer as this tool's input.", "input_schema": schema})
+            tools.append(
+                {
+                    "name": JSON_TOOL,
+                    "description": "Respond with the answer as this tool's input.",
+                    "input_schema": schema,
+                }
+            )
     if req.parallel_tool_calls is False and tools and (choice or {}).get("type") != "none":
         # `none` takes no options; a choice left unset means auto (docs/providers.md §1.2).
         choice = (choice or {"type": "auto"}) | {"disable_parallel_tool_use": True}
@@ -351,7 +363,9 @@ def _thinking(req: ChatRequest, target: base.Target, max_tokens: int) -> dict[st
     if not isinstance(effort, str) or effort == "none":
         return None
     if effort not in THINKING_BUDGET:
-        raise _bad(f"Unknown reasoning_effort {effort!r}; use one of none, {', '.join(THINKING_BUDGET)}.", "reasoning_effort")
+        raise _bad(
+            f"Unknown reasoning_effort {effort!r}; use one of none, {', '.join(THINKING_BUDGET)}.", "reasoning_effort"
+        )
     if _model_has(target, NO_THINKING):
         raise _bad(f"{target.model} cannot reason (no extended thinking); remove reasoning_effort.", "reasoning_effort")
     if _model_has(target, ADAPTIVE_THINKING):
@@ -386,9 +400,14 @@ def build_call(p: ParsedChat, target: base.Target) -> base.Call:
     if thinking is not None:
         # Anthropic refuses thinking with sampling changes and with forced tool use.
         if "temperature" in body or "top_k" in body:
-            raise _bad("Anthropic does not allow temperature or top_k with thinking (reasoning_effort).", "reasoning_effort")
+            raise _bad(
+                "Anthropic does not allow temperature or top_k with thinking (reasoning_effort).", "reasoning_effort"
+            )
         if body.get("tool_choice", {}).get("type") in ("any", "tool"):
-            raise _bad("Anthropic does not allow a required or named tool_choice with thinking (reasoning_effort).", "reasoning_effort")
+            raise _bad(
+                "Anthropic does not allow a required or named tool_choice with thinking (reasoning_effort).",
+                "reasoning_effort",
+            )
         body["thinking"] = thinking["thinking"]
         if "output_config" in thinking:
             body["output_config"] = body.get("output_config", {}) | thinking["output_config"]
@@ -517,7 +536,12 @@ def decode_error(status: int, headers: Mapping[str, str], body: bytes, target: b
     except msgspec.MsgspecError:
         detail = _ErrorDetail(message=body[:300].decode("utf-8", "replace").strip())
     err = base.status_error(
-        target, status, headers, message=detail.message, upstream_type=detail.type or None, upstream_code=detail.type or None
+        target,
+        status,
+        headers,
+        message=detail.message,
+        upstream_type=detail.type or None,
+        upstream_code=detail.type or None,
     )
     cls = ERROR_CLASS.get(detail.type)
     if status == 200 and cls is not None:  # an error object in a 200 body
@@ -528,7 +552,9 @@ def decode_error(status: int, headers: Mapping[str, str], body: bytes, target: b
 def stream_error(detail: _ErrorDetail, target: base.Target) -> UpstreamError:
     """An `error` event inside a 200 stream: its type decides the class (529-like overload etc.)."""
     status = _STATUS_OF_TYPE.get(detail.type, 500)
-    err = base.status_error(target, status, {}, message=detail.message, upstream_type=detail.type, upstream_code=detail.type)
+    err = base.status_error(
+        target, status, {}, message=detail.message, upstream_type=detail.type, upstream_code=detail.type
+    )
     if detail.type in ERROR_CLASS:
         err.failure_class = ERROR_CLASS[detail.type]
     return err
@@ -546,7 +572,10 @@ def _ratelimit_reset_s(value: str | None) -> float | None:
 
 def rate_limits(headers: Mapping[str, str]) -> base.RateLimitInfo | None:
     """`anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` (reset: RFC 3339)."""
-    if "anthropic-ratelimit-requests-remaining" not in headers and "anthropic-ratelimit-tokens-remaining" not in headers:
+    if (
+        "anthropic-ratelimit-requests-remaining" not in headers
+        and "anthropic-ratelimit-tokens-remaining" not in headers
+    ):
         return None
     return base.RateLimitInfo(
         limit_requests=base.header_int(headers.get("anthropic-ratelimit-requests-limit")),
@@ -679,4 +708,3 @@ ADAPTER = base.Adapter(
     params=PARAMS,
     rate_limits=rate_limits,
 )
-

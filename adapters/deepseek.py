@@ -28,11 +28,25 @@ PARAMS = base.ParamMap(
         "top_k": "no top_k sampling",
     },
     drop={"seed": "no seed; OpenAI defines it as a best-effort hint"},
-    translated=frozenset({
-        "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty", "frequency_penalty",
-        "logprobs", "top_logprobs", "user", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-        "reasoning_effort",
-    }),
+    translated=frozenset(
+        {
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "presence_penalty",
+            "frequency_penalty",
+            "logprobs",
+            "top_logprobs",
+            "user",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "reasoning_effort",
+        }
+    ),
 )
 
 # Thinking mode "does not support temperature, top_p, presence_penalty, frequency_penalty:

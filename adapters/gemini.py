@@ -244,10 +244,14 @@ def _generation_config(req: ChatRequest, target: base.Target) -> dict[str, Any]:
     effort = req.reasoning_effort
     if isinstance(effort, str):
         if effort not in THINKING_BUDGET:
-            raise _bad(f"Unknown reasoning_effort {effort!r}; use one of {', '.join(THINKING_BUDGET)}.", "reasoning_effort")
+            raise _bad(
+                f"Unknown reasoning_effort {effort!r}; use one of {', '.join(THINKING_BUDGET)}.", "reasoning_effort"
+            )
         if target.model.startswith("gemini-3"):
             if effort == "none":
-                raise _bad("Gemini 3 models always think; reasoning_effort 'none' cannot be honoured.", "reasoning_effort")
+                raise _bad(
+                    "Gemini 3 models always think; reasoning_effort 'none' cannot be honoured.", "reasoning_effort"
+                )
             g["thinkingConfig"] = {"thinkingLevel": THINKING_LEVEL[effort], "includeThoughts": True}
         else:
             g["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGET[effort], "includeThoughts": effort != "none"}
@@ -438,15 +442,21 @@ def decode_response(body: bytes, target: base.Target) -> Reply:
             if part.function_call is not None:
                 fc = part.function_call
                 call_id = make_call_id(part.thought_signature, fc.id)
-                calls.append(ToolCall(id=call_id, function=FunctionCall(name=fc.name, arguments=bytes(fc.args).decode())))
+                calls.append(
+                    ToolCall(id=call_id, function=FunctionCall(name=fc.name, arguments=bytes(fc.args).decode()))
+                )
             elif part.text:
                 (thoughts if part.thought else texts).append(part.text)
         message = base.response_message(texts, calls, thoughts)
         finish = _finish(cand.finish_reason, bool(calls), target)
-        choices.append(Choice(index=cand.index, message=message, logprobs=logprobs_of(cand.logprobs_result), finish_reason=finish))
+        choices.append(
+            Choice(index=cand.index, message=message, logprobs=logprobs_of(cand.logprobs_result), finish_reason=finish)
+        )
     if not choices:  # the prompt itself was blocked: an empty, filtered answer
         blocked = r.prompt_feedback is not None and r.prompt_feedback.block_reason
-        choices.append(Choice(index=0, message=ResponseMessage(), finish_reason="content_filter" if blocked else "stop"))
+        choices.append(
+            Choice(index=0, message=ResponseMessage(), finish_reason="content_filter" if blocked else "stop")
+        )
     out = base.completion_body(
         model=model, message=choices[0].message, finish_reason=choices[0].finish_reason or "stop", usage=usage,
         completion_id=f"chatcmpl-{r.response_id}" if r.response_id else None, extra_choices=choices[1:],
@@ -473,7 +483,9 @@ def _error(status: int, headers: Mapping[str, str], d: _ErrorDetail, target: bas
         m = _RETRY_DELAY.match(str(x.get("retryDelay", "")))
         if m and "retry-after" not in retry:
             retry["retry-after"] = m.group(1)
-    err = base.status_error(target, status, retry, message=d.message, upstream_type=d.status or None, upstream_code=None)
+    err = base.status_error(
+        target, status, retry, message=d.message, upstream_type=d.status or None, upstream_code=None
+    )
     cls = STATUS_CLASS.get(d.status)
     if "API_KEY_INVALID" in reasons:
         cls = FailureClass.CREDENTIAL
@@ -577,7 +589,9 @@ def build_embeddings_call(req: EmbeddingRequest, target: base.Target) -> base.Ca
     if isinstance(req.input, str):  # one input: the single-item endpoint
         one = {k: v for k, v in requests[0].items() if k != "model"}
         return base.Call(url=f"{_model_path(target)}:embedContent", headers=_headers(target), body=_encode(one))
-    return base.Call(url=f"{_model_path(target)}:batchEmbedContents", headers=_headers(target), body=_encode({"requests": requests}))
+    return base.Call(
+        url=f"{_model_path(target)}:batchEmbedContents", headers=_headers(target), body=_encode({"requests": requests})
+    )
 
 
 class _Values(msgspec.Struct):

@@ -59,10 +59,24 @@ PARAMS = base.ParamMap(
         "logit_bias": "no token biasing",
     },
     drop={"user": "not in Mistral's schema (extra fields are refused)"},
-    translated=frozenset({
-        "temperature", "top_p", "n", "max_tokens", "max_completion_tokens", "stop", "seed", "presence_penalty",
-        "frequency_penalty", "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort",
-    }),
+    translated=frozenset(
+        {
+            "temperature",
+            "top_p",
+            "n",
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "reasoning_effort",
+        }
+    ),
 )
 
 # Finish reasons beyond OpenAI's: `model_length` is in the shared FINISH table (-> length);
@@ -93,7 +107,9 @@ def _part(part: ContentPart, where: str) -> dict[str, Any]:
         return {"type": "text", "text": part.refusal}
     kind = "audio" if isinstance(part, AudioPart) else "file" if isinstance(part, FilePart) else "this"
     raise InvalidRequest(
-        f"'{where}': Mistral chat takes text and image parts, not {kind} parts.", code="unsupported_parameter", param=where
+        f"'{where}': Mistral chat takes text and image parts, not {kind} parts.",
+        code="unsupported_parameter",
+        param=where,
     )
 
 
@@ -129,7 +145,11 @@ def _messages(p: ParsedChat) -> list[dict[str, Any]]:
                 msg["content"] = m.refusal
             out.append(msg)
         elif isinstance(m, ToolMessage):
-            tool: dict[str, Any] = {"role": "tool", "content": _content(m.content, where), "tool_call_id": tool_id(m.tool_call_id)}
+            tool: dict[str, Any] = {
+                "role": "tool",
+                "content": _content(m.content, where),
+                "tool_call_id": tool_id(m.tool_call_id),
+            }
             if m.tool_call_id in names:
                 tool["name"] = names[m.tool_call_id]
             out.append(tool)
@@ -231,7 +251,9 @@ def decode_error(status: int, headers: Mapping[str, str], body: bytes, target: b
     else:
         return openai.decode_error(status, headers, body, target)
     code = eb.code if isinstance(eb.code, str) else None
-    return base.status_error(target, status, headers, message=message, upstream_type=eb.type, upstream_code=code, param=eb.param)
+    return base.status_error(
+        target, status, headers, message=message, upstream_type=eb.type, upstream_code=code, param=eb.param
+    )
 
 
 # --- embeddings ----------------------------------------------------------------------------
@@ -259,7 +281,9 @@ def build_embeddings_call(req: EmbeddingRequest, target: base.Target) -> base.Ca
             )
     if isinstance(req.encoding_format, str):
         body["encoding_format"] = req.encoding_format
-    return base.Call(url=f"{target.base_url}/embeddings", headers=base.bearer_headers(target), body=msgspec.json.encode(body))
+    return base.Call(
+        url=f"{target.base_url}/embeddings", headers=base.bearer_headers(target), body=msgspec.json.encode(body)
+    )
 
 
 # --- rate limits ---------------------------------------------------------------------------

@@ -75,14 +75,18 @@ def build_call(p: ParsedChat, target: base.Target) -> base.Call:
 Prepare = Callable[[ParsedChat, base.Target, dict[str, object]], tuple[str, ...]]
 
 
-def dialect_call(params: base.ParamMap, prepare: Prepare, *, ask_usage: bool, path: str = "/chat/completions") -> Callable[[ParsedChat, base.Target], base.Call]:
+def dialect_call(
+    params: base.ParamMap, prepare: Prepare, *, ask_usage: bool, path: str = "/chat/completions"
+) -> Callable[[ParsedChat, base.Target], base.Call]:
     """build_call for an OpenAI-like provider whose body needs adjusting."""
 
     def build(p: ParsedChat, target: base.Target) -> base.Call:
         notes = params.check(p.req, target.type)
         body = forward_dict(p, target, ask_usage=ask_usage)
         notes += prepare(p, target, body)
-        return base.Call(url=f"{target.base_url}{path}", headers=base.bearer_headers(target), body=_encode(body), notes=notes)
+        return base.Call(
+            url=f"{target.base_url}{path}", headers=base.bearer_headers(target), body=_encode(body), notes=notes
+        )
 
     return build
 
@@ -367,6 +371,7 @@ class _ChunkView(msgspec.Struct):
 
 _decode_chunk = msgspec.json.Decoder(_ChunkView).decode
 
+
 def chunk_texts(chunks: list[_ContentChunk]) -> tuple[str, str]:
     """(text, thinking) of a typed content-chunk list."""
     text, thought = [], []
@@ -416,8 +421,10 @@ class StreamDecoder:
         except msgspec.MsgspecError:
             raise base.protocol_error(self._target, "stream chunk is not valid JSON") from None
         if chunk.error is not None or chunk.object == "error":
-            err = chunk.error if isinstance(chunk.error, _ErrorDetail) else _ErrorDetail(
-                message=chunk.message or str(chunk.error or "")
+            err = (
+                chunk.error
+                if isinstance(chunk.error, _ErrorDetail)
+                else _ErrorDetail(message=chunk.message or str(chunk.error or ""))
             )
             raise base.status_error(
                 self._target, 500, {}, message=err.message, upstream_type=err.type, upstream_code=None

@@ -32,11 +32,28 @@ QWEN_KNOWS = frozenset({"modalities", "audio"})
 
 PARAMS = base.ParamMap(
     reject={"logit_bias": "no token biasing"},
-    translated=frozenset({
-        "temperature", "top_p", "top_k", "n", "max_tokens", "max_completion_tokens", "stop", "seed",
-        "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "user", "tools", "tool_choice",
-        "parallel_tool_calls", "response_format", "reasoning_effort",
-    }),
+    translated=frozenset(
+        {
+            "temperature",
+            "top_p",
+            "top_k",
+            "n",
+            "max_tokens",
+            "max_completion_tokens",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "logprobs",
+            "top_logprobs",
+            "user",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+            "reasoning_effort",
+        }
+    ),
 )
 
 
@@ -53,13 +70,17 @@ def _thinking(p: ParsedChat, target: base.Target, body: dict[str, object]) -> No
         body.pop("reasoning_effort", None)  # Qwen refuses it beside thinking_budget (§8.1)
         if effort == "none":
             if always:
-                raise _bad(f"{target.model} always thinks; reasoning_effort 'none' cannot be honoured.", "reasoning_effort")
+                raise _bad(
+                    f"{target.model} always thinks; reasoning_effort 'none' cannot be honoured.", "reasoning_effort"
+                )
             body["enable_thinking"] = False
         elif effort in THINKING_BUDGET:
             body["enable_thinking"] = True
             body["thinking_budget"] = THINKING_BUDGET[effort]
         else:
-            raise _bad(f"Unknown reasoning_effort {effort!r}; use none or {', '.join(THINKING_BUDGET)}.", "reasoning_effort")
+            raise _bad(
+                f"Unknown reasoning_effort {effort!r}; use none or {', '.join(THINKING_BUDGET)}.", "reasoning_effort"
+            )
     elif "enable_thinking" not in body and not always:
         body["enable_thinking"] = False
 
@@ -78,7 +99,9 @@ def prepare(p: ParsedChat, target: base.Target, body: dict[str, object]) -> tupl
     _thinking(p, target, body)
     forced = req.tool_choice == "required" or isinstance(req.tool_choice, NamedToolChoice)
     if forced and (body.get("enable_thinking") is True or any(tag in target.model for tag in ALWAYS_THINKING)):
-        raise _bad("Qwen refuses forced tool use while thinking; use tool_choice 'auto' or no reasoning_effort.", "tool_choice")
+        raise _bad(
+            "Qwen refuses forced tool use while thinking; use tool_choice 'auto' or no reasoning_effort.", "tool_choice"
+        )
     return notes
 
 

@@ -105,7 +105,11 @@ def check_config(file: str) -> int:
         print(" ".join([line, *notes]))
     print("models:")
     for route in runtime.routes.values():
-        hedge = f", hedge after {route.hedge.delay_ms}{'' if route.hedge.delay_ms == 'p95' else ' ms'}" if route.hedge else ""
+        hedge = (
+            f", hedge after {route.hedge.delay_ms}{'' if route.hedge.delay_ms == 'p95' else ' ms'}"
+            if route.hedge
+            else ""
+        )
         print(f"  {route.name}  (strategy: {route.strategy}, retry rounds: {route.retry.max_rounds}{hedge})")
         for i, t in enumerate(route.targets, 1):
             extras = []
@@ -211,7 +215,7 @@ def _demo_hint(host: str, port: int) -> str:
     return (
         "demo mode: simulated providers, no keys. Try:\n"
         f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
-        "    -d '{\"model\": \"demo-fast\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n"
+        '    -d \'{"model": "demo-fast", "messages": [{"role": "user", "content": "Hello"}]}\'\n'
         f"  or open http://{host}:{port}/playground (stream in the browser) and http://{host}:{port}/dashboard"
     )
 
@@ -239,7 +243,9 @@ def _supervise(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         if value:
             argv += [flag, value]
     children = [
-        subprocess.Popen([*argv, "--worker-index", str(i), "--worker-fd", str(sock.fileno())], pass_fds=(sock.fileno(), ready_w))
+        subprocess.Popen(
+            [*argv, "--worker-index", str(i), "--worker-fd", str(sock.fileno())], pass_fds=(sock.fileno(), ready_w)
+        )
         for i, sock in enumerate(socks)
     ]
     for sock in socks:  # the workers have their own copies

@@ -354,7 +354,9 @@ def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | No
         providers = expanded.get("providers")
         for name, account in providers.items() if isinstance(providers, dict) else ():
             if not _under(f"providers.{name}", unset) and not _problems(account, AccountConfig, "", file):
-                problems += account_problems(name, msgspec.convert(account, AccountConfig, dec_hook=_dec_hook, strict=False), file)
+                problems += account_problems(
+                    name, msgspec.convert(account, AccountConfig, dec_hook=_dec_hook, strict=False), file
+                )
     problems += _reference_problems(expanded, file)
     if config is not None:  # a part switched on whose extra is not installed
         problems += [ConfigError(file, key, why) for key, why in missing_extras(config)]
@@ -409,7 +411,11 @@ def _reference_problems(data: dict[str, Any], file: str) -> list[ConfigError]:
         for j, target in enumerate(targets if isinstance(targets, list) else ()):
             model = target.get("model") if isinstance(target, dict) else None
             if isinstance(model, str) and (problem := model_name_problem(model)) is not None:
-                out.append(ConfigError(file, f"models[{i}].targets[{j}].model", f"invalid model name {model!r}: the name {problem}"))
+                out.append(
+                    ConfigError(
+                        file, f"models[{i}].targets[{j}].model", f"invalid model name {model!r}: the name {problem}"
+                    )
+                )
             provider = target.get("provider") if isinstance(target, dict) else None
             if isinstance(provider, str) and provider not in known:
                 out.append(ConfigError(
@@ -456,8 +462,16 @@ def _part_problems(obj: Any, typ: Any, path: str, file: str) -> list[ConfigError
             return [ConfigError(file, _join(path, tag_field), f"{got}; expected one of {', '.join(map(str, tags))}")]
         words = [str(v) for a in options if get_origin(a) is Literal for v in get_args(a)]
         if words and isinstance(obj, str):  # e.g. a number or "p95"
-            others = [getattr(get_args(a)[0] if get_origin(a) is Annotated else a, "__name__", str(a)) for a in options if get_origin(a) is not Literal]
-            return [ConfigError(file, path, f"Invalid value {obj!r}; expected one of {', '.join(words)}, or a {' or '.join(others)}")]
+            others = [
+                getattr(get_args(a)[0] if get_origin(a) is Annotated else a, "__name__", str(a))
+                for a in options
+                if get_origin(a) is not Literal
+            ]
+            return [
+                ConfigError(
+                    file, path, f"Invalid value {obj!r}; expected one of {', '.join(words)}, or a {' or '.join(others)}"
+                )
+            ]
         return []
     if isinstance(typ, type) and issubclass(typ, msgspec.Struct) and isinstance(obj, dict):
         return _struct_problems(obj, typ, path, file)
@@ -477,7 +491,11 @@ def _struct_problems(obj: dict[str, Any], typ: type[msgspec.Struct], path: str, 
             out += _problems(value, fields[key].type, _join(path, str(key)), file)
         elif config.forbid_unknown_fields and key != config.tag_field:
             out.append(ConfigError(file, path, f"unknown field `{key}`; expected one of {', '.join(fields)}"))
-    out += [ConfigError(file, path, f"missing required field `{name}`") for name, f in fields.items() if f.required and name not in obj]
+    out += [
+        ConfigError(file, path, f"missing required field `{name}`")
+        for name, f in fields.items()
+        if f.required and name not in obj
+    ]
     return out
 
 

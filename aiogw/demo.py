@@ -12,7 +12,9 @@ from aiogw.config import Config, from_builtins
 # One simulator process plays three provider accounts with different behaviour.
 ACCOUNTS = {
     "default": Profile(ttft_ms=30, tokens_per_s=400, completion_tokens=40),
-    "flaky": Profile(ttft_ms=30, tokens_per_s=400, completion_tokens=40, fault="status", fault_status=503, fault_rate=0.5),
+    "flaky": Profile(
+        ttft_ms=30, tokens_per_s=400, completion_tokens=40, fault="status", fault_status=503, fault_rate=0.5
+    ),
     "local": Profile(ttft_ms=150, tokens_per_s=40, completion_tokens=60),
     "claude": Profile(ttft_ms=40, tokens_per_s=300, completion_tokens=40),
     "gemini": Profile(ttft_ms=30, tokens_per_s=500, completion_tokens=40),

@@ -118,7 +118,9 @@ class Runtime:
             return route
         if (problem := model_name_problem(model)) is not None:
             shown = model if len(model) <= 80 else model[:80] + "..."
-            raise InvalidRequest(f"Invalid model name {shown!r}: the name {problem}.", code="invalid_model_name", param="model")
+            raise InvalidRequest(
+                f"Invalid model name {shown!r}: the name {problem}.", code="invalid_model_name", param="model"
+            )
         target = self._direct_target(model)
         if target is None:
             raise ModelNotFound(
@@ -182,7 +184,9 @@ def _egress(account: Account, base_url: str, path: str, file: str, env: Mapping[
     url, where = account.proxy, f"{path}.proxy"
     if not url:  # unset or "" (`${CORP_PROXY:-}`): the environment decides
         parts = urlsplit(base_url)
-        found = env_proxy(parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), env)
+        found = env_proxy(
+            parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), env
+        )
         if found is not None:
             var, url = found
             where = f"{path}.proxy (from {var})"

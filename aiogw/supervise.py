@@ -29,6 +29,8 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], log: Any, eve
         except Exception as exc:
             if time.monotonic() - started >= HEALTHY_S:
                 pause = RESTART_MIN_S
-            log.error(event, loop=name, error=f"{type(exc).__name__}: {exc}", restart_in_s=pause, exc_info=exc, **fields)
+            log.error(
+                event, loop=name, error=f"{type(exc).__name__}: {exc}", restart_in_s=pause, exc_info=exc, **fields
+            )
         await asyncio.sleep(pause)
         pause = min(pause * 2, RESTART_MAX_S)

@@ -111,14 +111,7 @@ class FunctionMessage(Wire, kw_only=True, tag="function", tag_field="role"):
     name: str
 
 
-Message = (
-    SystemMessage
-    | DeveloperMessage
-    | UserMessage
-    | AssistantMessage
-    | ToolMessage
-    | FunctionMessage
-)
+Message = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage
 
 
 # --- request: tools and options ---------------------------------------------------------

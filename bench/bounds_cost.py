@@ -58,9 +58,7 @@ def measure(attempts: int, reps: int) -> dict[str, dict[str, float]]:
     for _ in range(reps):  # interleaved: machine noise falls on both alike
         out["_Bounds"].append(runner(_bounds(attempts)) * 1e6)
         out["asyncio.timeout_at"].append(runner(_timeout_at(attempts)) * 1e6)
-    return {
-        k: {"median_us": statistics.median(v), "min_us": min(v), "max_us": max(v)} for k, v in out.items()
-    }
+    return {k: {"median_us": statistics.median(v), "min_us": min(v), "max_us": max(v)} for k, v in out.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     print("| deadlines of one attempt (enter, first token, exit) | µs median | min | max | × timeout_at |")
     print("| --- | --- | --- | --- | --- |")
     for name, r in result.items():
-        print(f"| {name} | {r['median_us']:.3f} | {r['min_us']:.3f} | {r['max_us']:.3f} | {r['median_us'] / base:.2f} |")
+        print(
+            f"| {name} | {r['median_us']:.3f} | {r['min_us']:.3f} | {r['max_us']:.3f} | {r['median_us'] / base:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,23 @@ def _openai(n: int, *, asked: bool = False, spaced: bool = False) -> list[bytes]
     (`"usage":null` on every chunk, to strip). `spaced`: `json.dumps`' default spelling."""
     head = {"id": "chatcmpl-b", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
     tail = {"usage": None} if asked else {}
-    out = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}], **tail}]
-    out += [{**head, "choices": [{"index": 0, "delta": {"content": WORDS[i % 8]}, "logprobs": None, "finish_reason": None}], **tail} for i in range(n)]
+    out = [
+        {
+            **head,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+            ],
+            **tail,
+        }
+    ]
+    out += [
+        {
+            **head,
+            "choices": [{"index": 0, "delta": {"content": WORDS[i % 8]}, "logprobs": None, "finish_reason": None}],
+            **tail,
+        }
+        for i in range(n)
+    ]
     out.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}], **tail})
     out.append({**head, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}})
     seps = (", ", ": ") if spaced else (",", ":")
@@ -41,23 +56,53 @@ def _anthropic(n: int) -> list[bytes]:
     def ev(name: str, obj: dict) -> bytes:
         return f"event: {name}\ndata: ".encode() + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
-    msg = {"id": "msg_b", "type": "message", "role": "assistant", "model": "claude", "content": [],
-           "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}
-    out = [ev("message_start", {"type": "message_start", "message": msg}),
-           ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})]
-    out += [ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % 8]}}) for i in range(n)]
-    out += [ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": n}}),
-            ev("message_stop", {"type": "message_stop"})]
+    msg = {
+        "id": "msg_b",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 1},
+    }
+    out = [
+        ev("message_start", {"type": "message_start", "message": msg}),
+        ev(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    ]
+    out += [
+        ev(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % 8]}},
+        )
+        for i in range(n)
+    ]
+    out += [
+        ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ev(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": n},
+            },
+        ),
+        ev("message_stop", {"type": "message_stop"}),
+    ]
     return out
 
 
 def _gemini(n: int) -> list[bytes]:
     out = []
     for i in range(n):
-        c: dict = {"candidates": [{"content": {"role": "model", "parts": [{"text": WORDS[i % 8]}]}, "index": 0}],
-                   "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": i + 1, "totalTokenCount": 6 + i},
-                   "modelVersion": "gemini-2.5-flash"}
+        c: dict = {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": WORDS[i % 8]}]}, "index": 0}],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": i + 1, "totalTokenCount": 6 + i},
+            "modelVersion": "gemini-2.5-flash",
+        }
         if i == n - 1:
             c["candidates"][0]["finishReason"] = "STOP"
         out.append(b"data: " + json.dumps(c).encode() + b"\r\n\r\n")

@@ -84,7 +84,10 @@ class _Mock(asyncio.Protocol):
                      "logprobs": None, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25},
     })  # fmt: skip
-    UNARY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(_completion), _completion)
+    UNARY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(_completion),
+        _completion,
+    )
     STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     CHUNKS = [b"%x\r\n%s\r\n" % (len(e), e) for e in _openai(20)] + [b"0\r\n\r\n"]
 
@@ -162,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=600, help="20-chunk streams per client and repetition")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the event loop (aiogw serves on uvloop)")
+    ap.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the event loop (aiogw serves on uvloop)"
+    )
     ap.add_argument("--no-pin", action="store_true", help="do not pin the mock upstream and this process apart")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # run as the mock upstream
     args = ap.parse_args(argv)
@@ -174,11 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve())
         return 0
     mine, theirs = (None, None) if args.no_pin else _cpu_plan()
-    mock = start_listening([sys.executable, "-P", "-m", "aiogw.bench.client_cost", "--serve"], "the mock upstream", theirs)
+    mock = start_listening(
+        [sys.executable, "-P", "-m", "aiogw.bench.client_cost", "--serve"], "the mock upstream", theirs
+    )
     if mine:
         _pin(os.getpid(), mine)
     try:
-        result = asyncio.run(_measure(f"{mock.url}/v1/chat/completions", args.calls, args.streams, args.reps, args.concurrency))
+        result = asyncio.run(
+            _measure(f"{mock.url}/v1/chat/completions", args.calls, args.streams, args.reps, args.concurrency)
+        )
     finally:
         mock.stop()
     lean, full = result[_Lean.name], result[_Aiohttp.name]

@@ -218,7 +218,11 @@ def medians(runs: list[dict[str, Any]], paired: bool = False) -> list[dict[str, 
         })  # fmt: skip
         if paired and target != "direct":
             base = {r["rep"]: r["gap_ms"]["p99"] for r in runs if r["target"] == "direct" and r["concurrency"] == conc}
-            diffs = [r["gap_ms"]["p99"] - base[r["rep"]] for r in rs if r["gap_ms"]["p99"] is not None and base.get(r["rep"]) is not None]
+            diffs = [
+                r["gap_ms"]["p99"] - base[r["rep"]]
+                for r in rs
+                if r["gap_ms"]["p99"] is not None and base.get(r["rep"]) is not None
+            ]
             out[-1]["paired_added_gap_p99_ms"] = round(median(diffs), 3) if diffs else None
     return out
 
@@ -328,7 +332,10 @@ async def _bench(args: argparse.Namespace) -> int:
     (out_dir / "results.md").write_text(table + "\n")
     plotted = plot(rows, lines, out_dir / "results.png")
     print(table)
-    print(f"\nresults: {out_dir / 'results.json'}, {out_dir / 'results.md'}" + (f", {out_dir / 'results.png'}" if plotted else ""))
+    print(
+        f"\nresults: {out_dir / 'results.json'}, {out_dir / 'results.md'}"
+        + (f", {out_dir / 'results.png'}" if plotted else "")
+    )
     return 0
 
 
@@ -343,10 +350,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="closed loop: clients, comma-separated for a sweep (open loop: in-flight cap)")  # fmt: skip
     ap.add_argument("--rate", type=float, default=200.0, help="open loop: arrivals per second")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    ap.add_argument("--paired", type=int, default=0, metavar="N",
-                    help="run N direct clients at the same time as the load through the gateway (not after it)")
-    ap.add_argument("--ramp-up", type=float, default=0.0,
-                    help="closed loop: start the clients spread over this many seconds (within the duration)")
+    ap.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N direct clients at the same time as the load through the gateway (not after it)",
+    )
+    ap.add_argument(
+        "--ramp-up",
+        type=float,
+        default=0.0,
+        help="closed loop: start the clients spread over this many seconds (within the duration)",
+    )
     ap.add_argument("--requests", type=int, default=1_000_000, help="cap on requests per run")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--ttft-ms", type=float, default=0.0)

@@ -72,7 +72,11 @@ def _rate_headers() -> dict[str, str]:
 def error(status: int, message: str | None = None, etype: str | None = None) -> web.Response:
     etype = etype or _ERROR_TYPES.get(status, "api_error")
     rid = "req_sim" + secrets.token_hex(8)
-    body = {"type": "error", "error": {"type": etype, "message": message or _MESSAGES.get(etype, "error")}, "request_id": rid}
+    body = {
+        "type": "error",
+        "error": {"type": etype, "message": message or _MESSAGES.get(etype, "error")},
+        "request_id": rid,
+    }
     headers = {"request-id": rid}
     if status in (429, 529):
         headers["retry-after"] = "1"
@@ -143,7 +147,10 @@ class NativeAnswer:
         self.a = Answer(openai_view(body), profile)
         self.id = "msg_sim" + secrets.token_hex(10)
         self.model = body["model"]
-        self.thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
+        self.thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in (
+            "enabled",
+            "adaptive",
+        )
         self.tools = [("toolu_sim" + secrets.token_hex(8), name, args) for _, name, args in self.a.tool_calls]
         self.stop_reason = STOP_REASON[self.a.finish]
         self.input_tokens = self.a.prompt_tokens
@@ -184,8 +191,21 @@ class NativeAnswer:
         out = [(ev("message_start", {"message": start}), False), (ev("ping", {}), False)]
         index = 0
         if self.thinking:
-            out.append((ev("content_block_start", {"index": index, "content_block": {"type": "thinking", "thinking": ""}}), False))
-            out.append((ev("content_block_delta", {"index": index, "delta": {"type": "thinking_delta", "thinking": self.THOUGHT}}), True))
+            out.append(
+                (
+                    ev("content_block_start", {"index": index, "content_block": {"type": "thinking", "thinking": ""}}),
+                    False,
+                )
+            )
+            out.append(
+                (
+                    ev(
+                        "content_block_delta",
+                        {"index": index, "delta": {"type": "thinking_delta", "thinking": self.THOUGHT}},
+                    ),
+                    True,
+                )
+            )
             sig = {"type": "signature_delta", "signature": "EqSim" + secrets.token_hex(16)}
             out.append((ev("content_block_delta", {"index": index, "delta": sig}), False))
             out.append((ev("content_block_stop", {"index": index}), False))
@@ -194,18 +214,33 @@ class NativeAnswer:
             for tid, name, args in self.tools:
                 block = {"type": "tool_use", "id": tid, "name": name, "input": {}}
                 out.append((ev("content_block_start", {"index": index, "content_block": block}), False))
-                out.append((ev("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": ""}}), False))
+                out.append(
+                    (
+                        ev(
+                            "content_block_delta",
+                            {"index": index, "delta": {"type": "input_json_delta", "partial_json": ""}},
+                        ),
+                        False,
+                    )
+                )
                 for j in range(0, len(args), 9):  # fragments split anywhere, even mid-string
                     d = {"type": "input_json_delta", "partial_json": args[j : j + 9]}
                     out.append((ev("content_block_delta", {"index": index, "delta": d}), True))
                 out.append((ev("content_block_stop", {"index": index}), False))
                 index += 1
         else:
-            out.append((ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}), False))
+            out.append(
+                (ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}), False)
+            )
             for piece in self.a.pieces(0, per_chunk):
-                out.append((ev("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}}), True))
+                out.append(
+                    (ev("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}}), True)
+                )
             out.append((ev("content_block_stop", {"index": index}), False))
-        delta = {"delta": {"stop_reason": self.stop_reason, "stop_sequence": None}, "usage": {"output_tokens": self.output_tokens}}
+        delta = {
+            "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": self.output_tokens},
+        }
         out.append((ev("message_delta", delta), False))
         out.append((ev("message_stop", {}), False))
         return out

@@ -60,7 +60,34 @@ class Stats:
     last_request: dict[str, Any] = field(default_factory=dict)
 
 
-WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "gateway", "stream", "token", "provider", "latency", "failover", "routing"]
+WORDS = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "gateway",
+    "stream",
+    "token",
+    "provider",
+    "latency",
+    "failover",
+    "routing",
+]
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {  # status -> (type, code, message)
     400: ("invalid_request_error", None, "Invalid request (simulated)."),
@@ -155,7 +182,9 @@ class Answer:
             # moves on (e.g. to the tool that carries the final answer).
             called = {tc.get("function", {}).get("name") for m in messages for tc in m.get("tool_calls") or []}
             tools = [t for t in tools if t.get("name") not in called] or tools
-        picked = tools[:2] if (choice == "required" or body.get("parallel_tool_calls")) and len(tools) > 1 else tools[:1]
+        picked = (
+            tools[:2] if (choice == "required" or body.get("parallel_tool_calls")) and len(tools) > 1 else tools[:1]
+        )
         self.finish = "tool_calls"
         text = " ".join(self.words[0])
         return [
@@ -267,8 +296,15 @@ class Answer:
                     out.append((self.chunk(i, {"content": piece}, logprobs=lp), True))
             out.append((self.chunk(i, {}, finish=self.finish), False))
         if self.include_usage:
-            last = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                    "system_fingerprint": "fp_simulated", "choices": [], "usage": self.usage()}
+            last = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "fp_simulated",
+                "choices": [],
+                "usage": self.usage(),
+            }
             out.append((b"data: " + self.dumps(last) + b"\n\n", False))
         return out
 
@@ -328,7 +364,10 @@ def check_auth(request: web.Request, p: Profile) -> web.Response | None:
     if sent != f"Bearer {p.api_key}":
         shown = sent.removeprefix("Bearer ")
         masked = (shown[:3] + "*" * 8 + shown[-4:]) if len(shown) > 8 else "***"
-        return json_error(401, message=f"Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys.")
+        return json_error(
+            401,
+            message=f"Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys.",
+        )
     return None
 
 
@@ -340,7 +379,6 @@ async def read_json(request: web.Request) -> dict[str, Any] | web.Response:
     if not isinstance(body, dict):
         return json_error(400, message="The body must be a JSON object.")
     return body
-
 
 
 def account_for(request: web.Request) -> tuple[SimulatorState, Profile, Stats]:
@@ -457,7 +495,9 @@ async def send_stream(
     return resp
 
 
-async def _strike(request: web.Request, resp: web.StreamResponse, fault: str, malformed: bytes, error_event: bytes) -> None:
+async def _strike(
+    request: web.Request, resp: web.StreamResponse, fault: str, malformed: bytes, error_event: bytes
+) -> None:
     if fault == "drop":
         assert request.transport is not None
         request.transport.abort()

@@ -85,7 +85,9 @@ def mistral_error(status: int, message: Any = None) -> web.Response:
 def deepseek_error(status: int, message: str | None = None) -> web.Response:
     msgs = {402: "Insufficient Balance", 429: "Rate limit reached (simulated)", 503: "Server overloaded (simulated)",
             500: "Server error (simulated)", 401: "Authentication Fails, Your api key is invalid"}  # fmt: skip
-    etype = {402: "unknown_error", 401: "authentication_error", 429: "rate_limit_error"}.get(status, "invalid_request_error")
+    etype = {402: "unknown_error", 401: "authentication_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error"
+    )
     return _json(status, {"error": {"message": message or msgs.get(status, "Invalid request (simulated)"), "type": etype,
                                     "param": None, "code": "invalid_request_error"}})  # fmt: skip
 
@@ -120,13 +122,17 @@ def _mistral_check(body: dict[str, Any]) -> web.Response | None:
     if detail:
         return mistral_error(422, {"detail": detail})
     for m in body["messages"]:
-        ids = [tc.get("id", "") for tc in m.get("tool_calls") or []] + ([m["tool_call_id"]] if "tool_call_id" in m else [])
+        ids = [tc.get("id", "") for tc in m.get("tool_calls") or []] + (
+            [m["tool_call_id"]] if "tool_call_id" in m else []
+        )
         for tid in ids:
             if not _MISTRAL_ID.match(tid):
                 return mistral_error(400, f"Tool call id was {tid} but must be a-z, A-Z, 0-9, with a length of 9.")
     last = body["messages"][-1] if body["messages"] else {}
     if last.get("role") == "assistant" and not last.get("prefix"):
-        return mistral_error(400, "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant")
+        return mistral_error(
+            400, "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant"
+        )
     return None
 
 
@@ -205,14 +211,20 @@ class Dialect:
         prefix = {"mistral": "", "deepseek": "call_", "qwen": "call_"}[name]
         size = 9 if name == "mistral" else 22
         alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-        self.tools = [(prefix + "".join(random.choice(alphabet) for _ in range(size)), n, a) for _, n, a in self.a.tool_calls]
+        self.tools = [
+            (prefix + "".join(random.choice(alphabet) for _ in range(size)), n, a) for _, n, a in self.a.tool_calls
+        ]
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         system = " ".join(_text(m.get("content")) for m in body["messages"] if m.get("role") == "system")
         self.cached = min(self.a.prompt_tokens, len(system) // 4) if name == "deepseek" else 0
 
     def usage(self) -> dict[str, Any]:
         c = self.a.completion_tokens() + (len(THOUGHT.split()) if self.thinking else 0)
-        u: dict[str, Any] = {"prompt_tokens": self.a.prompt_tokens, "completion_tokens": c, "total_tokens": self.a.prompt_tokens + c}
+        u: dict[str, Any] = {
+            "prompt_tokens": self.a.prompt_tokens,
+            "completion_tokens": c,
+            "total_tokens": self.a.prompt_tokens + c,
+        }
         if self.name == "deepseek":
             u |= {"prompt_tokens_details": {"cached_tokens": self.cached}, "prompt_cache_hit_tokens": self.cached,
                   "prompt_cache_miss_tokens": self.a.prompt_tokens - self.cached}  # fmt: skip
@@ -248,7 +260,12 @@ class Dialect:
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None,
                choices: bool = True) -> bytes:  # fmt: skip
-        c: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+        c: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        }
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
         if self.name != "mistral":
             choice["logprobs"] = self._logprobs(delta.get("content"))
@@ -267,14 +284,23 @@ class Dialect:
         out.append((self._chunk(first), False))
         if self.thinking:
             if self.name == "mistral":
-                out.append((self._chunk({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": THOUGHT}]}]}), True))
+                out.append(
+                    (
+                        self._chunk(
+                            {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": THOUGHT}]}]}
+                        ),
+                        True,
+                    )
+                )
             else:
                 out.append((self._chunk({"content": None, "reasoning_content": THOUGHT}), True))
         usage_inline = self.name == "mistral" or (self.name == "deepseek" and self.include_usage)
         final_usage = self.usage() if usage_inline else None
         if self.tools:
             if self.name == "mistral":  # every call whole, in one delta, with the finish and usage
-                out.append((self._chunk({"content": "", "tool_calls": self._calls(True)}, self.a.finish, final_usage), True))
+                out.append(
+                    (self._chunk({"content": "", "tool_calls": self._calls(True)}, self.a.finish, final_usage), True)
+                )
             else:
                 for k, (tid, name, args) in enumerate(self.tools):
                     start = {"index": k, "id": tid, "type": "function", "function": {"name": name, "arguments": ""}}
@@ -353,7 +379,11 @@ async def mistral_embeddings(request: web.Request) -> web.Response:
     state, p, stats = account_for(request)
     body = orjson.loads(await request.read())
     record(stats, request, body)
-    extra = [k for k in body if k not in ("model", "input", "output_dimension", "output_dtype", "encoding_format", "metadata")]
+    extra = [
+        k
+        for k in body
+        if k not in ("model", "input", "output_dimension", "output_dtype", "encoding_format", "metadata")
+    ]
     if extra:
         return mistral_error(422, {"detail": [{"type": "extra_forbidden", "loc": ["body", k]} for k in extra]})
     if state.take_fault(p) and p.fault == "status":

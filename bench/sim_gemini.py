@@ -51,10 +51,19 @@ def error(status: int, message: str | None = None, reason: str | None = None) ->
     st = _STATUS.get(status, "UNKNOWN")
     details: list[dict[str, Any]] = []
     if reason:
-        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com"})
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com"}
+        )
     if status == 429:
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"})
-    body = {"error": {"code": status, "message": message or _MESSAGES.get(st, "Request failed. (simulated)"), "status": st, "details": details}}
+    body = {
+        "error": {
+            "code": status,
+            "message": message or _MESSAGES.get(st, "Request failed. (simulated)"),
+            "status": st,
+            "details": details,
+        }
+    }
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
@@ -76,7 +85,9 @@ def _content_view(c: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"role": c.get("role", "user"), "content": _text(parts)}
     if parts and all("functionResponse" in p for p in parts):
         view["role"] = "tool"
-    calls = [{"type": "function", "function": {"name": p["functionCall"].get("name")}} for p in parts if "functionCall" in p]
+    calls = [
+        {"type": "function", "function": {"name": p["functionCall"].get("name")}} for p in parts if "functionCall" in p
+    ]
     if calls:
         view["tool_calls"] = calls
     return view
@@ -121,7 +132,7 @@ class NativeAnswer:
         self.a = Answer(openai_view(model, body), profile)
         self.model = model
         self.response_id = secrets.token_urlsafe(16)
-        thinking = ((body.get("generationConfig") or {}).get("thinkingConfig") or {})
+        thinking = (body.get("generationConfig") or {}).get("thinkingConfig") or {}
         self.thoughts = "**Planning** the reply." if thinking.get("includeThoughts") else None
         self.thought_tokens = 6 if self.thoughts else 0
 
@@ -184,13 +195,28 @@ class NativeAnswer:
         out: list[tuple[bytes, bool]] = []
         for i in range(self.a.n):
             if self.thoughts:
-                out.append((ev([{"content": {"role": "model", "parts": [{"text": self.thoughts, "thought": True}]}, "index": i}], False), True))
+                out.append(
+                    (
+                        ev(
+                            [
+                                {
+                                    "content": {"role": "model", "parts": [{"text": self.thoughts, "thought": True}]},
+                                    "index": i,
+                                }
+                            ],
+                            False,
+                        ),
+                        True,
+                    )
+                )
             if self.a.tool_calls:
                 cand = {"content": {"role": "model", "parts": self._call_parts()}, "index": i}
                 out.append((ev([cand], False), True))
             else:
                 for piece in self.a.pieces(i, per_chunk):
-                    cand = self._with_logprobs({"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}, piece)
+                    cand = self._with_logprobs(
+                        {"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}, piece
+                    )
                     out.append((ev([cand], False), True))
         # The last event: finishReason for every candidate and the final usage.
         last = [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": FINISH[self.a.finish], "index": i}

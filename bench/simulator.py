@@ -69,7 +69,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state, p, stats, body = got
     for required in ("model", "messages"):
         if required not in body:
-            return json_error(400, message=f"Missing required parameter: '{required}'.", param=required, code="missing_required_parameter")
+            return json_error(
+                400,
+                message=f"Missing required parameter: '{required}'.",
+                param=required,
+                code="missing_required_parameter",
+            )
     if not isinstance(body["messages"], list) or not body["messages"]:
         return json_error(400, message="'messages' must be a non-empty array.", param="messages")
     fault = await draw_fault(state, p)
@@ -94,7 +99,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             done=DONE if p.send_done else b"",
         )  # fmt: skip
     delay = answer_time_s(p, answer.completion_tokens())
-    headers = {"x-request-id": "req_sim_" + secrets.token_hex(6), "openai-processing-ms": str(int(delay * 1000)), **RATE_HEADERS}
+    headers = {
+        "x-request-id": "req_sim_" + secrets.token_hex(6),
+        "openai-processing-ms": str(int(delay * 1000)),
+        **RATE_HEADERS,
+    }
     return await send_body(request, answer.completion(), fault, delay, headers)
 
 
@@ -119,7 +128,12 @@ async def embeddings(request: web.Request) -> web.Response:
         emb: Any = float32_base64(vec) if body.get("encoding_format") == "base64" else vec
         data.append({"object": "embedding", "index": i, "embedding": emb})
     return web.json_response(
-        {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+        {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
         dumps=lambda o: orjson.dumps(o).decode(),
     )
 
@@ -209,7 +223,9 @@ async def start_simulator(
 
 async def _main(args: argparse.Namespace) -> None:
     profile = Profile(
-        ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, chunk_tokens=args.chunk_tokens,
+        ttft_ms=args.ttft_ms,
+        tokens_per_s=args.tokens_per_s,
+        chunk_tokens=args.chunk_tokens,
         completion_tokens=args.completion_tokens,
         fault="status" if args.error_rate > 0 else "none",
         fault_status=args.error_status,
@@ -236,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--completion-tokens", type=int, default=20)
     ap.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered with --error-status")
     ap.add_argument("--error-status", type=int, default=503)
-    ap.add_argument("--spaced-json", action="store_true", help='OpenAI-format JSON spelled as json.dumps does (", " and ": ")')
+    ap.add_argument(
+        "--spaced-json", action="store_true", help='OpenAI-format JSON spelled as json.dumps does (", " and ": ")'
+    )
     args = ap.parse_args(argv)
     try:
         import uvloop

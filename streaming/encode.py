@@ -29,6 +29,8 @@ CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text; only used for e
 
 def estimate_tokens(chars: int) -> int:
     return max(1, -(-chars // CHARS_PER_TOKEN)) if chars else 0
+
+
 _encode_into = msgspec.json.Encoder().encode_into
 _encode = msgspec.json.Encoder().encode
 

@@ -160,9 +160,7 @@ class SSEParser:
         elif chunk.startswith(b"event: "):
             eol = chunk.find(10)
             if (  # exactly one `event: E\ndata: D\n\n` (Anthropic)
-                chunk.startswith(b"data: ", eol + 1)
-                and chunk.find(10, eol + 1) == len(chunk) - 2
-                and chunk[-1] == 10
+                chunk.startswith(b"data: ", eol + 1) and chunk.find(10, eol + 1) == len(chunk) - 2 and chunk[-1] == 10
             ):
                 name = chunk[7:eol].decode("utf-8", "replace")
                 return [SSEEvent(name, chunk[eol + 7 : -2], self.last_event_id, None)]

@@ -37,12 +37,19 @@ class Proc:
         return out
 
 
-async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0) -> Proc:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-P", "-m", "aiogw", "serve", "--port", "0", "--host", "127.0.0.1", "--log-format", "json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+async def _serve(*args: str, env: dict | None) -> asyncio.subprocess.Process:
+    """`aiogw serve` on loopback with JSON logs, both streams piped."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-P", "-m", "aiogw", "serve", "--host", "127.0.0.1", "--log-format", "json"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
+
+
+async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0) -> Proc:
+    proc = await _serve("--port", "0", *args, env=env)
     lines: list[bytes] = []
 
     async def pump():
@@ -62,11 +69,7 @@ async def start_aiogw(*args: str, env: dict | None = None, timeout: float = 20.0
 
 async def run_aiogw(*args: str, env: dict | None = None, timeout: float = 30.0) -> tuple[int, str, str]:
     """`aiogw serve ...` expected to exit by itself: (exit status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-P", "-m", "aiogw", "serve", "--host", "127.0.0.1", "--log-format", "json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
+    proc = await _serve(*args, env=env)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

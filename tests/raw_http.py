@@ -26,7 +26,9 @@ class Response:
         return err
 
 
-def request(path: str, body: bytes, headers: dict[str, str] | None = None, *, method: str = "POST", close: bool = True) -> bytes:
+def request(
+    path: str, body: bytes, headers: dict[str, str] | None = None, *, method: str = "POST", close: bool = True
+) -> bytes:
     """A request with an exact Content-Length unless `headers` sets its own framing."""
     h = {"host": "gateway", **(headers or {})}
     if "content-length" not in h and "transfer-encoding" not in h:

@@ -29,7 +29,14 @@ ALLOWED: dict[str, set[str]] = {
     "aiogw.version": set(),
     "aiogw.extras": set(),  # importlib only: it finds the optional packages, never imports them
     "aiogw.supervise": set(),
-    "aiogw.adapters": {"aiogw.types", "aiogw.errors", "aiogw.ids", "aiogw.adapters._base", "aiogw.adapters.openai", "aiogw.adapters"},
+    "aiogw.adapters": {
+        "aiogw.types",
+        "aiogw.errors",
+        "aiogw.ids",
+        "aiogw.adapters._base",
+        "aiogw.adapters.openai",
+        "aiogw.adapters",
+    },
     "aiogw.streaming": {"aiogw.types", "aiogw.errors", "aiogw.streaming"},
     "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters", "aiogw.names", "aiogw.extras"},
     "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.version", "aiogw.telemetry"},
@@ -39,23 +46,69 @@ ALLOWED: dict[str, set[str]] = {
     "aiogw.upstream": {*GROUND, "aiogw.upstream"},
     "aiogw.accounting": {*GROUND, "aiogw.adapters._base", "aiogw.accounting"},
     "aiogw.admission": {*GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.admission"},
-    "aiogw.routing": {*GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.runtime", "aiogw.accounting.cost", "aiogw.routing"},
+    "aiogw.routing": {
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.config",
+        "aiogw.runtime",
+        "aiogw.accounting.cost",
+        "aiogw.routing",
+    },
     # Shared state backs admission's buckets and routing's breakers and windows.
-    "aiogw.state": {*GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.admission", "aiogw.routing.health", "aiogw.supervise", "aiogw.telemetry.logs", "aiogw.state"},
+    "aiogw.state": {
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.config",
+        "aiogw.admission",
+        "aiogw.routing.health",
+        "aiogw.supervise",
+        "aiogw.telemetry.logs",
+        "aiogw.state",
+    },
     "aiogw.attempts": {
-        *GROUND, "aiogw.adapters", "aiogw.config", "aiogw.runtime", "aiogw.streaming", "aiogw.telemetry", "aiogw.supervise",
-        "aiogw.accounting", "aiogw.admission", "aiogw.routing", "aiogw.upstream", "aiogw.state", "aiogw.attempts",
+        *GROUND,
+        "aiogw.adapters",
+        "aiogw.config",
+        "aiogw.runtime",
+        "aiogw.streaming",
+        "aiogw.telemetry",
+        "aiogw.supervise",
+        "aiogw.accounting",
+        "aiogw.admission",
+        "aiogw.routing",
+        "aiogw.upstream",
+        "aiogw.state",
+        "aiogw.attempts",
     },
     # An ingress decodes a wire format, calls the attempt stage, encodes the answer; the app's
     # typed keys are its only import from the server.
     "aiogw.ingress": {
-        *GROUND, "aiogw.adapters._base", "aiogw.runtime", "aiogw.streaming", "aiogw.accounting.cost", "aiogw.routing.router",
-        "aiogw.attempts.outcome", "aiogw.server.keys", "aiogw.ingress",
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.runtime",
+        "aiogw.streaming",
+        "aiogw.accounting.cost",
+        "aiogw.routing.router",
+        "aiogw.attempts.outcome",
+        "aiogw.server.keys",
+        "aiogw.ingress",
     },
     # The server assembles the stages (constructor injection, in build order) and serves them.
     "aiogw.server": {
-        *GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.runtime", "aiogw.telemetry", "aiogw.streaming", "aiogw.ingress", "aiogw.admission",
-        "aiogw.routing", "aiogw.attempts", "aiogw.state", "aiogw.upstream", "aiogw.accounting", "aiogw.server",
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.config",
+        "aiogw.runtime",
+        "aiogw.telemetry",
+        "aiogw.streaming",
+        "aiogw.ingress",
+        "aiogw.admission",
+        "aiogw.routing",
+        "aiogw.attempts",
+        "aiogw.state",
+        "aiogw.upstream",
+        "aiogw.accounting",
+        "aiogw.server",
     },
     # Entry points: anything.
     "aiogw.cli": {"aiogw"},
@@ -122,5 +175,8 @@ def test_no_adapter_imports_another_except_the_openai_family_base():
     for module, path in modules():
         if not module.startswith("aiogw.adapters.") or module.endswith(("_base", "openai")):
             continue
-        others = {i for i in imports(path) if i.startswith("aiogw.adapters.")} - {"aiogw.adapters._base", "aiogw.adapters.openai"}
+        others = {i for i in imports(path) if i.startswith("aiogw.adapters.")} - {
+            "aiogw.adapters._base",
+            "aiogw.adapters.openai",
+        }
         assert others == set(), module

@@ -40,7 +40,11 @@ def listed_price(provider_type: str, model: str) -> Price | None:
 
 
 def resolve_price(
-    provider_type: str, model: str, price_input: float | None, price_output: float | None, price_cached_input: float | None
+    provider_type: str,
+    model: str,
+    price_input: float | None,
+    price_output: float | None,
+    price_cached_input: float | None,
 ) -> Price | None:
     """A target's price: its configured one, else the built-in table's. Called when the
     runtime builds the target (`Target.price`), never per request."""

@@ -57,7 +57,13 @@ class Ledger:
 
 
 def charge(
-    ledger: Ledger, model: str, target: Target, upstream_model: str | None, tags: str, usage: CompletionUsage | None, task: str
+    ledger: Ledger,
+    model: str,
+    target: Target,
+    upstream_model: str | None,
+    tags: str,
+    usage: CompletionUsage | None,
+    task: str,
 ) -> float | None:
     """Add an answered request to the ledger; its cost (None: no usage or no price)."""
     price = target.price

@@ -143,7 +143,9 @@ class Dispatcher:
         """Reserve rate-limit capacity for an attempt, or record why the target is skipped."""
         if w.context_floor is not None and (target.context_window or 0) <= w.context_floor:
             w.outcome.attempts.append(
-                AttemptRecord(target.id, 0.0, "context_window", "no larger context window than a target that refused the prompt")
+                AttemptRecord(
+                    target.id, 0.0, "context_window", "no larger context window than a target that refused the prompt"
+                )
             )
             return None
         h = self.health.get(target.id) if self.shared is not None else None
@@ -161,15 +163,15 @@ class Dispatcher:
         try:
             # With shared state, rpm/tpm come from the fleet's buckets (one Redis round trip,
             # only for targets that have such limits); local buckets when Redis is away.
-            shared = self.shared is not None and bool(target.rpm or target.tpm) and await self.shared.take(target, w.tokens)
+            shared = (
+                self.shared is not None and bool(target.rpm or target.tpm) and await self.shared.take(target, w.tokens)
+            )
             reservation = self.limiter.acquire(target, w.tokens, health_mod.now(), buckets=not shared)
         except LimitExceeded as exc:
             if shared:  # refused here (concurrency, provider-reported): the fleet's units go back
                 self.shared.refund(target, w.tokens)  # type: ignore[union-attr]
             w.limited.append(exc)
-            w.outcome.attempts.append(
-                AttemptRecord(target.id, 0.0, "rate_limited", f"at its {exc.reason} limit")
-            )
+            w.outcome.attempts.append(AttemptRecord(target.id, 0.0, "rate_limited", f"at its {exc.reason} limit"))
             return None
         return target, self._runtime.adapter(target), reservation
 
@@ -225,7 +227,9 @@ class Dispatcher:
             now = health_mod.now()
             mine = failure is None and counted and record is None
             ttft = outcome.ttft_ms if mine else None
-            h.end(now, probe=probe, failure=failure, latency_ms=latency_ms, ttft_ms=ttft, error=message, counted=counted)
+            h.end(
+                now, probe=probe, failure=failure, latency_ms=latency_ms, ttft_ms=ttft, error=message, counted=counted
+            )
             usage = outcome.usage if mine and outcome.target is target else None
             self.limiter.release(reservation, usage.total_tokens if usage else None, now)
             if reservation.shared and self.shared is not None:
@@ -277,7 +281,9 @@ class Dispatcher:
             return self._won(outcome, target, reply)
 
         tokens = embedding_tokens_estimate(req)
-        walk = Walk(route, control, outcome, tokens=tokens, prompt_tokens=tokens, max_output=None, operation="embeddings")
+        walk = Walk(
+            route, control, outcome, tokens=tokens, prompt_tokens=tokens, max_output=None, operation="embeddings"
+        )
         reply = await self._walk(walk, attempt)
         self._account(outcome, route, reply.usage, "embeddings")
         return reply
@@ -301,7 +307,9 @@ class Dispatcher:
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
             call = build_call(adapter, parsed, target)
             outcome.notes.extend(call.notes)
-            await self._sender.stream_once(parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline)
+            await self._sender.stream_once(
+                parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline
+            )
 
         def account(usage: CompletionUsage | None) -> None:
             self._account(outcome, route, usage, "chat")

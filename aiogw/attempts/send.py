@@ -101,7 +101,9 @@ class Sender:
         except UpstreamTimeout as exc:
             if exc.phase != "deadline":
                 raise
-            raise UpstreamTimeout(f"no answer within the health check's {timeout_s:g} s", phase="total", target=target.id) from None
+            raise UpstreamTimeout(
+                f"no answer within the health check's {timeout_s:g} s", phase="total", target=target.id
+            ) from None
 
     async def stream_once(
         self,
@@ -175,7 +177,9 @@ class Sender:
             return b'"cost_usd":' + format_usd(cost_usd(usage, price)).encode() if price is not None else b""
 
         if adapter.passthrough_stream:
-            return PassthroughRelay(decoder, include_usage=parsed.req.wants_usage, target=target.id, usage_extra=cost_field)
+            return PassthroughRelay(
+                decoder, include_usage=parsed.req.wants_usage, target=target.id, usage_extra=cost_field
+            )
         encoder = ChunkEncoder(
             completion_id=new_completion_id(),
             created=int(time.time()),

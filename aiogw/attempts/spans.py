@@ -29,9 +29,16 @@ def start_span(tracing: Tracing, w: Walk, target: Target) -> tuple[Span, object]
         failover_reason=sent[-1].failure if sent else None,
     )
 
+
 def end_span(
-    tracing: Tracing, span: tuple[Span, object], outcome: Outcome, target: Target, usage: CompletionUsage | None,
-    record: str | None, message: str | None, mine: bool,
+    tracing: Tracing,
+    span: tuple[Span, object],
+    outcome: Outcome,
+    target: Target,
+    usage: CompletionUsage | None,
+    record: str | None,
+    message: str | None,
+    mine: bool,
 ) -> None:
     attrs = tracing.usage_attributes(usage, outcome.finish_reasons if mine else None, outcome.model if mine else None)
     attrs["aiogw.target"] = target.id

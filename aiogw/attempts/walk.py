@@ -32,6 +32,7 @@ T = TypeVar("T")
 # Output tokens reserved against `tpm` when the request sets no cap.
 DEFAULT_OUTPUT_RESERVATION = 512
 
+
 def prompt_tokens_estimate(parsed: ParsedChat) -> int:
     """A rough prompt size from the request's text, for limits, routing and missing usage."""
     chars = sum(len(content_text(getattr(m, "content", None))) for m in parsed.req.messages)
@@ -80,7 +81,12 @@ def new_walk(route: ModelRoute, control: Control, outcome: Outcome, parsed: Pars
     cap = parsed.req.output_cap
     outcome.tags = control.tags
     return Walk(
-        route, control, outcome, tokens=prompt + (cap or DEFAULT_OUTPUT_RESERVATION), prompt_tokens=prompt, max_output=cap
+        route,
+        control,
+        outcome,
+        tokens=prompt + (cap or DEFAULT_OUTPUT_RESERVATION),
+        prompt_tokens=prompt,
+        max_output=cap,
     )
 
 
@@ -93,9 +99,7 @@ def retry_pause(policy: RetryConfig, rounds: int, failures: list[UpstreamError])
 
 def give_up(w: Walk, deadline_passed: bool) -> GatewayError:
     """The error a walk that found no answer ends with."""
-    if deadline_passed and not any(
-        isinstance(f, UpstreamTimeout) and f.phase == "deadline" for f in w.failures
-    ):
+    if deadline_passed and not any(isinstance(f, UpstreamTimeout) and f.phase == "deadline" for f in w.failures):
         w.failures.append(
             UpstreamTimeout("the request deadline (x-aiogw-timeout-ms) passed", phase="deadline", target="")
         )

@@ -58,7 +58,9 @@ async def read_body(request: web.Request) -> bytes:
             raise InvalidRequest(
                 f"The request body is not valid {encoding} data, as its Content-Encoding says.", code="invalid_encoding"
             ) from None
-        raise InvalidRequest("The request body is malformed (its framing does not match its headers).", code="invalid_body") from None
+        raise InvalidRequest(
+            "The request body is malformed (its framing does not match its headers).", code="invalid_body"
+        ) from None
     except ConnectionError:
         raise ClientDisconnected() from None
 

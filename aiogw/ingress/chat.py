@@ -128,7 +128,9 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
         pairs = [p.strip() for p in v.split(",") if p.strip()]
         bad = [p for p in pairs if not _TAG.match(p)]
         if bad or len(pairs) > 16:
-            raise _bad_header("x-aiogw-tags", "expected up to 16 comma-separated key=value pairs (e.g. team=search,feature=qa)")
+            raise _bad_header(
+                "x-aiogw-tags", "expected up to 16 comma-separated key=value pairs (e.g. team=search,feature=qa)"
+            )
         tags = ",".join(sorted(pairs))
     return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags)
 

@@ -42,7 +42,9 @@ class SSESink:
         "started",
     )
 
-    def __init__(self, request: web.Request, headers: dict[str, str], outcome: Outcome, heartbeat_s: float = 0.0) -> None:
+    def __init__(
+        self, request: web.Request, headers: dict[str, str], outcome: Outcome, heartbeat_s: float = 0.0
+    ) -> None:
         self._request = request
         self._headers = headers
         self._outcome = outcome

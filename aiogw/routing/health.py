@@ -328,7 +328,9 @@ class LocalHealth:
     def get(self, target_id: str) -> TargetHealth:
         h = self._kept.get(target_id) or self._targets.get(target_id)
         if h is None:
-            h = self._targets.put(target_id, TargetHealth(self._policies.get(target_id, self._default), target_id=target_id))
+            h = self._targets.put(
+                target_id, TargetHealth(self._policies.get(target_id, self._default), target_id=target_id)
+            )
             h.listener = self.listener
         return h
 

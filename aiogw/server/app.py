@@ -126,7 +126,9 @@ class _Protocol(RequestHandler):
         else:
             log.info("request.malformed", status=err.http_status(), error=err.message)
         headers = {"x-request-id": "req_" + hex_id(12), **err.headers()}
-        resp = web.Response(status=err.http_status(), body=err.to_openai(), content_type="application/json", headers=headers)
+        resp = web.Response(
+            status=err.http_status(), body=err.to_openai(), content_type="application/json", headers=headers
+        )
         resp.force_close()
         return resp
 
@@ -134,13 +136,17 @@ class _Protocol(RequestHandler):
 def _protocol_error(status: int, exc: BaseException | None) -> GatewayError:
     if isinstance(exc, ContentEncodingError):
         if "install" in exc.message:  # aiohttp's "Please install `Brotli`": br or zstd without a decoder
-            return UnsupportedEncoding("The request's Content-Encoding cannot be decoded here; send the body uncompressed, or as gzip or deflate.")
+            return UnsupportedEncoding(
+                "The request's Content-Encoding cannot be decoded here; send the body uncompressed, or as gzip or deflate."
+            )
         # Found at the end of the body (a deflate stream cut short), after its handler began.
         return InvalidRequest("The request body is not valid data for its Content-Encoding.", code="invalid_encoding")
     if status >= 500:
         return GatewayError("The gateway hit an internal error.")
     # Only the first line: aiohttp appends the offending bytes, which may be prompt text.
-    reason = (exc.message if isinstance(exc, HttpProcessingError) else str(exc or "")).split("\n", 1)[0].strip().rstrip(":")
+    reason = (
+        (exc.message if isinstance(exc, HttpProcessingError) else str(exc or "")).split("\n", 1)[0].strip().rstrip(":")
+    )
     return InvalidRequest(f"Malformed HTTP request: {reason or 'cannot be parsed'}.", code="invalid_http")
 
 
@@ -167,7 +173,11 @@ class ListenError(Exception):
 
     def __init__(self, host: str, port: int, exc: OSError) -> None:
         taken = exc.errno == errno.EADDRINUSE
-        why = "address already in use (another aiogw, or another program, listens there)" if taken else exc.strerror or str(exc)
+        why = (
+            "address already in use (another aiogw, or another program, listens there)"
+            if taken
+            else exc.strerror or str(exc)
+        )
         super().__init__(f"cannot listen on {host}:{port}: {why}")
 
 

@@ -48,7 +48,9 @@ class CorsPolicy:
                 f"Origin {origin or '(none)'} is not allowed by this gateway's CORS policy (server.cors.allow_origins).",
                 code="cors_origin_not_allowed",
             )
-        asked = [h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()]
+        asked = [
+            h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",") if h.strip()
+        ]
         refused = [h for h in asked if not self._headers.match(h)]
         if refused:
             raise Forbidden(

@@ -33,4 +33,18 @@ OUTCOME = web.RequestKey("outcome", Outcome)
 PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
 
-__all__ = ["CORS", "DISPATCHER", "HEALTH_CHECKER", "HTTP", "LIFECYCLE", "METRICS", "OUTCOME", "PUBLIC_MODEL", "REQUEST_ID", "RUNTIME", "STREAM", "TRACING", "Outcome"]
+__all__ = [
+    "CORS",
+    "DISPATCHER",
+    "HEALTH_CHECKER",
+    "HTTP",
+    "LIFECYCLE",
+    "METRICS",
+    "OUTCOME",
+    "PUBLIC_MODEL",
+    "REQUEST_ID",
+    "RUNTIME",
+    "STREAM",
+    "TRACING",
+    "Outcome",
+]

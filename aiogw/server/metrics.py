@@ -60,17 +60,33 @@ def install(app: web.Application) -> None:
                     yield (tid, _HEADROOM.get(key, key)), v
 
     m.gauge("aiogw_in_flight_requests", "API requests in progress.", (), lambda: [((), app[LIFECYCLE].in_flight)])
-    m.gauge("aiogw_breaker_state", "Circuit breaker state per target (1 for the current state).", ("target", "state"), breaker)
-    m.gauge("aiogw_target_error_rate", "Failure share over the sliding window.", ("target",), lambda: window("error_rate"))
-    m.gauge("aiogw_target_requests_window", "Attempts counted in the sliding window.", ("target",), lambda: window("requests"))
     m.gauge(
-        "aiogw_target_latency_p95_seconds", "p95 attempt latency over the sliding window.", ("target",),
+        "aiogw_breaker_state",
+        "Circuit breaker state per target (1 for the current state).",
+        ("target", "state"),
+        breaker,
+    )
+    m.gauge(
+        "aiogw_target_error_rate", "Failure share over the sliding window.", ("target",), lambda: window("error_rate")
+    )
+    m.gauge(
+        "aiogw_target_requests_window",
+        "Attempts counted in the sliding window.",
+        ("target",),
+        lambda: window("requests"),
+    )
+    m.gauge(
+        "aiogw_target_latency_p95_seconds",
+        "p95 attempt latency over the sliding window.",
+        ("target",),
         lambda: ((k, v / 1000) for k, v in window("latency_p95_ms")),
     )
     m.gauge("aiogw_target_in_flight", "Attempts in progress per target.", ("target",), target_in_flight)
     m.gauge(
-        "aiogw_ratelimit_remaining", "Remaining allowance per target and kind (local limits and provider-reported).",
-        ("target", "kind"), headroom,
+        "aiogw_ratelimit_remaining",
+        "Remaining allowance per target and kind (local limits and provider-reported).",
+        ("target", "kind"),
+        headroom,
     )
     app.router.add_get("/metrics", metrics)
 

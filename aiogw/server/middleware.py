@@ -71,7 +71,9 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
             return error_response(exc, rid, None)
     if not path.startswith(_API_PREFIX) or path.startswith(_OPERATOR_PREFIX):
         if path not in _ALWAYS_PATHS and request.app[LIFECYCLE].draining:
-            return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
+            return error_response(
+                ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None
+            )
         return await _plain(request, handler, rid)
 
     lifecycle = request.app[LIFECYCLE]

@@ -12,7 +12,9 @@ local kt = redis.call('TYPE', KEYS[1]).ok
 if kt ~= 'hash' and kt ~= 'none' then redis.call('DEL', KEYS[1]) end
 """
 
-TAKE = _OWN_HASH + """
+TAKE = (
+    _OWN_HASH
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, tpm, need = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -37,10 +39,13 @@ redis.call('HSET', KEYS[1], 'r', tostring(r), 't', tostring(tk), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], 120000)
 return verdict
 """
+)
 
 # KEYS[1]: the bucket hash. ARGV: rpm, tpm, requests and tokens to give back (unused lease,
 # tokens reserved but not used; the tokens may be < 0 when a call used more).
-SETTLE = _OWN_HASH + """
+SETTLE = (
+    _OWN_HASH
+    + """
 local b = redis.call('HMGET', KEYS[1], 'r', 't')
 local r, tk = tonumber(b[1]), tonumber(b[2])
 if r == nil and tk == nil then return 0 end
@@ -49,6 +54,7 @@ if tk ~= nil and tonumber(ARGV[2]) > 0 then tk = math.min(tonumber(ARGV[2]), tk 
 redis.call('HSET', KEYS[1], 'r', tostring(r or 0), 't', tostring(tk or 0))
 return 1
 """
+)
 
 # KEYS[1]: a target's probe lease. ARGV: replica, lease ms. The holder may renew it (a
 # half-open breaker closes after several probe successes). Returns 1 when ours, else minus
@@ -141,7 +147,9 @@ return out
 # another replica wrote meanwhile. A stored record without a readable `at_ms` (every
 # version has one), or one dated over a minute ahead of Redis' clock, is replaced: it must
 # not pin the target's state for good.
-PUBLISH = _OWN_HASH + """
+PUBLISH = (
+    _OWN_HASH
+    + """
 local old = redis.call('HGET', KEYS[1], ARGV[2])
 if old then
   local ok, d = pcall(cjson.decode, old)
@@ -153,3 +161,4 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
 return 1
 """
+)

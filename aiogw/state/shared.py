@@ -60,6 +60,7 @@ from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
 
+
 @dataclass(slots=True)
 class _Pushed:
     """Our own calls/failures in the fleet's sums, by Redis second: taken back out, so the
@@ -127,7 +128,9 @@ class SharedState:
         self._pushed: dict[str, _Pushed] = {}
         self._levels: dict[str, tuple[float | None, float | None, float | None]] = {}  # rl buckets at the last sync
         self._clock_offset_ms = 0.0  # Redis server time minus our wall clock
-        self._hash_seen: dict[bytes, bytes] = {}  # the breakers hash as last read: unchanged records are not decoded again
+        self._hash_seen: dict[
+            bytes, bytes
+        ] = {}  # the breakers hash as last read: unchanged records are not decoded again
         self.bad_records = 0  # records skipped as unreadable (logged once per kind)
         self._bad_kinds: set[str] = set()
         health.subscribe(self._on_transition)
@@ -270,7 +273,11 @@ class SharedState:
             return until > 0
         try:
             async with asyncio.timeout(self._timeout_s):
-                got = int(await self._probe(keys=[f"{self._prefix}:probe:{target_id}"], args=[self.replica, int(lease_s * 1000)]))
+                got = int(
+                    await self._probe(
+                        keys=[f"{self._prefix}:probe:{target_id}"], args=[self.replica, int(lease_s * 1000)]
+                    )
+                )
         except _REDIS_DOWN as exc:
             self._down(exc)
             return True
@@ -418,7 +425,9 @@ class SharedState:
                 self._levels[h.target_id] = (_level(r), _level(t), _level(ts))
             except ValueError as exc:  # not written by TAKE: read as full, as TAKE does
                 self._levels[h.target_id] = (None, None, None)
-                self._bad_record(BadRecord("invalid", str(exc)), "rate-limit bucket", h.target_id.encode(), repr((r, t, ts)).encode())
+                self._bad_record(
+                    BadRecord("invalid", str(exc)), "rate-limit bucket", h.target_id.encode(), repr((r, t, ts)).encode()
+                )
         self._restored()
         flat = out[-1]
         seen = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}

@@ -83,7 +83,9 @@ class Counter(_Metric):
 class Histogram(_Metric):
     kind = "histogram"
 
-    def __init__(self, name: str, help_: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+    def __init__(
+        self, name: str, help_: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> None:
         super().__init__(name, help_, labels)
         self.buckets = tuple(buckets)
         self.series: dict[Labels, list[float]] = {}  # per-bucket counts (+Inf last), then sum
@@ -160,26 +162,36 @@ class GatewayMetrics:
         self.started = time.time()
         r = self.registry = Registry()
         self.requests = Counter(
-            "aiogw_requests_total", "API requests by public model, answering provider, HTTP status and streaming.",
+            "aiogw_requests_total",
+            "API requests by public model, answering provider, HTTP status and streaming.",
             ("model", "provider", "status", "stream"),
         )
         self.errors = Counter(
-            "aiogw_errors_total", "Failed API requests by public model and kind (error type or stream_error / client_closed).",
+            "aiogw_errors_total",
+            "Failed API requests by public model and kind (error type or stream_error / client_closed).",
             ("model", "kind"),
         )
         self.duration = Histogram(
-            "aiogw_request_duration_seconds", "Time from request to the last byte of the answer.", ("model", "provider", "stream")
+            "aiogw_request_duration_seconds",
+            "Time from request to the last byte of the answer.",
+            ("model", "provider", "stream"),
         )
         self.ttft = Histogram(
-            "aiogw_time_to_first_token_seconds", "Time from request to the first streamed content.", ("model", "provider")
+            "aiogw_time_to_first_token_seconds",
+            "Time from request to the first streamed content.",
+            ("model", "provider"),
         )
         self.tokens = Counter(
-            "aiogw_tokens_total", "Tokens by public model, provider, kind (input/output/cached/reasoning) and tags.",
+            "aiogw_tokens_total",
+            "Tokens by public model, provider, kind (input/output/cached/reasoning) and tags.",
             ("model", "provider", "kind", "tags"),
         )
-        self.cost = Counter("aiogw_cost_usd_total", "Spend in USD at the configured or listed prices.", ("model", "provider", "tags"))
+        self.cost = Counter(
+            "aiogw_cost_usd_total", "Spend in USD at the configured or listed prices.", ("model", "provider", "tags")
+        )
         self.attempts = Counter(
-            "aiogw_upstream_attempts_total", "Attempts per target by result (ok, a failure class, or a skip reason).",
+            "aiogw_upstream_attempts_total",
+            "Attempts per target by result (ok, a failure class, or a skip reason).",
             ("target", "result"),
         )
         self.failovers = Counter(
@@ -190,11 +202,31 @@ class GatewayMetrics:
             "Active health checks per target by outcome (ok, a failure class, or refused: the target refused the check itself).",
             ("target", "outcome"),
         )
-        for m in (self.requests, self.errors, self.duration, self.ttft, self.tokens, self.cost, self.attempts, self.failovers, self.health_checks):
+        for m in (
+            self.requests,
+            self.errors,
+            self.duration,
+            self.ttft,
+            self.tokens,
+            self.cost,
+            self.attempts,
+            self.failovers,
+            self.health_checks,
+        ):
             r.add(m)
         cpu = resource.getrusage
-        r.add(Gauge("process_cpu_seconds_total", "User and system CPU time of this process.", (), lambda: [((), _cpu(cpu))], kind="counter"))
-        r.add(Gauge("process_resident_memory_bytes", "Resident memory of this process.", (), lambda: [((), _rss_bytes())]))
+        r.add(
+            Gauge(
+                "process_cpu_seconds_total",
+                "User and system CPU time of this process.",
+                (),
+                lambda: [((), _cpu(cpu))],
+                kind="counter",
+            )
+        )
+        r.add(
+            Gauge("process_resident_memory_bytes", "Resident memory of this process.", (), lambda: [((), _rss_bytes())])
+        )
         r.add(Gauge("process_start_time_seconds", "Start time since the epoch.", (), lambda: [((), self.started)]))
 
     def record_request(
@@ -234,7 +266,14 @@ class GatewayMetrics:
             failed_before = failed_before or failure is not None
 
     def record_health_check(
-        self, *, target: str, provider: str, outcome: str, usage: tuple[int, int] | None, cost_usd: float | None, tags: str
+        self,
+        *,
+        target: str,
+        provider: str,
+        outcome: str,
+        usage: tuple[int, int] | None,
+        cost_usd: float | None,
+        tags: str,
     ) -> None:
         """One active health check; its tokens and cost count like a request's, under the
         target's id as the model and its own tags."""
@@ -246,7 +285,9 @@ class GatewayMetrics:
         if cost_usd:
             self.cost.inc((target, provider, tags), cost_usd)
 
-    def gauge(self, name: str, help_: str, labels: Sequence[str], collect: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
+    def gauge(
+        self, name: str, help_: str, labels: Sequence[str], collect: Callable[[], Iterable[tuple[Labels, float]]]
+    ) -> None:
         self.registry.add(Gauge(name, help_, labels, collect))
 
 

@@ -74,7 +74,14 @@ class Tracing:
     # --- attempt spans ------------------------------------------------------------------
 
     def start_attempt(
-        self, *, provider_type: str, provider: str, model: str, url: str, operation: str, attempt: int,
+        self,
+        *,
+        provider_type: str,
+        provider: str,
+        model: str,
+        url: str,
+        operation: str,
+        attempt: int,
         failover_reason: str | None,
     ) -> tuple[Span, object]:
         """A client span for one upstream call, current while it runs (so `inject` sees it)."""
@@ -97,7 +104,9 @@ class Tracing:
         return span, token
 
     @staticmethod
-    def end_attempt(span: Span, token: object, failure: str | None, error: str | None, attributes: dict[str, Any]) -> None:
+    def end_attempt(
+        span: Span, token: object, failure: str | None, error: str | None, attributes: dict[str, Any]
+    ) -> None:
         span.set_attributes({k: v for k, v in attributes.items() if v is not None})
         if failure is not None:
             span.set_attribute(sc.ERROR_TYPE, failure)
@@ -113,7 +122,9 @@ class Tracing:
         return out
 
     @staticmethod
-    def usage_attributes(usage: Any, finish_reasons: Sequence[str] | None, response_model: str | None) -> dict[str, Any]:
+    def usage_attributes(
+        usage: Any, finish_reasons: Sequence[str] | None, response_model: str | None
+    ) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.GEN_AI_RESPONSE_MODEL: response_model}
         if usage is not None:
             attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.prompt_tokens

@@ -143,7 +143,9 @@ def tls_context(ca_bundle: str | None, client_cert: str | None, client_key: str 
         except (OSError, ssl.SSLError) as exc:
             files = f"{client_cert} and {client_key}" if client_key else client_cert
             hint = "" if client_key or not isinstance(exc, ssl.SSLError) else " (no private key in it? set client_key)"
-            raise TLSFileError("client_cert", f"cannot load the client certificate from {files}: {_why(exc)}{hint}") from None
+            raise TLSFileError(
+                "client_cert", f"cannot load the client certificate from {files}: {_why(exc)}{hint}"
+            ) from None
     return ctx
 
 

@@ -50,7 +50,9 @@ class Disconnected(ConnectionError):
     whether any of the response had arrived."""
 
     def __init__(self, started: bool) -> None:
-        super().__init__("the upstream connection dropped mid-response" if started else "the upstream closed the connection")
+        super().__init__(
+            "the upstream connection dropped mid-response" if started else "the upstream closed the connection"
+        )
         self.started = started
 
 
@@ -88,14 +90,27 @@ def check_request_target(url: str) -> None:
         m = _URL.match(url)
         if m is None:
             raise UnsafeRequest("refused to send a request: its URL does not start with scheme://")
-        raise UnsafeRequest(f"refused to send a request: its URL has {url[m.end()]!r} at position {m.end()}, outside RFC 3986")
+        raise UnsafeRequest(
+            f"refused to send a request: its URL has {url[m.end()]!r} at position {m.end()}, outside RFC 3986"
+        )
 
 
 class Response:
     """One upstream response: status and headers once they have arrived, then the body,
     read whole (`read`) or piece by piece as it arrives (`iter_any`)."""
 
-    __slots__ = ("_buffered", "_conn", "_done", "_error", "_inflate", "_pieces", "_since", "_waiter", "headers", "status")
+    __slots__ = (
+        "_buffered",
+        "_conn",
+        "_done",
+        "_error",
+        "_inflate",
+        "_pieces",
+        "_since",
+        "_waiter",
+        "headers",
+        "status",
+    )
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -148,7 +163,9 @@ class Response:
             elif self._done:
                 if self._inflate is not None and not self._inflate.eof:
                     self._conn.close()
-                    raise ProtocolError(f"the upstream's {self.headers['content-encoding']} body ends early (truncated)")
+                    raise ProtocolError(
+                        f"the upstream's {self.headers['content-encoding']} body ends early (truncated)"
+                    )
                 return
             else:
                 self._waiter = self._conn.loop.create_future()
@@ -164,7 +181,9 @@ class Response:
             return self._inflate.decompress(piece)
         except zlib.error as exc:
             self._conn.close()
-            raise ProtocolError(f"the upstream's {self.headers['content-encoding']} body cannot be decoded ({exc})") from None
+            raise ProtocolError(
+                f"the upstream's {self.headers['content-encoding']} body cannot be decoded ({exc})"
+            ) from None
 
     def _wake(self) -> None:
         w = self._waiter
@@ -227,7 +246,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             # One of our callbacks refusing what it saw surfaces as the parser's context.
             mine = exc.__context__
-            self._fail(mine if isinstance(mine, ProtocolError) else ProtocolError(f"the upstream's answer is not HTTP/1.1 ({exc})"))
+            self._fail(
+                mine
+                if isinstance(mine, ProtocolError)
+                else ProtocolError(f"the upstream's answer is not HTTP/1.1 ({exc})")
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -236,7 +259,12 @@ class _Connection(asyncio.Protocol):
         if self._complete:
             return
         r = self.response
-        if r is not None and r.status and "content-length" not in r.headers and "chunked" not in r.headers.get("transfer-encoding", ""):
+        if (
+            r is not None
+            and r.status
+            and "content-length" not in r.headers
+            and "chunked" not in r.headers.get("transfer-encoding", "")
+        ):
             self._complete = True  # a body without a length runs until the connection closes
             r._end()
         else:
@@ -417,7 +445,10 @@ class Pool:
                 except OSError as exc:
                     raise self._cannot(exc) from None
             _, conn = await loop.create_connection(
-                lambda: _Connection(self, loop), sock=sock, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+                lambda: _Connection(self, loop),
+                sock=sock,
+                ssl=self.ssl,
+                server_hostname=self.host if self.ssl else None,
             )
         except CannotConnect:
             sock.close()
@@ -483,7 +514,12 @@ class Client:
         self._targets: dict[str | tuple[Egress, str], tuple[Pool, bytes]] = {}
 
     def post(
-        self, url: str, body: bytes, headers: Mapping[str, str], connect_timeout: float | None = None, egress: Egress | None = None
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        connect_timeout: float | None = None,
+        egress: Egress | None = None,
     ) -> _Exchange:
         """`egress`: the account's own TLS context and proxy, if it has any."""
         return _Exchange(self, url, body, headers, connect_timeout, egress)
@@ -526,7 +562,13 @@ class _Exchange:
     __slots__ = ("_body", "_client", "_conn", "_egress", "_headers", "_pool", "_timeout", "_url")
 
     def __init__(
-        self, client: Client, url: str, body: bytes, headers: Mapping[str, str], timeout: float | None, egress: Egress | None
+        self,
+        client: Client,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: float | None,
+        egress: Egress | None,
     ) -> None:
         self._client, self._url, self._body, self._headers, self._timeout = client, url, body, headers, timeout
         self._egress = egress

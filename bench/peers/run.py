@@ -50,7 +50,13 @@ UPSTREAM_KEY = "sk-peers-upstream"
 LITELLM_KEY = "sk-peers-litellm-master"
 CHUNKS = 20
 SCENARIOS = {"nonstream": ("non-streaming", False), "stream": (f"streaming, {CHUNKS} chunks", True)}
-LABELS = {"direct": "direct", "bare": "bare aiohttp proxy", "aiogw": "**aiogw**", "portkey": "Portkey", "litellm": "LiteLLM"}
+LABELS = {
+    "direct": "direct",
+    "bare": "bare aiohttp proxy",
+    "aiogw": "**aiogw**",
+    "portkey": "Portkey",
+    "litellm": "LiteLLM",
+}
 ALL_TARGETS = tuple(LABELS)
 OPTIONAL = ("portkey", "litellm")
 
@@ -93,7 +99,12 @@ def make_target(name: str, upstream: str, peers_dir: Path) -> Target:
     if name == "direct":
         return Target(name, upstream, bearer)
     if name == "bare":
-        return Target(name, url, bearer, [sys.executable, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", upstream])
+        return Target(
+            name,
+            url,
+            bearer,
+            [sys.executable, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", upstream],
+        )
     if name == "aiogw":
         cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(HERE / "aiogw.yaml")]
         return Target(name, url, {}, cmd, {"AIOGW_PORT": str(port), "AIOGW_UPSTREAM": upstream})
@@ -101,10 +112,22 @@ def make_target(name: str, upstream: str, peers_dir: Path) -> Target:
     assert program is not None  # parse_args checked
     if name == "portkey":  # the provider and upstream travel in headers; it keeps no config
         headers = {**bearer, "x-portkey-provider": "openai", "x-portkey-custom-host": upstream}
-        return Target(name, url, headers, ["node", str(program), f"--port={port}", "--headless"], {"NODE_ENV": "production"})
+        return Target(
+            name, url, headers, ["node", str(program), f"--port={port}", "--headless"], {"NODE_ENV": "production"}
+        )
     env = {"PEERS_UPSTREAM": upstream, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOG": "ERROR",
            "LITELLM_MODE": "PRODUCTION", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # fmt: skip
-    cmd = [str(program), "--config", str(HERE / "litellm.yaml"), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    cmd = [
+        str(program),
+        "--config",
+        str(HERE / "litellm.yaml"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
     return Target(name, url, {"Authorization": f"Bearer {LITELLM_KEY}"}, cmd, env, ready_timeout_s=180.0)
 
 
@@ -115,7 +138,12 @@ def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
-            cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -147,7 +175,9 @@ def chat_body(stream: bool) -> bytes:
 
 
 def post(t: Target, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(t.chat_url, data=body, method="POST", headers={"Content-Type": "application/json", **t.headers})
+    req = urllib.request.Request(
+        t.chat_url, data=body, method="POST", headers={"Content-Type": "application/json", **t.headers}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -169,7 +199,9 @@ def wait_ready(t: Target, log: Path) -> None:
         except OSError as e:  # still starting
             last = repr(e)
         time.sleep(0.2)
-    raise SystemExit(f"{t.name} did not answer a chat completion within {t.ready_timeout_s:.0f} s ({last}):\n{tail(log)}")
+    raise SystemExit(
+        f"{t.name} did not answer a chat completion within {t.ready_timeout_s:.0f} s ({last}):\n{tail(log)}"
+    )
 
 
 def tail(log: Path) -> str:
@@ -240,8 +272,25 @@ def wait_idle(pids: list[int], max_s: float) -> bool:
 
 # -------------------------------------------------------------------- wrk
 def run_wrk(t: Target, body_file: Path, conns: int, duration_s: float, cpus: str | None) -> dict[str, int]:
-    env = {**os.environ, "PEERS_BODY": str(body_file), "PEERS_HEADERS": "\n".join(f"{k}: {v}" for k, v in t.headers.items())}
-    cmd = pinned(cpus, ["wrk", "-t1", f"-c{conns}", f"-d{duration_s:g}s", "--timeout", "10s", "-s", str(HERE / "chat.lua"), t.chat_url])
+    env = {
+        **os.environ,
+        "PEERS_BODY": str(body_file),
+        "PEERS_HEADERS": "\n".join(f"{k}: {v}" for k, v in t.headers.items()),
+    }
+    cmd = pinned(
+        cpus,
+        [
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{duration_s:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(HERE / "chat.lua"),
+            t.chat_url,
+        ],
+    )
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False)
     for line in r.stdout.splitlines():
         if line.startswith("PEERS_RESULT "):
@@ -249,7 +298,9 @@ def run_wrk(t: Target, body_file: Path, conns: int, duration_s: float, cpus: str
     raise SystemExit(f"wrk failed (exit {r.returncode}) against {t.name}: {r.stdout[-500:]} {r.stderr[-500:]}")
 
 
-def measure(t: Target, scenario: str, conns: int, rep: int, a: argparse.Namespace, bodies: dict[str, Path], idle_pids: list[int]) -> dict:
+def measure(
+    t: Target, scenario: str, conns: int, rep: int, a: argparse.Namespace, bodies: dict[str, Path], idle_pids: list[int]
+) -> dict:
     quiet = wait_idle(idle_pids + (process_tree(t.popen.pid) if t.popen else []), a.idle_max_s)
     if a.warmup > 0:
         run_wrk(t, bodies[scenario], conns, a.warmup, a.client_cpus)
@@ -349,7 +400,11 @@ def describe(a: argparse.Namespace, targets: list[str], load_before: str) -> str
         model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         model = "unknown CPU"
-    pin = (f"the gateway on core {a.gw_cpus}, wrk and the upstream on core {a.client_cpus}" if a.gw_cpus else "nothing pinned")
+    pin = (
+        f"the gateway on core {a.gw_cpus}, wrk and the upstream on core {a.client_cpus}"
+        if a.gw_cpus
+        else "nothing pinned"
+    )
     return (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({model}), Python "
             f"{sys.version.split()[0]}; {pin}; medians of {a.reps} run(s) of {a.duration:g} s after {a.warmup:g} s of "
             f"warm-up each; targets {', '.join(targets)}; load average {load_before} before, "
@@ -378,13 +433,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=2, help="runs of each measurement, interleaved (median reported)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of the same load before each measured run")
-    ap.add_argument("--idle-max-s", type=float, default=15.0, help="before each run, wait up to this long for the targets to go idle")
+    ap.add_argument(
+        "--idle-max-s",
+        type=float,
+        default=15.0,
+        help="before each run, wait up to this long for the targets to go idle",
+    )
     ap.add_argument("--peers-dir", type=Path, default=Path(os.environ.get("PEERS_DIR") or DEFAULT_PEERS_DIR),
                     help=f"where bench/peers/install.sh put the peers (env PEERS_DIR; default {DEFAULT_PEERS_DIR})")  # fmt: skip
     ap.add_argument("--gw-cpus", help="taskset CPU list of the gateway (default: the second core)")
     ap.add_argument("--client-cpus", help="taskset CPU list of wrk and the upstream (default: the first core)")
     ap.add_argument("--no-pin", action="store_true", help="pin nothing")
-    ap.add_argument("--max-minutes", type=float, default=30.0, help="stop measuring after this long, report what was measured")
+    ap.add_argument(
+        "--max-minutes", type=float, default=30.0, help="stop measuring after this long, report what was measured"
+    )
     ap.add_argument("--out", type=Path, help="folder for results.md, raw.jsonl and the processes' logs")
     a = ap.parse_args(argv)
     try:
@@ -401,7 +463,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if bad := [t for t in a.targets if t not in ALL_TARGETS]:
             ap.error(f"unknown target {bad[0]!r}: use {','.join(ALL_TARGETS)}")
         if missing := [t for t in a.targets if t in OPTIONAL and not installed(t, a.peers_dir)]:
-            ap.error(f"{missing[0]} is not installed in {a.peers_dir}: run `bash bench/peers/install.sh {missing[0]}` (or pass --peers-dir)")
+            ap.error(
+                f"{missing[0]} is not installed in {a.peers_dir}: run `bash bench/peers/install.sh {missing[0]}` (or pass --peers-dir)"
+            )
     else:
         a.targets = [t for t in ALL_TARGETS if t not in OPTIONAL or installed(t, a.peers_dir)]
         if missing := [t for t in OPTIONAL if t not in a.targets]:
@@ -463,7 +527,9 @@ def run_all(a: argparse.Namespace, targets: list[Target], bodies: dict[str, Path
     """Every measurement, targets interleaved and their order rotated each repetition, so a
     slow drift of the machine spreads over all of them."""
     runs = a.reps * len(a.scenarios) * len(a.conns) * len(targets)
-    note(f"{runs} runs of {a.duration:g} s (+{a.warmup:g} s warm-up): about {runs * (a.duration + a.warmup + 1) / 60:.1f} min")
+    note(
+        f"{runs} runs of {a.duration:g} s (+{a.warmup:g} s warm-up): about {runs * (a.duration + a.warmup + 1) / 60:.1f} min"
+    )
     deadline = time.monotonic() + a.max_minutes * 60
     assert upstream.popen is not None
     rows = []

@@ -13,8 +13,15 @@ from conftest import both_spellings, gateway_config
 from playwright.async_api import async_playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture
@@ -35,9 +42,15 @@ async def _base(make_gateway, cfg) -> str:
 @both_spellings
 async def test_playground_streams_text_incrementally_with_provider_ttft_and_cost(sim, make_gateway, browser):
     sim.set_profile(tokens_per_s=20, completion_tokens=24)  # about 1.2 s of streaming
-    cfg = gateway_config(sim, models=[
-        {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}]},
-    ])
+    cfg = gateway_config(
+        sim,
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}],
+            },
+        ],
+    )
     base = await _base(make_gateway, cfg)
     page = await browser.new_page()
     errors: list[str] = []
@@ -86,7 +99,12 @@ async def test_dashboard_shows_a_target_turning_open(sim, make_gateway, browser)
     cfg = gateway_config(
         sim,
         routing={"breaker": {"consecutive_failures": 3, "open_s": 60}},
-        models=[{"name": "fast", "targets": [{"provider": "compat", "model": "sim-llama"}, {"provider": "sim", "model": "sim-gpt-fast"}]}],
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "compat", "model": "sim-llama"}, {"provider": "sim", "model": "sim-gpt-fast"}],
+            }
+        ],
     )
     base = await _base(make_gateway, cfg)
     page = await browser.new_page()
@@ -98,7 +116,9 @@ async def test_dashboard_shows_a_target_turning_open(sim, make_gateway, browser)
     sim.set_profile("compat", fault="status", fault_status=500)
     async with aiohttp.ClientSession() as s:
         for _ in range(3):
-            async with s.post(base + "/v1/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]}) as r:
+            async with s.post(
+                base + "/v1/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]}
+            ) as r:
                 assert r.status == 200  # failed over to sim/
     await page.wait_for_selector('[data-target="compat/sim-llama"][data-state="open"]', timeout=10_000)
     assert (await card.locator(".state").inner_text()).lower() == "open"
@@ -126,15 +146,24 @@ async def test_pages_can_be_turned_off_and_have_a_strict_csp(sim, make_gateway):
 
 
 async def test_spend_endpoint_matches_the_cost_headers(sim, make_gateway):
-    cfg = gateway_config(sim, models=[
-        {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}]},
-    ])
+    cfg = gateway_config(
+        sim,
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}],
+            },
+        ],
+    )
     base = await _base(make_gateway, cfg)
     total = 0.0
     async with aiohttp.ClientSession() as s:
         for tags in ("team=a", "team=a", "team=b"):
-            async with s.post(base + "/v1/chat/completions", headers={"x-aiogw-tags": tags},
-                              json={"model": "fast", "messages": [{"role": "user", "content": "x"}]}) as r:
+            async with s.post(
+                base + "/v1/chat/completions",
+                headers={"x-aiogw-tags": tags},
+                json={"model": "fast", "messages": [{"role": "user", "content": "x"}]},
+            ) as r:
                 total += float(r.headers["x-aiogw-cost-usd"])
         async with s.get(base + "/v1/gateway/spend") as r:
             spend = await r.json()
@@ -156,7 +185,9 @@ async def test_a_page_on_another_origin_streams_through_cors(sim, make_gateway, 
     app.router.add_get("/", index)
     page_server = await aiohttp_server(app)
     origin = str(page_server.make_url("")).rstrip("/")
-    base = await _base(make_gateway, gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "cors": {"allow_origins": [origin]}}))
+    base = await _base(
+        make_gateway, gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "cors": {"allow_origins": [origin]}})
+    )
     page = await browser.new_page()
     await page.goto(origin + "/")
     script = """async (url) => {
@@ -170,8 +201,14 @@ async def test_a_page_on_another_origin_streams_through_cors(sim, make_gateway, 
     got = await page.evaluate(script, base)
     assert got["status"] == 200 and got["provider"] == "sim" and got["done"], got
     # Served from an origin the gateway does not list: the browser refuses the answer.
-    other = await _base(make_gateway, gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "cors": {"allow_origins": ["https://elsewhere.example"]}}))
+    other = await _base(
+        make_gateway,
+        gateway_config(
+            sim, server={"host": "127.0.0.1", "port": 0, "cors": {"allow_origins": ["https://elsewhere.example"]}}
+        ),
+    )
     blocked = await page.evaluate(
-        "async (url) => { try { await fetch(url + '/v1/models'); return 'read'; } catch (e) { return 'blocked'; } }", other
+        "async (url) => { try { await fetch(url + '/v1/models'); return 'read'; } catch (e) { return 'blocked'; } }",
+        other,
     )
     assert blocked == "blocked"

@@ -22,7 +22,9 @@ async def test_compose_config_serves_through_the_simulator_with_shared_state(sim
     p = await start_aiogw("--config", str(CONFIG), env=env)
     try:
         client = AsyncOpenAI(base_url=p.url + "/v1", api_key="unused", max_retries=0)
-        raw = await client.chat.completions.with_raw_response.create(model="default", messages=[{"role": "user", "content": "hi"}])
+        raw = await client.chat.completions.with_raw_response.create(
+            model="default", messages=[{"role": "user", "content": "hi"}]
+        )
         assert raw.headers["x-aiogw-provider"] == "openai" and raw.parse().choices[0].message.content
         sim.set_profile("openai", fault="status", fault_status=503)  # the OpenAI stand-in fails: Anthropic's answers
         text = ""

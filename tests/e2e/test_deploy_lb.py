@@ -81,7 +81,9 @@ async def _stream(http: aiohttp.ClientSession, url: str, started: asyncio.Event)
     t0 = time.monotonic()
     first = None
     body = b""
-    async with http.post(url, json={"model": "default", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+    async with http.post(
+        url, json={"model": "default", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    ) as r:
         assert r.status == 200, await r.text()
         async for chunk in r.content.iter_any():
             body += chunk
@@ -91,7 +93,9 @@ async def _stream(http: aiohttp.ClientSession, url: str, started: asyncio.Event)
     return first, time.monotonic() - t0, body.decode()
 
 
-async def test_nginx_in_front_of_two_replicas_streams_unbuffered_keeps_ids_and_covers_a_drain(sim, redis_server, tmp_path):
+async def test_nginx_in_front_of_two_replicas_streams_unbuffered_keeps_ids_and_covers_a_drain(
+    sim, redis_server, tmp_path
+):
     sim.set_profile("openai", tokens_per_s=30, completion_tokens=45)  # streams of about 1.5 s
     env = {
         "OPENAI_BASE_URL": sim.base_url("openai"),
@@ -103,8 +107,9 @@ async def test_nginx_in_front_of_two_replicas_streams_unbuffered_keeps_ids_and_c
     ports = {f"aiogw-{i + 1}": int(p.url.rsplit(":", 1)[1]) for i, p in enumerate(replicas)}
     listen = _free_port()
     conf = render(tmp_path, ports, listen)
-    lb = await asyncio.create_subprocess_exec(NGINX, "-c", str(conf), "-p", str(tmp_path),
-                                              stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    lb = await asyncio.create_subprocess_exec(
+        NGINX, "-c", str(conf), "-p", str(tmp_path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
     base = f"http://127.0.0.1:{listen}"
     try:
         await _wait_port(listen)
@@ -112,7 +117,9 @@ async def test_nginx_in_front_of_two_replicas_streams_unbuffered_keeps_ids_and_c
             async with http.get(base + "/readyz") as r:
                 assert r.status == 200
             short = {"model": "default", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
-            async with http.post(base + "/v1/chat/completions", json=short, headers={"x-request-id": "deploy-lb-1"}) as r:
+            async with http.post(
+                base + "/v1/chat/completions", json=short, headers={"x-request-id": "deploy-lb-1"}
+            ) as r:
                 assert r.status == 200 and r.headers["x-request-id"] == "deploy-lb-1"
             async with http.post(base + "/v1/chat/completions", json=short) as r:
                 assert r.status == 200 and r.headers["x-request-id"]

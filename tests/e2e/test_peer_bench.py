@@ -17,18 +17,37 @@ import pytest
 from openai import AsyncOpenAI
 
 PEERS = Path(__file__).resolve().parents[2] / "bench" / "peers"
-NEEDS_WRK = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (tests/system-deps.sh installs it)")
+NEEDS_WRK = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (tests/system-deps.sh installs it)"
+)
 
 
 def run_peers(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(PEERS / "run.py"), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, str(PEERS / "run.py"), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @NEEDS_WRK
 def test_the_peer_bench_measures_each_target_and_prints_the_table(tmp_path):
     out = tmp_path / "out"
     # No --targets: every installed one. An empty peers folder leaves Portkey and LiteLLM out.
-    proc = run_peers("--peers-dir", str(tmp_path / "no-peers"), "--conns", "4", "--reps", "1", "--duration", "1", "--warmup", "0", "--idle-max-s", "2", "--out", str(out))
+    proc = run_peers(
+        "--peers-dir",
+        str(tmp_path / "no-peers"),
+        "--conns",
+        "4",
+        "--reps",
+        "1",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--idle-max-s",
+        "2",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not installed, left out: portkey, litellm" in proc.stderr
     table = proc.stdout
@@ -41,7 +60,9 @@ def test_the_peer_bench_measures_each_target_and_prints_the_table(tmp_path):
             assert re.search(rf"\| {scenario} \| 4 \| {target} \| {num} \| [\d.]+× \| [\d.]+× \|", table), table
     assert (out / "results.md").read_text().strip() == table.strip()
     rows = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines()]
-    assert {(r["scenario"], r["target"]) for r in rows} == {(s, t) for s in ("nonstream", "stream") for t in ("direct", "bare", "aiogw")}
+    assert {(r["scenario"], r["target"]) for r in rows} == {
+        (s, t) for s in ("nonstream", "stream") for t in ("direct", "bare", "aiogw")
+    }
     for r in rows:
         assert r["errors"] == 0 and r["requests"] > 0, r
         assert (r["cpu_ms_per_req"] is None) == (r["target"] == "direct"), r
@@ -77,7 +98,9 @@ async def test_the_fixed_upstream_answers_the_official_sdk_whole_and_streamed():
         reply = await client.chat.completions.create(model="any-model", messages=messages)
         assert reply.model == "any-model" and reply.choices[0].message.content == _content()
         assert reply.usage is not None and reply.usage.total_tokens == 140
-        stream = await client.chat.completions.create(model="m", messages=messages, stream=True, stream_options={"include_usage": True})
+        stream = await client.chat.completions.create(
+            model="m", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
         chunks = [c async for c in stream]
         deltas = [c.choices[0].delta.content for c in chunks if c.choices]
         assert len(deltas) == 7 and "".join(deltas) == _content()

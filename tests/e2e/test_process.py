@@ -120,12 +120,18 @@ async def test_one_json_log_line_per_request_and_no_secrets(sim, config_file):
     sim.set_profile("default", api_key="sk-other")  # the upstream will reject our key
     p = await start_aiogw("--config", config_file(), env={"SIM_KEY": SIM_KEY})
     async with aiohttp.ClientSession() as s:
-        async with s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG},
-                          headers={"authorization": "Bearer sk-client-secret-123456789", "x-request-id": "rid-1"}) as r:
+        async with s.post(
+            p.url + "/v1/chat/completions",
+            json={"model": "fast", "messages": MSG},
+            headers={"authorization": "Bearer sk-client-secret-123456789", "x-request-id": "rid-1"},
+        ) as r:
             assert r.status == 502
         sim.set_profile("default", api_key=None)
-        async with s.post(p.url + "/v1/chat/completions", json={"model": "fast", "messages": MSG, "stream": True},
-                          headers={"x-request-id": "rid-2"}) as r:
+        async with s.post(
+            p.url + "/v1/chat/completions",
+            json={"model": "fast", "messages": MSG, "stream": True},
+            headers={"x-request-id": "rid-2"},
+        ) as r:
             await r.read()
     assert await p.stop() == 0
     everything = b"".join(p.stderr_lines).decode()
@@ -162,7 +168,9 @@ async def test_a_second_gateway_on_a_taken_port_exits_3_naming_it(sim, config_fi
     port = first.url.rsplit(":", 1)[1]
     try:
         for workers in ("1", "2"):  # neither a single process nor a pool may share the port
-            code, out, err = await run_aiogw("--config", config_file(), "--port", port, "--workers", workers, env={"SIM_KEY": SIM_KEY})
+            code, out, err = await run_aiogw(
+                "--config", config_file(), "--port", port, "--workers", workers, env={"SIM_KEY": SIM_KEY}
+            )
             assert code == 3, (workers, out, err)
             assert f"aiogw: cannot listen on 127.0.0.1:{port}: address already in use" in err
             assert "listening" not in out
@@ -182,7 +190,15 @@ async def test_a_worker_that_cannot_listen_stops_the_pool(sim, config_file):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         metrics_port = taken.getsockname()[1] - 1
-        code, out, err = await run_aiogw("--config", config_file(metrics_port=metrics_port), "--port", "0", "--workers", "2", env={"SIM_KEY": SIM_KEY})
+        code, out, err = await run_aiogw(
+            "--config",
+            config_file(metrics_port=metrics_port),
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            env={"SIM_KEY": SIM_KEY},
+        )
     assert code == 3, (out, err)
     assert f"cannot listen on 127.0.0.1:{metrics_port + 1}: address already in use" in err
     assert "listening" not in out  # announced only once every worker serves
@@ -219,7 +235,12 @@ async def test_each_worker_serves_its_own_metrics_on_metrics_port_plus_index(sim
                     text = await r.text()
                 async with s.get(f"http://127.0.0.1:{port}/v1/models") as r:
                     assert r.status == 404  # the side listener serves metrics only
-                samples = [x for f in text_string_to_metric_families(text) for x in f.samples if x.name == "aiogw_requests_total"]
+                samples = [
+                    x
+                    for f in text_string_to_metric_families(text)
+                    for x in f.samples
+                    if x.name == "aiogw_requests_total"
+                ]
                 totals.append(sum(x.value for x in samples))
         assert sum(totals) == 20  # every request counted once, by the worker that served it
     finally:

@@ -29,10 +29,14 @@ def test_the_workers_scaling_script_runs_both_and_reports_the_ratio():
         "GW_PORT": str(_free_port()),
         "WARMUP_S": "1",
     }
-    proc = subprocess.run(["bash", str(SCRIPT), "1", "8"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "1", "8"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     for workers, line in zip(("1", "2"), lines[:2], strict=True):
-        m = re.match(rf"workers={workers} requests/s=([\d.]+)k? non-2xx=0 CPU cores used: gateway ([\d.]+), nginx", line)
+        m = re.match(
+            rf"workers={workers} requests/s=([\d.]+)k? non-2xx=0 CPU cores used: gateway ([\d.]+), nginx", line
+        )
         assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, line
     assert re.match(r"scaling: [\d.]+x", lines[2]), proc.stdout

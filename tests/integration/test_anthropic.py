@@ -76,7 +76,9 @@ async def test_text_streaming_and_not_equals_the_native_answer(sim, gw):
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == native_usage(msg)
     assert r.usage.prompt_tokens_details.cached_tokens == msg["usage"]["cache_read_input_tokens"]
 
-    async with client.chat.completions.stream(model="claude", messages=MSG, stream_options={"include_usage": True}) as s:
+    async with client.chat.completions.stream(
+        model="claude", messages=MSG, stream_options={"include_usage": True}
+    ) as s:
         final = await s.get_final_completion()
     msg = await native(sim)
     assert final.choices[0].message.content == native_text(msg)

@@ -47,14 +47,21 @@ async def test_preflight_is_answered_for_an_allowed_origin(sim, make_gateway):
 async def test_preflight_refuses_other_origins_and_unknown_headers_with_a_reason(sim, make_gateway):
     url = await _gateway(sim, make_gateway, cors={"allow_origins": [ORIGIN]})
     async with aiohttp.ClientSession() as s:
-        r = await s.options(url + "/chat/completions", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        r = await s.options(
+            url + "/chat/completions",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
         assert r.status == 403
         err = (await r.json())["error"]
         assert err["code"] == "cors_origin_not_allowed" and "server.cors.allow_origins" in err["message"]
         assert "Access-Control-Allow-Origin" not in r.headers
         r = await s.options(
             url + "/chat/completions",
-            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-secret-thing"},
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "x-secret-thing",
+            },
         )
         assert r.status == 403 and "x-secret-thing" in (await r.json())["error"]["message"]
 
@@ -81,7 +88,9 @@ async def test_without_cors_config_no_headers_and_options_is_405(sim, gateway):
     async with aiohttp.ClientSession() as s:
         r = await s.post(gateway + "/chat/completions", json=CHAT, headers={"Origin": ORIGIN})
         assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers
-        r = await s.options(gateway + "/chat/completions", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+        r = await s.options(
+            gateway + "/chat/completions", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+        )
         assert r.status == 405
 
 

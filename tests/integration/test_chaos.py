@@ -22,11 +22,13 @@ async def test_primary_outage_is_invisible_to_streaming_clients(sim, make_gatewa
         sim.set_profile(account, ttft_ms=20, tokens_per_s=400, chunk_tokens=2, completion_tokens=20)
     cfg = gateway_config(
         sim,
-        models=[{
-            "name": "fast",
-            "targets": [{"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}],
-            "breaker": {"open_s": 0.5, "close_after": 3},
-        }],
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}],
+                "breaker": {"open_s": 0.5, "close_after": 3},
+            }
+        ],
     )
     url, _ = await make_gateway(cfg)
     counts = {"requests": 0, "failovers": 0, "errors": 0, "by_provider": {"sim": 0, "compat": 0}}

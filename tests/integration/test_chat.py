@@ -98,8 +98,13 @@ async def test_a_stream_ending_at_eof_after_its_finish_is_complete(gateway, sim,
 
 
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}},
+        },
+    },
 ]
 
 
@@ -118,10 +123,15 @@ async def test_streamed_tool_calls_reassemble_with_one_id_and_valid_json(client,
 async def test_unknown_fields_and_options_are_forwarded_untouched(client, sim):
     await client.chat.completions.create(
         model="fast",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
-        ]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+                ],
+            }
+        ],
         response_format={"type": "json_object"},
         n=2,
         seed=11,
@@ -192,8 +202,11 @@ async def test_models_list_and_retrieve_have_openais_shape(gateway, client):
 
 async def test_request_id_is_echoed(gateway):
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{gateway}/chat/completions", json={"model": "fast", "messages": MSG},
-                          headers={"x-request-id": "my-trace-42"}) as r:
+        async with s.post(
+            f"{gateway}/chat/completions",
+            json={"model": "fast", "messages": MSG},
+            headers={"x-request-id": "my-trace-42"},
+        ) as r:
             assert r.status == 200
             assert r.headers["x-request-id"] == "my-trace-42"
 

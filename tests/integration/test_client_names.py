@@ -87,13 +87,17 @@ async def test_a_hostile_fallback_name_is_a_400_naming_the_header(sim, client):
     before = sim.stats()["requests"]
     for header in ("sim/x?key=k", "sim/a%2e", "fast,sim/ok,sim/x y", "sim/" + "b" * 257):
         with pytest.raises(openai.BadRequestError) as err:
-            await client.chat.completions.create(model="fast", messages=MSG, extra_headers={"x-aiogw-fallbacks": header})
+            await client.chat.completions.create(
+                model="fast", messages=MSG, extra_headers={"x-aiogw-fallbacks": header}
+            )
         assert err.value.body["param"] == "x-aiogw-fallbacks", err.value.body
         assert "model name" in err.value.body["message"]
     assert sim.stats()["requests"] == before
 
 
-@pytest.mark.parametrize("upstream", ["ft:gpt-4o-mini:my-org:custom:abc123", "meta-llama/Llama-3.1-8B-Instruct", "claude@20240620"])
+@pytest.mark.parametrize(
+    "upstream", ["ft:gpt-4o-mini:my-org:custom:abc123", "meta-llama/Llama-3.1-8B-Instruct", "claude@20240620"]
+)
 async def test_real_world_model_ids_reach_the_upstream_as_sent(sim, client, upstream):
     raw = await client.chat.completions.with_raw_response.create(model=f"sim/{upstream}", messages=MSG)
     assert raw.headers["x-aiogw-model"] == upstream
@@ -153,7 +157,9 @@ async def test_a_base_url_outside_rfc_3986_fails_the_attempt_clearly_and_sends_n
     cfg = from_builtins(
         {
             "server": {"host": "127.0.0.1", "port": 0},
-            "providers": {"odd": {"type": "openai", "base_url": sim.base_url("odd") + "/my models", "api_key": SIM_KEY}},
+            "providers": {
+                "odd": {"type": "openai", "base_url": sim.base_url("odd") + "/my models", "api_key": SIM_KEY}
+            },
             "models": [{"name": "odd", "targets": [{"provider": "odd", "model": "sim-gpt-fast"}]}],
             "routing": {"retry": {"max_rounds": 0}},
         },

@@ -52,9 +52,12 @@ def last(sim, name: str) -> dict[str, Any]:
 async def native(sim, name: str) -> dict[str, Any]:
     """The simulator's own (non-streamed) answer to the native request the gateway last sent."""
     req = last(sim, name)
-    async with aiohttp.ClientSession() as s, s.post(
-        sim.url + req["path"], json={**req["body"], "stream": False}, headers={"authorization": f"Bearer {SIM_KEY}"}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            sim.url + req["path"], json={**req["body"], "stream": False}, headers={"authorization": f"Bearer {SIM_KEY}"}
+        ) as r,
+    ):
         assert r.status == 200, await r.text()
         return json.loads(await r.read())  # DeepSeek's body may start with blank lines
 
@@ -167,7 +170,9 @@ async def test_deepseek_tool_calls_stream_with_ids_and_names_first(sim, gw):
     assert calls[0]["id"] and calls[0]["function"]["name"] == "get_weather"
     args = "".join(d["function"].get("arguments") or "" for d in calls)
     assert json.loads(args) == json.loads(nat["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
-    assert [c["choices"][0]["finish_reason"] for c in cs if c["choices"] and c["choices"][0]["finish_reason"]] == ["tool_calls"]
+    assert [c["choices"][0]["finish_reason"] for c in cs if c["choices"] and c["choices"][0]["finish_reason"]] == [
+        "tool_calls"
+    ]
 
 
 @pytest.mark.parametrize(("status", "expect"), [(402, 502), (503, 503), (429, 429)])
@@ -184,9 +189,10 @@ async def test_deepseek_native_errors_become_openai_errors(sim, gw, status, expe
 async def test_deepseek_mid_stream_error_ends_with_error_event_then_done(sim, gw):
     url, _ = gw
     sim.set_profile("ds", fault="error_event", fault_after_chunks=2, tokens_per_s=500)
-    async with aiohttp.ClientSession() as s, s.post(
-        f"{url}/chat/completions", json={"model": "ds-chat", "messages": MSG, "stream": True}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{url}/chat/completions", json={"model": "ds-chat", "messages": MSG, "stream": True}) as r,
+    ):
         cs = chunks(await r.read())
     assert "error" in cs[-1] and text_of(cs[:-1])
 
@@ -206,7 +212,9 @@ async def test_qwen_reasoning_effort_switches_thinking_and_streams_reasoning(sim
     assert text_of(cs, "reasoning_content") == nat["choices"][0]["message"]["reasoning_content"]
     assert text_of(cs) == nat["choices"][0]["message"]["content"]
     assert cs[-1]["choices"] == [] and cs[-1]["usage"]["completion_tokens"] == nat["usage"]["completion_tokens"]
-    assert [c["choices"][0]["finish_reason"] for c in cs if c["choices"] and c["choices"][0]["finish_reason"]] == ["stop"]
+    assert [c["choices"][0]["finish_reason"] for c in cs if c["choices"] and c["choices"][0]["finish_reason"]] == [
+        "stop"
+    ]
 
 
 async def test_qwen_tool_call_stream_never_shows_restated_empty_ids(sim, gw):

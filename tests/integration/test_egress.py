@@ -75,7 +75,9 @@ class Proxy:
             self.seen.append(head)
             method, target, _ = head.split("\r\n", 1)[0].split(" ")
             if self.refuse:
-                writer.write(f"HTTP/1.1 {self.refuse} Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n".encode())
+                writer.write(
+                    f"HTTP/1.1 {self.refuse} Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n".encode()
+                )
                 await writer.drain()
                 return
             if method == "CONNECT":
@@ -114,7 +116,10 @@ def _config(providers: dict, models: list[str]) -> object:
 
 
 async def _post(url: str, model: str) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as s, s.post(f"{url}/chat/completions", json={"model": model, "messages": MSG}) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{url}/chat/completions", json={"model": model, "messages": MSG}) as r,
+    ):
         return r.status, json.loads(await r.read())
 
 

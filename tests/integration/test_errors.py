@@ -21,8 +21,9 @@ MSG = [{"role": "user", "content": "hi"}]
 async def post(url, body, headers=None):
     async with aiohttp.ClientSession() as s:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        async with s.post(f"{url}/chat/completions", data=data,
-                          headers={"content-type": "application/json", **(headers or {})}) as r:
+        async with s.post(
+            f"{url}/chat/completions", data=data, headers={"content-type": "application/json", **(headers or {})}
+        ) as r:
             return r.status, r.headers.copy(), await r.read()
 
 
@@ -44,7 +45,11 @@ def error_of(body: bytes) -> dict:
         ({"model": "fast", "messages": MSG, "temperature": "hot"}, "temperature", "invalid_value"),
         ({"model": "fast", "messages": MSG, "temperature": 3}, "temperature", "invalid_value"),
         ({"model": "fast", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
-        ({"model": "fast", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id", "missing_required_parameter"),
+        (
+            {"model": "fast", "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].tool_call_id",
+            "missing_required_parameter",
+        ),
         ({"model": "fast", "messages": MSG, "n": 0}, "n", "invalid_value"),
         ({"model": 5, "messages": MSG}, "model", "invalid_value"),
     ],
@@ -87,7 +92,9 @@ RAW_DEFLATE = zlib.compressobj(wbits=-15)  # "deflate" as some clients send it: 
      ("identity", GOOD), ("GZIP", gzip.compress(GOOD))],
 )  # fmt: skip
 async def test_a_compressed_body_is_accepted(gateway, encoding, body):
-    (r,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", body, {"content-encoding": encoding}))
+    (r,) = await raw_http.exchange(
+        gateway, raw_http.request("/v1/chat/completions", body, {"content-encoding": encoding})
+    )
     assert r.status == 200, r.body
 
 
@@ -97,7 +104,9 @@ async def test_a_compressed_body_is_accepted(gateway, encoding, body):
      ("gzip", gzip.compress(GOOD)[:-12], "invalid_json")],  # cut short, gzip inflates to a JSON prefix
 )  # fmt: skip
 async def test_a_body_that_is_not_what_its_content_encoding_says_is_400(gateway, encoding, body, code):
-    (r,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", body, {"content-encoding": encoding}))
+    (r,) = await raw_http.exchange(
+        gateway, raw_http.request("/v1/chat/completions", body, {"content-encoding": encoding})
+    )
     assert r.status == 400
     err = r.error()
     assert err["code"] == code
@@ -109,7 +118,9 @@ async def test_a_body_that_is_not_what_its_content_encoding_says_is_400(gateway,
 
 @pytest.mark.parametrize("encoding", ["foo", "gzip, gzip", "x-gzip", "compress"])
 async def test_an_unknown_content_encoding_is_415(gateway, encoding):
-    (r,) = await raw_http.exchange(gateway, raw_http.request("/v1/chat/completions", GOOD, {"content-encoding": encoding}))
+    (r,) = await raw_http.exchange(
+        gateway, raw_http.request("/v1/chat/completions", GOOD, {"content-encoding": encoding})
+    )
     assert r.status == 415
     err = r.error()
     assert err["code"] == "unsupported_content_encoding" and "gzip or deflate" in err["message"]
@@ -129,7 +140,9 @@ async def test_a_compression_bomb_is_refused_at_the_body_limit(sim, make_gateway
     bomb = gzip.compress(b'{"model": "fast", "messages": [{"role": "user", "content": "' + b"a" * (64 << 20) + b'"}]}')
     assert len(bomb) < 100_000  # 64 MiB inflated
     # The answer comes at once; the connection then absorbs the rest (unread) for a while.
-    (r,) = await raw_http.exchange(url, raw_http.request("/v1/chat/completions", bomb, {"content-encoding": "gzip"}), count=1)
+    (r,) = await raw_http.exchange(
+        url, raw_http.request("/v1/chat/completions", bomb, {"content-encoding": "gzip"}), count=1
+    )
     assert r.status == 413
     assert "4096" in r.error()["message"] and "decompressed" in r.error()["message"]
     small = gzip.compress(GOOD)  # under the limit once inflated: served
@@ -178,7 +191,10 @@ async def test_json_nested_just_under_the_decoders_limit_is_never_a_500(sim, mak
     # translated provider (Anthropic, Gemini): a 400 too, never a crash.
     providers = {"claude": {"type": "anthropic", "base_url": sim.root("claude"), "api_key": SIM_KEY},
                  "goog": {"type": "gemini", "base_url": sim.root("goog"), "api_key": SIM_KEY}}  # fmt: skip
-    models = [{"name": n, "targets": [{"provider": n, "model": m}]} for n, m in (("claude", "claude-sonnet-4-5"), ("goog", "gemini-2.5-flash"))]
+    models = [
+        {"name": n, "targets": [{"provider": n, "model": m}]}
+        for n, m in (("claude", "claude-sonnet-4-5"), ("goog", "gemini-2.5-flash"))
+    ]
     url, _ = await make_gateway(gateway_config(sim, providers=providers, models=models))
     for name in ("claude", "goog"):
         sim.set_profile(name, api_key=SIM_KEY)
@@ -253,8 +269,11 @@ def closed_port() -> int:
 
 async def test_unreachable_upstream_is_502_naming_target_and_cause(sim, make_gateway):
     port = closed_port()
-    cfg = gateway_config(sim, providers={"down": {"type": "openai", "api_key": "k", "base_url": f"http://127.0.0.1:{port}/v1"}},
-                         models=[{"name": "m", "targets": [{"provider": "down", "model": "gpt-x"}]}])
+    cfg = gateway_config(
+        sim,
+        providers={"down": {"type": "openai", "api_key": "k", "base_url": f"http://127.0.0.1:{port}/v1"}},
+        models=[{"name": "m", "targets": [{"provider": "down", "model": "gpt-x"}]}],
+    )
     url, _ = await make_gateway(cfg)
     for stream in (False, True):
         status, _, raw = await post(url, {"model": "m", "messages": MSG, "stream": stream})
@@ -265,8 +284,17 @@ async def test_unreachable_upstream_is_502_naming_target_and_cause(sim, make_gat
 
 async def test_upstream_hang_hits_first_token_timeout_with_504(sim, make_gateway):
     sim.set_profile("default", fault="hang")
-    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
-        {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"first_token": 0.3, "total": 0.5}}]}])
+    cfg = gateway_config(
+        sim,
+        models=[
+            {
+                "name": "fast",
+                "targets": [
+                    {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"first_token": 0.3, "total": 0.5}}
+                ],
+            }
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, _, raw = await post(url, {"model": "fast", "messages": MSG, "stream": True})
     assert status == 504
@@ -274,8 +302,12 @@ async def test_upstream_hang_hits_first_token_timeout_with_504(sim, make_gateway
     status, _, raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 504  # unary: no response started within first_token
     assert "no first token within 0.3 s" in error_of(raw)["message"]
-    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
-        {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"total": 0.5}}]}])
+    cfg = gateway_config(
+        sim,
+        models=[
+            {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"total": 0.5}}]}
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, _, raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 504
@@ -287,8 +319,15 @@ async def test_upstream_hang_hits_first_token_timeout_with_504(sim, make_gateway
 
 async def test_upstream_400_is_the_callers_error_and_not_failed_over(sim, make_gateway):
     sim.set_profile("default", fault="status", fault_status=400)
-    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
-        {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}])
+    cfg = gateway_config(
+        sim,
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}],
+            }
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 400
@@ -299,8 +338,15 @@ async def test_upstream_400_is_the_callers_error_and_not_failed_over(sim, make_g
 @pytest.mark.parametrize("stream", [False, True])
 async def test_failover_to_the_next_target_before_the_first_byte(sim, make_gateway, stream):
     sim.set_profile("default", fault="status", fault_status=503)
-    cfg = gateway_config(sim, models=[{"name": "fast", "targets": [
-        {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}])
+    cfg = gateway_config(
+        sim,
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}],
+            }
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, headers, raw = await post(url, {"model": "fast", "messages": MSG, "stream": stream})
     assert status == 200, raw
@@ -314,8 +360,12 @@ async def test_every_target_failing_lists_each_attempt(sim, make_gateway, rounds
     sim.set_profile("compat", fault="status", fault_status=429)
     cfg = gateway_config(
         sim,
-        models=[{"name": "fast", "targets": [
-            {"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}]}],
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}],
+            }
+        ],
         routing={"retry": {"max_rounds": rounds, "backoff_base_ms": 1}},
     )
     url, _ = await make_gateway(cfg)

@@ -92,7 +92,11 @@ async def test_an_open_breaker_closes_through_health_checks_alone(sim, make_gate
         assert stats["last_request"]["body"]["messages"] == [{"role": "user", "content": "ping"}]
         requests = await samples(url, "aiogw_requests_total")
         assert sum(s.value for s in requests) == 2  # the gateway served no other request
-        checks = {s.labels["outcome"]: s.value for s in await samples(url, "aiogw_health_checks_total") if s.labels["target"] == BAD}
+        checks = {
+            s.labels["outcome"]: s.value
+            for s in await samples(url, "aiogw_health_checks_total")
+            if s.labels["target"] == BAD
+        }
         assert checks["ok"] == 2 and checks["transient"] == hc["checks"] - 2, checks
 
         # The checks are costed, under their own tag.
@@ -169,7 +173,9 @@ async def test_a_check_the_target_refuses_stops_the_checks_and_user_probes_take_
 
 async def test_one_replica_checks_for_the_fleet(redis_server, sim, make_gateway):  # Redis outlives both
     sim.set_profile("default", fault="status", fault_status=500)
-    cfg = checked(sim, interval_s=0.25, state={"redis_url": redis_server.url, "key_prefix": "hc", "sync_interval_ms": 50})
+    cfg = checked(
+        sim, interval_s=0.25, state={"redis_url": redis_server.url, "key_prefix": "hc", "sync_interval_ms": 50}
+    )
     url_a, _ = await make_gateway(cfg)
     url_b, _ = await make_gateway(cfg)
     await open_bad_target(url_a)

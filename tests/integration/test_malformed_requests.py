@@ -43,7 +43,9 @@ def port():
 
     async def serve() -> None:
         sim = await start_simulator()
-        cfg = gateway_config(sim, server={"host": "127.0.0.1", "port": 0, "max_body_bytes": MAX_BODY, "body_timeout_s": 0.2})
+        cfg = gateway_config(
+            sim, server={"host": "127.0.0.1", "port": 0, "max_body_bytes": MAX_BODY, "body_timeout_s": 0.2}
+        )
         runner = GatewayRunner(create_app(cfg), handler_cancellation=True, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -64,7 +66,11 @@ def port():
 # --- bodies -------------------------------------------------------------------------------
 
 SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 ROLES = st.sampled_from(["user", "system", "developer", "assistant", "tool", "function", "robot", ""])
 MESSAGE = st.fixed_dictionaries(
     {},
@@ -117,7 +123,9 @@ def body(draw: st.DrawFn) -> bytes:
         data = data[: draw(st.integers(0, len(data) - 1))]
     elif how == "invalid utf-8":
         at = draw(st.integers(0, len(data)))
-        data = data[:at] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])) + data[at:]
+        data = (
+            data[:at] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])) + data[at:]
+        )
     elif how == "nul":
         data = data.replace(b'"hi"', b'"h\x00i"') + b"\x00"
     elif how == "bom":
@@ -144,7 +152,9 @@ ENCODINGS = [None, "gzip", "deflate", "identity", "br", "zstd", "foo", "gzip, de
 def http_request(draw: st.DrawFn) -> bytes:
     data = draw(body())
     encoding = draw(st.sampled_from(ENCODINGS))
-    really = draw(st.sampled_from(["as declared", "as declared", "plain", "gzip", "zlib", "raw deflate", "cut short", "bomb"]))
+    really = draw(
+        st.sampled_from(["as declared", "as declared", "plain", "gzip", "zlib", "raw deflate", "cut short", "bomb"])
+    )
     if really == "as declared":
         really = {"gzip": "gzip", "deflate": "zlib", "GZIP": "gzip", " gzip ": "gzip"}.get(encoding or "", "plain")
     if really == "bomb":
@@ -157,7 +167,19 @@ def http_request(draw: st.DrawFn) -> bytes:
     headers = {}
     if encoding is not None:
         headers["content-encoding"] = encoding
-    content_type = draw(st.sampled_from([None, "application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json; charset=latin-1", "\x7f"]))
+    content_type = draw(
+        st.sampled_from(
+            [
+                None,
+                "application/json",
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data; boundary=x",
+                "application/json; charset=latin-1",
+                "\x7f",
+            ]
+        )
+    )
     if content_type is not None:
         headers["content-type"] = content_type
     for name, values in (
@@ -168,7 +190,11 @@ def http_request(draw: st.DrawFn) -> bytes:
     ):
         if draw(st.integers(0, 9)) == 0:
             headers[name] = draw(st.sampled_from(values))
-    framing = draw(st.sampled_from(["exact"] * 6 + ["short", "long", "none", "chunked", "broken chunks", "two lengths", "negative"]))
+    framing = draw(
+        st.sampled_from(
+            ["exact"] * 6 + ["short", "long", "none", "chunked", "broken chunks", "two lengths", "negative"]
+        )
+    )
     if framing == "exact":
         pass
     elif framing == "short":
@@ -220,6 +246,8 @@ def test_malformed_requests_get_openai_shaped_4xx_and_the_gateway_keeps_serving(
     check()
     (health,) = raw_http.exchange_sync("127.0.0.1", port, raw_http.request("/healthz", b"", method="GET"))
     assert health.status == 200
-    ok = raw_http.request("/v1/chat/completions", json.dumps({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).encode())
+    ok = raw_http.request(
+        "/v1/chat/completions", json.dumps({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    )
     (answer,) = raw_http.exchange_sync("127.0.0.1", port, ok)
     assert answer.status == 200

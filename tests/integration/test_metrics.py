@@ -37,7 +37,10 @@ def two_target_config(sim, **extra):
             "sim": {"type": "openai", "base_url": sim.base_url(), "api_key": SIM_KEY},
         },
         models=[
-            {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}]},
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0}}],
+            },
             {
                 "name": "safe",
                 "targets": [{"provider": "bad", "model": "sim-gpt-fast"}, {"provider": "sim", "model": "sim-gpt-fast"}],
@@ -56,14 +59,19 @@ async def test_requests_tokens_cost_and_latency_match_what_clients_saw(sim, make
     try:
         for _ in range(3):
             raw = await client.chat.completions.with_raw_response.create(
-                model="fast", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-aiogw-tags": "team=search"}
+                model="fast",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-aiogw-tags": "team=search"},
             )
             c = raw.parse()
             costs += float(raw.headers["x-aiogw-cost-usd"])
             tokens_in += c.usage.prompt_tokens
             tokens_out += c.usage.completion_tokens
         stream = await client.chat.completions.create(
-            model="fast", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+            model="fast",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
         )
         async for chunk in stream:
             if chunk.usage:
@@ -137,7 +145,9 @@ async def test_rate_limit_headroom_is_exported(sim, make_gateway):
     url, _ = await make_gateway(cfg)
     async with aiohttp.ClientSession() as s:
         for _ in range(3):
-            r = await s.post(url + "/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]})
+            r = await s.post(
+                url + "/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]}
+            )
             assert r.status == 200
     m = await scrape(url)
     assert 6.9 <= value(m, "aiogw_ratelimit_remaining", target="sim/sim-gpt-fast", kind="rpm") <= 7.5

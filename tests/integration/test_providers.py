@@ -74,14 +74,25 @@ def gemini_read(r: dict[str, Any]) -> Native:
     if tools and finish == "stop":
         finish = "tool_calls"  # Gemini says STOP after a function call (docs/providers.md §5.4)
     u = r["usageMetadata"]
-    return Native("".join(texts) or None, tools, finish, u["promptTokenCount"],
-                  u.get("candidatesTokenCount", 0) + u.get("thoughtsTokenCount", 0))
+    return Native(
+        "".join(texts) or None,
+        tools,
+        finish,
+        u["promptTokenCount"],
+        u.get("candidatesTokenCount", 0) + u.get("thoughtsTokenCount", 0),
+    )
 
 
 def openai_read(c: dict[str, Any]) -> Native:
     m = c["choices"][0]["message"]
     tools = [(t["function"]["name"], json.loads(t["function"]["arguments"])) for t in m.get("tool_calls") or []]
-    return Native(m["content"], tools, c["choices"][0]["finish_reason"], c["usage"]["prompt_tokens"], c["usage"]["completion_tokens"])
+    return Native(
+        m["content"],
+        tools,
+        c["choices"][0]["finish_reason"],
+        c["usage"]["prompt_tokens"],
+        c["usage"]["completion_tokens"],
+    )
 
 
 PROVIDERS = {
@@ -185,7 +196,10 @@ async def test_text_matches_the_native_answer_streaming_and_not(sim, gw, name):
     native = await native_answer(sim, p)
     assert final.choices[0].message.content == native.text
     assert final.choices[0].finish_reason == "stop"
-    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (native.prompt_tokens, native.completion_tokens)
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (
+        native.prompt_tokens,
+        native.completion_tokens,
+    )
     headers = sim.stats(p.account)["last_request"]["headers"]
     assert SIM_KEY in headers[p.auth_header]
 
@@ -276,7 +290,12 @@ async def test_mixed_group_streams_the_same_shape_whichever_answers(sim, make_ga
     first, second = (PROVIDERS[n] for n in names)
     targets = [{"provider": first.account, "model": first.model}, {"provider": second.account, "model": second.model}]
     url, _ = await make_gateway(config(sim, names, group_targets=targets))
-    body: dict[str, Any] = {"model": "mixed", "messages": MSG, "stream": True, "stream_options": {"include_usage": True}}
+    body: dict[str, Any] = {
+        "model": "mixed",
+        "messages": MSG,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if tools:
         body |= {"tools": TOOLS, "tool_choice": "required"}
 

@@ -56,8 +56,11 @@ async def error_of(raw):
 async def test_429_with_retry_after_is_retried_after_the_pause(sim, make_gateway):
     # One target; its first answer is a 429 asking for a short pause, the retry succeeds.
     sim.set_profile("default", fault="status", fault_status=429, fault_count=1)
-    cfg = two_targets(sim, targets=[{"provider": "sim", "model": "sim-gpt-fast"}],
-                      routing={"retry": {"max_rounds": 1, "backoff_max_ms": 5000}})
+    cfg = two_targets(
+        sim,
+        targets=[{"provider": "sim", "model": "sim-gpt-fast"}],
+        routing={"retry": {"max_rounds": 1, "backoff_max_ms": 5000}},
+    )
     url, _ = await make_gateway(cfg)
     status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 200, raw
@@ -78,10 +81,13 @@ async def test_429_everywhere_gives_the_client_429_with_retry_after(sim, make_ga
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_hang_times_out_on_first_token_then_fails_over(sim, make_gateway, stream):
     sim.set_profile("default", fault="hang")
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"first_token": 0.3}},
-        {"provider": "compat", "model": "sim-llama"},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"first_token": 0.3}},
+            {"provider": "compat", "model": "sim-llama"},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, headers, raw = await post(url, {"model": "fast", "messages": MSG, "stream": stream})
     assert status == 200, raw
@@ -92,7 +98,9 @@ async def test_a_hang_times_out_on_first_token_then_fails_over(sim, make_gateway
 async def test_a_stream_that_stalls_after_its_first_tokens_ends_on_the_idle_limit(sim, make_gateway):
     # A total of 60 s: only the idle limit (0.2 s) can end this stream before the test's own timeout.
     sim.set_profile("default", fault="stall", fault_after_chunks=2, tokens_per_s=200)
-    cfg = two_targets(sim, targets=[{"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"idle": 0.2, "total": 60}}])
+    cfg = two_targets(
+        sim, targets=[{"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"idle": 0.2, "total": 60}}]
+    )
     url, _ = await make_gateway(cfg)
     status, _, raw = await post(url, {"model": "fast", "messages": MSG, "stream": True})
     assert status == 200
@@ -106,10 +114,13 @@ async def test_a_stream_that_stalls_after_its_first_tokens_ends_on_the_idle_limi
 async def test_an_answer_that_stalls_before_the_commit_point_fails_over_on_the_idle_limit(sim, make_gateway):
     # Non-streaming: the headers and half of the body, then silence; the client has seen nothing.
     sim.set_profile("default", fault="stall")
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"idle": 0.2, "total": 60}},
-        {"provider": "compat", "model": "sim-llama"},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "timeouts": {"idle": 0.2, "total": 60}},
+            {"provider": "compat", "model": "sim-llama"},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, headers, raw = await post(url, {"model": "fast", "messages": MSG})
     assert status == 200, raw
@@ -159,8 +170,9 @@ async def test_a_failed_probe_reopens_the_breaker(sim, make_gateway):
     # A 500 (a 503 would carry a Retry-After, and the target would rest on that instead).
     sim.set_profile("default", fault="status", fault_status=500)
     # The cooldown outlasts the two requests after the probe, however loaded the machine.
-    cfg = two_targets(sim, group={"breaker": {"consecutive_failures": 2, "open_s": 1.5}},
-                      routing={"retry": {"max_rounds": 0}})
+    cfg = two_targets(
+        sim, group={"breaker": {"consecutive_failures": 2, "open_s": 1.5}}, routing={"retry": {"max_rounds": 0}}
+    )
     url, _ = await make_gateway(cfg)
     for _ in range(2):
         await post(url, {"model": "fast", "messages": MSG})
@@ -177,8 +189,9 @@ async def test_a_failed_probe_reopens_the_breaker(sim, make_gateway):
 async def test_every_target_open_still_tries_the_least_recently_failed(sim, make_gateway):
     sim.set_profile("default", fault="status", fault_status=500)
     sim.set_profile("compat", fault="status", fault_status=500)
-    cfg = two_targets(sim, group={"breaker": {"consecutive_failures": 1, "open_s": 60}},
-                      routing={"retry": {"max_rounds": 0}})
+    cfg = two_targets(
+        sim, group={"breaker": {"consecutive_failures": 1, "open_s": 60}}, routing={"retry": {"max_rounds": 0}}
+    )
     url, _ = await make_gateway(cfg)
     await post(url, {"model": "fast", "messages": MSG})  # opens both
     sim.set_profile("default", fault="none")
@@ -202,10 +215,13 @@ async def test_caller_errors_never_open_the_breaker(sim, make_gateway):
 
 
 async def test_rpm_limit_skips_a_saturated_target_then_429(sim, make_gateway):
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "limits": {"rpm": 2}},
-        {"provider": "compat", "model": "sim-llama", "limits": {"rpm": 1}},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "limits": {"rpm": 2}},
+            {"provider": "compat", "model": "sim-llama", "limits": {"rpm": 1}},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     providers = []
     for _ in range(3):
@@ -222,10 +238,13 @@ async def test_rpm_limit_skips_a_saturated_target_then_429(sim, make_gateway):
 
 async def test_concurrency_limit_and_tpm_reservation(sim, make_gateway):
     sim.set_profile("default", ttft_ms=300)
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "limits": {"concurrency": 1}},
-        {"provider": "compat", "model": "sim-llama", "limits": {"tpm": 100}},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "limits": {"concurrency": 1}},
+            {"provider": "compat", "model": "sim-llama", "limits": {"tpm": 100}},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     results = await asyncio.gather(
         post(url, {"model": "fast", "messages": MSG}),
@@ -303,10 +322,13 @@ async def test_fallbacks_header_adds_targets_after_the_group(sim, make_gateway):
 
 async def test_context_window_skips_small_targets_and_context_errors_move_to_larger(sim, make_gateway):
     long_prompt = [{"role": "user", "content": "word " * 400}]  # ~500 tokens by the 4-chars rule
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "context_window": 100},
-        {"provider": "compat", "model": "sim-llama", "context_window": 100000},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "context_window": 100},
+            {"provider": "compat", "model": "sim-llama", "context_window": 100000},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, headers, _ = await post(url, {"model": "fast", "messages": long_prompt})
     assert status == 200 and headers["x-aiogw-provider"] == "compat"
@@ -315,10 +337,13 @@ async def test_context_window_skips_small_targets_and_context_errors_move_to_lar
 
     # The configured window is unknown or wrong: the provider's own error moves us on.
     sim.set_profile("default", context_window=50)
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast"},
-        {"provider": "compat", "model": "sim-llama", "context_window": 100000},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast"},
+            {"provider": "compat", "model": "sim-llama", "context_window": 100000},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, headers, _ = await post(url, {"model": "fast", "messages": long_prompt})
     assert status == 200 and headers["x-aiogw-provider"] == "compat"
@@ -332,10 +357,13 @@ async def test_context_window_skips_small_targets_and_context_errors_move_to_lar
 
 
 async def test_a_prompt_too_long_for_every_configured_window_is_a_400(sim, make_gateway):
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "context_window": 50},
-        {"provider": "compat", "model": "sim-llama", "context_window": 60},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "context_window": 50},
+            {"provider": "compat", "model": "sim-llama", "context_window": 60},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     status, _, raw = await post(url, {"model": "fast", "messages": [{"role": "user", "content": "word " * 400}]})
     assert status == 400
@@ -345,9 +373,12 @@ async def test_a_prompt_too_long_for_every_configured_window_is_a_400(sim, make_
 
 
 async def test_cost_header_log_and_usage_chunk(sim, make_gateway, capsys):
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0, "cached_input": 0.5}},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1.0, "output": 2.0, "cached_input": 0.5}},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     client = AsyncOpenAI(base_url=url, api_key="k", max_retries=0)
     raw = await client.chat.completions.with_raw_response.create(
@@ -375,22 +406,29 @@ async def test_cost_header_log_and_usage_chunk(sim, make_gateway, capsys):
 
 
 async def test_translated_stream_carries_cost_too(sim, make_gateway):
-    cfg = two_targets(sim, targets=[
-        {"provider": "compat", "model": "sim-llama", "price": {"input": 3.0, "output": 4.0}},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "compat", "model": "sim-llama", "price": {"input": 3.0, "output": 4.0}},
+        ],
+    )
     url, _ = await make_gateway(cfg)
-    _status, _, raw = await post(url, {"model": "fast", "messages": MSG, "stream": True,
-                                      "stream_options": {"include_usage": True}})
+    _status, _, raw = await post(
+        url, {"model": "fast", "messages": MSG, "stream": True, "stream_options": {"include_usage": True}}
+    )
     usage = [c for c in chunks(raw) if c.get("usage")][-1]["usage"]
     assert usage["cost_usd"] == pytest.approx((usage["prompt_tokens"] * 3 + usage["completion_tokens"] * 4) / 1e6)
     assert accumulate(raw).choices[0].finish_reason == "stop"
 
 
 async def test_lowest_cost_strategy_header_picks_the_cheaper_target(sim, make_gateway):
-    cfg = two_targets(sim, targets=[
-        {"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 10, "output": 10}},
-        {"provider": "compat", "model": "sim-llama", "price": {"input": 1, "output": 1}},
-    ])
+    cfg = two_targets(
+        sim,
+        targets=[
+            {"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 10, "output": 10}},
+            {"provider": "compat", "model": "sim-llama", "price": {"input": 1, "output": 1}},
+        ],
+    )
     url, _ = await make_gateway(cfg)
     _, headers, _ = await post(url, {"model": "fast", "messages": MSG})
     assert headers["x-aiogw-provider"] == "sim"

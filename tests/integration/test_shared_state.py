@@ -29,7 +29,9 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def _target(**kw) -> Target:
-    return Target(id="acct/model-x", provider="acct", type="openai", model="model-x", base_url="http://127.0.0.1:1", **kw)
+    return Target(
+        id="acct/model-x", provider="acct", type="openai", model="model-x", base_url="http://127.0.0.1:1", **kw
+    )
 
 
 # Redis calls are bounded by `timeout_ms` (50 ms by default): a loaded test machine misses
@@ -157,7 +159,15 @@ async def test_window_sums_drop_seconds_that_leave_the_window(redis_server):
         # Another replica's counts from 70 s and 30 s ago, as the sync script keeps them.
         r.hset(
             "t:hw:acct/model-x",
-            mapping={"tail": sec - 80, "c": 7, "f": 5, f"c:{sec - 70}": 4, f"f:{sec - 70}": 4, f"c:{sec - 30}": 3, f"f:{sec - 30}": 1},
+            mapping={
+                "tail": sec - 80,
+                "c": 7,
+                "f": 5,
+                f"c:{sec - 70}": 4,
+                f"f:{sec - 70}": 4,
+                f"c:{sec - 30}": 3,
+                f"f:{sec - 30}": 1,
+            },
         )
         b = hb.get("acct/model-x")
         ha.get("acct/model-x")
@@ -232,13 +242,19 @@ def replica_config(tmp_path, sim, redis_server):
             "models": [
                 {
                     "name": "safe",
-                    "targets": [{"provider": "bad", "model": "sim-gpt-fast"}, {"provider": "sim", "model": "sim-gpt-fast"}],
+                    "targets": [
+                        {"provider": "bad", "model": "sim-gpt-fast"},
+                        {"provider": "sim", "model": "sim-gpt-fast"},
+                    ],
                     "breaker": {"consecutive_failures": 3, "open_s": breaker_open_s},
                     "retry": {"max_rounds": 0},
                 },
                 {"name": "limited", "targets": [{"provider": "sim", "model": "sim-gpt-mini", "limits": {"rpm": 20}}]},
                 {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast"}]},
-                {"name": "narrow", "targets": [{"provider": "slow", "model": "sim-gpt-fast", "limits": {"rpm": 4, "concurrency": 1}}]},
+                {
+                    "name": "narrow",
+                    "targets": [{"provider": "slow", "model": "sim-gpt-fast", "limits": {"rpm": 4, "concurrency": 1}}],
+                },
             ],
         }
         p = tmp_path / "aiogw.json"
@@ -471,14 +487,19 @@ async def test_garbage_in_redis_is_skipped_logged_once_per_kind_and_sync_goes_on
                 r.publish("t:breaker", b"acct/model-x " + g)
             r.publish("t:breaker", b"\xff\xfe " + garbage[-1])
             r.publish("t:breaker", b"no-separator")
-            r.hset("t:breakers", mapping={"acct/model-x": b"not json", "acct/model-y": garbage[2], "acct/model-z": garbage[-1]})
+            r.hset(
+                "t:breakers",
+                mapping={"acct/model-x": b"not json", "acct/model-y": garbage[2], "acct/model-z": garbage[-1]},
+            )
             r.hset("t:hw:acct/model-x", mapping={"tail": "x", "c": "many", "f": "1.5"})
             r.hset("t:rl:acct/model-x", mapping={"r": "lots", "t": "1", "ts": "then"})
             ha.get("acct/model-w"), hb.get("acct/model-w")
             r.set("t:hw:acct/model-w", "not a hash")  # keys of the wrong type
             r.set("t:rl:acct/model-w", "not a hash")
             kinds = {"not_json", "invalid", "newer_version"}
-            await _until(lambda: {e["kind"] for e in _events(logs, "state.bad_record") if e["replica"] == sb.replica} >= kinds)
+            await _until(
+                lambda: {e["kind"] for e in _events(logs, "state.bad_record") if e["replica"] == sb.replica} >= kinds
+            )
             assert b.state == "closed"  # nothing of the garbage was applied
             assert sb.fleet_levels(_target(rpm=5)) == (5.0, None)  # an unreadable bucket reads full
 

@@ -22,8 +22,9 @@ async def sdk(sim):
 
 async def test_stream_and_non_stream_give_the_same_text_and_usage(sdk):
     whole = await sdk.chat.completions.create(model="sim-gpt-fast", messages=MSG, seed=1)
-    stream = await sdk.chat.completions.create(model="sim-gpt-fast", messages=MSG, seed=1, stream=True,
-                                               stream_options={"include_usage": True})
+    stream = await sdk.chat.completions.create(
+        model="sim-gpt-fast", messages=MSG, seed=1, stream=True, stream_options={"include_usage": True}
+    )
     got = [c async for c in stream]
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == whole.choices[0].message.content
     assert got[-1].choices == [] and got[-1].usage == whole.usage
@@ -36,8 +37,13 @@ async def test_max_tokens_cuts_with_finish_length(sdk):
 
 
 async def test_tool_call_stream_reassembles_in_the_sdk(sdk):
-    tools = [{"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}}},
-             {"type": "function", "function": {"name": "b", "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}},
+        },
+        {"type": "function", "function": {"name": "b", "parameters": {"type": "object", "properties": {}}}},
+    ]
     async with sdk.chat.completions.stream(model="m", messages=MSG, tools=tools, tool_choice="required") as s:
         final = await s.get_final_completion()
     calls = final.choices[0].message.tool_calls
@@ -53,9 +59,17 @@ async def test_embeddings_float_and_base64(sdk):
     assert b.data[0].embedding == pytest.approx(r.data[0].embedding, abs=1e-5)
 
 
-@pytest.mark.parametrize(("status", "exc"), [(400, openai.BadRequestError), (401, openai.AuthenticationError),
-                                             (404, openai.NotFoundError), (429, openai.RateLimitError),
-                                             (500, openai.InternalServerError), (503, openai.InternalServerError)])
+@pytest.mark.parametrize(
+    ("status", "exc"),
+    [
+        (400, openai.BadRequestError),
+        (401, openai.AuthenticationError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+        (503, openai.InternalServerError),
+    ],
+)
 async def test_status_faults_are_the_sdks_exceptions(sim, sdk, status, exc):
     sim.set_profile("default", fault="status", fault_status=status)
     with pytest.raises(exc):

@@ -33,7 +33,9 @@ class Collector:
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     self.spans.append((service, span))
-        return web.Response(body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf")
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
 
     async def wait_for(self, n: int, timeout: float = 15.0) -> list:
         await until(lambda: len(self.spans) >= n, every=0.05, times=int(timeout / 0.05))
@@ -64,8 +66,12 @@ async def collector(aiohttp_server):
 async def test_server_and_attempt_spans_with_genai_attributes_and_traceparent(sim, make_gateway, collector):
     cfg = gateway_config(
         sim,
-        telemetry={"otlp_endpoint": collector.url, "service_name": "aiogw-test", "export_delay_ms": 50,
-                   "otlp_headers": {"x-collector-token": "t0k"}},
+        telemetry={
+            "otlp_endpoint": collector.url,
+            "service_name": "aiogw-test",
+            "export_delay_ms": 50,
+            "otlp_headers": {"x-collector-token": "t0k"},
+        },
         providers={
             "bad": {"type": "openai", "base_url": sim.base_url("bad"), "api_key": SIM_KEY},
             "sim": {"type": "openai", "base_url": sim.base_url(), "api_key": SIM_KEY},
@@ -130,7 +136,10 @@ async def test_streams_are_traced_with_ttft_and_a_fresh_trace_without_a_caller(s
     cfg = gateway_config(sim, telemetry={"otlp_endpoint": collector.url, "export_delay_ms": 50})
     url, _ = await make_gateway(cfg)
     async with aiohttp.ClientSession() as s:
-        r = await s.post(url + "/chat/completions", json={"model": "fast", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+        r = await s.post(
+            url + "/chat/completions",
+            json={"model": "fast", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+        )
         await r.read()
     spans = await collector.wait_for(2)
     server = next(s for _, s in spans if s.kind == 2)
@@ -143,8 +152,11 @@ async def test_streams_are_traced_with_ttft_and_a_fresh_trace_without_a_caller(s
 
 async def test_no_tracing_configured_sends_no_traceparent(sim, gateway):
     async with aiohttp.ClientSession() as s:
-        r = await s.post(gateway + "/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]},
-                         headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
+        r = await s.post(
+            gateway + "/chat/completions",
+            json={"model": "fast", "messages": [{"role": "user", "content": "x"}]},
+            headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+        )
         assert r.status == 200
     assert "traceparent" not in sim.stats()["last_request"]["headers"]
 

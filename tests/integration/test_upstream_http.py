@@ -55,7 +55,9 @@ class RawServer:
     async def read_request(self, reader: asyncio.StreamReader) -> bytes:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests.append(head)
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
         return await reader.readexactly(length)
 
 
@@ -81,7 +83,9 @@ async def client():
 async def test_keep_alive_carries_many_requests_on_one_connection(client):
     async with RawServer(_echo_forever) as srv:
         for i in range(5):
-            async with client.post(srv.url(), b'{"n":%d}' % i, {"content-type": "application/json", "authorization": "Bearer k"}, 5) as r:
+            async with client.post(
+                srv.url(), b'{"n":%d}' % i, {"content-type": "application/json", "authorization": "Bearer k"}, 5
+            ) as r:
                 assert r.status == 200 and r.headers["content-type"] == "application/json"
                 assert await r.read() == b'{"n":%d}' % i
         assert srv.connections == 1
@@ -253,7 +257,17 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(cli
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/x y", "/v1/x\r\nHost: evil", "/v1/x\ny", "/v1/x\ty", "/v1/x\x00y", "/v1/x%zz", "/v1/x#frag", "/v1/ü", '/v1/"x"'],
+    [
+        "/v1/x y",
+        "/v1/x\r\nHost: evil",
+        "/v1/x\ny",
+        "/v1/x\ty",
+        "/v1/x\x00y",
+        "/v1/x%zz",
+        "/v1/x#frag",
+        "/v1/ü",
+        '/v1/"x"',
+    ],
     ids=repr,
 )
 async def test_a_request_target_outside_rfc_3986_is_refused_before_anything_is_sent(client, path):

@@ -69,7 +69,10 @@ def test_an_empty_variable_takes_its_default_as_in_the_shell():
 
 
 def test_json_and_toml_are_accepted(tmp_path):
-    data = {"providers": {"o": {"type": "openai", "api_key": "k"}}, "models": [{"name": "m", "targets": [{"provider": "o", "model": "gpt-4o"}]}]}
+    data = {
+        "providers": {"o": {"type": "openai", "api_key": "k"}},
+        "models": [{"name": "m", "targets": [{"provider": "o", "model": "gpt-4o"}]}],
+    }
     assert config.load(write(tmp_path, "c.json", json.dumps(data)), env={}).models[0].name == "m"
     toml = '[providers.o]\ntype = "openai"\napi_key = "k"\n[[models]]\nname = "m"\ntargets = [{provider = "o", model = "gpt-4o"}]\n'
     assert config.load(write(tmp_path, "c.toml", toml), env={}).providers["o"].api_key.reveal() == "k"
@@ -82,7 +85,11 @@ def test_json_and_toml_are_accepted(tmp_path):
         ("server: {port: -1}", "server.port", ">= 0"),
         ("providers: {x: {type: nope}}", "providers.x.type", "Invalid value 'nope'"),
         ("providers: {x: {type: openai-compatible}}", "providers.x", "base_url"),
-        ("models: [{name: a, targets: [{provider: ghost, model: m}]}]", "models[0].targets[0].provider", "unknown provider 'ghost'"),
+        (
+            "models: [{name: a, targets: [{provider: ghost, model: m}]}]",
+            "models[0].targets[0].provider",
+            "unknown provider 'ghost'",
+        ),
         ("models: [{name: a, targets: []}]", "models[0].targets", "length >= 1"),
         ("server: [", "", "cannot parse yaml"),
         ("routing: {health_check: {interval_s: 0}}", "routing.health_check.interval_s", ">= 0.1"),
@@ -114,11 +121,23 @@ def test_secret_never_shows_in_repr(tmp_path):
 def test_check_config_prints_routing_table_or_exits_2(tmp_path):
     good = write(tmp_path, "good.yaml", YAML)
     env = {"OPENAI_API_KEY": "sk-x", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env=env, check=False)
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "aiogw", "check-config", str(good)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "openai/gpt-5" in out.stdout and "local/qwen3-8b" in out.stdout
     assert "sk-x" not in out.stdout
-    bad = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(good)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-P", "-m", "aiogw", "check-config", str(good)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     assert bad.returncode == 2
     assert "providers.openai.api_key" in bad.stderr and str(good) in bad.stderr
 
@@ -131,8 +150,18 @@ def test_numbers_from_environment_variables_are_numbers():
 
 
 def test_check_config_names_the_state_backend_without_its_password(tmp_path):
-    p = write(tmp_path, "shared.yaml", "state: {redis_url: 'redis://:hunter2@cache:6379/0'}\ntelemetry: {otlp_endpoint: 'http://collector:4318'}\n")
-    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(p)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    p = write(
+        tmp_path,
+        "shared.yaml",
+        "state: {redis_url: 'redis://:hunter2@cache:6379/0'}\ntelemetry: {otlp_endpoint: 'http://collector:4318'}\n",
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "aiogw", "check-config", str(p)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "shared through Redis at redis://:***@cache:6379/0" in out.stdout and "hunter2" not in out.stdout
     assert "OTLP/HTTP to http://collector:4318" in out.stdout
@@ -164,12 +193,18 @@ def test_every_error_is_reported_with_the_allowed_values(tmp_path):
         ("server", "unknown field `prot`; expected one of host, port, workers"),
         ("server.port", "Expected `int` >= 0"),
         ("log.level", "Invalid value 'loud'; expected one of debug, info, warning, error"),
-        ("providers.a.type", "Invalid value 'nope'; expected one of openai, openai-compatible, anthropic, gemini, mistral, deepseek, qwen"),
+        (
+            "providers.a.type",
+            "Invalid value 'nope'; expected one of openai, openai-compatible, anthropic, gemini, mistral, deepseek, qwen",
+        ),
         ("providers.b", "missing required field `base_url`"),
         ("providers.c.api_key", "an api_key is required for this type"),
         ("providers.d.api_key", "environment variable MISSING_KEY is not set"),
         ("providers.d.base_url", "environment variable MISSING_URL is not set"),
-        ("models[0].strategy", "Invalid value 'fastest'; expected one of priority, weighted, lowest-cost, lowest-latency, least-busy"),
+        (
+            "models[0].strategy",
+            "Invalid value 'fastest'; expected one of priority, weighted, lowest-cost, lowest-latency, least-busy",
+        ),
         ("models[0].targets[0].provider", "unknown provider 'ghost' (providers: a, b, c, d)"),
         ("models[1].name", "duplicate model name 'm'"),
         ("models[1].targets", "Expected `array` of length >= 1"),
@@ -177,7 +212,13 @@ def test_every_error_is_reported_with_the_allowed_values(tmp_path):
     for path, text in expected:
         assert any(fp == path and text in fe for fp, fe in found), (path, text, sorted(found))
     assert len(found) == len(expected), sorted(found)  # each fault once (an unset variable is not also an empty key)
-    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "check-config", str(p)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "aiogw", "check-config", str(p)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == len(expected) and all(line.startswith(f"aiogw: invalid config: {p}: ") for line in lines)
@@ -210,6 +251,8 @@ def test_syntax_errors_name_the_file_and_the_line(tmp_path, name, text, where):
 def test_version_names_the_installed_package():
     from importlib.metadata import version
 
-    out = subprocess.run([sys.executable, "-P", "-m", "aiogw", "--version"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "aiogw", "--version"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0
     assert out.stdout.strip() == f"aiogw {version('aiogw')}"

@@ -27,8 +27,11 @@ from aiogw.runtime import Runtime
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
 ENV = {
-    "OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test", "GEMINI_API_KEY": "AIza-test",
-    "AIOGW_REDIS_URL": "redis://redis:6379/0", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    "OPENAI_API_KEY": "sk-test",
+    "ANTHROPIC_API_KEY": "sk-ant-test",
+    "GEMINI_API_KEY": "AIza-test",
+    "AIOGW_REDIS_URL": "redis://redis:6379/0",
+    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
 }
 CONFIG_KEYS = set(config.Config.__struct_fields__)
 _REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # no :-default
@@ -47,7 +50,9 @@ def k8s_docs(name: str) -> list[dict]:
 
 
 def _is_aiogw_config(data: object) -> bool:
-    return isinstance(data, dict) and bool(data) and set(data) <= CONFIG_KEYS and bool({"providers", "models"} & set(data))
+    return (
+        isinstance(data, dict) and bool(data) and set(data) <= CONFIG_KEYS and bool({"providers", "models"} & set(data))
+    )
 
 
 def embedded_configs() -> list[tuple[str, str]]:
@@ -106,7 +111,9 @@ def test_every_config_is_accepted_by_the_loader_and_by_aiogw_check_config(where,
     assert Runtime.build(cfg).public_models()
     path = tmp_path / "aiogw.yaml"
     path.write_text(text)
-    out = subprocess.run([*cli(), "check-config", str(path)], capture_output=True, text=True, env=ENV, check=False, timeout=60)
+    out = subprocess.run(
+        [*cli(), "check-config", str(path)], capture_output=True, text=True, env=ENV, check=False, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert f"{path}: OK" in out.stdout
     assert "sk-test" not in out.stdout + out.stderr  # keys are never printed
@@ -114,7 +121,9 @@ def test_every_config_is_accepted_by_the_loader_and_by_aiogw_check_config(where,
     required = _REQUIRED_VAR.findall(text)
     if required:
         env = {k: v for k, v in ENV.items() if k not in required}
-        out = subprocess.run([*cli(), "check-config", str(path)], capture_output=True, text=True, env=env, check=False, timeout=60)
+        out = subprocess.run(
+            [*cli(), "check-config", str(path)], capture_output=True, text=True, env=env, check=False, timeout=60
+        )
         assert out.returncode == 2 and f"environment variable {required[0]} is not set" in out.stderr, out.stderr
 
 
@@ -123,7 +132,9 @@ def test_every_config_is_accepted_by_the_loader_and_by_aiogw_check_config(where,
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 AIOGW_SERVICES = sorted(
-    name for name, s in SERVICES.items() if s.get("build", {}).get("dockerfile") == "deploy/Dockerfile" and "entrypoint" not in s
+    name
+    for name, s in SERVICES.items()
+    if s.get("build", {}).get("dockerfile") == "deploy/Dockerfile" and "entrypoint" not in s
 )
 
 
@@ -248,7 +259,9 @@ def test_nginx_balances_the_replicas_unbuffered_and_keeps_the_clients_request_id
     size = re.search(r"client_max_body_size\s+(\d+)m;", nginx)
     assert size and int(size.group(1)) * 1024 * 1024 >= COMPOSE_CFG.server.max_body_bytes
     read_timeout = re.search(r"proxy_read_timeout\s+(\d+)s;", nginx)
-    assert read_timeout and int(read_timeout.group(1)) > max(COMPOSE_CFG.server.sse_heartbeat_s, config.DEFAULT_TOTAL_TIMEOUT_S)
+    assert read_timeout and int(read_timeout.group(1)) > max(
+        COMPOSE_CFG.server.sse_heartbeat_s, config.DEFAULT_TOTAL_TIMEOUT_S
+    )
     assert not re.search(r"X-Request-Id\s+\$request_id;", nginx, re.I)  # a client's id is kept
     retry = re.search(r"proxy_next_upstream\s+([^;]+);", nginx)
     assert retry and "http_503" in retry.group(1) and "timeout" not in retry.group(1)  # draining: retry elsewhere
@@ -310,7 +323,10 @@ def test_kubernetes_gateway_probes_drain_resources_and_non_root(name):
     deployment, pod = _pod(docs_)
     gw = _gateway(pod)
     cfg = _k8s_config(docs_, gw)
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        deployment["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
     if name == "sidecar.yaml":
         assert gw in pod["initContainers"] and gw["restartPolicy"] == "Always"  # native sidecar
     port = gw["ports"][0]["containerPort"]
@@ -367,7 +383,9 @@ def test_the_deployment_has_a_service_a_disruption_budget_an_autoscaler_and_a_ne
     assert _k8s_config(docs_, gw).state.redis_url  # replicas share state
     policy = kinds["NetworkPolicy"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
-    assert any(p["port"] == gw["ports"][0]["containerPort"] for rule in policy["spec"]["ingress"] for p in rule["ports"])
+    assert any(
+        p["port"] == gw["ports"][0]["containerPort"] for rule in policy["spec"]["ingress"] for p in rule["ports"]
+    )
 
 
 # --- Dockerfile and what goes into the image -------------------------------------------
@@ -378,7 +396,11 @@ SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
 
 def _instructions() -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", DOCKERFILE)
-    return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M) if not m.group(0).lstrip().startswith("#")]
+    return [
+        (m.group(1).upper(), m.group(2).strip())
+        for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)
+        if not m.group(0).lstrip().startswith("#")
+    ]
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck_and_exec_form_entrypoint():
@@ -410,7 +432,9 @@ def test_dockerfile_copies_every_package_folder_and_the_readme_the_build_needs()
 
 
 def _arg_default(name: str) -> str:
-    value = next((arg.split("=", 1)[1] for op, arg in _instructions() if op == "ARG" and arg.startswith(name + "=")), None)
+    value = next(
+        (arg.split("=", 1)[1] for op, arg in _instructions() if op == "ARG" and arg.startswith(name + "=")), None
+    )
     assert value is not None, f"no ARG {name}=default in the Dockerfile"
     return value
 
@@ -460,7 +484,13 @@ def _source_files() -> list[PurePosixPath]:
     and backup files (an editor's), or every file outside a checkout."""
     folders = sorted({d.split("/")[0] for d in SETUPTOOLS["package-dir"].values()})
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *folders], cwd=ROOT, capture_output=True, check=True, timeout=30)
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *folders],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
         tracked = [PurePosixPath(p) for p in out.stdout.decode().split("\0") if p]
     except (OSError, subprocess.SubprocessError):
         tracked = []

@@ -18,7 +18,12 @@ OTLP = "telemetry: {otlp_endpoint: 'http://127.0.0.1:4318'}\n"
 
 def aiogw(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-P", "-m", "aiogw", *args], capture_output=True, text=True, env={**ENV, **env}, check=False, timeout=60
+        [sys.executable, "-P", "-m", "aiogw", *args],
+        capture_output=True,
+        text=True,
+        env={**ENV, **env},
+        check=False,
+        timeout=60,
     )
 
 

@@ -64,7 +64,9 @@ def _config(groups: int = 20, **extra):
     return from_builtins(
         {
             "providers": {"acct": {"type": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": "k"}},
-            "models": [{"name": f"group-{i}", "targets": [{"provider": "acct", "model": f"m-{i}"}]} for i in range(groups)],
+            "models": [
+                {"name": f"group-{i}", "targets": [{"provider": "acct", "model": f"m-{i}"}]} for i in range(groups)
+            ],
             **extra,
         },
         env={},
@@ -151,7 +153,9 @@ def test_per_target_state_keeps_configured_targets_and_the_most_recent_others():
 def test_spend_rows_are_capped_and_the_totals_stay_whole():
     ledger = Ledger()
     for i in range(MAX_SPEND_ROWS + 500):
-        ledger.add(model="fast", provider="acct", upstream_model="m", task="chat", tags=f"run=n{i}", usage=None, cost=0.5)
+        ledger.add(
+            model="fast", provider="acct", upstream_model="m", task="chat", tags=f"run=n{i}", usage=None, cost=0.5
+        )
     assert len(ledger.rows) == MAX_SPEND_ROWS + 1
     other = ledger.rows[("other", "acct", "other", "chat", "other")]
     assert (other.requests, other.cost_usd) == (500, 250.0)

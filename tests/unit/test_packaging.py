@@ -68,7 +68,8 @@ def test_the_pins_are_within_pyproject_bounds():
     bad = [
         f"{r}: pinned {PINS.get(canonicalize_name(r.name), 'nowhere')}"
         for r in reqs
-        if canonicalize_name(r.name) not in PINS or not r.specifier.contains(PINS[canonicalize_name(r.name)], prereleases=True)
+        if canonicalize_name(r.name) not in PINS
+        or not r.specifier.contains(PINS[canonicalize_name(r.name)], prereleases=True)
     ]
     assert bad == []
 
@@ -96,13 +97,24 @@ def test_everything_aiogw_and_its_extras_install_is_pinned():
                 todo.append(spec)
     assert unpinned == set()
     walked = {name for name, _ in seen}
-    assert {"aiohttp", "multidict", "yarl", "redis", "opentelemetry-api", "protobuf"} <= walked  # deep, not just the top
+    assert {
+        "aiohttp",
+        "multidict",
+        "yarl",
+        "redis",
+        "opentelemetry-api",
+        "protobuf",
+    } <= walked  # deep, not just the top
 
 
 def test_ci_runs_exactly_the_readme_test_command_and_both_install_the_pinned_versions():
     readme = (ROOT / "README.md").read_text()
     tests = sh_block_after(readme, "Run the whole test suite:")
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert tests in ci
     assert "pip install -c constraints.txt '.[test,lint]'" in tests
     assert tests.endswith("tests/check")  # lint, types, then pytest
@@ -111,7 +123,9 @@ def test_ci_runs_exactly_the_readme_test_command_and_both_install_the_pinned_ver
 
 
 def test_every_optional_part_names_an_extra_that_the_tests_install():
-    test_extras = {e for r in map(Requirement, OPTIONAL["test"]) if canonicalize_name(r.name) == "aiogw" for e in r.extras}
+    test_extras = {
+        e for r in map(Requirement, OPTIONAL["test"]) if canonicalize_name(r.name) == "aiogw" for e in r.extras
+    }
     all_extras = {e for r in map(Requirement, OPTIONAL["all"]) for e in r.extras}
     for key, (extra, modules) in extras.OPTIONAL.items():
         value = config.Config()

@@ -53,7 +53,10 @@ HAND_WRITTEN = [
     {"type": "array", "items": {"type": "boolean"}, "minItems": 3, "maxItems": 3},
     {"type": ["string", "null"]},
     {"const": 42},
-    {"allOf": [{"$ref": "#/$defs/a"}], "$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}},
+    {
+        "allOf": [{"$ref": "#/$defs/a"}],
+        "$defs": {"a": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}},
+    },
     {"type": "object", "properties": {"p": {"oneOf": [{"type": "null"}, {"enum": ["u", "v"]}]}}, "required": ["p"]},
 ]
 

@@ -34,28 +34,45 @@ def test_url_and_auth_headers():
 
 
 def test_system_roles_merging_images_and_tool_rounds():
-    _, body = call(messages=[
-        {"role": "system", "content": "Be terse."},
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-            {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg", "detail": "high"}},
-        ]},
-        {"role": "user", "content": "And the weather?"},
-        {"role": "developer", "content": "Use tools."},
-        {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "call:1|x", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
-            {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": ""}},
-        ]},
-        {"role": "tool", "tool_call_id": "call:1|x", "content": "18C"},
-        {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
-        {"role": "user", "content": "Thanks"},
-    ], tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])
+    _, body = call(
+        messages=[
+            {"role": "system", "content": "Be terse."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg", "detail": "high"}},
+                ],
+            },
+            {"role": "user", "content": "And the weather?"},
+            {"role": "developer", "content": "Use tools."},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "call:1|x",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    },
+                    {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": ""}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call:1|x", "content": "18C"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+            {"role": "user", "content": "Thanks"},
+        ],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    )
     assert body["system"] == [{"type": "text", "text": "Be terse."}, {"type": "text", "text": "Use tools."}]
     roles = [m["role"] for m in body["messages"]]
     assert roles == ["user", "assistant", "user"]
     first = body["messages"][0]["content"]
-    assert first[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    assert first[1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
     assert first[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}
     assert first[3] == {"type": "text", "text": "And the weather?"}
     uses = body["messages"][1]["content"]
@@ -80,11 +97,16 @@ def test_tool_choice_parallel_and_json_mode():
 
 
 def test_history_with_tools_but_no_tool_definitions_stays_valid():
-    _, body = call(messages=[
-        *USER,
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
-    ])
+    _, body = call(
+        messages=[
+            *USER,
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        ]
+    )
     assert body["tool_choice"] == {"type": "none"} and len(body["tools"]) == 1
 
 
@@ -100,13 +122,42 @@ def test_history_with_tools_but_no_tool_definitions_stays_valid():
         ({"stop": [" "]}, "stop"),
         ({"reasoning_effort": "high", "max_tokens": 500}, "reasoning_effort"),
         ({"reasoning_effort": "high", "temperature": 0.3}, "reasoning_effort"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]},
-         "messages[0].content[0].type"),
-        ({"messages": [*USER, {"role": "assistant", "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]},
-         "messages[1].tool_calls[0].function.arguments"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AA"}}]}]},
-         "messages[0].content[0].image_url.url"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}],
+                    }
+                ]
+            },
+            "messages[0].content[0].type",
+        ),
+        (
+            {
+                "messages": [
+                    *USER,
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}
+                        ],
+                    },
+                ]
+            },
+            "messages[1].tool_calls[0].function.arguments",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AA"}}],
+                    }
+                ]
+            },
+            "messages[0].content[0].image_url.url",
+        ),
     ],
 )
 def test_refusals_name_the_parameter(extra, param):
@@ -195,7 +246,12 @@ def test_stream_without_message_stop_is_truncated():
         (529, "overloaded_error", "Overloaded", FailureClass.OVERLOADED),
         (429, "rate_limit_error", "slow down", FailureClass.RATE_LIMIT),
         (400, "invalid_request_error", "max_tokens: Field required", FailureClass.CALLER_FAULT),
-        (400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum", FailureClass.CONTEXT_LENGTH),
+        (
+            400,
+            "invalid_request_error",
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            FailureClass.CONTEXT_LENGTH,
+        ),
         (401, "authentication_error", "invalid x-api-key", FailureClass.CREDENTIAL),
         (402, "billing_error", "credit balance too low", FailureClass.QUOTA),
         (500, "api_error", "Internal server error", FailureClass.TRANSIENT),
@@ -305,7 +361,12 @@ def test_anthropic_beta_header_from_the_target_is_sent():
 
 @pytest.mark.parametrize(
     ("model", "cap"),
-    [("claude-sonnet-4-6", 128000), ("claude-opus-4-1-20250805", 32000), ("claude-3-5-haiku-latest", 8192), ("mystery", 4096)],
+    [
+        ("claude-sonnet-4-6", 128000),
+        ("claude-opus-4-1-20250805", 32000),
+        ("claude-3-5-haiku-latest", 8192),
+        ("mystery", 4096),
+    ],
 )
 def test_default_max_tokens_is_the_models_documented_output_cap(model, cap):
     assert anthropic.max_output(with_model(model)) == cap
@@ -320,7 +381,9 @@ def test_default_max_tokens_is_the_models_documented_output_cap(model, cap):
 def test_stop_reasons_map_to_finish_reasons(stop_reason, finish):
     msg = {"id": "m", "model": "c", "stop_reason": stop_reason, "content": [{"type": "text", "text": "x"}],
            "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
-    assert json.loads(anthropic.decode_response(json.dumps(msg).encode(), T).body)["choices"][0]["finish_reason"] == finish
+    assert (
+        json.loads(anthropic.decode_response(json.dumps(msg).encode(), T).body)["choices"][0]["finish_reason"] == finish
+    )
 
 
 def test_thinking_tokens_become_reasoning_tokens():

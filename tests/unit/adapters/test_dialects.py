@@ -39,7 +39,9 @@ def fixture_model(data: bytes) -> str:
 def test_recorded_streams_become_exact_openai_chunks(kind, name, include_usage, seed):
     data = (FIXTURES / kind / f"{name}.sse").read_bytes()
     model = fixture_model(data)
-    got = replay(REGISTRY[kind].stream_decoder(target(kind, model)), data, seed, model=model, include_usage=include_usage)
+    got = replay(
+        REGISTRY[kind].stream_decoder(target(kind, model)), data, seed, model=model, include_usage=include_usage
+    )
     assert got == expected(FIXTURES / kind / f"{name}.expected.jsonl")
 
 
@@ -135,7 +137,15 @@ def test_qwen_thinking_switch_ranges_and_moderation():
         with pytest.raises(InvalidRequest) as exc:
             call("qwen", "qwen-plus", **extra)
         assert exc.value.param == param
-    body = json.dumps({"error": {"code": "data_inspection_failed", "message": "<400> DataInspectionFailed: Input text data may contain inappropriate content.", "type": "invalid_request_error"}}).encode()
+    body = json.dumps(
+        {
+            "error": {
+                "code": "data_inspection_failed",
+                "message": "<400> DataInspectionFailed: Input text data may contain inappropriate content.",
+                "type": "invalid_request_error",
+            }
+        }
+    ).encode()
     err = qwen.decode_error(400, {}, body, target("qwen", "qwen-plus"))
     assert err.failure_class is FailureClass.CALLER_FAULT and err.http_status() == 400
 
@@ -161,10 +171,15 @@ def test_mistral_tool_messages_carry_the_function_name_and_nested_extras_are_dro
             {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "toolu_01", "content": "sunny"},
     ])  # fmt: skip
-    assert body["tools"] == [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    assert body["tools"] == [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert body["response_format"]["json_schema"] == {"name": "w", "schema": {"type": "object"}}
-    assert body["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    assert body["messages"][0]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AAAA"},
+    }
     tool = body["messages"][2]
     assert tool["name"] == "get_weather" and tool["tool_call_id"] == body["messages"][1]["tool_calls"][0]["id"]
     assert "prefix" not in body["messages"][-1]
@@ -191,7 +206,13 @@ def test_mistral_refusals_name_the_parameter(extra, param):
 
 def test_mistral_passes_n_json_schema_and_required_tool_choice():
     _, body = call("mistral", n=2, tools=[TOOL], tool_choice="required", temperature=0.3, top_p=0.9, stop=["x"])
-    assert (body["n"], body["tool_choice"], body["temperature"], body["top_p"], body["stop"]) == (2, "required", 0.3, 0.9, ["x"])
+    assert (body["n"], body["tool_choice"], body["temperature"], body["top_p"], body["stop"]) == (
+        2,
+        "required",
+        0.3,
+        0.9,
+        ["x"],
+    )
 
 
 def test_mistral_unary_reply_is_normalised():
@@ -240,7 +261,11 @@ def embed(model: str, **kw):
 
 
 def test_mistral_embeddings_dimensions_only_where_the_model_takes_them():
-    assert embed("codestral-embed", dimensions=256) == {"model": "codestral-embed", "input": ["a"], "output_dimension": 256}
+    assert embed("codestral-embed", dimensions=256) == {
+        "model": "codestral-embed",
+        "input": ["a"],
+        "output_dimension": 256,
+    }
     assert embed("mistral-embed", dimensions=1024) == {"model": "mistral-embed", "input": ["a"]}
     with pytest.raises(InvalidRequest) as exc:
         embed("mistral-embed", dimensions=256)
@@ -248,7 +273,11 @@ def test_mistral_embeddings_dimensions_only_where_the_model_takes_them():
     with pytest.raises(InvalidRequest) as exc:
         mistral.build_embeddings_call(EmbeddingRequest(model="x", input=[1, 2]), target("mistral", "mistral-embed"))
     assert exc.value.param == "input"
-    assert embed("mistral-embed", encoding_format="base64", user="u") == {"model": "mistral-embed", "input": ["a"], "encoding_format": "base64"}
+    assert embed("mistral-embed", encoding_format="base64", user="u") == {
+        "model": "mistral-embed",
+        "input": ["a"],
+        "encoding_format": "base64",
+    }
 
 
 # --- DeepSeek ----------------------------------------------------------------------------
@@ -267,7 +296,9 @@ def test_deepseek_reasoning_effort_switches_thinking_mode():
 
 
 def test_deepseek_thinking_mode_drops_ignored_sampling_params_with_a_note():
-    c, body = call("deepseek", "deepseek-reasoner", temperature=0.2, top_p=0.5, presence_penalty=1, frequency_penalty=1, stop=["x"])
+    c, body = call(
+        "deepseek", "deepseek-reasoner", temperature=0.2, top_p=0.5, presence_penalty=1, frequency_penalty=1, stop=["x"]
+    )
     assert not {"temperature", "top_p", "presence_penalty", "frequency_penalty"} & set(body) and body["stop"] == ["x"]
     assert any("ignored in thinking mode" in n for n in c.notes)
     _, body = call("deepseek", "deepseek-chat", temperature=0.2, logprobs=True, top_logprobs=2)
@@ -311,7 +342,9 @@ def test_deepseek_unary_reply_maps_cut_generation_and_cache_hits():
      (401, "Authentication Fails", FailureClass.CREDENTIAL, 502)],
 )  # fmt: skip
 def test_deepseek_error_statuses(status, message, cls, client_status):
-    body = json.dumps({"error": {"message": message, "type": "x", "param": None, "code": "invalid_request_error"}}).encode()
+    body = json.dumps(
+        {"error": {"message": message, "type": "x", "param": None, "code": "invalid_request_error"}}
+    ).encode()
     err = REGISTRY["deepseek"].decode_error(status, {}, body, target("deepseek", "deepseek-chat"))
     assert err.failure_class is cls and err.http_status() == client_status
 
@@ -347,7 +380,9 @@ def test_qwen_error_codes_decide_the_failure_class(status, body, cls, code):
 
 
 def test_qwen_keeps_its_own_fields_and_drops_openai_only_ones():
-    c, body = call("qwen", "qwen-plus", top_k=20, seed=3, n=2, store=True, enable_search=True, modalities=["text", "audio"])
+    c, body = call(
+        "qwen", "qwen-plus", top_k=20, seed=3, n=2, store=True, enable_search=True, modalities=["text", "audio"]
+    )
     assert (body["top_k"], body["seed"], body["n"], body["enable_search"]) == (20, 3, 2, True)
     assert body["modalities"] == ["text", "audio"] and "store" not in body and c.notes
     _, body = call("qwen", "qwq-plus", reasoning_effort="medium")

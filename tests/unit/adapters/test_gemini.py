@@ -49,7 +49,10 @@ def test_contents_roles_system_images_and_tool_round():
     assert body["systemInstruction"] == {"parts": [{"text": "Be terse."}]}
     assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
     assert body["contents"][0]["parts"] == [
-        {"text": "What is this?"}, {"inlineData": {"mimeType": "image/png", "data": "iVBO"}}, {"text": "And the weather?"}]
+        {"text": "What is this?"},
+        {"inlineData": {"mimeType": "image/png", "data": "iVBO"}},
+        {"text": "And the weather?"},
+    ]
     model_parts = body["contents"][1]["parts"]
     assert model_parts[1] == {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
     assert model_parts[2]["functionCall"]["args"] == {}
@@ -83,7 +86,9 @@ def test_generation_config_tools_and_json_schema():
     assert g == {"temperature": 1.5, "topP": 0.9, "topK": 20, "seed": 7, "presencePenalty": 0.5, "candidateCount": 2,
                  "maxOutputTokens": 100, "stopSequences": ["END"], "responseMimeType": "application/json",
                  "responseJsonSchema": schema}  # fmt: skip
-    assert body["tools"] == [{"functionDeclarations": [{"name": "f", "description": "d", "parametersJsonSchema": schema}]}]
+    assert body["tools"] == [
+        {"functionDeclarations": [{"name": "f", "description": "d", "parametersJsonSchema": schema}]}
+    ]
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}}
     assert {n.split("'")[1] for n in c.notes} == {"user", "parallel_tool_calls"}
     _, body = call(reasoning_effort="low")
@@ -96,8 +101,14 @@ def test_generation_config_tools_and_json_schema():
     ("extra", "param"),
     [
         ({"logit_bias": {"1": 5}}, "logit_bias"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://e.com/a.png"}}]}]},
-         "messages[0].content[0].image_url.url"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://e.com/a.png"}}]}
+                ]
+            },
+            "messages[0].content[0].image_url.url",
+        ),
         ({"tools": [{"type": "function", "function": {"name": "1bad"}}]}, "tools[0].function.name"),
         ({"messages": [*USER, {"role": "tool", "tool_call_id": "nope", "content": "x"}]}, "messages[1].tool_call_id"),
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),
@@ -188,9 +199,19 @@ def test_errors_are_classified(status, gstatus, reason, cls):
 
 
 def test_context_length_message_is_recognised():
-    body = json.dumps({"error": {"code": 400, "status": "INVALID_ARGUMENT",
-                                 "message": "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}})
-    assert gemini.decode_error(400, {}, body.encode(), T).failure_class in (FailureClass.CONTEXT_LENGTH, FailureClass.CALLER_FAULT)
+    body = json.dumps(
+        {
+            "error": {
+                "code": 400,
+                "status": "INVALID_ARGUMENT",
+                "message": "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+            }
+        }
+    )
+    assert gemini.decode_error(400, {}, body.encode(), T).failure_class in (
+        FailureClass.CONTEXT_LENGTH,
+        FailureClass.CALLER_FAULT,
+    )
 
 
 def test_embeddings_single_and_batch():
@@ -229,4 +250,9 @@ def test_logprobs_result_becomes_openai_logprobs_streaming_and_not():
     texts = [d for d in deltas if d.content]
     assert [json.loads(bytes(d.logprobs)) for d in texts] == [OPENAI_LOGPROBS]
     no_lp = {**cand, "logprobsResult": None}
-    assert json.loads(gemini.decode_response(json.dumps({"candidates": [no_lp]}).encode(), T).body)["choices"][0]["logprobs"] is None
+    assert (
+        json.loads(gemini.decode_response(json.dumps({"candidates": [no_lp]}).encode(), T).body)["choices"][0][
+            "logprobs"
+        ]
+        is None
+    )

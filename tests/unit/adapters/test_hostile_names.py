@@ -35,13 +35,21 @@ BENIGN = "benign-model"
 
 
 def _target(adapter_name: str, model: str) -> Target:
-    return Target(id=f"p/{model}", provider="p", type=adapter_name, model=model,
-                  base_url="https://upstream.example/base", api_key=Secret("sk-test"))
+    return Target(
+        id=f"p/{model}",
+        provider="p",
+        type=adapter_name,
+        model=model,
+        base_url="https://upstream.example/base",
+        api_key=Secret("sk-test"),
+    )
 
 
 def _chat(stream: bool) -> ParsedChat:
     raw = json.dumps({"model": "public", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
-    return ParsedChat(req=msgspec.json.decode(raw, type=ChatRequest), raw=msgspec.json.decode(raw, type=dict[str, msgspec.Raw]))
+    return ParsedChat(
+        req=msgspec.json.decode(raw, type=ChatRequest), raw=msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    )
 
 
 def _urls(adapter_name: str, model: str) -> list[str]:
@@ -60,7 +68,12 @@ def test_a_hostile_name_stays_one_encoded_segment_of_its_own_url(adapter_name, n
     for url, benign in zip(_urls(adapter_name, name), _urls(adapter_name, BENIGN), strict=True):
         check_request_target(url)  # every byte the name brought is percent-encoded
         got, want = urlsplit(url), urlsplit(benign)
-        assert (got.scheme, got.netloc, got.query, got.fragment) == (want.scheme, want.netloc, want.query, want.fragment)
+        assert (got.scheme, got.netloc, got.query, got.fragment) == (
+            want.scheme,
+            want.netloc,
+            want.query,
+            want.fragment,
+        )
         segments = got.path.split("/")
         assert len(segments) == len(want.path.split("/")) and not {".", ".."} & set(segments)
         if got.path != want.path:  # the name is in the path: exactly where the benign one was

@@ -18,7 +18,11 @@ ADAPTERS = {
 
 def with_call(arguments: str) -> list[dict]:
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
-    return [*USER, {"role": "assistant", "tool_calls": [call]}, {"role": "tool", "tool_call_id": "call_1", "content": "ok"}]
+    return [
+        *USER,
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+    ]
 
 
 def build(kind: str, arguments: str):
@@ -35,7 +39,9 @@ def test_arguments_become_the_providers_object(kind, arguments, sent):
 
 
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))
-@pytest.mark.parametrize(("arguments", "why"), [("{oops", "valid JSON"), ("[1, 2]", "a JSON object"), ('"x"', "a JSON object")])
+@pytest.mark.parametrize(
+    ("arguments", "why"), [("{oops", "valid JSON"), ("[1, 2]", "a JSON object"), ('"x"', "a JSON object")]
+)
 def test_arguments_that_are_no_object_are_refused_naming_the_field(kind, arguments, why):
     with pytest.raises(InvalidRequest) as exc:
         build(kind, arguments)

@@ -90,20 +90,34 @@ def test_error_event_mid_stream_raises_the_upstream_error(kind):
 def test_compatible_server_quirks_are_normalised():
     """Restated ids and names, a missing role chunk, finish "stop" after tool calls,
     usage on a content chunk (docs/providers.md §9)."""
+
     def chunk(delta, finish=None, usage=None):
-        c = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
-             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        c = {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage:
             c["usage"] = usage
         return b"data: " + json.dumps(c).encode() + b"\n\n"
 
-    raw = b"".join([
-        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}),
-        chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a":'}}]}),
-        chunk({"tool_calls": [{"index": 0, "id": "", "function": {"name": "", "arguments": "1}"}}]}),
-        chunk({}, finish="stop", usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
-        b"data: [DONE]\n\n",
-    ])
+    raw = b"".join(
+        [
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+                    ]
+                }
+            ),
+            chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a":'}}]}),
+            chunk({"tool_calls": [{"index": 0, "id": "", "function": {"name": "", "arguments": "1}"}}]}),
+            chunk({}, finish="stop", usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+            b"data: [DONE]\n\n",
+        ]
+    )
     out = run(relay_for("translate", include_usage=True), raw, 0)
     cs = chunks(out)
     assert cs[0]["choices"][0]["delta"]["role"] == "assistant"

@@ -189,7 +189,8 @@ TEXT = (FIXTURES / "openai" / "stream_text_usage.sse").read_bytes()
 def spaced(raw: bytes) -> bytes:
     """json.dumps' default spelling (`", "`, `": "`), as Python-based servers send it."""
     return b"".join(
-        b"data: " + (d if d == b"[DONE]" else json.dumps(json.loads(d)).encode()) + b"\n\n" for d in upstream_events(raw)
+        b"data: " + (d if d == b"[DONE]" else json.dumps(json.loads(d)).encode()) + b"\n\n"
+        for d in upstream_events(raw)
     )
 
 
@@ -245,7 +246,11 @@ def test_eof_after_the_finish_and_usage_is_a_normal_end(spell):
 
 @SPELLINGS
 def test_an_error_object_anywhere_in_the_chunk_is_an_error(spell):
-    err = {"id": "chatcmpl-" + "x" * 40, "choices": [], "error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
+    err = {
+        "id": "chatcmpl-" + "x" * 40,
+        "choices": [],
+        "error": {"message": "boom", "type": "server_error", "param": None, "code": None},
+    }
     raw = spell(b"data: " + json.dumps(err, separators=(",", ":")).encode() + b"\n\ndata: [DONE]\n\n")
     relay = passthrough(include_usage=False)
     relay.feed(SSEParser().feed(raw))

@@ -429,8 +429,12 @@ def test_coalesced_anthropic_events_one_and_several_per_chunk():
         b'event: content_block_delta\ndata: {"t":"x"}\n\n',
         b"event: message_stop\ndata: {}\n\n",
     ]
-    expected = [ev(b"{}", "message_start"), ev(b"{}", "ping"),
-                ev(b'{"t":"x"}', "content_block_delta"), ev(b"{}", "message_stop")]
+    expected = [
+        ev(b"{}", "message_start"),
+        ev(b"{}", "ping"),
+        ev(b'{"t":"x"}', "content_block_delta"),
+        ev(b"{}", "message_stop"),
+    ]
     assert parse(blocks)[0] == expected
     assert parse([b"".join(blocks)])[0] == expected
     assert parse([b"".join(blocks[:3]), b"".join(blocks[3:])])[0] == expected
@@ -487,8 +491,12 @@ def test_the_bound_is_inclusive():
     limit = 64
     exact_line = b"data: " + b"x" * (limit - 6)
     exact_data = b"data: " + b"y" * 40 + b"\ndata: " + b"z" * (limit - 41) + b"\n\n"
-    for raw, ok in [(exact_line + b"\n\n", True), (exact_line + b"x\n\n", False),
-                    (exact_data, True), (exact_data.replace(b"z", b"zz", 1), False)]:
+    for raw, ok in [
+        (exact_line + b"\n\n", True),
+        (exact_line + b"x\n\n", False),
+        (exact_data, True),
+        (exact_data.replace(b"z", b"zz", 1), False),
+    ]:
         for chunks in every_split(raw):
             assert (outcome(chunks, max_event_bytes=limit) != TOO_LARGE) is ok, chunks
 
@@ -507,9 +515,9 @@ def test_a_large_line_in_small_chunks_is_parsed_in_linear_time():
 
 # --- properties ---------------------------------------------------------------------------
 
-TEXT = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\\"), max_size=12
-).map(lambda s: s.encode())
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\\"), max_size=12).map(
+    lambda s: s.encode()
+)
 VALUE = st.one_of(
     TEXT,
     st.sampled_from([b'{"a":1}', b"[DONE]", b'{"a":', b'"x"', b"1", b"[]", b" {}", b"", b":"]),
@@ -552,9 +560,34 @@ def streams(draw) -> tuple[bytes, list[int]]:
 
 
 SOUP = st.lists(
-    st.sampled_from([b"data", b"data:", b"data: ", b"event: ", b"id: ", b"retry: ", b"12", b":",
-                     b" ", b"x", b"\xc3\xa9", b"\xc3", b"\xff", b"\x00", b"\n", b"\r", b"\r\n",
-                     b"\n\n", BOM, b"{", b"}", b'"a"', b"[DONE]", b"1"]),
+    st.sampled_from(
+        [
+            b"data",
+            b"data:",
+            b"data: ",
+            b"event: ",
+            b"id: ",
+            b"retry: ",
+            b"12",
+            b":",
+            b" ",
+            b"x",
+            b"\xc3\xa9",
+            b"\xc3",
+            b"\xff",
+            b"\x00",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"\n\n",
+            BOM,
+            b"{",
+            b"}",
+            b'"a"',
+            b"[DONE]",
+            b"1",
+        ]
+    ),
     max_size=60,
 ).map(b"".join)
 
@@ -567,9 +600,7 @@ def chunkings(draw, raw: bytes, ends: list[int] = ()) -> list[bytes]:
     return cut(raw, draw(st.lists(offsets, max_size=12)))
 
 
-PROPERTY = settings(
-    max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
