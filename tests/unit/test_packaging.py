@@ -128,7 +128,7 @@ def test_ci_runs_exactly_the_readme_test_command_and_both_install_the_pinned_ver
     ]
     assert tests in ci
     assert "pip install -c constraints.txt '.[test,lint]'" in tests
-    assert tests.endswith("tests/check")  # lint, types, then pytest
+    assert tests.endswith("tests/lint && .venv/bin/pytest")  # lint and types, then the whole suite
     demo = sh_block_after(readme, "Run the demo")
     assert "pip install -c constraints.txt . " in demo  # no extra: the demo needs none (tests/e2e/test_process.py)
 
