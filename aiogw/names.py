@@ -20,8 +20,7 @@ from typing import Generic, TypeVar
 # meaning of a URL, a header, a log line or a comma-separated list.
 MODEL_NAME_MAX = 256
 MODEL_NAME_CHARS = "letters, digits and - . _ : / @ +"
-_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+-]+")
-_ALLOWED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._:/@+")
+_OUTSIDE = re.compile(r"[^A-Za-z0-9._:/@+-]")  # the first character outside the rule
 
 # Directly addressed targets that are not configured: state kept for this many, most
 # recently used first (health windows, limits, memos). A few MB at most.
@@ -34,15 +33,16 @@ OTHER = "other"
 
 def model_name_problem(name: str) -> str | None:
     """Why `name` cannot be a model name (a phrase to follow "the model name ..."), or None."""
-    if len(name) <= MODEL_NAME_MAX and _MODEL_NAME.fullmatch(name):
-        if "." in name and any(seg in (".", "..") for seg in name.split("/")):
-            return "has a '.' or '..' path segment"
-        return None
     if not name:
         return "is empty"
     if len(name) > MODEL_NAME_MAX:
         return f"is {len(name)} characters long (at most {MODEL_NAME_MAX})"
-    bad = next(c for c in name if c not in _ALLOWED)
+    outside = _OUTSIDE.search(name)
+    if outside is None:
+        if "." in name and any(seg in (".", "..") for seg in name.split("/")):
+            return "has a '.' or '..' path segment"
+        return None
+    bad = outside.group()
     if bad < " " or bad == "\x7f":
         return f"contains the control character U+{ord(bad):04X}"
     return f"contains {bad!r}; model names are {MODEL_NAME_CHARS}"
