@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 
 
@@ -91,3 +92,11 @@ def without_packages(tmp_path, *names: str) -> dict[str, str]:
     folder.mkdir(exist_ok=True)
     (folder / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in names))
     return {"PYTHONPATH": os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m aiogw ARGS` run to its end with exactly `env` (None: this process's), its
+    output as text."""
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "aiogw", *args], capture_output=True, text=True, env=env, check=False, timeout=60
+    )

@@ -1,10 +1,9 @@
 """Config loading: formats, ${VAR} expansion, and precise errors (file, key path, expected)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from procs import run_cli
 
 from aiogw import config
 from aiogw.errors import ConfigError
@@ -121,23 +120,11 @@ def test_secret_never_shows_in_repr(tmp_path):
 def test_check_config_prints_routing_table_or_exits_2(tmp_path):
     good = write(tmp_path, "good.yaml", YAML)
     env = {"OPENAI_API_KEY": "sk-x", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(
-        [sys.executable, "-P", "-m", "aiogw", "check-config", str(good)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    out = run_cli("check-config", str(good), env=env)
     assert out.returncode == 0, out.stderr
     assert "openai/gpt-5" in out.stdout and "local/qwen3-8b" in out.stdout
     assert "sk-x" not in out.stdout
-    bad = subprocess.run(
-        [sys.executable, "-P", "-m", "aiogw", "check-config", str(good)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+    bad = run_cli("check-config", str(good), env={"PATH": "/usr/bin:/bin"})
     assert bad.returncode == 2
     assert "providers.openai.api_key" in bad.stderr and str(good) in bad.stderr
 
@@ -155,13 +142,7 @@ def test_check_config_names_the_state_backend_without_its_password(tmp_path):
         "shared.yaml",
         "state: {redis_url: 'redis://:hunter2@cache:6379/0'}\ntelemetry: {otlp_endpoint: 'http://collector:4318'}\n",
     )
-    out = subprocess.run(
-        [sys.executable, "-P", "-m", "aiogw", "check-config", str(p)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+    out = run_cli("check-config", str(p), env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert "shared through Redis at redis://:***@cache:6379/0" in out.stdout and "hunter2" not in out.stdout
     assert "OTLP/HTTP to http://collector:4318" in out.stdout
@@ -212,13 +193,7 @@ def test_every_error_is_reported_with_the_allowed_values(tmp_path):
     for path, text in expected:
         assert any(fp == path and text in fe for fp, fe in found), (path, text, sorted(found))
     assert len(found) == len(expected), sorted(found)  # each fault once (an unset variable is not also an empty key)
-    out = subprocess.run(
-        [sys.executable, "-P", "-m", "aiogw", "check-config", str(p)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+    out = run_cli("check-config", str(p), env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == len(expected) and all(line.startswith(f"aiogw: invalid config: {p}: ") for line in lines)
@@ -251,8 +226,6 @@ def test_syntax_errors_name_the_file_and_the_line(tmp_path, name, text, where):
 def test_version_names_the_installed_package():
     from importlib.metadata import version
 
-    out = subprocess.run(
-        [sys.executable, "-P", "-m", "aiogw", "--version"], capture_output=True, text=True, check=False
-    )
+    out = run_cli("--version")
     assert out.returncode == 0
     assert out.stdout.strip() == f"aiogw {version('aiogw')}"

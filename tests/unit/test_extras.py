@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
-from procs import without_packages
+from procs import run_cli, without_packages
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 REDIS = "state: {redis_url: 'redis://:hunter2@127.0.0.1:6379/0'}\n"
@@ -17,14 +16,7 @@ OTLP = "telemetry: {otlp_endpoint: 'http://127.0.0.1:4318'}\n"
 
 
 def aiogw(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "aiogw", *args],
-        capture_output=True,
-        text=True,
-        env={**ENV, **env},
-        check=False,
-        timeout=60,
-    )
+    return run_cli(*args, env={**ENV, **env})
 
 
 @pytest.mark.parametrize(
