@@ -231,6 +231,15 @@ class RoutingConfig(Strict, kw_only=True):
     health_check: HealthCheckConfig | None = None  # off unless set here or on a group
 
 
+class SLOConfig(Strict, kw_only=True):
+    """A model group's service-level objectives over the health window: a target outside
+    them is ranked after those within, and a breach fires `slo.breach`."""
+
+    ttft_p95_ms: Annotated[float, Meta(gt=0)] | None = None
+    latency_p95_ms: Annotated[float, Meta(gt=0)] | None = None
+    error_rate: Ratio | None = None
+
+
 class ModelGroup(Strict, kw_only=True):
     name: str
     strategy: Strategy = "priority"
@@ -239,6 +248,7 @@ class ModelGroup(Strict, kw_only=True):
     retry: RetryConfig | None = None
     hedge: HedgeConfig | None = None
     health_check: HealthCheckConfig | None = None
+    slo: SLOConfig | None = None
 
 
 class TelemetryConfig(Strict, kw_only=True):
@@ -261,6 +271,57 @@ class StateConfig(Strict, kw_only=True):
     timeout_ms: Annotated[int, Meta(ge=1, le=10_000)] = 50  # per Redis call on the hot path
 
 
+class AuthConfig(Strict, kw_only=True):
+    """Who may call: the master key opens /admin/v1/* (no admin API without it); with
+    `require_keys` every /v1 request needs a valid virtual key."""
+
+    master_key: Secret | None = None
+    require_keys: bool = False
+    # The server-side secret mixed into every stored key hash (HMAC-SHA256). Unset: derived
+    # from the master key, so changing the master key invalidates every virtual key.
+    pepper: Secret | None = None
+    key_cache_size: Annotated[int, Meta(ge=1)] = 10_000  # verified keys held in process
+
+
+class StoreConfig(Strict, kw_only=True):
+    """Durable state (keys, budgets, the spend ledger): SQLite by default, PostgreSQL for a fleet."""
+
+    url: str = "sqlite:///${AIOGW_DATA_DIR:-.}/aiogw.db"
+    ledger_flush_ms: Annotated[int, Meta(ge=10, le=60_000)] = 500  # ledger rows written in batches
+    ledger_batch: Annotated[int, Meta(ge=1, le=100_000)] = 500
+
+
+Period = Literal["1d", "7d", "30d", "month", "total"]
+BudgetScope = Literal["key", "team", "user", "model", "provider", "tag", "task", "global"]
+
+
+class BudgetConfig(Strict, kw_only=True):
+    scope: BudgetScope
+    match: str | None = None  # the key id, team, model name, "k=v" tag...; none for global
+    limit_usd: Annotated[float, Meta(gt=0)]
+    period: Period = "month"
+    alert_at: list[Annotated[float, Meta(gt=0, le=1)]] = msgspec.field(default_factory=lambda: [1.0])
+
+    def __post_init__(self) -> None:
+        if (self.scope == "global") != (self.match is None):
+            raise ValueError("match is required for every scope but global (and not allowed there)")
+
+
+class WebhookConfig(Strict, kw_only=True):
+    url: str
+    secret: Secret | None = None  # signs each body: x-aiogw-signature: sha256=<hex HMAC>
+    events: list[str] = msgspec.field(
+        default_factory=lambda: ["*"]
+    )  # budget.threshold, budget.exceeded, budget.forecast, slo.breach, ...
+    timeout_s: Seconds = 5.0
+    max_attempts: Annotated[int, Meta(ge=1, le=20)] = 6
+
+
+class AlertsConfig(Strict, kw_only=True):
+    webhooks: list[WebhookConfig] = []
+    key_expiring_s: Annotated[float, Meta(gt=0)] = 7 * 86400.0  # key.expiring this long before
+
+
 class Config(Strict, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
@@ -269,6 +330,10 @@ class Config(Strict, kw_only=True):
     routing: RoutingConfig = RoutingConfig()
     providers: dict[str, AccountConfig] = {}
     models: list[ModelGroup] = []
+    auth: AuthConfig = AuthConfig()
+    store: StoreConfig | None = None  # None: the default SQLite file, opened only when keys or budgets need it
+    budgets: list[BudgetConfig] = []
+    alerts: AlertsConfig = AlertsConfig()
 
 
 # --- loading ----------------------------------------------------------------------------
