@@ -182,3 +182,9 @@ def redis_server():
         yield r
     finally:
         r.stop()
+
+
+@pytest.fixture(params=["sqlite"])
+def store_url(request, tmp_path):
+    """The durable store's URL, once per backend: every test that uses it runs on each."""
+    return f"sqlite:///{tmp_path}/aiogw.db"

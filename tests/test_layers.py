@@ -40,12 +40,15 @@ ALLOWED: dict[str, set[str]] = {
     "aiogw.streaming": {"aiogw.types", "aiogw.errors", "aiogw.streaming"},
     "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters", "aiogw.names", "aiogw.extras"},
     "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.version", "aiogw.telemetry"},
+    # The durable store: SQL over SQLite or PostgreSQL, knowing nothing of what it holds
+    # beyond the schema; admission (keys, budgets) and accounting (the ledger) use it.
+    "aiogw.store": {*GROUND, "aiogw.store"},
     # The resolved config; prices are set on its targets when it is built.
     "aiogw.runtime": {*GROUND, "aiogw.adapters", "aiogw.config", "aiogw.accounting.cost", "aiogw.upstream.egress"},
     # The stages, in path order.
     "aiogw.upstream": {*GROUND, "aiogw.upstream"},
-    "aiogw.accounting": {*GROUND, "aiogw.adapters._base", "aiogw.accounting"},
-    "aiogw.admission": {*GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.admission"},
+    "aiogw.accounting": {*GROUND, "aiogw.adapters._base", "aiogw.store", "aiogw.accounting"},
+    "aiogw.admission": {*GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.store", "aiogw.admission"},
     "aiogw.routing": {
         *GROUND,
         "aiogw.adapters._base",
@@ -108,6 +111,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.state",
         "aiogw.upstream",
         "aiogw.accounting",
+        "aiogw.store",
         "aiogw.server",
     },
     # Entry points: anything.
@@ -122,7 +126,7 @@ ALLOWED: dict[str, set[str]] = {
 # Modules that may talk HTTP through aiohttp: none of the shared ground, and none of the
 # stages below ingress (the upstream client is our own, on asyncio).
 NO_AIOHTTP = (
-    "aiogw.adapters", "aiogw.streaming", "aiogw.types", "aiogw.errors", "aiogw.accounting", "aiogw.admission",
+    "aiogw.adapters", "aiogw.streaming", "aiogw.types", "aiogw.errors", "aiogw.accounting", "aiogw.admission", "aiogw.store",
     "aiogw.routing", "aiogw.attempts", "aiogw.upstream", "aiogw.state", "aiogw.runtime", "aiogw.config",
 )  # fmt: skip
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from aiogw.admission.principal import Principal
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.attempts.outcome import Outcome
 from aiogw.runtime import Runtime
@@ -32,6 +33,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 OUTCOME = web.RequestKey("outcome", Outcome)
 PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
+PRINCIPAL = web.RequestKey("principal", Principal)  # set by admission before any handler reads it
 
 __all__ = [
     "CORS",
@@ -41,6 +43,7 @@ __all__ = [
     "LIFECYCLE",
     "METRICS",
     "OUTCOME",
+    "PRINCIPAL",
     "PUBLIC_MODEL",
     "REQUEST_ID",
     "RUNTIME",

@@ -1,0 +1,1 @@
+"""The durable store: keys, budgets, the spend ledger (and later feedback and stored responses)."""

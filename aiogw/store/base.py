@@ -1,0 +1,74 @@
+"""One interface over the durable store's backends: SQLite (embedded, the default) and
+PostgreSQL (a fleet). Callers write portable SQL with `?` placeholders and the types
+`TEXT`, `BIGINT`, `DOUBLE PRECISION`; a backend translates what its dialect spells
+differently. Every call runs off the event loop (SQLite in its own thread, PostgreSQL on
+its async driver), so a slow disk never stalls a request."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from aiogw.errors import ConfigError
+
+Row = tuple[Any, ...]
+Dialect = Literal["sqlite", "postgresql"]
+
+
+class Conflict(Exception):
+    """A uniqueness or reference constraint refused the write (every backend raises this one)."""
+
+
+class Store(Protocol):
+    dialect: Dialect
+    url_for_logs: str  # the URL with any password masked
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement once per row, in one transaction."""
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None: ...
+
+    async def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run the statements atomically (all or none); each one's changed-row count.
+        A constraint violation raises `Conflict` (any backend)."""
+
+    async def close(self) -> None: ...
+
+
+def default_url() -> str:
+    return f"sqlite:///{os.environ.get('AIOGW_DATA_DIR') or '.'}/aiogw.db"
+
+
+def masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+async def open_store(url: str) -> Store:
+    """Connect to the store at `url` and bring its schema to the current version."""
+    from aiogw.store.migrations import migrate  # noqa: PLC0415 (migrations import the backends' types)
+
+    scheme = urlsplit(url).scheme
+    store: Store
+    if scheme == "sqlite":
+        from aiogw.store.sqlite import SQLiteStore  # noqa: PLC0415 (a backend is loaded when named)
+
+        store = await SQLiteStore.open(url)
+    elif scheme in ("postgresql", "postgres"):
+        from aiogw.store.postgres import PostgresStore  # type: ignore[import-not-found]  # noqa: PLC0415
+
+        store = await PostgresStore.open(url)
+    else:
+        raise ConfigError("<config>", "store.url", f"sqlite:///PATH or postgresql://..., got scheme {scheme!r}")
+    await migrate(store)
+    return store

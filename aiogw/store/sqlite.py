@@ -1,0 +1,94 @@
+"""The embedded backend: one SQLite file in WAL mode, reached through one connection owned
+by one thread (sqlite3 objects must stay on the thread that made them), so statements run
+in order, off the event loop. Several worker processes may share the file: WAL lets
+readers run beside the one writer, and `busy_timeout` makes a writer wait its turn."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from aiogw.store.base import Conflict, Dialect, Row
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 10_000  # another worker's write transaction is milliseconds; this is a stuck one
+
+
+def path_of(url: str) -> str:
+    """`sqlite:///relative.db`, `sqlite:////abs/path.db` or `sqlite:///:memory:`."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if path.startswith("//"):
+        return path[1:]  # four slashes: an absolute path
+    return path.removeprefix("/")
+
+
+class SQLiteStore:
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, url: str) -> None:
+        self._conn = conn
+        self._executor = executor
+        self.url_for_logs = url
+
+    @classmethod
+    async def open(cls, url: str) -> SQLiteStore:
+        path = path_of(url)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiogw-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit (isolation_level=None): transactions are explicit BEGIN/COMMIT below.
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process crash
+            conn.execute("PRAGMA foreign_keys = ON")
+            return conn
+
+        conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        return cls(conn, executor, url)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return await self._run(lambda: self._conn.execute(sql, tuple(args)).rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        batch = [tuple(r) for r in rows]
+        await self.transaction([(sql, r) for r in batch])
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return await self._run(lambda: self._conn.execute(sql, tuple(args)).fetchall())
+
+    async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = await self._run(lambda: self._conn.execute(sql, tuple(args)).fetchone())
+        return row
+
+    async def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        def run() -> list[int]:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock between workers
+            try:
+                counts = [conn.execute(sql, tuple(args)).rowcount for sql, args in statements]
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return counts
+
+        return await self._run(run)
+
+    async def close(self) -> None:
+        await self._run(self._conn.close)
+        self._executor.shutdown(wait=False)  # its queue is empty: the close above ran last
