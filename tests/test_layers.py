@@ -43,18 +43,28 @@ ALLOWED: dict[str, set[str]] = {
     # The durable store: SQL over SQLite or PostgreSQL, knowing nothing of what it holds
     # beyond the schema; admission (keys, budgets) and accounting (the ledger) use it.
     "aiogw.store": {*GROUND, "aiogw.store"},
+    # Alerts: the sink interface any stage may fire into; delivery (webhooks) behind it.
+    "aiogw.alerts": {*GROUND, "aiogw.config", "aiogw.telemetry", "aiogw.store", "aiogw.upstream", "aiogw.alerts"},
     # The resolved config; prices are set on its targets when it is built.
     "aiogw.runtime": {*GROUND, "aiogw.adapters", "aiogw.config", "aiogw.accounting.cost", "aiogw.upstream.egress"},
     # The stages, in path order.
     "aiogw.upstream": {*GROUND, "aiogw.upstream"},
-    "aiogw.accounting": {*GROUND, "aiogw.adapters._base", "aiogw.store", "aiogw.accounting"},
-    "aiogw.admission": {*GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.store", "aiogw.admission"},
+    "aiogw.accounting": {*GROUND, "aiogw.adapters._base", "aiogw.store", "aiogw.alerts.sink", "aiogw.accounting"},
+    "aiogw.admission": {
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.config",
+        "aiogw.store",
+        "aiogw.alerts.sink",
+        "aiogw.admission",
+    },
     "aiogw.routing": {
         *GROUND,
         "aiogw.adapters._base",
         "aiogw.config",
         "aiogw.runtime",
         "aiogw.accounting.cost",
+        "aiogw.alerts.sink",
         "aiogw.routing",
     },
     # Shared state backs admission's buckets and routing's breakers and windows.
@@ -112,6 +122,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.upstream",
         "aiogw.accounting",
         "aiogw.store",
+        "aiogw.alerts",
         "aiogw.server",
     },
     # Entry points: anything.
@@ -127,6 +138,7 @@ ALLOWED: dict[str, set[str]] = {
 # stages below ingress (the upstream client is our own, on asyncio).
 NO_AIOHTTP = (
     "aiogw.adapters", "aiogw.streaming", "aiogw.types", "aiogw.errors", "aiogw.accounting", "aiogw.admission", "aiogw.store",
+    "aiogw.alerts",
     "aiogw.routing", "aiogw.attempts", "aiogw.upstream", "aiogw.state", "aiogw.runtime", "aiogw.config",
 )  # fmt: skip
 
