@@ -4,6 +4,7 @@ It starts fixed_upstream.py (an OpenAI upstream answering fixed bytes) and each 
   direct   no gateway: wrk talks to the upstream itself (what the machine and harness allow)
   bare     bare_proxy.py: aiohttp in, aiohttp's client out, nothing else (the Python floor)
   aiogw    `aiogw serve --config bench/peers/aiogw.yaml`, one worker, every feature on
+  aiogw-money  the same with virtual keys required and three budgets per request (aiogw-money.yaml)
   portkey  Portkey's gateway on Node, when bench/peers/install.sh has installed it
   litellm  LiteLLM's proxy, one worker, when bench/peers/install.sh has installed it
 then drives each with wrk (chat.lua) for every scenario and connection count, targets
@@ -37,6 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,17 +50,20 @@ DEFAULT_PEERS_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cac
 MODEL = "bench-chat"  # the model every target routes to the upstream (aiogw.yaml, litellm.yaml)
 UPSTREAM_KEY = "sk-peers-upstream"
 LITELLM_KEY = "sk-peers-litellm-master"
+MASTER_KEY = "sk-peers-master"  # aiogw-money.yaml
 CHUNKS = 20
 SCENARIOS = {"nonstream": ("non-streaming", False), "stream": (f"streaming, {CHUNKS} chunks", True)}
 LABELS = {
     "direct": "direct",
     "bare": "bare aiohttp proxy",
     "aiogw": "**aiogw**",
+    "aiogw-money": "aiogw, keys + 3 budgets",
     "portkey": "Portkey",
     "litellm": "LiteLLM",
 }
 ALL_TARGETS = tuple(LABELS)
 OPTIONAL = ("portkey", "litellm")
+ON_REQUEST = ("aiogw-money",)  # measured when named in --targets
 
 
 @dataclass
@@ -70,6 +75,8 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 30.0
     popen: subprocess.Popen[bytes] | None = None
+    # Run once the process listens, before the first chat: returns the headers to send.
+    setup: Callable[[Target], dict[str, str]] | None = None
 
     @property
     def chat_url(self) -> str:
@@ -105,9 +112,13 @@ def make_target(name: str, upstream: str, peers_dir: Path) -> Target:
             bearer,
             [sys.executable, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", upstream],
         )
-    if name == "aiogw":
-        cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(HERE / "aiogw.yaml")]
-        return Target(name, url, {}, cmd, {"AIOGW_PORT": str(port), "AIOGW_UPSTREAM": upstream})
+    if name in ("aiogw", "aiogw-money"):
+        cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(HERE / f"{name}.yaml")]
+        env = {"AIOGW_PORT": str(port), "AIOGW_UPSTREAM": upstream}
+        if name == "aiogw":
+            return Target(name, url, {}, cmd, env)
+        env["AIOGW_DATA_DIR"] = tempfile.mkdtemp(prefix="aiogw-peers-store-")
+        return Target(name, url, {}, cmd, env, setup=create_key)
     program = installed(name, peers_dir)
     assert program is not None  # parse_args checked
     if name == "portkey":  # the provider and upstream travel in headers; it keeps no config
@@ -129,6 +140,27 @@ def make_target(name: str, upstream: str, peers_dir: Path) -> Target:
         "1",
     ]
     return Target(name, url, {"Authorization": f"Bearer {LITELLM_KEY}"}, cmd, env, ready_timeout_s=180.0)
+
+
+def create_key(t: Target) -> dict[str, str]:
+    """A virtual key with its own budget (the third that applies to every request)."""
+    admin = t.base_url.removesuffix("/v1") + "/admin/v1/keys"
+    body = {"name": "bench", "budgets": [{"limit_usd": 1_000_000, "period": "30d"}]}
+    req = urllib.request.Request(
+        admin,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    deadline = time.monotonic() + t.ready_timeout_s
+    while True:  # until the process listens (bounded)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return {"Authorization": f"Bearer {json.loads(r.read())['key']}"}
+        except OSError:
+            if time.monotonic() > deadline or (t.popen is not None and t.popen.poll() is not None):
+                raise
+            time.sleep(0.2)
 
 
 def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
@@ -467,7 +499,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 f"{missing[0]} is not installed in {a.peers_dir}: run `bash bench/peers/install.sh {missing[0]}` (or pass --peers-dir)"
             )
     else:
-        a.targets = [t for t in ALL_TARGETS if t not in OPTIONAL or installed(t, a.peers_dir)]
+        a.targets = [t for t in ALL_TARGETS if t not in ON_REQUEST and (t not in OPTIONAL or installed(t, a.peers_dir))]
         if missing := [t for t in OPTIONAL if t not in a.targets]:
             note(f"not installed, left out: {', '.join(missing)} (bash bench/peers/install.sh)")
     return a
@@ -505,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
                 if t.cmd:
                     t.popen = start(pinned(a.gw_cpus, t.cmd), t.env, log)
                     started.append(t.popen)
+                if t.setup is not None:
+                    t.headers = t.setup(t)
                 wait_ready(t, log)
                 if why := check_answers(t):
                     raise SystemExit(f"{t.name} does not relay the upstream's answer: {why}")
