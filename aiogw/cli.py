@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import msgspec
 
 from aiogw import config as config_mod
+from aiogw import config_load
 from aiogw.adapters import REGISTRY
 from aiogw.demo import demo_config, start_demo_simulator
 from aiogw.errors import ConfigError
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_config(file: str) -> int:
     try:
-        cfg = config_mod.load(file)
+        cfg = config_load.load(file)
         runtime = Runtime.build(cfg, file=file)
     except ConfigError as exc:
         return _config_invalid(exc)
@@ -134,7 +135,7 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
     path = args.config or os.environ.get("AIOGW_CONFIG")
     if not path:
         raise ConfigError("<none>", "", "no config: pass --config FILE, set AIOGW_CONFIG, or use --demo")
-    return config_mod.load(path)
+    return config_load.load(path)
 
 
 def _with_overrides(cfg: config_mod.Config, args: argparse.Namespace) -> config_mod.Config:

@@ -7,7 +7,8 @@ simulator's text starts with "Simulated reply".
 from __future__ import annotations
 
 from aiogw.bench.simulator import Profile, Simulator, start_simulator
-from aiogw.config import Config, from_builtins
+from aiogw.config import Config
+from aiogw.config_load import from_builtins
 
 # One simulator process plays three provider accounts with different behaviour.
 ACCOUNTS = {

@@ -28,8 +28,8 @@ from aiogw.config import (
     RetryConfig,
     TargetConfig,
     Timeouts,
-    account_problems,
 )
+from aiogw.config_load import account_problems
 from aiogw.errors import ConfigError, InvalidRequest, ModelNotFound
 from aiogw.names import MAX_DIRECT_TARGETS, Recent, model_name_problem
 from aiogw.upstream.egress import Egress, TLSFileError, env_proxy, parse_proxy, tls_context

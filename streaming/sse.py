@@ -34,7 +34,8 @@ buffered bytes are never scanned again and only the new chunk is searched for li
 5 MB line in 1 KB chunks is linear). The blocks nearly every upstream sends arrive whole, one
 or more per chunk, as `data: D\n\n` (OpenAI and compatibles), `data: D\r\n\r\n` (Gemini) or
 `event: E\ndata: D\n\n` (Anthropic); from a clean state those are recognised with a few
-memchr-based C calls and no per-line Python loop. Anything else takes the general path.
+memchr-based C calls and no per-line Python loop (`SSEParser.feed`). Anything else takes
+the general path (`_LineParser`, which holds the state and which `SSEParser` extends).
 """
 
 from __future__ import annotations
@@ -73,13 +74,10 @@ def _complete_json(data: bytes) -> bool:
     return True
 
 
-class SSEParser:
-    """Bytes in (split anywhere), events out. Synchronous and pure; one per upstream stream.
-
-    `feed(chunk)` returns the events the chunk completed; `close()` at EOF returns what the
-    EOF rule keeps. After `close()`: `truncated` tells whether an unterminated, incomplete
-    event was dropped; `retry_ms` and `last_event_id` hold the stream's last valid values.
-    """
+class _LineParser:
+    """The parser's state and its general path: any chunk, line by line, as WHATWG reads an
+    event stream. Correct for every input; `SSEParser` puts the fast paths for the shapes
+    providers send in front of it, and falls back here for anything else."""
 
     __slots__ = (
         "_at_start",
@@ -111,77 +109,6 @@ class SSEParser:
         self._retry: int | None = None
         self._slow = True  # _prologue has work: BOM not yet ruled out, or _skip_lf
         self._idle = True  # no partial line and no pending block: the fast path may run
-
-    def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Parse the next `bytes` chunk (split anywhere); return the events it completed."""
-        if self._slow:  # stream start (BOM) or a CR ended the previous chunk
-            chunk = self._prologue(chunk)
-        if not chunk:
-            return []
-        if 13 in chunk:  # (an int needle is a plain memchr; b"\r" in chunk is 7x slower)
-            if chunk[-1] == 13:  # this CR ends its line; a LF opening the next chunk is its pair
-                self._skip_lf = self._slow = True
-            elif (  # exactly one `data: D\r\n\r\n` (Gemini), checked with memchr only
-                self._idle
-                and chunk.find(13) == len(chunk) - 4
-                and chunk.find(10) == len(chunk) - 3
-                and chunk.endswith(b"\r\n")
-                and chunk.startswith(b"data: ")
-                and len(chunk) <= self.max_event_bytes
-            ):
-                return [SSEEvent("", chunk[6:-4], self.last_event_id, None)]
-            # Normalise to LF (split/join is ~2x faster than replace for a 2-byte needle).
-            chunk = b"\n".join(chunk.split(b"\r\n"))
-            if 13 in chunk:
-                chunk = chunk.replace(b"\r", b"\n")
-        if not self._idle or len(chunk) > self.max_event_bytes:
-            return self._lines(chunk, [])
-        # Fast paths, taken from a clean state (no partial line, nothing pending) for the
-        # shapes nearly every upstream sends. They use only C-level calls (memchr-based
-        # finds, one split); anything unexpected falls through to the general line parser,
-        # which re-reads the chunk from the start, so a failed attempt costs little and
-        # changes nothing. Data lies inside the chunk, which is within max_event_bytes.
-        if chunk.startswith(b"data: "):
-            n = len(chunk)
-            first = chunk.find(10)
-            if first == n - 2 and chunk[-1] == 10:  # exactly one `data: D\n\n` (OpenAI)
-                return [SSEEvent("", chunk[6:first], self.last_event_id, None)]
-            # Coalesced events: the run up to the last blank line is `data: D\n\n`
-            # blocks iff it starts with `data: `, ends with LF LF, and the pieces between
-            # the `\n\ndata: ` glue hold no LF (so the glue was not inside a field).
-            end = chunk.rfind(b"\n\n") + 2
-            if end > 1:
-                run = chunk if end == n else chunk[:end]
-                pieces = run[6:-2].split(b"\n\ndata: ")
-                if 10 not in b"".join(pieces):
-                    last_id = self.last_event_id
-                    events = [SSEEvent("", d, last_id, None) for d in pieces]
-                    return events if end == n else self._lines(chunk[end:], events)
-        elif chunk.startswith(b"event: "):
-            eol = chunk.find(10)
-            if (  # exactly one `event: E\ndata: D\n\n` (Anthropic)
-                chunk.startswith(b"data: ", eol + 1) and chunk.find(10, eol + 1) == len(chunk) - 2 and chunk[-1] == 10
-            ):
-                name = chunk[7:eol].decode("utf-8", "replace")
-                return [SSEEvent(name, chunk[eol + 7 : -2], self.last_event_id, None)]
-            return self._named(chunk)
-        return self._lines(chunk, [])
-
-    def _named(self, chunk: bytes) -> list[SSEEvent]:
-        r"""Coalesced `event: E\ndata: D\n\n` blocks; from the first other shape on, `_lines`."""
-        end = chunk.rfind(b"\n\n")
-        if end < 0:
-            return self._lines(chunk, [])
-        events: list[SSEEvent] = []
-        last_id = self.last_event_id
-        blocks = chunk[:end].split(b"\n\n")
-        for i, block in enumerate(blocks):
-            head, glue, data = block.partition(b"\ndata: ")
-            if not glue or 10 in head or 10 in data or not head.startswith(b"event: "):
-                pos = sum(map(len, blocks[:i])) + 2 * i
-                return self._lines(chunk[pos:], events)
-            events.append(SSEEvent(head[7:].decode("utf-8", "replace"), data, last_id, None))
-        return events if end + 2 == len(chunk) else self._lines(chunk[end + 2 :], events)
 
     def _prologue(self, chunk: bytes) -> bytes:
         """Rare work at chunk start: the LF of a split CRLF, a (possibly split) BOM."""
@@ -316,6 +243,88 @@ class SSEParser:
         self._idle = True
         self._slow = False
         return events
+
+
+class SSEParser(_LineParser):
+    """Bytes in (split anywhere), events out. Synchronous and pure; one per upstream stream.
+
+    `feed(chunk)` returns the events the chunk completed; `close()` at EOF returns what the
+    EOF rule keeps. After `close()`: `truncated` tells whether an unterminated, incomplete
+    event was dropped; `retry_ms` and `last_event_id` hold the stream's last valid values.
+    """
+
+    __slots__ = ()
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Parse the next `bytes` chunk (split anywhere); return the events it completed."""
+        if self._slow:  # stream start (BOM) or a CR ended the previous chunk
+            chunk = self._prologue(chunk)
+        if not chunk:
+            return []
+        if 13 in chunk:  # (an int needle is a plain memchr; b"\r" in chunk is 7x slower)
+            if chunk[-1] == 13:  # this CR ends its line; a LF opening the next chunk is its pair
+                self._skip_lf = self._slow = True
+            elif (  # exactly one `data: D\r\n\r\n` (Gemini), checked with memchr only
+                self._idle
+                and chunk.find(13) == len(chunk) - 4
+                and chunk.find(10) == len(chunk) - 3
+                and chunk.endswith(b"\r\n")
+                and chunk.startswith(b"data: ")
+                and len(chunk) <= self.max_event_bytes
+            ):
+                return [SSEEvent("", chunk[6:-4], self.last_event_id, None)]
+            # Normalise to LF (split/join is ~2x faster than replace for a 2-byte needle).
+            chunk = b"\n".join(chunk.split(b"\r\n"))
+            if 13 in chunk:
+                chunk = chunk.replace(b"\r", b"\n")
+        if not self._idle or len(chunk) > self.max_event_bytes:
+            return self._lines(chunk, [])
+        # Fast paths, taken from a clean state (no partial line, nothing pending) for the
+        # shapes nearly every upstream sends. They use only C-level calls (memchr-based
+        # finds, one split); anything unexpected falls through to the general line parser,
+        # which re-reads the chunk from the start, so a failed attempt costs little and
+        # changes nothing. Data lies inside the chunk, which is within max_event_bytes.
+        if chunk.startswith(b"data: "):
+            n = len(chunk)
+            first = chunk.find(10)
+            if first == n - 2 and chunk[-1] == 10:  # exactly one `data: D\n\n` (OpenAI)
+                return [SSEEvent("", chunk[6:first], self.last_event_id, None)]
+            # Coalesced events: the run up to the last blank line is `data: D\n\n`
+            # blocks iff it starts with `data: `, ends with LF LF, and the pieces between
+            # the `\n\ndata: ` glue hold no LF (so the glue was not inside a field).
+            end = chunk.rfind(b"\n\n") + 2
+            if end > 1:
+                run = chunk if end == n else chunk[:end]
+                pieces = run[6:-2].split(b"\n\ndata: ")
+                if 10 not in b"".join(pieces):
+                    last_id = self.last_event_id
+                    events = [SSEEvent("", d, last_id, None) for d in pieces]
+                    return events if end == n else self._lines(chunk[end:], events)
+        elif chunk.startswith(b"event: "):
+            eol = chunk.find(10)
+            if (  # exactly one `event: E\ndata: D\n\n` (Anthropic)
+                chunk.startswith(b"data: ", eol + 1) and chunk.find(10, eol + 1) == len(chunk) - 2 and chunk[-1] == 10
+            ):
+                name = chunk[7:eol].decode("utf-8", "replace")
+                return [SSEEvent(name, chunk[eol + 7 : -2], self.last_event_id, None)]
+            return self._named(chunk)
+        return self._lines(chunk, [])
+
+    def _named(self, chunk: bytes) -> list[SSEEvent]:
+        r"""Coalesced `event: E\ndata: D\n\n` blocks; from the first other shape on, `_lines`."""
+        end = chunk.rfind(b"\n\n")
+        if end < 0:
+            return self._lines(chunk, [])
+        events: list[SSEEvent] = []
+        last_id = self.last_event_id
+        blocks = chunk[:end].split(b"\n\n")
+        for i, block in enumerate(blocks):
+            head, glue, data = block.partition(b"\ndata: ")
+            if not glue or 10 in head or 10 in data or not head.startswith(b"event: "):
+                pos = sum(map(len, blocks[:i])) + 2 * i
+                return self._lines(chunk[pos:], events)
+            events.append(SSEEvent(head[7:].decode("utf-8", "replace"), data, last_id, None))
+        return events if end + 2 == len(chunk) else self._lines(chunk[end + 2 :], events)
 
 
 def _too_large(limit: int) -> UpstreamProtocolError:

@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 
 from aiogw.bench.sim_core import Profile
 from aiogw.bench.simulator import start_simulator
-from aiogw.config import from_builtins
+from aiogw.config_load import from_builtins
 from aiogw.server.app import GatewayRunner, create_app
 
 SIM_KEY = "sk-sim-upstream-key-0123456789"

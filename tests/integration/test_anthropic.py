@@ -15,7 +15,7 @@ from conftest import SIM_KEY
 from openai import AsyncOpenAI
 from sse_client import chunks
 
-from aiogw.config import from_builtins
+from aiogw.config_load import from_builtins
 
 ACCOUNT, MODEL = "claude", "claude-haiku-4-5"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",

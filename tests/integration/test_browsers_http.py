@@ -95,7 +95,8 @@ async def test_without_cors_config_no_headers_and_options_is_405(sim, gateway):
 
 
 def test_wildcard_origin_with_credentials_is_a_config_error():
-    from aiogw.config import ConfigError, from_builtins
+    from aiogw.config_load import from_builtins
+    from aiogw.errors import ConfigError
 
     with pytest.raises(ConfigError, match="server.cors"):
         from_builtins({"server": {"cors": {"allow_origins": ["*"], "allow_credentials": True}}}, env={})

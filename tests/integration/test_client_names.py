@@ -12,7 +12,8 @@ from aiohttp import web
 from conftest import SIM_KEY, until
 from openai import AsyncOpenAI
 
-from aiogw.config import StateConfig, from_builtins
+from aiogw.config import StateConfig
+from aiogw.config_load import from_builtins
 from aiogw.errors import FailureClass
 from aiogw.routing.health import LocalHealth
 from aiogw.routing.health import now as health_now

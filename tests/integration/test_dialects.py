@@ -14,7 +14,7 @@ from conftest import SIM_KEY
 from openai import AsyncOpenAI
 from sse_client import chunks
 
-from aiogw.config import from_builtins
+from aiogw.config_load import from_builtins
 
 SYSTEM = {"role": "system", "content": "You are a terse assistant. Answer in one short sentence, no preamble at all."}
 MSG = [SYSTEM, {"role": "user", "content": "Say hello."}]

@@ -18,7 +18,7 @@ import trustme
 from openai import AsyncOpenAI
 
 from aiogw.bench.simulator import start_simulator
-from aiogw.config import from_builtins
+from aiogw.config_load import from_builtins
 
 MSG = [{"role": "user", "content": "hi"}]
 KEY = "sk-sim-egress-0123456789"

@@ -20,7 +20,7 @@ from conftest import SIM_KEY, both_spellings
 from openai import AsyncOpenAI
 from sse_client import chunks
 
-from aiogw.config import from_builtins
+from aiogw.config_load import from_builtins
 from aiogw.server.keys import DISPATCHER, RUNTIME
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",

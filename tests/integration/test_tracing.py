@@ -167,7 +167,7 @@ def test_tracing_off_does_not_even_import_the_sdk():
 
     code = (
         "import sys\n"
-        "from aiogw.config import from_builtins\n"
+        "from aiogw.config_load import from_builtins\n"
         "from aiogw.server.app import create_app\n"
         "create_app(from_builtins({}, env={}))\n"
         "bad = [m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', 'aiogw.telemetry.tracing', 'redis'))]\n"

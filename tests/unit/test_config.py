@@ -5,7 +5,7 @@ import json
 import pytest
 from procs import run_cli
 
-from aiogw import config
+from aiogw import config_load
 from aiogw.errors import ConfigError
 from aiogw.runtime import Runtime
 
@@ -29,7 +29,7 @@ def write(tmp_path, name, text):
 
 
 def test_yaml_config_expands_env_vars_and_defaults(tmp_path):
-    cfg = config.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": "sk-test-123"})
+    cfg = config_load.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": "sk-test-123"})
     assert cfg.server.port == 9000
     assert cfg.providers["openai"].api_key.reveal() == "sk-test-123"
     assert cfg.providers["local"].base_url == "http://127.0.0.1:8000/v1"
@@ -44,7 +44,7 @@ def test_yaml_config_expands_env_vars_and_defaults(tmp_path):
 def test_missing_env_var_names_key_path(tmp_path):
     p = write(tmp_path, "c.yaml", YAML)
     with pytest.raises(ConfigError) as exc:
-        config.load(p, env={})
+        config_load.load(p, env={})
     assert exc.value.path == "providers.openai.api_key"
     assert "OPENAI_API_KEY" in exc.value.expected
     assert str(p) in str(exc.value)
@@ -52,19 +52,19 @@ def test_missing_env_var_names_key_path(tmp_path):
 
 def test_empty_env_var_is_not_an_empty_key(tmp_path):
     with pytest.raises(ConfigError) as exc:
-        config.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": ""})
+        config_load.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": ""})
     assert exc.value.path == "providers.openai.api_key"
 
 
 def test_an_empty_variable_takes_its_default_as_in_the_shell():
     data = {"server": {"host": "${HOST:-127.0.0.1}", "port": "${PORT:-9000}"}}
-    cfg = config.from_builtins(data, env={"HOST": "", "PORT": ""})
+    cfg = config_load.from_builtins(data, env={"HOST": "", "PORT": ""})
     assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 9000)
-    assert config.from_builtins(data, env={"HOST": "0.0.0.0"}).server.host == "0.0.0.0"
+    assert config_load.from_builtins(data, env={"HOST": "0.0.0.0"}).server.host == "0.0.0.0"
     # `-` without the colon: only an unset variable takes the default, "" stays "".
     plain = {"telemetry": {"otlp_endpoint": "${OTLP-http://collector:4318}"}}
-    assert config.from_builtins(plain, env={}).telemetry.otlp_endpoint == "http://collector:4318"
-    assert config.from_builtins(plain, env={"OTLP": ""}).telemetry.otlp_endpoint == ""
+    assert config_load.from_builtins(plain, env={}).telemetry.otlp_endpoint == "http://collector:4318"
+    assert config_load.from_builtins(plain, env={"OTLP": ""}).telemetry.otlp_endpoint == ""
 
 
 def test_json_and_toml_are_accepted(tmp_path):
@@ -72,9 +72,9 @@ def test_json_and_toml_are_accepted(tmp_path):
         "providers": {"o": {"type": "openai", "api_key": "k"}},
         "models": [{"name": "m", "targets": [{"provider": "o", "model": "gpt-4o"}]}],
     }
-    assert config.load(write(tmp_path, "c.json", json.dumps(data)), env={}).models[0].name == "m"
+    assert config_load.load(write(tmp_path, "c.json", json.dumps(data)), env={}).models[0].name == "m"
     toml = '[providers.o]\ntype = "openai"\napi_key = "k"\n[[models]]\nname = "m"\ntargets = [{provider = "o", model = "gpt-4o"}]\n'
-    assert config.load(write(tmp_path, "c.toml", toml), env={}).providers["o"].api_key.reveal() == "k"
+    assert config_load.load(write(tmp_path, "c.toml", toml), env={}).providers["o"].api_key.reveal() == "k"
 
 
 @pytest.mark.parametrize(
@@ -99,20 +99,20 @@ def test_json_and_toml_are_accepted(tmp_path):
 )
 def test_invalid_config_names_path_and_expectation(tmp_path, text, path, expected):
     with pytest.raises(ConfigError) as exc:
-        config.load(write(tmp_path, "c.yaml", text), env={})
+        config_load.load(write(tmp_path, "c.yaml", text), env={})
     assert exc.value.path == path
     assert expected in exc.value.expected
 
 
 def test_openai_provider_without_key_is_rejected_at_build(tmp_path):
-    cfg = config.load(write(tmp_path, "c.yaml", "providers: {o: {type: openai}}"), env={})
+    cfg = config_load.load(write(tmp_path, "c.yaml", "providers: {o: {type: openai}}"), env={})
     with pytest.raises(ConfigError) as exc:
         Runtime.build(cfg)
     assert exc.value.path == "providers.o.api_key"
 
 
 def test_secret_never_shows_in_repr(tmp_path):
-    cfg = config.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": "sk-live-supersecret"})
+    cfg = config_load.load(write(tmp_path, "c.yaml", YAML), env={"OPENAI_API_KEY": "sk-live-supersecret"})
     assert "supersecret" not in repr(cfg)
     assert "supersecret" not in repr(Runtime.build(cfg).resolve("smart"))
 
@@ -130,7 +130,7 @@ def test_check_config_prints_routing_table_or_exits_2(tmp_path):
 
 
 def test_numbers_from_environment_variables_are_numbers():
-    from aiogw.config import from_builtins
+    from aiogw.config_load import from_builtins
 
     cfg = from_builtins({"server": {"port": "${PORT}", "shutdown_grace": "${GRACE:-2.5}"}}, env={"PORT": "9000"})
     assert cfg.server.port == 9000 and cfg.server.shutdown_grace == 2.5
@@ -168,7 +168,7 @@ models:
 def test_every_error_is_reported_with_the_allowed_values(tmp_path):
     p = write(tmp_path, "many.yaml", MANY_ERRORS)
     with pytest.raises(ConfigError) as exc:
-        config.load(p, env={})
+        config_load.load(p, env={})
     found = {(e.path, e.expected) for e in exc.value.errors}
     expected = {
         ("server", "unknown field `prot`; expected one of host, port, workers"),
@@ -200,7 +200,7 @@ def test_every_error_is_reported_with_the_allowed_values(tmp_path):
 
 
 def test_account_problems_are_all_reported_once_the_schema_is_valid(tmp_path):
-    cfg = config.load(write(tmp_path, "c.yaml", "providers: {a: {type: openai}, b: {type: anthropic}}"), env={})
+    cfg = config_load.load(write(tmp_path, "c.yaml", "providers: {a: {type: openai}, b: {type: anthropic}}"), env={})
     with pytest.raises(ConfigError) as exc:
         Runtime.build(cfg)
     assert [e.path for e in exc.value.errors] == ["providers.a.api_key", "providers.b.api_key"]
@@ -217,7 +217,7 @@ def test_account_problems_are_all_reported_once_the_schema_is_valid(tmp_path):
 def test_syntax_errors_name_the_file_and_the_line(tmp_path, name, text, where):
     p = write(tmp_path, name, text)
     with pytest.raises(ConfigError) as exc:
-        config.load(p, env={})
+        config_load.load(p, env={})
     message = str(exc.value)
     assert message.startswith(f"{p}: cannot parse ") and where in message
     assert "<unicode string>" not in message

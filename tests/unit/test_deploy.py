@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from aiogw import config, extras
+from aiogw import config, config_load, extras
 from aiogw.runtime import Runtime
 
 ROOT = Path(__file__).parents[2]
@@ -75,7 +75,7 @@ CONFIGS = embedded_configs()
 
 
 def load(text: str, env: dict[str, str] | None = None) -> config.Config:
-    return config.from_builtins(yaml.safe_load(text), env=ENV if env is None else env)
+    return config_load.from_builtins(yaml.safe_load(text), env=ENV if env is None else env)
 
 
 def cli() -> list[str]:
@@ -409,7 +409,7 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck_and_exec_form_ent
     assert IMAGE_UID != 0
     assert any(op == "COPY" and arg.startswith("--from=") for op, arg in ins)
     healthcheck = next(arg for op, arg in ins if op == "HEALTHCHECK")
-    default_cfg = config.load(DEPLOY / "aiogw.yaml", env=ENV)
+    default_cfg = config_load.load(DEPLOY / "aiogw.yaml", env=ENV)
     url = urlsplit(_healthcheck_url([healthcheck]))
     assert (url.path, url.port) == ("/healthz", default_cfg.server.port)
     assert ("EXPOSE", str(default_cfg.server.port)) in ins

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trustme
 
-from aiogw.config import from_builtins
+from aiogw.config_load import from_builtins
 from aiogw.errors import ConfigError
 from aiogw.runtime import Runtime
 

@@ -8,7 +8,7 @@ import pytest
 
 from aiogw.accounting.ledger import Ledger
 from aiogw.attempts.dispatcher import Dispatcher
-from aiogw.config import from_builtins
+from aiogw.config_load import from_builtins
 from aiogw.errors import ConfigError, InvalidRequest, ModelNotFound
 from aiogw.names import MAX_DIRECT_TARGETS, MAX_SPEND_ROWS, PerTarget, Recent, model_name_problem
 from aiogw.runtime import Runtime

@@ -8,7 +8,7 @@ import pytest
 from adapter_calls import USER, upstream_call
 from replay import FIXTURES, expected, replay
 
-from aiogw.adapters import gemini
+from aiogw.adapters import gemini, gemini_reply
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
 from aiogw.types import EmbeddingRequest, Secret
@@ -63,7 +63,7 @@ def test_contents_roles_system_images_and_tool_round():
 
 
 def test_thought_signature_round_trips_through_the_call_id():
-    call_id = gemini.make_call_id("CiQB0e2Kb...")
+    call_id = gemini_reply.make_call_id("CiQB0e2Kb...")
     _, body = call(messages=[*USER, {"role": "assistant", "tool_calls": [
         {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": call_id, "content": "ok"}])  # fmt: skip
@@ -130,7 +130,7 @@ def test_response_with_thoughts_and_a_function_call():
     assert msg["content"] == "Let me check that." and msg["reasoning_content"] == "**Reasoning about the request**"
     tc = msg["tool_calls"][0]
     assert tc["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
-    assert gemini.split_call_id(tc["id"])[1] == "CiQB0e2Kb..."
+    assert gemini_reply.split_call_id(tc["id"])[1] == "CiQB0e2Kb..."
     assert body["usage"] == {"prompt_tokens": 96, "completion_tokens": 201, "total_tokens": 297,
                              "prompt_tokens_details": {"cached_tokens": 0},
                              "completion_tokens_details": {"reasoning_tokens": 180}}  # fmt: skip

@@ -7,7 +7,7 @@ import struct
 import msgspec
 import pytest
 
-from aiogw.adapters import openai
+from aiogw.adapters import openai, openai_reply
 from aiogw.adapters._base import Target
 from aiogw.errors import FailureClass, UpstreamProtocolError
 from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat, Secret
@@ -143,7 +143,7 @@ def test_non_json_200_body_is_a_protocol_error():
     [("6m0s", 360.0), ("1s", 1.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("2", 2.0), ("soon", None), ("", None)],
 )
 def test_reset_headers_are_go_durations(text, seconds):
-    assert openai.duration_s(text) == (pytest.approx(seconds) if seconds is not None else None)
+    assert openai_reply.duration_s(text) == (pytest.approx(seconds) if seconds is not None else None)
 
 
 def test_rate_limit_headers_in_one_shape():
