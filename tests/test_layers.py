@@ -38,13 +38,29 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.adapters",
     },
     "aiogw.streaming": {"aiogw.types", "aiogw.errors", "aiogw.streaming"},
-    "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.adapters", "aiogw.names", "aiogw.extras"},
+    # alerts.sink: the event names a webhook may subscribe to (checked at load).
+    "aiogw.config": {
+        "aiogw.types",
+        "aiogw.errors",
+        "aiogw.adapters",
+        "aiogw.names",
+        "aiogw.extras",
+        "aiogw.alerts.sink",
+    },
     "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.version", "aiogw.telemetry"},
     # The durable store: SQL over SQLite or PostgreSQL, knowing nothing of what it holds
     # beyond the schema; admission (keys, budgets) and accounting (the ledger) use it.
     "aiogw.store": {*GROUND, "aiogw.store"},
     # Alerts: the sink interface any stage may fire into; delivery (webhooks) behind it.
-    "aiogw.alerts": {*GROUND, "aiogw.config", "aiogw.telemetry", "aiogw.store", "aiogw.upstream", "aiogw.alerts"},
+    "aiogw.alerts": {
+        *GROUND,
+        "aiogw.config",
+        "aiogw.telemetry",
+        "aiogw.store",
+        "aiogw.upstream",
+        "aiogw.supervise",
+        "aiogw.alerts",
+    },
     # The resolved config; prices are set on its targets when it is built.
     "aiogw.runtime": {*GROUND, "aiogw.adapters", "aiogw.config", "aiogw.accounting.cost", "aiogw.upstream.egress"},
     # The stages, in path order.
@@ -65,6 +81,8 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.runtime",
         "aiogw.accounting.cost",
         "aiogw.alerts.sink",
+        "aiogw.supervise",  # the SLO evaluation timer
+        "aiogw.telemetry.logs",
         "aiogw.routing",
     },
     # Shared state backs admission's buckets and routing's breakers and windows.
