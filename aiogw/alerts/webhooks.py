@@ -25,9 +25,10 @@ import datetime
 import email.utils
 import hashlib
 import hmac
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 from aiogw.telemetry.metrics import GatewayMetrics
 from aiogw.upstream import http
+from aiogw.upstream.egress import Egress, env_proxy, parse_proxy
 from aiogw.version import __version__
 
 log = get_logger("aiogw.alerts")
@@ -105,6 +107,22 @@ def webhook_name(index: int, hook: WebhookConfig) -> str:
     return f"webhooks[{index}] {parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
+def webhook_egress(url: str, env: Mapping[str, str]) -> Egress | None:
+    """The environment's proxy for a webhook (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as for
+    providers without a `proxy` of their own); None: direct."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    found = env_proxy(parts.scheme, parts.hostname or "", port, env)
+    if found is None:
+        return None
+    var, proxy = found
+    try:
+        return Egress(None, parse_proxy(proxy))
+    except ValueError as exc:  # the message never repeats the URL (it may hold a password)
+        log.error("alerts.bad_proxy", variable=var, error=str(exc), sending="direct")
+        return None
+
+
 def _subscribed(hook: WebhookConfig, type_: str) -> bool:
     return "*" in hook.events or type_ in hook.events
 
@@ -122,8 +140,11 @@ class Alerts:
         fleet: FleetOnce | None = None,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        env: Mapping[str, str] | None = None,  # where proxies are read (the process environment)
     ) -> None:
         self._hooks = cfg.webhooks
+        env = os.environ if env is None else env
+        self._egress = [webhook_egress(h.url, env) for h in self._hooks]
         assert client is not None or not self._hooks, "webhooks need an HTTP client"
         self._client = client
         self._metrics = metrics
@@ -238,7 +259,9 @@ class Alerts:
             wait = None
             try:
                 async with asyncio.timeout(hook.timeout_s):
-                    async with self._client.post(hook.url, event.body, headers, hook.timeout_s) as resp:
+                    async with self._client.post(
+                        hook.url, event.body, headers, hook.timeout_s, self._egress[index]
+                    ) as resp:
                         status = resp.status
                         wait = retry_after_s(resp.headers.get("retry-after"), self._wall())
                         try:

@@ -7,7 +7,7 @@ import pytest
 from procs import run_cli
 
 from aiogw.alerts.expiring import check_expiring
-from aiogw.alerts.webhooks import event_id, retry_after_s, sign
+from aiogw.alerts.webhooks import event_id, retry_after_s, sign, webhook_egress
 from aiogw.config import BreakerConfig, SLOConfig, from_builtins
 from aiogw.errors import ConfigError, FailureClass
 from aiogw.routing.health import TargetHealth, WindowStats
@@ -124,3 +124,12 @@ alerts:
     assert "slo: ttft_p95_ms <= 1500, error_rate <= 0.02" in out.stdout
     assert "webhooks[0] https://hooks.example.com  events=slo.breach signed" in out.stdout
     assert "hook-secret-xyz" not in out.stdout and "s3cr3tpath" not in out.stdout
+
+
+def test_webhooks_take_the_environments_proxy_as_providers_do():
+    env = {"HTTPS_PROXY": "http://user:pw@proxy.corp:3128", "NO_PROXY": "internal.corp"}
+    via = webhook_egress("https://hooks.example.com/x", env)
+    assert via is not None and via.proxy is not None and "proxy.corp" in str(via.proxy)
+    assert webhook_egress("https://hooks.internal.corp/x", env) is None
+    assert webhook_egress("http://127.0.0.1:9/x", {"HTTP_PROXY": "http://proxy.corp:3128"}) is None
+    assert webhook_egress("https://hooks.example.com/x", {}) is None
