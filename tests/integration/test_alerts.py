@@ -13,8 +13,9 @@ import time
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import gateway_config, until
+from conftest import SIM_KEY, gateway_config, until
 from openai import AsyncOpenAI
+from procs import start_aiogw
 
 from aiogw.alerts.webhooks import Alerts
 from aiogw.config import AlertsConfig, WebhookConfig
@@ -294,3 +295,38 @@ async def test_without_slos_there_is_no_slo_field_metric_or_work(sim, make_gatew
     assert all("slo" not in t for t in (await health_of(url)).values())
     async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/metrics") as r:
         assert "aiogw_slo_status" not in await r.text()
+
+
+async def test_sigterm_waits_for_a_delivery_being_retried(sim, receiver, tmp_path):
+    # The receiver asks for a second's pause; SIGTERM arrives during it; the process stays
+    # (within its grace) to deliver, then exits 0.
+    receiver.script = [(503, {"retry-after": "1"})]
+    cfg = {
+        "server": {"shutdown_grace": 10},
+        "providers": {
+            "sim": {"type": "openai", "base_url": sim.base_url(), "api_key": "${SIM_KEY}"},
+            "compat": {"type": "openai-compatible", "base_url": sim.base_url("compat")},
+        },
+        "models": [
+            {
+                "name": "fast",
+                "breaker": {"consecutive_failures": 2, "min_calls": 100, "open_s": 60},
+                "retry": {"max_rounds": 0},
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast"}, {"provider": "compat", "model": "sim-llama"}],
+            }
+        ],
+        "alerts": {"webhooks": [hook(receiver)]},
+    }
+    path = tmp_path / "aiogw.json"
+    path.write_text(json.dumps(cfg))
+    proc = await start_aiogw("--config", str(path), env={"SIM_KEY": SIM_KEY})
+    try:
+        await open_the_breaker(sim, proc.url + "/v1")
+        await until(lambda: receiver.got, times=200)
+        proc.signal()
+        assert await proc.stop() == 0
+    finally:
+        if proc.proc.returncode is None:
+            proc.proc.kill()
+    assert len(receiver.got) == 2 and receiver.bodies()[0] == receiver.bodies()[1]
+    assert any(line.get("event") == "alert.delivered" for line in proc.logs())
