@@ -19,8 +19,10 @@ import msgspec
 from aiogw import config as config_mod
 from aiogw import config_load
 from aiogw.adapters import REGISTRY
+from aiogw.alerts.webhooks import webhook_name
 from aiogw.demo import demo_config, start_demo_simulator
 from aiogw.errors import ConfigError
+from aiogw.routing.slo import objectives
 from aiogw.runtime import Runtime, account_type
 from aiogw.server.app import LISTEN_BACKLOG, ListenError, create_app
 from aiogw.server.app import serve as serve_app
@@ -112,6 +114,9 @@ def check_config(file: str) -> int:
             else ""
         )
         print(f"  {route.name}  (strategy: {route.strategy}, retry rounds: {route.retry.max_rounds}{hedge})")
+        if route.slo is not None:
+            goals = [f"{k} <= {v:g}" for k, v in objectives(route.slo).items()]
+            print(f"    slo: {', '.join(goals)} (over the 60 s window, at least {route.slo.min_calls} calls)")
         for i, t in enumerate(route.targets, 1):
             extras = []
             if t.first_token_timeout_s:
@@ -126,7 +131,26 @@ def check_config(file: str) -> int:
                 extras.append(f"health_check=every {check[1].interval_s:g}s while open")
             print(f"    {i}. {t.id}  -> {t.base_url}  {' '.join(extras)}".rstrip())
     print("direct addressing: <provider>/<model> for " + ", ".join(sorted(cfg.providers)))
+    _print_alerts(cfg)
     return 0
+
+
+def _print_alerts(cfg: config_mod.Config) -> None:
+    """Webhooks by index and host only: a webhook's path or query may itself be a secret."""
+    alerts = cfg.alerts
+    if not alerts.webhooks:
+        print("alerts: log lines and metrics only (no webhooks)")
+        return
+    fleet = " (sent once per fleet through Redis)" if cfg.state.redis_url else ""
+    print(f"alerts: {len(alerts.webhooks)} webhook(s), queue {alerts.queue_size}{fleet}")
+    for i, hook in enumerate(alerts.webhooks):
+        signed = "signed" if hook.secret is not None else "UNSIGNED (no secret)"
+        print(
+            f"  {webhook_name(i, hook)}  events={','.join(hook.events)} {signed} "
+            f"timeout={hook.timeout_s:g}s max_attempts={hook.max_attempts} "
+            f"backoff={hook.backoff_base_s:g}..{hook.backoff_max_s:g}s"
+        )
+    print(f"  key.expiring: {alerts.key_expiring_s / 86400:g} days before a key expires")
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:

@@ -7,10 +7,12 @@ Loading a file into a `Config` (`${VAR}` expansion, every invalid value reported
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
+from aiogw.alerts.sink import EVENT_TYPES
 from aiogw.types import Secret
 
 # Named defaults, each with its reason.
@@ -226,6 +228,13 @@ class SLOConfig(Strict, kw_only=True):
     ttft_p95_ms: Annotated[float, Meta(gt=0)] | None = None
     latency_p95_ms: Annotated[float, Meta(gt=0)] | None = None
     error_rate: Ratio | None = None
+    # Fewer calls than this in a target's window: its status is "unknown", ranked as within
+    # (a p95 of three calls says little, and an idle target must stay reachable).
+    min_calls: Count = 20
+
+    def __post_init__(self) -> None:
+        if self.ttft_p95_ms is None and self.latency_p95_ms is None and self.error_rate is None:
+            raise ValueError("an slo needs at least one of ttft_p95_ms, latency_p95_ms, error_rate")
 
 
 class ModelGroup(Strict, kw_only=True):
@@ -298,16 +307,29 @@ class BudgetConfig(Strict, kw_only=True):
 class WebhookConfig(Strict, kw_only=True):
     url: str
     secret: Secret | None = None  # signs each body: x-aiogw-signature: sha256=<hex HMAC>
-    events: list[str] = msgspec.field(
-        default_factory=lambda: ["*"]
-    )  # budget.threshold, budget.exceeded, budget.forecast, slo.breach, ...
-    timeout_s: Seconds = 5.0
+    events: list[str] = msgspec.field(default_factory=lambda: ["*"])  # "*" or names from EVENT_TYPES
+    timeout_s: Seconds = 5.0  # one delivery attempt, connect to the end of the answer
     max_attempts: Annotated[int, Meta(ge=1, le=20)] = 6
+    # Between attempts: exponential from backoff_base_s, capped at backoff_max_s, jittered;
+    # a receiver's retry-after (on 429/503) is honoured up to backoff_max_s.
+    backoff_base_s: Seconds = 1.0
+    backoff_max_s: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url: expected an http:// or https:// URL")
+        unknown = [e for e in self.events if e != "*" and e not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event {unknown[0]!r} in events; expected '*' or one of {', '.join(EVENT_TYPES)}")
 
 
 class AlertsConfig(Strict, kw_only=True):
     webhooks: list[WebhookConfig] = []
     key_expiring_s: Annotated[float, Meta(gt=0)] = 7 * 86400.0  # key.expiring this long before
+    # Events waiting for delivery; when full the oldest is dropped (logged and counted), so a
+    # dead receiver cannot grow memory.
+    queue_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
 
 
 class Config(Strict, kw_only=True):

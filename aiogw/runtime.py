@@ -26,6 +26,7 @@ from aiogw.config import (
     HealthCheckConfig,
     HedgeConfig,
     RetryConfig,
+    SLOConfig,
     TargetConfig,
     Timeouts,
 )
@@ -44,6 +45,7 @@ class ModelRoute:
     targets: tuple[Target, ...]
     retry: RetryConfig = RetryConfig()  # noqa: RUF009 - a frozen struct: one shared default is safe
     hedge: HedgeConfig | None = None
+    slo: SLOConfig | None = None  # its targets out of it are ranked after those within
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,9 @@ class Runtime:
         configured: dict[str, Target] = {}
         for g in config.models:
             targets = tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets)
-            routes[g.name] = ModelRoute(g.name, g.strategy, targets, retry=g.retry or routing.retry, hedge=g.hedge)
+            routes[g.name] = ModelRoute(
+                g.name, g.strategy, targets, retry=g.retry or routing.retry, hedge=g.hedge, slo=g.slo
+            )
             for t in targets:  # a target shared by several groups keeps the first group's settings
                 configured.setdefault(t.id, t)
                 if g.breaker is not None:

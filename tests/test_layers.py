@@ -39,8 +39,9 @@ ALLOWED: dict[str, set[str]] = {
     },
     "aiogw.streaming": {"aiogw.types", "aiogw.errors", "aiogw.streaming"},
     # The config's shape (Structs and defaults) apart from loading a file into it: the loader
-    # checks accounts against the adapters and names against their rule.
-    "aiogw.config": {"aiogw.types", "aiogw.errors"},
+    # checks accounts against the adapters and names against their rule. alerts.sink: the
+    # event names a webhook may subscribe to.
+    "aiogw.config": {"aiogw.types", "aiogw.errors", "aiogw.alerts.sink"},
     "aiogw.config_load": {
         "aiogw.types",
         "aiogw.errors",
@@ -54,7 +55,15 @@ ALLOWED: dict[str, set[str]] = {
     # beyond the schema; admission (keys, budgets) and accounting (the ledger) use it.
     "aiogw.store": {*GROUND, "aiogw.store"},
     # Alerts: the sink interface any stage may fire into; delivery (webhooks) behind it.
-    "aiogw.alerts": {*GROUND, "aiogw.config", "aiogw.telemetry", "aiogw.store", "aiogw.upstream", "aiogw.alerts"},
+    "aiogw.alerts": {
+        *GROUND,
+        "aiogw.config",
+        "aiogw.telemetry",
+        "aiogw.store",
+        "aiogw.upstream",
+        "aiogw.supervise",
+        "aiogw.alerts",
+    },
     # The resolved config; prices are set on its targets when it is built.
     "aiogw.runtime": {
         *GROUND,
@@ -82,6 +91,8 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.runtime",
         "aiogw.accounting.cost",
         "aiogw.alerts.sink",
+        "aiogw.supervise",  # the SLO evaluation timer
+        "aiogw.telemetry.logs",
         "aiogw.routing",
     },
     # Shared state backs admission's buckets and routing's breakers and windows.

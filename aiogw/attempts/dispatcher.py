@@ -35,6 +35,7 @@ from aiogw.types import CompletionUsage, EmbeddingRequest, ParsedChat, Reply
 from aiogw.upstream import http
 
 if TYPE_CHECKING:
+    from aiogw.routing.slo import SLOMonitor
     from aiogw.state.shared import SharedState
     from aiogw.telemetry.tracing import Tracing
 
@@ -54,6 +55,7 @@ class Dispatcher:
         ledger: Ledger | None = None,
         tracing: Tracing | None = None,
         shared: SharedState | None = None,
+        slo: SLOMonitor | None = None,
     ) -> None:
         # Built inside the serving loop. Cached: under Python 3.11 every get_running_loop()
         # makes a getpid() syscall (4% of a request's CPU in py-spy).
@@ -66,7 +68,8 @@ class Dispatcher:
         )
         self.limiter = limiter or Limiter(configured=runtime.configured)
         self.ledger = ledger or Ledger()
-        self.router = Router(self.health)
+        self.router = Router(self.health, slo=slo)
+        self.slo = slo  # None unless some model group has an SLO
         self._sender = Sender(client, self._loop, runtime.egress, self.limiter, runtime.adapter, tracing)
         # Per model group; directly addressed models share their account's (clients choose
         # those names, and one outage should not get a fresh budget per name).

@@ -17,6 +17,7 @@ from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from aiogw.alerts.sink import AlertSink
 from aiogw.config import BreakerConfig
 from aiogw.errors import FailureClass
 from aiogw.names import PerTarget
@@ -26,6 +27,10 @@ BreakerState = Literal["closed", "open", "half_open"]
 WINDOW_S = 60
 # Latency histogram edges in ms: 1 ms .. ~20 min, 25% apart (percentile error <= 12%).
 _EDGES: tuple[float, ...] = tuple(1.25**k for k in range(64))
+
+# A target's breaker opening on several replicas, or again after it closed, within the same
+# bucket of wall-clock time is one `breaker.open` alert (flapping pages nobody twice).
+ALERT_BUCKET_S = 300
 
 # Failures that say nothing about the target's health: the caller's own fault.
 NOT_THE_TARGETS_FAULT = frozenset({FailureClass.CALLER_FAULT, FailureClass.CONTEXT_LENGTH})
@@ -173,6 +178,9 @@ class TargetHealth:
     # breaker then waits for a passing check instead of its cooldown, and user requests are
     # never sent as half-open probes (recovery spends none of them).
     checked: bool = False
+    # Told when the breaker opens from closed (not when a failed probe reopens it): fires
+    # `breaker.open`. Not told of transitions adopted from another replica (it told its own).
+    alerts: AlertSink | None = None
     _stats: WindowStats | None = None
     _stats_at: float = -1.0
 
@@ -185,7 +193,7 @@ class TargetHealth:
     def _move(self, state: BreakerState, now: float) -> None:
         if state == self.state:
             return
-        self.state = state
+        before, self.state = self.state, state
         self.transitions.append((now, state))
         del self.transitions[:-20]  # the recent history is enough for /v1/gateway/health
         if state == "open":
@@ -193,11 +201,27 @@ class TargetHealth:
         self.probes_in_flight = self.probe_successes = 0
         if self.listener is not None:
             self.listener(self, state, now)
+        if state == "open" and before == "closed" and self.alerts is not None:
+            self._alert_open(self.alerts, now)
+
+    def _alert_open(self, alerts: AlertSink, now: float) -> None:
+        total, failed = self.window.counts(now)
+        alerts.fire(
+            "breaker.open",
+            once_per=f"breaker.open:{self.target_id}:{int(time.time()) // ALERT_BUCKET_S}",
+            target=self.target_id,
+            reason=self.last_error,
+            consecutive_failures=self.consecutive_failures,
+            window_calls=total,
+            window_failures=failed,
+            open_s=self.policy.open_s,
+        )
 
     def adopt(self, state: BreakerState, since: float, now: float) -> None:
         """Take another replica's breaker transition (made at `since`, our clock) without
         announcing it again."""
         listener, self.listener = self.listener, None
+        alerts, self.alerts = self.alerts, None
         try:
             if state == "closed":
                 self.consecutive_failures = 0
@@ -206,6 +230,7 @@ class TargetHealth:
                 self.opened_at = since
         finally:
             self.listener = listener
+            self.alerts = alerts
 
     def available(self, now: float) -> bool:
         """May the router send a request here now? (Half-open: only while a probe slot is
@@ -317,6 +342,7 @@ class LocalHealth:
         policies: dict[str, BreakerConfig] | None = None,
         *,
         configured: Container[str] | None = None,  # target ids; None: keep every target
+        alerts: AlertSink | None = None,  # hears breakers opening (breaker.open)
     ) -> None:
         self._default = policy or BreakerConfig()
         self._policies = policies or {}  # per target id, from model-group settings
@@ -324,6 +350,7 @@ class LocalHealth:
         self._kept = self._targets.configured()  # the hot path: one dict lookup, as before
         self.listener: Callable[[TargetHealth, BreakerState, float], None] | None = None  # see subscribe
         self.shared = False  # True while a shared store keeps the fleet in step
+        self._alerts = alerts
 
     def get(self, target_id: str) -> TargetHealth:
         h = self._kept.get(target_id) or self._targets.get(target_id)
@@ -332,6 +359,7 @@ class LocalHealth:
                 target_id, TargetHealth(self._policies.get(target_id, self._default), target_id=target_id)
             )
             h.listener = self.listener
+            h.alerts = self._alerts
         return h
 
     def all(self) -> dict[str, TargetHealth]:

@@ -2,8 +2,9 @@
 
 Order comes from the strategy; then targets that cannot take the request are set aside:
 a context window too small for the estimated prompt plus the output cap is skipped with a
-reason, and a target whose breaker is open goes to the back (when every target is open,
-the least recently failed one is tried first rather than failing outright).
+reason, a target out of its group's SLO goes after those within it (strategy order kept
+within each), and a target whose breaker is open goes to the back (when every target is
+open, the least recently failed one is tried first rather than failing outright).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from aiogw.accounting.cost import estimate_usd
 from aiogw.adapters._base import Target
 from aiogw.routing.health import HealthStore
 from aiogw.runtime import ModelRoute
+
+if TYPE_CHECKING:
+    from aiogw.routing.slo import SLOMonitor
 
 StrategyName = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy"]
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
@@ -38,9 +42,10 @@ class Plan:
 
 
 class Router:
-    def __init__(self, health: HealthStore, rng: random.Random | None = None) -> None:
+    def __init__(self, health: HealthStore, rng: random.Random | None = None, slo: SLOMonitor | None = None) -> None:
         self._health = health
         self._rng = rng or random.Random()
+        self._slo = slo  # None unless some group has an SLO
 
     def plan(
         self,
@@ -73,6 +78,10 @@ class Router:
                 fits.append(t)
         available = [t for t in fits if self._health.get(t.id).available(now)]
         resting = [t for t in fits if t not in available]
+        if self._slo is not None and route.slo is not None:
+            out = self._slo.out.get(route.name)
+            if out and any(t.id in out for t in available):
+                available = [t for t in available if t.id not in out] + [t for t in available if t.id in out]
         # Open targets last, least recently failed first: the best remaining bet if all are down.
         resting.sort(key=lambda t: self._health.get(t.id).last_failure_at)
         plan.targets = available + resting

@@ -21,6 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 
 import aiogw.version  # noqa: F401 - read before any loop runs; tracing, loaded lazily, uses it
 from aiogw.admission.limits import Limiter
+from aiogw.alerts.webhooks import Alerts
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.config import Config
 from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
@@ -29,10 +30,11 @@ from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
 from aiogw.server import cors, metrics, pages
 from aiogw.server.handlers import ROUTES
-from aiogw.server.keys import CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE, METRICS, RUNTIME, TRACING
+from aiogw.server.keys import ALERTS, CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE, METRICS, RUNTIME, TRACING
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
+from aiogw.telemetry.metrics import GatewayMetrics
 from aiogw.upstream import http
 
 if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when tracing is configured
@@ -54,20 +56,33 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HTTP] = client
     runtime = app[RUNTIME]
     state = runtime.config.state
-    # The stages in build order: health (routing), shared state over it when configured,
-    # limits reading the fleet's levels from it, and the dispatcher over all of them.
-    health = LocalHealth(runtime.breaker_default, runtime.breaker_policies, configured=runtime.configured)
+    # The stages in build order: alerts (any stage may fire), health (routing), shared state
+    # over it when configured, limits reading the fleet's levels from it, SLOs over health
+    # when some group has one, and the dispatcher over all of them.
+    alerts = _alerts(runtime, client, app[METRICS])
+    app[ALERTS] = alerts
+    health = LocalHealth(
+        runtime.breaker_default, runtime.breaker_policies, configured=runtime.configured, alerts=alerts
+    )
     shared = None
     if state.redis_url:
         from aiogw.state.shared import SharedState  # noqa: PLC0415 - the redis client only when configured
 
         shared = SharedState(state, health)
     limiter = Limiter(configured=runtime.configured, fleet_levels=shared.fleet_levels if shared is not None else None)
+    slo = None
+    if any(r.slo is not None for r in runtime.routes.values()):
+        from aiogw.routing.slo import SLOMonitor  # noqa: PLC0415 - only when some group has an SLO
+
+        slo = SLOMonitor(runtime.routes.values(), health, alerts)
     dispatcher = app[DISPATCHER] = Dispatcher(
-        client, runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared
+        client, runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared, slo=slo
     )
     checker = None
     try:
+        alerts.start()
+        if slo is not None:
+            slo.start()
         if shared is not None:
             await shared.start()
         if runtime.health_checks:
@@ -81,7 +96,23 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
             await checker.close()
         if shared is not None:
             await shared.close()
+        if slo is not None:
+            await slo.close()
+        # Alerts last among the stages (others may fire while closing), within the drain's grace.
+        await alerts.close(app[LIFECYCLE].grace_left(runtime.config.server.shutdown_grace))
         await client.close()
+
+
+def _alerts(runtime: Runtime, client: http.Client, metrics: GatewayMetrics) -> Alerts:
+    """The alert sink: logs and metrics always; webhooks when configured, claimed fleet-wide
+    through Redis when state is shared."""
+    cfg = runtime.config
+    fleet = None
+    if cfg.alerts.webhooks and cfg.state.redis_url:
+        from aiogw.alerts.fleet_once import RedisOnce  # noqa: PLC0415 - the redis client only when configured
+
+        fleet = RedisOnce(cfg.state)
+    return Alerts(cfg.alerts, client, metrics, fleet=fleet)
 
 
 async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:

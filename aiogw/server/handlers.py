@@ -38,34 +38,36 @@ async def gateway_health(request: web.Request) -> web.Response:
     now = health_now()
     targets = runtime.targets(dispatcher.health.all())
     checker = request.app.get(HEALTH_CHECKER)
+    slo = dispatcher.slo
     out = []
     for tid, t in targets.items():
         h = dispatcher.health.get(tid)
         h.available(now)  # moves an open breaker whose cooldown has passed to half-open
         s = h.stats(now)
-        out.append(
-            {
-                "id": tid,
-                "provider": t.provider,
-                "model": t.model,
-                "type": t.type,
-                "state": h.state,
-                "requests": s.requests,
-                "failures": s.failures,
-                "failures_by_kind": s.failures_by_kind,
-                "error_rate": s.error_rate,
-                "latency_p50_ms": s.latency_p50_ms,
-                "latency_p95_ms": s.latency_p95_ms,
-                "ttft_p50_ms": s.ttft_p50_ms,
-                "ttft_p95_ms": s.ttft_p95_ms,
-                "in_flight": h.in_flight,
-                "consecutive_failures": h.consecutive_failures,
-                "last_error": h.last_error,
-                "seconds_since_failure": round(now - h.last_failure_at, 1) if h.last_failure_at else None,
-                "limits": dispatcher.limiter.headroom(t, now),
-                "health_check": checker.report(tid, h.state) if checker is not None else None,
-            }
-        )
+        row = {
+            "id": tid,
+            "provider": t.provider,
+            "model": t.model,
+            "type": t.type,
+            "state": h.state,
+            "requests": s.requests,
+            "failures": s.failures,
+            "failures_by_kind": s.failures_by_kind,
+            "error_rate": s.error_rate,
+            "latency_p50_ms": s.latency_p50_ms,
+            "latency_p95_ms": s.latency_p95_ms,
+            "ttft_p50_ms": s.ttft_p50_ms,
+            "ttft_p95_ms": s.ttft_p95_ms,
+            "in_flight": h.in_flight,
+            "consecutive_failures": h.consecutive_failures,
+            "last_error": h.last_error,
+            "seconds_since_failure": round(now - h.last_failure_at, 1) if h.last_failure_at else None,
+            "limits": dispatcher.limiter.headroom(t, now),
+            "health_check": checker.report(tid, h.state) if checker is not None else None,
+        }
+        if slo is not None and (report := slo.report(tid)) is not None:
+            row["slo"] = report  # only targets of a group with an SLO have the field
+        out.append(row)
     shared = dispatcher.shared
     state = (
         {"backend": "redis", "connected": shared.up, "replica": shared.replica, "bad_records": shared.bad_records}

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from aiogw.admission.principal import Principal
+from aiogw.alerts.sink import AlertSink
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.attempts.outcome import Outcome
 from aiogw.runtime import Runtime
@@ -27,6 +28,8 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")
 HEALTH_CHECKER: web.AppKey[HealthChecker | None] = web.AppKey("health_checker")
+# Where any stage fires alerts (budgets, SLOs, breakers, keys): set before the stages are built.
+ALERTS: web.AppKey[AlertSink] = web.AppKey("alerts")
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -36,6 +39,7 @@ STREAM = web.RequestKey("stream", bool)
 PRINCIPAL = web.RequestKey("principal", Principal)  # set by admission before any handler reads it
 
 __all__ = [
+    "ALERTS",
     "CORS",
     "DISPATCHER",
     "HEALTH_CHECKER",

@@ -14,6 +14,7 @@ from aiogw.server.keys import DISPATCHER, LIFECYCLE, METRICS, RUNTIME
 from aiogw.telemetry.metrics import CONTENT_TYPE, GatewayMetrics, Labels
 
 _STATES = ("closed", "open", "half_open")
+_SLO_STATES = ("ok", "breach", "unknown")
 _HEADROOM = {
     "rpm_remaining": "rpm",
     "tpm_remaining": "tpm",
@@ -88,6 +89,20 @@ def install(app: web.Application) -> None:
         ("target", "kind"),
         headroom,
     )
+    if any(r.slo is not None for r in app[RUNTIME].routes.values()):
+
+        def slo_status() -> Iterator[tuple[Labels, float]]:
+            slo = app[DISPATCHER].slo if DISPATCHER in app else None
+            for group, tid, status in slo.statuses() if slo is not None else ():
+                for s in _SLO_STATES:
+                    yield (group, tid, s), 1.0 if status == s else 0.0
+
+        m.gauge(
+            "aiogw_slo_status",
+            "Per model group with an SLO and target: 1 for the current status (ok/breach/unknown).",
+            ("model", "target", "status"),
+            slo_status,
+        )
     app.router.add_get("/metrics", metrics)
 
 

@@ -202,6 +202,16 @@ class GatewayMetrics:
             "Active health checks per target by outcome (ok, a failure class, or refused: the target refused the check itself).",
             ("target", "outcome"),
         )
+        self.alerts = Counter(
+            "aiogw_alerts_total",
+            "Alert events by type and outcome (fired, duplicate: already fired here or by another replica, dropped: the queue was full).",
+            ("type", "outcome"),
+        )
+        self.alert_deliveries = Counter(
+            "aiogw_alert_deliveries_total",
+            "Webhook deliveries by webhook (its index under alerts.webhooks) and outcome (delivered, retried, failed, abandoned).",
+            ("webhook", "outcome"),
+        )
         for m in (
             self.requests,
             self.errors,
@@ -212,6 +222,8 @@ class GatewayMetrics:
             self.attempts,
             self.failovers,
             self.health_checks,
+            self.alerts,
+            self.alert_deliveries,
         ):
             r.add(m)
         cpu = resource.getrusage
