@@ -55,14 +55,12 @@ def masked(url: str) -> str:
     """`url` fit for logs: the password (in the authority or a `password=` query
     parameter, both of which libpq and asyncpg read) replaced by `***`."""
     parts = urlsplit(url)
+    if parts.password is None and "password=" not in parts.query:
+        return url  # as written (rebuilding would turn sqlite://// into sqlite://)
     if parts.password is not None:
         parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1))
-    if "password=" in parts.query:
-        query = "&".join(
-            "password=***" if item.startswith("password=") else item for item in parts.query.split("&")
-        )
-        parts = parts._replace(query=query)
-    return parts.geturl()
+    query = "&".join("password=***" if item.startswith("password=") else item for item in parts.query.split("&"))
+    return parts._replace(query=query).geturl()
 
 
 async def open_store(url: str) -> Store:
