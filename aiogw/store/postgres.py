@@ -67,9 +67,7 @@ class PostgresStore:
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
         try:
-            pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=POOL_SIZE, init=_init, timeout=CONNECT_TIMEOUT_S
-            )
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, init=_init, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # wrong host/port, refused, bad password, no such database: said once, masked
             raise Unreachable(f"{masked(url)}: {type(exc).__name__}: {exc}") from None
