@@ -72,7 +72,11 @@ class PostgresServer:
              "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
             check=True, capture_output=True, timeout=120, **self._as,
         )  # fmt: skip
-        with self.log.open("wb") as log:
+        self.launch()
+
+    def launch(self) -> None:
+        """Run the server on the initialised cluster (again, after `halt`) until it is ready."""
+        with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [self.bin / "postgres", "-D", self.data, "-k", self.folder, "-p", str(self.port), "-h", "127.0.0.1",
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
@@ -98,7 +102,8 @@ class PostgresServer:
             time.sleep(0.02)
         raise RuntimeError(f"postgres did not get ready: {self.log.read_text()[-2000:]}")
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server, keeping the cluster (`launch` runs it again)."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGINT)  # "fast" shutdown: clients are cut off
             try:
@@ -107,4 +112,7 @@ class PostgresServer:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.folder, ignore_errors=True)

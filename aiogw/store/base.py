@@ -22,8 +22,10 @@ class Conflict(Exception):
 
 
 class Unreachable(Exception):
-    """The store could not be opened (refused, bad credentials, no such database or file);
-    the message names it with any password masked."""
+    """The store could not be opened (refused, bad credentials, no such database or file),
+    or a server store's connection failed during a call (the server restarting: later
+    calls reconnect by themselves). The message names it with any password masked. A write
+    whose connection failed during its commit may or may not have been applied."""
 
 
 class Store(Protocol):

@@ -6,7 +6,8 @@ the store's SQL has no use for them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +20,15 @@ from aiogw.store.base import Conflict, Dialect, Row, Unreachable, masked
 # PostgreSQL's max_connections (100 by default).
 POOL_SIZE = 4
 CONNECT_TIMEOUT_S = 10.0
+# The server is away, or going or coming back (asyncpg's pool replaces broken connections).
+GONE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and a connection lost mid-call
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
 
 
 @lru_cache(maxsize=1024)
@@ -57,6 +67,18 @@ def _changed(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+@contextmanager
+def _errors(url_for_logs: str) -> Iterator[None]:
+    """The store's exceptions for asyncpg's: `Conflict` for any integrity constraint (class
+    23, as SQLite's IntegrityError), `Unreachable` when the server cannot be talked to."""
+    try:
+        yield
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise Conflict(str(exc)) from exc
+    except GONE as exc:
+        raise Unreachable(f"{url_for_logs}: {type(exc).__name__}: {exc}") from exc
+
+
 class PostgresStore:
     dialect: Dialect = "postgresql"
 
@@ -66,39 +88,38 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
-        try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, init=_init, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # wrong host/port, refused, bad password, no such database: said once, masked
-            raise Unreachable(f"{masked(url)}: {type(exc).__name__}: {exc}") from None
+        # wrong host or port, refused, bad password, no such database: said once, masked
+        with _errors(masked(url)):
+            try:
+                pool = await asyncpg.create_pool(
+                    url, min_size=1, max_size=POOL_SIZE, init=_init, timeout=CONNECT_TIMEOUT_S
+                )
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise Unreachable(f"{masked(url)}: {type(exc).__name__}: {exc}") from None
         return cls(pool, url)
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
-        try:
+        with _errors(self.url_for_logs):
             return _changed(await self._pool.execute(placeholders(sql), *args))
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise Conflict(str(exc)) from exc
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        try:
+        with _errors(self.url_for_logs):
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.executemany(placeholders(sql), [tuple(r) for r in rows])
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise Conflict(str(exc)) from exc
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        return [tuple(r) for r in await self._pool.fetch(placeholders(sql), *args)]
+        with _errors(self.url_for_logs):
+            return [tuple(r) for r in await self._pool.fetch(placeholders(sql), *args)]
 
     async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        row = await self._pool.fetchrow(placeholders(sql), *args)
+        with _errors(self.url_for_logs):
+            row = await self._pool.fetchrow(placeholders(sql), *args)
         return None if row is None else tuple(row)
 
     async def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        try:
+        with _errors(self.url_for_logs):
             async with self._pool.acquire() as conn, conn.transaction():
                 return [_changed(await conn.execute(placeholders(sql), *args)) for sql, args in statements]
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise Conflict(str(exc)) from exc
 
     async def close(self) -> None:
         await self._pool.close()

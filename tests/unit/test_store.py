@@ -9,6 +9,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import until
+from postgres_server import PostgresServer
 
 from aiogw.store import migrations
 from aiogw.store.base import Conflict, Unreachable, connect, masked, open_store
@@ -159,3 +161,38 @@ async def test_a_store_reports_its_url_masked_and_an_unreachable_one_says_where(
     with pytest.raises(Unreachable) as caught:
         await connect(wrong)
     assert masked(wrong) in str(caught.value) and "wrong-password" not in str(caught.value)
+
+
+async def test_a_postgresql_store_says_when_its_server_is_away_and_carries_on_once_it_is_back():
+    """A server restart needs no gateway restart: calls while it is down raise `Unreachable`
+    (never a driver error callers cannot know), and the pool reconnects afterwards."""
+    server = PostgresServer()  # its own cluster: the session's is shared by every other test
+    try:
+        await asyncio.to_thread(server.start)
+        store = await open_store(server.url())
+        try:
+            await store.execute("CREATE TABLE test_kept (a TEXT PRIMARY KEY)")
+            await store.execute("INSERT INTO test_kept (a) VALUES (?)", ("before",))
+            await asyncio.to_thread(server.halt)
+            for call in (
+                store.fetchone("SELECT a FROM test_kept"),
+                store.execute("INSERT INTO test_kept (a) VALUES (?)", ("during",)),
+                store.transaction([("INSERT INTO test_kept (a) VALUES (?)", ("during",))]),
+            ):
+                with pytest.raises(Unreachable) as caught:
+                    await call
+                assert server.password not in str(caught.value) and ":***@" in str(caught.value)
+            await asyncio.to_thread(server.launch)
+
+            async def answers() -> bool:
+                try:
+                    return await store.fetchall("SELECT a FROM test_kept") == [("before",)]
+                except Unreachable:
+                    return False
+
+            await until(answers)
+            assert await store.execute("INSERT INTO test_kept (a) VALUES (?)", ("after",)) == 1
+        finally:
+            await store.close()
+    finally:
+        await asyncio.to_thread(server.stop)
