@@ -216,7 +216,9 @@ async def store_url(request, tmp_path):
     name = f"test_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(server.url())
     try:
-        await admin.execute(f"CREATE DATABASE {name}")
+        # FILE_COPY: copying the template's files (in memory, fsync off) takes a third of
+        # the time of writing them through the WAL, PostgreSQL 15's default
+        await admin.execute(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
         yield server.url(name)
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # a store the test left open too
     finally:

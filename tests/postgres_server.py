@@ -45,7 +45,10 @@ class PostgresServer:
         self.bin = _bin_dir()
         self.password = secrets.token_hex(8)
         self.port = _free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="aiogw-pg-"))  # short: the socket path has a limit
+        # In memory where there is a tmpfs: each test's CREATE DATABASE copies a template.
+        # A short path too: a socket's path has a length limit.
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+        self.folder = Path(tempfile.mkdtemp(prefix="aiogw-pg-", dir=shm))
         self.data = self.folder / "data"
         self.log = self.folder / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
