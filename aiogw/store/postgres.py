@@ -1,8 +1,9 @@
 """The fleet backend: PostgreSQL through asyncpg (the `postgres` extra), a small pool per
 process. Callers' portable SQL is translated once per statement text: each `?` outside a
 quoted string or identifier becomes `$1`, `$2`, ... (so a statement must not use
-PostgreSQL's own `?` operators, dollar-quoted strings or backslash escapes in `E'...'`:
-the store's SQL has no use for them)."""
+PostgreSQL's own `?` operators, dollar-quoted strings, backslash escapes in `E'...'` or a
+`?` in a comment: the store's SQL has no use for them). Values must have the column's
+type (an int for BIGINT, a str for TEXT): unlike SQLite, PostgreSQL does not convert."""
 
 from __future__ import annotations
 

@@ -79,3 +79,11 @@ def test_a_store_url_of_another_kind_is_a_config_error(tmp_path):
         assert out.returncode == 2
         assert out.stderr.startswith(f"aiogw: invalid config: {path}: store: expected sqlite:///PATH"), out.stderr
         assert "hunter2" not in out.stderr
+
+
+def test_store_migrate_without_a_config_migrates_the_default_sqlite_file(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "AIOGW_CONFIG"}
+    out = run_cli("store", "migrate", env={**env, "AIOGW_DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].startswith(f"store sqlite:///{tmp_path}/data/aiogw.db: ")
+    assert (tmp_path / "data" / "aiogw.db").is_file()
