@@ -2,8 +2,9 @@
 process. Callers' portable SQL is translated once per statement text: each `?` outside a
 quoted string or identifier becomes `$1`, `$2`, ... (so a statement must not use
 PostgreSQL's own `?` operators, dollar-quoted strings, backslash escapes in `E'...'` or a
-`?` in a comment: the store's SQL has no use for them). Values must have the column's
-type (an int for BIGINT, a str for TEXT): unlike SQLite, PostgreSQL does not convert."""
+`?` in a comment: the store's SQL has no use for them). Values must be of the column's
+kind, a str for TEXT and a number for BIGINT (a whole one) or DOUBLE PRECISION: unlike
+SQLite, PostgreSQL converts nothing else."""
 
 from __future__ import annotations
 
