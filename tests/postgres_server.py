@@ -34,6 +34,14 @@ def _bin_dir() -> Path:
     return versions[-1].parent
 
 
+def _memory_folder(need: int = 1 << 30) -> str | None:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if st.f_bavail * st.f_frsize >= need and os.access("/dev/shm", os.W_OK | os.X_OK) else None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,10 +53,10 @@ class PostgresServer:
         self.bin = _bin_dir()
         self.password = secrets.token_hex(8)
         self.port = _free_port()
-        # In memory where there is a tmpfs: each test's CREATE DATABASE copies a template.
-        # A short path too: a socket's path has a length limit.
-        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
-        self.folder = Path(tempfile.mkdtemp(prefix="aiogw-pg-", dir=shm))
+        # In memory where there is a roomy tmpfs (a container's default 64 MiB is not: a
+        # cluster takes 40): each test's CREATE DATABASE copies a template. A short path too:
+        # a socket's path has a length limit.
+        self.folder = Path(tempfile.mkdtemp(prefix="aiogw-pg-", dir=_memory_folder()))
         self.data = self.folder / "data"
         self.log = self.folder / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
