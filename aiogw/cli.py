@@ -1,4 +1,4 @@
-"""`aiogw serve` and `aiogw check-config`."""
+"""`aiogw serve`, `aiogw check-config` and `aiogw store migrate`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from aiogw.routing.slo import objectives
 from aiogw.runtime import Runtime, account_type
 from aiogw.server.app import LISTEN_BACKLOG, ListenError, create_app
 from aiogw.server.app import serve as serve_app
+from aiogw.store.base import Unreachable, connect, default_url, masked
+from aiogw.store.migrations import migrate
 from aiogw.telemetry.logs import configure as configure_logs
 from aiogw.version import __version__
 
@@ -51,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # written to once serving
     c = sub.add_parser("check-config", help="validate a config and print the routing table")
     c.add_argument("file")
+    st = sub.add_parser("store", help="the durable store (keys, budgets, the spend ledger)")
+    st_sub = st.add_subparsers(dest="store_command", required=True)
+    m = st_sub.add_parser("migrate", help="bring the store's schema to this version (serve also does, at start)")
+    m.add_argument("--config", help="config file; default: $AIOGW_CONFIG, else the default SQLite store")
     from aiogw.bench.run import add_arguments  # noqa: PLC0415 - keeps `serve` start-up lean
 
     b = sub.add_parser("bench", help="load-test aiogw against the simulator (and it directly)")
@@ -72,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "store":
+        return store_migrate(args.config or os.environ.get("AIOGW_CONFIG"))
     if args.command == "bench":
         from aiogw.bench.run import run  # noqa: PLC0415
 
@@ -95,6 +103,10 @@ def check_config(file: str) -> int:
         print("state: in-process (limits, breakers and windows are this process's own)")
     if cfg.telemetry.otlp_endpoint:
         print(f"traces: OTLP/HTTP to {cfg.telemetry.otlp_endpoint} (sample ratio {cfg.telemetry.sample_ratio})")
+    print(
+        f"store: {masked(store_url(cfg))}"
+        + ("" if cfg.store else " (the default; opened when keys or budgets need it)")
+    )
     if cfg.server.cors is not None:
         print(f"cors: origins {', '.join(cfg.server.cors.allow_origins) or '(none)'}")
     print("providers:")
@@ -151,6 +163,36 @@ def _print_alerts(cfg: config_mod.Config) -> None:
             f"backoff={hook.backoff_base_s:g}..{hook.backoff_max_s:g}s"
         )
     print(f"  key.expiring: {alerts.key_expiring_s / 86400:g} days before a key expires")
+
+
+def store_url(cfg: config_mod.Config) -> str:
+    return cfg.store.url if cfg.store is not None else default_url()
+
+
+def store_migrate(file: str | None) -> int:
+    """`aiogw store migrate`: apply the steps the store lacks and say which (0), or that it
+    is up to date; 2 when the config is invalid or the store cannot be reached."""
+    try:
+        url = store_url(config_load.load(file)) if file else default_url()
+    except ConfigError as exc:
+        return _config_invalid(exc)
+
+    async def run() -> list[tuple[str, int]]:
+        store = await connect(url)
+        try:
+            return await migrate(store)
+        finally:
+            await store.close()
+
+    try:
+        applied = asyncio.run(run())
+    except Unreachable as exc:
+        print(f"aiogw: cannot reach the store at {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for component, version in applied:
+        print(f"applied {component} {version}")
+    print(f"store {masked(url)}: " + (f"{len(applied)} step(s) applied" if applied else "up to date"))
+    return 0
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:

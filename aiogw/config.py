@@ -6,6 +6,7 @@ Loading a file into a `Config` (`${VAR}` expansion, every invalid value reported
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -283,9 +284,17 @@ class AuthConfig(Strict, kw_only=True):
 class StoreConfig(Strict, kw_only=True):
     """Durable state (keys, budgets, the spend ledger): SQLite by default, PostgreSQL for a fleet."""
 
-    url: str = "sqlite:///${AIOGW_DATA_DIR:-.}/aiogw.db"
+    # A default is not expanded like the file's text: read AIOGW_DATA_DIR here (as
+    # aiogw.store.base.default_url does for a config without `store`).
+    url: str = msgspec.field(default_factory=lambda: f"sqlite:///{os.environ.get('AIOGW_DATA_DIR') or '.'}/aiogw.db")
     ledger_flush_ms: Annotated[int, Meta(ge=10, le=60_000)] = 500  # ledger rows written in batches
     ledger_batch: Annotated[int, Meta(ge=1, le=100_000)] = 500
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "expected sqlite:///PATH (sqlite:////ABSOLUTE/PATH) or postgresql://USER:PASSWORD@HOST:PORT/DB"
+            )
 
 
 Period = Literal["1d", "7d", "30d", "month", "total"]

@@ -9,13 +9,18 @@ part: its extra in pyproject.toml, a row in OPTIONAL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 
 # Config key (attribute path in Config) -> (extra, modules the part imports once switched on).
 OPTIONAL: dict[str, tuple[str, tuple[str, ...]]] = {
     "telemetry.otlp_endpoint": ("otlp", ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")),
     "state.redis_url": ("redis", ("redis",)),
+    "store.url": ("postgres", ("asyncpg",)),
+}
+# Keys whose value switches the part on only in some forms (any other non-empty value: all).
+SWITCHED_ON_BY: dict[str, Callable[[object], bool]] = {
+    "store.url": lambda url: str(url).startswith(("postgresql:", "postgres:")),  # SQLite is built in
 }
 
 
@@ -33,8 +38,8 @@ def needed(config: object) -> dict[str, str]:
     for key, (extra, _) in OPTIONAL.items():
         value = config
         for part in key.split("."):
-            value = getattr(value, part)
-        if value:
+            value = getattr(value, part) if value is not None else None  # a section left out: None
+        if value and SWITCHED_ON_BY.get(key, bool)(value):
             out[key] = extra
     return out
 

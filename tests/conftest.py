@@ -57,6 +57,9 @@ ALLOWED_BLOCKING = [
     # the OpenTelemetry SDK runs its resource detectors in a thread pool and joins it, once,
     # when tracing is configured (at start-up, before the gateway serves)
     ("opentelemetry/sdk/resources/__init__.py", "get_aggregated_resources"),
+    # asyncpg looks for ~/.pgpass and ~/.postgresql/ client certificates as it opens a
+    # connection: a few stat calls per pooled connection (PostgresStore.POOL_SIZE at most)
+    ("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"),
 ]
 
 
@@ -184,7 +187,40 @@ def redis_server():
         r.stop()
 
 
-@pytest.fixture(params=["sqlite"])
-def store_url(request, tmp_path):
-    """The durable store's URL, once per backend: every test that uses it runs on each."""
-    return f"sqlite:///{tmp_path}/aiogw.db"
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL cluster for the whole session (started on first use); each
+    test gets its own database in it (`store_url`)."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request, tmp_path):
+    """The durable store's URL, once per backend: every test that uses it runs on each,
+    with a store of its own (a fresh SQLite file, a fresh PostgreSQL database)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/aiogw.db"
+        return
+    import uuid
+
+    import asyncpg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(server.url())
+    try:
+        # FILE_COPY: copying the template's files (in memory, fsync off) takes a third of
+        # the time of writing them through the WAL, the default since PostgreSQL 15
+        strategy = " STRATEGY FILE_COPY" if admin.get_server_version().major >= 15 else ""
+        await admin.execute(f"CREATE DATABASE {name}{strategy}")
+        yield server.url(name)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # a store the test left open too
+    finally:
+        await admin.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from aiogw.store.base import Store
+from aiogw.store.base import Conflict, Store
 
 # component -> its steps, in order; step i (1-based) is version i.
 MIGRATIONS: dict[str, tuple[tuple[str, ...], ...]] = {}
@@ -25,13 +25,20 @@ async def migrate(store: Store) -> list[tuple[str, int]]:
     Two processes migrating at once: each step and its bookkeeping row are one transaction,
     and the primary key on (component, version) makes the loser's transaction fail whole;
     it then re-reads and finds the step done."""
-    await store.execute(
-        "CREATE TABLE IF NOT EXISTS aiogw_migrations ("
-        " component TEXT NOT NULL, version BIGINT NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
-        " PRIMARY KEY (component, version))"
-    )
+    try:
+        await store.execute(
+            "CREATE TABLE IF NOT EXISTS aiogw_migrations ("
+            " component TEXT NOT NULL, version BIGINT NOT NULL, applied_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (component, version))"
+        )
+    except Conflict:
+        # PostgreSQL's IF NOT EXISTS is no guard against a CREATE running at the same time:
+        # the second one fails on the catalog's unique index. The table exists either way.
+        pass
     done: list[tuple[str, int]] = []
-    for _ in range(3):  # a concurrent migrator can win a step at most once per step
+    # Each lost race means another migrator applied at least one step, so a migrator loses
+    # at most once per step (in lockstep with a faster one, it can lose every one).
+    for _ in range(sum(map(len, MIGRATIONS.values())) + 1):
         have = await applied(store)
         try:
             for component, steps in MIGRATIONS.items():

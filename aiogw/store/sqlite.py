@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from aiogw.store.base import Conflict, Dialect, Row
+from aiogw.store.base import Conflict, Dialect, Row, Unreachable
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000  # another worker's write transaction is milliseconds; this is a stuck one
@@ -52,7 +52,11 @@ class SQLiteStore:
             conn.execute("PRAGMA foreign_keys = ON")
             return conn
 
-        conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        except (OSError, sqlite3.Error) as exc:  # a folder it cannot create, a file it cannot open
+            executor.shutdown(wait=False)
+            raise Unreachable(f"{url}: {exc}") from None
         return cls(conn, executor, url)
 
     async def _run(self, fn: Callable[[], T]) -> T:

@@ -12,11 +12,12 @@ from procs import start_aiogw
 CONFIG = Path(__file__).parents[2] / "deploy" / "aiogw.compose.yaml"
 
 
-async def test_compose_config_serves_through_the_simulator_with_shared_state(sim, redis_server):
+async def test_compose_config_serves_through_the_simulator_with_shared_state(sim, redis_server, tmp_path):
     env = {
         "OPENAI_BASE_URL": sim.base_url("openai"),
         "ANTHROPIC_BASE_URL": sim.root("anthropic"),
         "AIOGW_REDIS_URL": redis_server.url,
+        "AIOGW_STORE_URL": f"sqlite:///{tmp_path}/aiogw.db",  # not the image's /var/lib/aiogw
         "OTEL_EXPORTER_OTLP_ENDPOINT": "",  # no collector here: tracing off
     }
     p = await start_aiogw("--config", str(CONFIG), env=env)

@@ -101,6 +101,7 @@ async def test_nginx_in_front_of_two_replicas_streams_unbuffered_keeps_ids_and_c
         "OPENAI_BASE_URL": sim.base_url("openai"),
         "ANTHROPIC_BASE_URL": sim.root("anthropic"),
         "AIOGW_REDIS_URL": redis_server.url,
+        "AIOGW_STORE_URL": f"sqlite:///{tmp_path}/aiogw.db",  # shared by both, as compose's volume
         "OTEL_EXPORTER_OTLP_ENDPOINT": "",  # no collector here: tracing off
     }
     replicas = [await start_aiogw("--config", str(DEPLOY / "aiogw.compose.yaml"), env=env) for _ in range(2)]

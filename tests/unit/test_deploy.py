@@ -31,6 +31,7 @@ ENV = {
     "ANTHROPIC_API_KEY": "sk-ant-test",
     "GEMINI_API_KEY": "AIza-test",
     "AIOGW_REDIS_URL": "redis://redis:6379/0",
+    "AIOGW_STORE_URL": "postgresql://aiogw:pg-secret@postgres:5432/aiogw",
     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
 }
 CONFIG_KEYS = set(config.Config.__struct_fields__)
@@ -129,7 +130,8 @@ def test_every_config_is_accepted_by_the_loader_and_by_aiogw_check_config(where,
 
 # --- compose ---------------------------------------------------------------------------
 
-COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+COMPOSE_TEXT = (DEPLOY / "compose.yaml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 AIOGW_SERVICES = sorted(
     name
@@ -174,6 +176,9 @@ def test_compose_references_only_files_that_exist():
     for name, svc in SERVICES.items():
         for volume in svc.get("volumes", []):
             source = volume.split(":")[0]
+            if not source.startswith((".", "/")):  # a named volume, declared at the top level
+                assert source in COMPOSE["volumes"], (name, volume)
+                continue
             assert source.startswith("./") and (DEPLOY / source).is_file(), (name, volume)
         if "build" in svc:
             context = (DEPLOY / svc["build"]["context"]).resolve()
@@ -219,6 +224,32 @@ def test_the_compose_config_needs_no_keys_and_names_compose_services():
         assert (url.hostname, url.port) == ("simulator", sim_port)
     assert all(t.model.startswith("sim-") for group in cfg.models for t in group.targets)  # visibly simulated
     assert cfg.server.cors is not None and cfg.server.cors.allow_origins
+
+
+def test_compose_keeps_the_store_on_a_shared_volume_or_in_its_optional_postgres():
+    """SQLite by default, in the image's AIOGW_DATA_DIR on a volume both replicas mount (the
+    root file system is read-only); AIOGW_STORE_URL switches to the postgres service, which
+    starts only with its profile, healthy before the replicas."""
+    data_dir = re.search(r"AIOGW_DATA_DIR=(\S+)", " ".join(arg for op, arg in _instructions() if op == "ENV"))
+    assert data_dir and COMPOSE_CFG.store is not None
+    assert COMPOSE_CFG.store.url == f"sqlite:///{data_dir.group(1)}/aiogw.db"
+    for name in AIOGW_SERVICES:
+        svc = SERVICES[name]
+        assert any(
+            v.split(":")[1] == data_dir.group(1) and v.split(":")[0] in COMPOSE["volumes"] for v in svc["volumes"]
+        )
+        assert "AIOGW_STORE_URL" in svc["environment"]
+        assert svc["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
+    postgres = SERVICES["postgres"]
+    assert postgres["profiles"] == ["postgres"] and "pg_isready" in postgres["healthcheck"]["test"]
+    env = postgres["environment"]
+    url = "postgresql://aiogw:aiogw@postgres:5432/aiogw"  # the one compose.yaml's comment gives
+    assert f"AIOGW_STORE_URL={url}" in COMPOSE_TEXT
+    parts = urlsplit(
+        load(_compose_config_path(SERVICES["aiogw-1"]).read_text(), env={"AIOGW_STORE_URL": url}).store.url
+    )
+    assert (parts.username, parts.hostname, parts.path) == (env["POSTGRES_USER"], "postgres", f"/{env['POSTGRES_DB']}")
+    assert env["POSTGRES_PASSWORD"] == f"${{POSTGRES_PASSWORD:-{parts.password}}}"
 
 
 def test_compose_services_from_the_aiogw_image_check_their_own_port():
@@ -380,7 +411,9 @@ def test_the_deployment_has_a_service_a_disruption_budget_an_autoscaler_and_a_ne
     assert hpa["spec"]["minReplicas"] >= 2 and deployment["spec"]["replicas"] >= 2
     # A drain never takes the last replicas away at once, yet a node can always be drained.
     assert pdb["spec"].get("maxUnavailable", 0) >= 1 or pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
-    assert _k8s_config(docs_, gw).state.redis_url  # replicas share state
+    cfg = _k8s_config(docs_, gw)
+    assert cfg.state.redis_url  # replicas share state
+    assert cfg.store is not None and cfg.store.url.startswith("postgresql://")  # and one durable store
     policy = kinds["NetworkPolicy"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     assert any(
@@ -460,7 +493,7 @@ def test_the_image_carries_the_extras_every_config_under_deploy_switches_on():
     run = " ".join(arg for op, arg in _instructions() if op == "RUN")
     assert '"aiogw[${EXTRAS}]"' in run  # the wheels built are the ones installed
     needed = {where: set(extras.needed(load(text)).values()) for where, text in CONFIGS}
-    assert {e for n in needed.values() for e in n} == {"otlp", "redis"}  # compose uses both
+    assert {e for n in needed.values() for e in n} == {"otlp", "redis", "postgres"}  # compose, the k8s fleet
     assert {where: n - image for where, n in needed.items() if n - image} == {}
 
 

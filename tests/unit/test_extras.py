@@ -13,6 +13,7 @@ from procs import run_cli, without_packages
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 REDIS = "state: {redis_url: 'redis://:hunter2@127.0.0.1:6379/0'}\n"
 OTLP = "telemetry: {otlp_endpoint: 'http://127.0.0.1:4318'}\n"
+POSTGRES = "store: {url: 'postgresql://aiogw:hunter2@127.0.0.1:5432/aiogw'}\n"
 
 
 def aiogw(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -25,8 +26,9 @@ def aiogw(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         (REDIS, ["redis"], "state.redis_url", "redis"),
         (OTLP, ["opentelemetry"], "telemetry.otlp_endpoint", "otlp"),  # neither SDK nor exporter
         (OTLP, ["opentelemetry.exporter.otlp.proto.http"], "telemetry.otlp_endpoint", "otlp"),  # the SDK alone
+        (POSTGRES, ["asyncpg"], "store.url", "postgres"),
     ],
-    ids=["redis", "otlp-none", "otlp-sdk-only"],
+    ids=["redis", "otlp-none", "otlp-sdk-only", "postgres"],
 )
 def test_a_part_switched_on_without_its_extra_is_a_config_error_naming_the_extra(tmp_path, text, blocked, key, extra):
     path = tmp_path / "aiogw.yaml"
@@ -42,15 +44,17 @@ def test_a_part_switched_on_without_its_extra_is_a_config_error_naming_the_extra
 
 def test_parts_left_off_need_no_extra(tmp_path):
     path = tmp_path / "aiogw.yaml"
-    path.write_text("state: {redis_url: ''}\ntelemetry: {otlp_endpoint: ''}\n")  # `${VAR:-}` with VAR unset
-    out = aiogw("check-config", str(path), env=without_packages(tmp_path, "redis", "opentelemetry"))
+    # `${VAR:-}` with VAR unset; a SQLite store is built in
+    path.write_text("state: {redis_url: ''}\ntelemetry: {otlp_endpoint: ''}\nstore: {url: 'sqlite:///x.db'}\n")
+    out = aiogw("check-config", str(path), env=without_packages(tmp_path, "redis", "opentelemetry", "asyncpg"))
     assert out.returncode == 0, out.stderr
     assert "state: in-process" in out.stdout and "traces:" not in out.stdout
 
 
 def test_with_the_extras_installed_the_same_config_is_accepted(tmp_path):
     path = tmp_path / "aiogw.yaml"
-    path.write_text(REDIS + OTLP)
+    path.write_text(REDIS + OTLP + POSTGRES)
     out = aiogw("check-config", str(path), env={})
     assert out.returncode == 0, out.stderr
     assert "shared through Redis" in out.stdout and "OTLP/HTTP to http://127.0.0.1:4318" in out.stdout
+    assert "store: postgresql://aiogw:***@127.0.0.1:5432/aiogw" in out.stdout

@@ -139,9 +139,10 @@ def test_every_optional_part_names_an_extra_that_the_tests_install():
     }
     all_extras = {e for r in map(Requirement, OPTIONAL["all"]) for e in r.extras}
     for key, (extra, modules) in extras.OPTIONAL.items():
-        value = config.Config()
-        for part in key.split("."):  # a real config key (its default leaves the part off)
+        present = config.Config(store=config.StoreConfig())  # the optional sections, with their defaults
+        value = present
+        for part in key.split("."):  # a real config key
             value = getattr(value, part)
-        assert not value, key
+        assert key not in extras.needed(present) and key not in extras.needed(config.Config()), key  # off by default
         assert extra in OPTIONAL and extra in test_extras and extra in all_extras, (key, extra)
         assert all(extras.installed(m) for m in modules), (key, modules)  # the names are right
