@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from importlib import resources
+from typing import Any
 
 from aiogw.adapters._base import Target
 from aiogw.types import UNSET, CompletionUsage, Price
@@ -16,8 +17,7 @@ from aiogw.types import UNSET, CompletionUsage, Price
 PER_MILLION = 1_000_000
 
 
-def _load() -> dict[str, dict[str, Price]]:
-    data = tomllib.loads(resources.files("aiogw").joinpath("data/prices.toml").read_text(encoding="utf-8"))
+def _load(data: dict[str, Any]) -> dict[str, dict[str, Price]]:
     return {
         provider_type: {model: Price(**row) for model, row in section.get("models", {}).items()}
         for provider_type, section in data.items()
@@ -26,7 +26,10 @@ def _load() -> dict[str, dict[str, Price]]:
 
 # Read at import, before any event loop runs (a direct `provider/model` target is priced
 # when a request first names it, on the loop).
-_TABLE = _load()
+_RAW = tomllib.loads(resources.files("aiogw").joinpath("data/prices.toml").read_text(encoding="utf-8"))
+_TABLE = _load(_RAW)
+# Per provider type, the month its table section was checked: the ledger's price version.
+_AS_OF = {provider_type: str(section.get("as_of", "")) for provider_type, section in _RAW.items()}
 
 
 def listed_price(provider_type: str, model: str) -> Price | None:
@@ -45,11 +48,15 @@ def resolve_price(
     price_input: float | None,
     price_output: float | None,
     price_cached_input: float | None,
+    *,
+    cache_write: float | None = None,
 ) -> Price | None:
     """A target's price: its configured one, else the built-in table's. Called when the
     runtime builds the target (`Target.price`), never per request."""
     if price_input is not None or price_output is not None:
-        return Price(input=price_input or 0.0, output=price_output or 0.0, cached_input=price_cached_input)
+        return Price(
+            input=price_input or 0.0, output=price_output or 0.0, cached_input=price_cached_input, cache_write=cache_write
+        )
     return listed_price(provider_type, model)
 
 
@@ -75,6 +82,16 @@ def estimate_usd(target: Target, prompt_tokens: int, output_tokens: int) -> floa
     if p is None:
         return None
     return (prompt_tokens * p.input + output_tokens * p.output) / PER_MILLION
+
+
+def price_version(target: Target) -> str:
+    """Which prices costed a target's requests: "table:<type>@<as_of>" for the built-in
+    table's row, "config" for a price set in the config, "" for none."""
+    if target.price is None:
+        return ""
+    if target.price == listed_price(target.type, target.model):
+        return f"table:{target.type}@{_AS_OF.get(target.type, '')}"
+    return "config"
 
 
 def format_usd(amount: float) -> str:
