@@ -9,7 +9,7 @@ import asyncio
 import aiohttp
 import openai
 import pytest
-from conftest import until
+from conftest import gateway_config, until
 from openai import AsyncOpenAI
 
 from aiogw.config import from_builtins
@@ -209,3 +209,13 @@ async def test_gateway_spend_reads_the_durable_ledger(sim, make_gateway, store_u
 async def _flushed(url):
     async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend") as r:
         return sum(x["requests"] for x in (await r.json())["rows"]) == 3
+
+
+async def test_unconfigured_gateway_opens_no_store(sim, make_gateway, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOGW_DATA_DIR", str(tmp_path))
+    url, app = await make_gateway(gateway_config(sim))
+    async with sdk(url) as c:
+        await c.chat.completions.create(model="fast", messages=MSG, max_tokens=2)
+    assert app[MONEY] is None and list(tmp_path.iterdir()) == []
+    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/admin/v1/spend", headers=ADMIN) as r:
+        assert r.status == 404
