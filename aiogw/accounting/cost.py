@@ -55,7 +55,10 @@ def resolve_price(
     runtime builds the target (`Target.price`), never per request."""
     if price_input is not None or price_output is not None:
         return Price(
-            input=price_input or 0.0, output=price_output or 0.0, cached_input=price_cached_input, cache_write=cache_write
+            input=price_input or 0.0,
+            output=price_output or 0.0,
+            cached_input=price_cached_input,
+            cache_write=cache_write,
         )
     return listed_price(provider_type, model)
 

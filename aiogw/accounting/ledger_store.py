@@ -218,9 +218,9 @@ async def spend_report(
         for i, v in enumerate(row[len(cols) :]):
             sums[i] += v or 0
     rows = []
-    for group, sums in merged.items():
+    for key, sums in merged.items():
         out: dict[str, Any] = {}
-        it = iter(group)
+        it = iter(key)
         for d in group_by:
             if d == "key":
                 key_id, key_name = next(it), next(it)
@@ -232,8 +232,7 @@ async def spend_report(
         out.update(_sums(sums))
         rows.append(out)
     rows.sort(key=lambda r: -r["cost_usd"])
-    totals = [sum(r[n] for r in rows) for n in _SUM_NAMES]
-    return rows, _sums(totals)
+    return rows, _sums([sum(r[n] for r in rows) for n in _SUM_NAMES])
 
 
 def _sums(values: Sequence[Any]) -> dict[str, Any]:

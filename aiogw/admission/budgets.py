@@ -77,9 +77,8 @@ def window(period: str, now: float) -> tuple[float, float | None]:
         return 0.0, None
     if period == "month":
         d = datetime.fromtimestamp(now, UTC)
-        start = datetime(d.year, d.month, 1, tzinfo=UTC)
-        days = calendar.monthrange(d.year, d.month)[1]
-        return start.timestamp(), start.timestamp() + days * DAY
+        first = datetime(d.year, d.month, 1, tzinfo=UTC).timestamp()
+        return first, first + calendar.monthrange(d.year, d.month)[1] * DAY
     if period == "1d":
         length, offset = DAY, 0.0
     elif period == "7d":
@@ -88,8 +87,8 @@ def window(period: str, now: float) -> tuple[float, float | None]:
         length, offset = 30 * DAY, 0.0
     else:
         raise ValueError(f"unknown budget period {period!r}")
-    start = (now - offset) // length * length + offset
-    return start, start + length
+    begin = (now - offset) // length * length + offset
+    return begin, begin + length
 
 
 def iso(ts: float) -> str:

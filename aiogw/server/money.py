@@ -62,11 +62,20 @@ def worst_case_usd(targets: list[Target], prompt_tokens: int, output_cap: int | 
 
 
 class Money:
-    def __init__(self, store: Store, writer: LedgerWriter, budgets: Budgets, config_budgets: list[Budget]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        writer: LedgerWriter,
+        config_budgets: list[Budget],
+        book: Book | None = None,
+        *,
+        alerts: AlertSink | None = None,
+        key_budgets: KeyBudgets | None = None,
+    ) -> None:
         self.store = store
         self.writer = writer
-        self.budgets = budgets
         self.config_budgets = config_budgets
+        self.budgets = Budgets(config_budgets, book, seed=self.seed, alerts=alerts, key_budgets=key_budgets)
         self._refresh: asyncio.Task[None] | None = None
 
     # --- admission ----------------------------------------------------------------------
@@ -104,8 +113,16 @@ class Money:
 
     # --- the request's end --------------------------------------------------------------
 
-    def finish(self, request: web.Request, rid: str, outcome: Outcome, status: int, error: GatewayError | None,
-               client_closed: bool, duration_s: float) -> None:  # fmt: skip
+    def finish(
+        self,
+        request: web.Request,
+        rid: str,
+        outcome: Outcome,
+        status: int,
+        error: GatewayError | None,
+        client_closed: bool,
+        duration_s: float,
+    ) -> None:
         """Settle the hold and queue the ledger rows. Runs in the middleware's `finally`,
         whatever ended the request (an answer, an error, a cancellation, a disconnect)."""
         target = outcome.target
@@ -123,36 +140,30 @@ class Money:
             state = "client_closed"
         else:
             state = "ok"
-        principal = request.get(PRINCIPAL) or ANONYMOUS
+        p = request.get(PRINCIPAL) or ANONYMOUS
+        who = (p.key_id, p.key_name or None, p.team, p.user, outcome.tags, outcome.task, model)
         now = time.time()
-        u = outcome.usage
-        tokens = _tokens(u) if u is not None else (0, 0, 0, 0, 0)
+        tokens = _tokens(outcome.usage) if outcome.usage is not None else _NO_TOKENS
         cost = outcome.cost_usd or 0.0
-        common = (principal.key_id, principal.key_name or None, principal.team, principal.user, outcome.tags)
-        task = outcome.task
-        self.writer.add(
-            (
-                "l_" + hex_id(12), now, "request", rid, *common, task, model,
-                target.provider if target else "", outcome.model or (target.model if target else ""),
-                *tokens, cost, 0.0, "", price_version(target) if target else "", state, status,
-                round(duration_s * 1000, 2),
-            )
-        )  # fmt: skip
-        won = None
-        if target is not None and state != "client_closed" or outcome.stream_error is not None:
+        version = price_version(target) if target is not None else ""
+        provider, upstream = (target.provider, outcome.model or target.model) if target is not None else ("", "")
+        add = self.writer.add
+        add(("l_" + hex_id(12), now, "request", rid, *who, provider, upstream, *tokens, cost, 0.0, "", version,
+             state, status, round(duration_s * 1000, 2)))  # fmt: skip
+        # The answering attempt is the last one at the answering target; it carries the
+        # usage and cost (the request row has them too: sum one kind, never both).
+        won = -1
+        if target is not None:
             won = next((i for i in range(len(outcome.attempts) - 1, -1, -1)
-                        if outcome.attempts[i].target == (target.id if target else None)), None)  # fmt: skip
+                        if outcome.attempts[i].target == target.id), -1)  # fmt: skip
         for i, a in enumerate(outcome.attempts):
-            provider, _, upstream = a.target.partition("/")
-            mine = i == won
-            self.writer.add(
-                (
-                    "l_" + hex_id(12), now, "attempt", rid, *common, task, model, provider, upstream,
-                    *(tokens if mine else (0, 0, 0, 0, 0)), cost if mine else 0.0, 0.0, "",
-                    price_version(target) if mine and target else "", a.failure or "ok", status if mine else 0,
-                    round(a.latency_ms, 2),
-                )
-            )  # fmt: skip
+            a_provider, _, a_model = a.target.partition("/")
+            if i == won:
+                add(("l_" + hex_id(12), now, "attempt", rid, *who, a_provider, upstream, *tokens, cost, 0.0, "",
+                     version, a.failure or state, status, round(a.latency_ms, 2)))  # fmt: skip
+            else:
+                add(("l_" + hex_id(12), now, "attempt", rid, *who, a_provider, a_model, *_NO_TOKENS, 0.0, 0.0, "",
+                     "", a.failure or "ok", 0, round(a.latency_ms, 2)))  # fmt: skip
 
     # --- reading ------------------------------------------------------------------------
 
@@ -221,6 +232,9 @@ def _embed_cost(targets: list[Target], tokens: int) -> float:
     return max(prices, default=0.0) * tokens / PER_MILLION
 
 
+_NO_TOKENS = (0, 0, 0, 0, 0)
+
+
 def _tokens(u: Any) -> tuple[int, int, int, int, int]:
     details = u.prompt_tokens_details
     written = getattr(details, "cache_write_tokens", 0) if details else 0
@@ -228,9 +242,7 @@ def _tokens(u: Any) -> tuple[int, int, int, int, int]:
     return (u.prompt_tokens, u.cached_tokens, written, u.completion_tokens, u.reasoning_tokens)
 
 
-async def build(
-    config: Config, *, alerts: AlertSink | None = None, key_budgets: KeyBudgets | None = None
-) -> Money:
+async def build(config: Config, *, alerts: AlertSink | None = None, key_budgets: KeyBudgets | None = None) -> Money:
     """Open the store (migrating it), start the ledger writer and load the budgets."""
     url = config.store.url if config.store is not None else default_url()
     store = await open_store(url)
@@ -241,9 +253,7 @@ async def build(
         from aiogw.state.budget_book import RedisBook  # noqa: PLC0415 - the redis client only when configured
 
         book = RedisBook(config.state)
-    configured = from_config(config.budgets)
-    money = Money(store, writer, None, configured)  # type: ignore[arg-type]
-    money.budgets = Budgets(configured, book, seed=money.seed, alerts=alerts, key_budgets=key_budgets)
+    money = Money(store, writer, from_config(config.budgets), book, alerts=alerts, key_budgets=key_budgets)
     await money.reload_budgets()
     money.start()
     log.info("money.started", store=store.url_for_logs, budgets=len(money.all_budgets()))

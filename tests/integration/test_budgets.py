@@ -44,7 +44,10 @@ def money_config(sim, store_url, *, budgets=(), redis_url=None, **overrides):
 
 
 async def admin(url, method, path, **kw):
-    async with aiohttp.ClientSession() as s, s.request(method, url.removesuffix("/v1") + path, headers=ADMIN, **kw) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, url.removesuffix("/v1") + path, headers=ADMIN, **kw) as r,
+    ):
         return r.status, await r.json()
 
 
@@ -157,7 +160,7 @@ async def test_failed_and_abandoned_requests_release_their_hold(sim, make_gatewa
     state = await budget_state(url, b["id"])
     assert state["reserved_usd"] == 0
     # Every request is in the ledger with its status.
-    status, spend = await admin(url, "GET", "/admin/v1/spend?group_by=model")
+    _status, spend = await admin(url, "GET", "/admin/v1/spend?group_by=model")
     assert {r["model"]: r["requests"] for r in spend["data"]} == {"broken": 1, "fast": 1}
     assert app[MONEY] is not None
 
@@ -165,7 +168,10 @@ async def test_failed_and_abandoned_requests_release_their_hold(sim, make_gatewa
 async def test_admin_budgets_crud_and_spend_grouping(sim, make_gateway, store_url):
     url, _ = await make_gateway(money_config(sim, store_url))
     status, b = await admin(
-        url, "POST", "/admin/v1/budgets", json={"scope": "tag", "match": "team=search", "limit_usd": 0.01, "period": "7d"}
+        url,
+        "POST",
+        "/admin/v1/budgets",
+        json={"scope": "tag", "match": "team=search", "limit_usd": 0.01, "period": "7d"},
     )
     assert status == 201 and b["id"].startswith("bud_") and b["spent_usd"] == 0 and b["remaining_usd"] == 0.01
     status, bad = await admin(url, "POST", "/admin/v1/budgets", json={"scope": "tag", "limit_usd": 1})

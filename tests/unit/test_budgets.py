@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from procs import run_cli
 
 from aiogw.admission.budgets import Budget, Index, Request, config_budget_id, from_config, window
 from aiogw.admission.reserve import Budgets
 from aiogw.config import BudgetConfig, from_builtins
 from aiogw.errors import BudgetExceeded
 from aiogw.runtime import Runtime
-from procs import run_cli
 
 
 def ts(*args: int) -> float:
