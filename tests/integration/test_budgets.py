@@ -155,13 +155,18 @@ async def test_failed_and_abandoned_requests_release_their_hold(sim, make_gatewa
         async for _ in stream:
             break
         await stream.close()
+        # A client that gives up before the answer: the server cancels the handler.
+        sim.set_profile("default", ttft_ms=10_000.0, tokens_per_s=0.0)
+        with pytest.raises(openai.APITimeoutError):
+            await c.with_options(timeout=0.3).chat.completions.create(model="fast", messages=MSG, max_tokens=5)
     (b,) = (await admin(url, "GET", "/admin/v1/budgets"))[1]["data"]
-    await until(lambda: _settled(url, b["id"]), times=250)
+    await until(lambda: _ledger_holds(url, 3), times=250)
     state = await budget_state(url, b["id"])
     assert state["reserved_usd"] == 0
     # Every request is in the ledger with its status.
-    _status, spend = await admin(url, "GET", "/admin/v1/spend?group_by=model")
-    assert {r["model"]: r["requests"] for r in spend["data"]} == {"broken": 1, "fast": 1}
+    _status, spend = await admin(url, "GET", "/admin/v1/spend?group_by=model,status")
+    got = {(r["model"], r["status"]): r["requests"] for r in spend["data"]}
+    assert got == {("broken", "all_attempts_failed"): 1, ("fast", "client_closed"): 2}, got
     assert app[MONEY] is not None
 
 
