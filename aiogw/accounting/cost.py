@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tomllib
 from importlib import resources
-from typing import Any
 
 from aiogw.adapters._base import Target
 from aiogw.types import UNSET, CompletionUsage, Price
@@ -17,19 +16,20 @@ from aiogw.types import UNSET, CompletionUsage, Price
 PER_MILLION = 1_000_000
 
 
-def _load(data: dict[str, Any]) -> dict[str, dict[str, Price]]:
-    return {
+def _load() -> tuple[dict[str, dict[str, Price]], dict[str, str]]:
+    """The table, and per provider type the month its section was checked (the ledger's
+    price version)."""
+    data = tomllib.loads(resources.files("aiogw").joinpath("data/prices.toml").read_text(encoding="utf-8"))
+    table = {
         provider_type: {model: Price(**row) for model, row in section.get("models", {}).items()}
         for provider_type, section in data.items()
     }
+    return table, {provider_type: str(section.get("as_of", "")) for provider_type, section in data.items()}
 
 
 # Read at import, before any event loop runs (a direct `provider/model` target is priced
 # when a request first names it, on the loop).
-_RAW = tomllib.loads(resources.files("aiogw").joinpath("data/prices.toml").read_text(encoding="utf-8"))
-_TABLE = _load(_RAW)
-# Per provider type, the month its table section was checked: the ledger's price version.
-_AS_OF = {provider_type: str(section.get("as_of", "")) for provider_type, section in _RAW.items()}
+_TABLE, _AS_OF = _load()
 
 
 def listed_price(provider_type: str, model: str) -> Price | None:

@@ -132,6 +132,8 @@ class Money:
         model = request.get(PUBLIC_MODEL)
         if model is None:
             return  # refused before a model was named: nothing to account
+        if error is not None and error.code in _NAMELESS:
+            model = "(unknown)"  # the client's free text, not one of our names
         if error is not None:
             state = error.code or error.type
         elif outcome.stream_error is not None:
@@ -233,6 +235,7 @@ def _embed_cost(targets: list[Target], tokens: int) -> float:
 
 
 _NO_TOKENS = (0, 0, 0, 0, 0)
+_NAMELESS = frozenset({"model_not_found", "invalid_model_name"})
 
 
 def _tokens(u: Any) -> tuple[int, int, int, int, int]:
@@ -257,6 +260,13 @@ async def build(config: Config, *, alerts: AlertSink | None = None, key_budgets:
     await money.reload_budgets()
     money.start()
     log.info("money.started", store=store.url_for_logs, budgets=len(money.all_budgets()))
+    if config.server.workers > 1 and not config.state.redis_url and money.all_budgets():
+        log.warning(
+            "budgets.per_worker",
+            workers=config.server.workers,
+            why="without state.redis_url each worker process holds its own budget counters: "
+            "together they may spend up to workers x each limit; set state.redis_url",
+        )
     return money
 
 
