@@ -209,7 +209,13 @@ async def test_admin_budgets_crud_and_spend_grouping(sim, make_gateway, store_ur
 async def test_gateway_spend_reads_the_durable_ledger(sim, make_gateway, store_url):
     url, _ = await make_gateway(money_config(sim, store_url))
     async with sdk(url) as c:
-        seen = [await ask(c, max_tokens=3, extra_headers={"x-aiogw-task": "qa"}) for _ in range(3)]
+        seen = [await ask(c, max_tokens=3, extra_headers={"x-aiogw-task": "qa"}) for _ in range(2)]
+        stream = await c.chat.completions.create(
+            model="fast", messages=MSG, max_tokens=3, stream=True, stream_options={"include_usage": True},
+            extra_headers={"x-aiogw-task": "qa"},
+        )  # fmt: skip
+        seen += [chunk.usage.model_extra["cost_usd"] async for chunk in stream if chunk.usage is not None]
+        assert len(seen) == 3
     await until(lambda: _flushed(url), times=200)
     async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend") as r:
         body = await r.json()
@@ -226,7 +232,11 @@ async def test_unconfigured_gateway_opens_no_store(sim, make_gateway, tmp_path, 
     monkeypatch.setenv("AIOGW_DATA_DIR", str(tmp_path))
     url, app = await make_gateway(gateway_config(sim))
     async with sdk(url) as c:
-        await c.chat.completions.create(model="fast", messages=MSG, max_tokens=2)
+        await c.chat.completions.create(model="fast", messages=MSG, max_tokens=2, extra_headers={"x-aiogw-task": "qa"})
+        await c.embeddings.create(model="fast", input="hi")
     assert app[MONEY] is None and list(tmp_path.iterdir()) == []
+    # The in-memory totals name the task (the operation when the header is absent).
+    async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend") as r:
+        assert sorted(row["task"] for row in (await r.json())["rows"]) == ["embeddings", "qa"]
     async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/admin/v1/spend", headers=ADMIN) as r:
         assert r.status == 404
