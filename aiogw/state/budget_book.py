@@ -32,7 +32,8 @@ class RedisBook:
         self._redis = redis.Redis.from_url(
             cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
         )
-        self._prefix = f"{cfg.key_prefix}:budget:"
+        # One hash tag for every budget key: a request's windows share a Redis Cluster slot.
+        self._prefix = f"{{{cfg.key_prefix}}}:budget:"
         self._reserve = self._redis.register_script(BUDGET_RESERVE)
         self._settle = self._redis.register_script(BUDGET_SETTLE)
         self._seed = self._redis.register_script(BUDGET_SEED)
