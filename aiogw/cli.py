@@ -144,6 +144,7 @@ def check_config(file: str) -> int:
             print(f"    {i}. {t.id}  -> {t.base_url}  {' '.join(extras)}".rstrip())
     print("direct addressing: <provider>/<model> for " + ", ".join(sorted(cfg.providers)))
     _print_alerts(cfg)
+    _print_money(cfg)
     return 0
 
 
@@ -193,6 +194,28 @@ def store_migrate(file: str | None) -> int:
         print(f"applied {component} {version}")
     print(f"store {masked(url)}: " + (f"{len(applied)} step(s) applied" if applied else "up to date"))
     return 0
+
+
+def _print_money(cfg: config_mod.Config) -> None:
+    """The store (when something needs it) and the config's budgets."""
+    from aiogw.admission.budgets import config_budget_id  # noqa: PLC0415
+    from aiogw.store.base import default_url, masked  # noqa: PLC0415
+
+    needs = cfg.store is not None or bool(cfg.budgets) or cfg.auth.master_key is not None
+    if needs:
+        sc = cfg.store or config_mod.StoreConfig()
+        url = cfg.store.url if cfg.store is not None else default_url()
+        print(f"store: {masked(url)} (ledger written every {sc.ledger_flush_ms} ms or {sc.ledger_batch} rows)")
+    else:
+        print("store: none (no store, budgets or admin API configured)")
+    if not cfg.budgets:
+        print("budgets: none in the config" + (" (more at /admin/v1/budgets)" if needs else ""))
+        return
+    print("budgets:" + (" (more at /admin/v1/budgets)" if cfg.auth.master_key is not None else ""))
+    for b in cfg.budgets:
+        what = "global" if b.scope == "global" else f"{b.scope} {b.match!r}"
+        alerts = ", ".join(f"{a:g}" for a in sorted(b.alert_at))
+        print(f"  {config_budget_id(b)}  {what:<28} ${b.limit_usd:g} per {b.period}  alerts at {alerts}")
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:

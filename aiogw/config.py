@@ -49,7 +49,8 @@ class Price(Strict, kw_only=True):
 
     input: Annotated[float, Meta(ge=0)] = 0.0
     output: Annotated[float, Meta(ge=0)] = 0.0
-    cached_input: Annotated[float, Meta(ge=0)] | None = None
+    cached_input: Annotated[float, Meta(ge=0)] | None = None  # unset: cache reads cost full input
+    cache_write: Annotated[float, Meta(ge=0)] | None = None  # unset: cache writes cost full input
 
 
 class Limits(Strict, kw_only=True):

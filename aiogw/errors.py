@@ -6,6 +6,7 @@ GatewayError                    .status .type .code .param .message; to_openai()
 │  ├─ InvalidRequest (400, param) └─ NestedTooDeep   ├─ PayloadTooLarge (413)
 │  ├─ AuthError (401), Forbidden (403) ├─ NotFound (404) └─ ModelNotFound (param: model)
 │  ├─ MethodNotAllowed (405)        ├─ RequestTimeout (408) ├─ UnsupportedEncoding (415)
+│  ├─ BudgetExceeded (402, retry_after: the window's reset)
 │  └─ GatewayRateLimited (429, retry_after)
 ├─ ServiceUnavailable (503)     the gateway itself cannot take the request (draining)
 ├─ UpstreamError                .provider .model .failure_class .retry_after
@@ -24,6 +25,7 @@ This module is a leaf: stdlib and orjson only.
 from __future__ import annotations
 
 import enum
+import math
 from typing import ClassVar, Literal
 
 import orjson
@@ -180,6 +182,22 @@ class GatewayRateLimited(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"retry-after": str(max(1, round(self.retry_after_s)))}
+
+
+class BudgetExceeded(ClientError):
+    """A budget that applies to the request has no room for its worst-case cost. The
+    message names the budget (scope, match, window) and its reset, never anyone's spend."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # None: a `total` budget never resets
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"retry-after": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class ServiceUnavailable(GatewayError):

@@ -223,7 +223,10 @@ def make_target(account: Account, name: str, t: TargetConfig) -> Target:
         context_window=t.context_window,
         max_output_tokens=t.max_output_tokens,
         price=resolve_price(
-            adapter.name, t.model, *((price.input, price.output, price.cached_input) if price else (None, None, None))
+            adapter.name,
+            t.model,
+            *((price.input, price.output, price.cached_input) if price else (None, None, None)),
+            cache_write=price.cache_write if price else None,
         ),
         rpm=limits.rpm if limits else None,
         tpm=limits.tpm if limits else None,

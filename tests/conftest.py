@@ -216,11 +216,15 @@ async def store_url(request, tmp_path):
     name = f"test_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(server.url())
     try:
+        # Earlier tests' databases go now, not at their own teardown: a gateway fixture set
+        # up before `store_url` is torn down after it, and may still flush its ledger there.
+        while server.finished:
+            await admin.execute(f"DROP DATABASE IF EXISTS {server.finished.pop()} WITH (FORCE)")
         # FILE_COPY: copying the template's files (in memory, fsync off) takes a third of
         # the time of writing them through the WAL, the default since PostgreSQL 15
         strategy = " STRATEGY FILE_COPY" if admin.get_server_version().major >= 15 else ""
         await admin.execute(f"CREATE DATABASE {name}{strategy}")
-        yield server.url(name)
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # a store the test left open too
     finally:
         await admin.close()
+    yield server.url(name)
+    server.finished.append(name)

@@ -52,6 +52,7 @@ class PostgresServer:
     def __init__(self) -> None:
         self.bin = _bin_dir()
         self.password = secrets.token_hex(8)
+        self.finished: list[str] = []  # databases of tests that have ended, dropped by the next one
         self.port = _free_port()
         # In memory where there is a roomy tmpfs (a container's default 64 MiB is not: a
         # cluster takes 40): each test's CREATE DATABASE copies a template. A short path too:

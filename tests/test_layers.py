@@ -151,6 +151,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.accounting",
         "aiogw.store",
         "aiogw.alerts",
+        "aiogw.supervise",  # the budgets' refresh loop
         "aiogw.server",
     },
     # Entry points: anything.

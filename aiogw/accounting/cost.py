@@ -16,17 +16,20 @@ from aiogw.types import UNSET, CompletionUsage, Price
 PER_MILLION = 1_000_000
 
 
-def _load() -> dict[str, dict[str, Price]]:
+def _load() -> tuple[dict[str, dict[str, Price]], dict[str, str]]:
+    """The table, and per provider type the month its section was checked (the ledger's
+    price version)."""
     data = tomllib.loads(resources.files("aiogw").joinpath("data/prices.toml").read_text(encoding="utf-8"))
-    return {
+    table = {
         provider_type: {model: Price(**row) for model, row in section.get("models", {}).items()}
         for provider_type, section in data.items()
     }
+    return table, {provider_type: str(section.get("as_of", "")) for provider_type, section in data.items()}
 
 
 # Read at import, before any event loop runs (a direct `provider/model` target is priced
 # when a request first names it, on the loop).
-_TABLE = _load()
+_TABLE, _AS_OF = _load()
 
 
 def listed_price(provider_type: str, model: str) -> Price | None:
@@ -45,11 +48,18 @@ def resolve_price(
     price_input: float | None,
     price_output: float | None,
     price_cached_input: float | None,
+    *,
+    cache_write: float | None = None,
 ) -> Price | None:
     """A target's price: its configured one, else the built-in table's. Called when the
     runtime builds the target (`Target.price`), never per request."""
     if price_input is not None or price_output is not None:
-        return Price(input=price_input or 0.0, output=price_output or 0.0, cached_input=price_cached_input)
+        return Price(
+            input=price_input or 0.0,
+            output=price_output or 0.0,
+            cached_input=price_cached_input,
+            cache_write=cache_write,
+        )
     return listed_price(provider_type, model)
 
 
@@ -75,6 +85,16 @@ def estimate_usd(target: Target, prompt_tokens: int, output_tokens: int) -> floa
     if p is None:
         return None
     return (prompt_tokens * p.input + output_tokens * p.output) / PER_MILLION
+
+
+def price_version(target: Target) -> str:
+    """Which prices costed a target's requests: "table:<type>@<as_of>" for the built-in
+    table's row, "config" for a price set in the config, "" for none."""
+    if target.price is None:
+        return ""
+    if target.price == listed_price(target.type, target.model):
+        return f"table:{target.type}@{_AS_OF.get(target.type, '')}"
+    return "config"
 
 
 def format_usd(amount: float) -> str:

@@ -294,7 +294,9 @@ class Dispatcher:
     def _account(self, outcome: Outcome, route: ModelRoute, usage: CompletionUsage | None, task: str) -> None:
         target = outcome.target
         if target is not None:
-            outcome.cost_usd = charge(self.ledger, route.name, target, outcome.model, outcome.tags, usage, task)
+            outcome.cost_usd = charge(
+                self.ledger, route.name, target, outcome.model, outcome.tags, usage, outcome.task or task
+            )
 
     async def health_check(self, target: Target, timeout_s: float) -> Reply:
         """One active health check of `target` (see `Sender.health_check`)."""

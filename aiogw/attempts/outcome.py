@@ -40,6 +40,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)  # from adapters: dropped parameters etc.
     cost_usd: float | None = None
     tags: str = ""
+    task: str = ""  # x-aiogw-task, else the operation ("chat", "embeddings"): the ledger's task
     running: int = 0  # attempts under way (recorded in `attempts` when they end)
 
     @property
@@ -61,6 +62,7 @@ class Control:
     strategy: str | None = None
     fallbacks: tuple[ModelRoute, ...] = ()
     tags: str = ""
+    task: str = ""  # x-aiogw-task: what the request is for (cost allocation, budgets)
 
 
 NO_CONTROL = Control()

@@ -27,6 +27,7 @@ from aiogw.runtime import ModelRoute, Runtime
 from aiogw.server.keys import (
     DISPATCHER,
     LIFECYCLE,
+    MONEY,
     OUTCOME,
     PUBLIC_MODEL,
     REQUEST_ID,
@@ -92,6 +93,7 @@ def _answer_headers(request: web.Request, outcome: Outcome, model: str | None) -
 
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}=[A-Za-z0-9_.:/@ -]{0,128}$")
+_TASK = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")  # a tag's key rule: a label, not free text
 
 
 def _bad_header(name: str, why: str) -> InvalidRequest:
@@ -132,7 +134,12 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
                 "x-aiogw-tags", "expected up to 16 comma-separated key=value pairs (e.g. team=search,feature=qa)"
             )
         tags = ",".join(sorted(pairs))
-    return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags)
+    task = ""
+    if (v := h.get("x-aiogw-task")) is not None:
+        task = v.strip()
+        if not _TASK.match(task):
+            raise _bad_header("x-aiogw-task", "expected a name of 1 to 64 characters from A-Z a-z 0-9 _ . : / -")
+    return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags, task=task)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -144,6 +151,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     control = request_control(request, runtime)
     dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
+    outcome.tags, outcome.task = control.tags, control.task or "chat"
+    if (money := request.app[MONEY]) is not None:  # budgets: hold the worst case (402 when no room)
+        await money.admit(request, route, control, outcome, parsed=parsed)
 
     if not parsed.req.is_stream:
         reply = await dispatcher.complete(parsed, route, outcome, control)
@@ -196,6 +206,10 @@ async def embeddings(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     route = runtime.resolve(req.model)
     outcome = request[OUTCOME]
-    reply = await request.app[DISPATCHER].embed(req, route, outcome, request_control(request, runtime))
+    control = request_control(request, runtime)
+    outcome.tags, outcome.task = control.tags, control.task or "embeddings"
+    if (money := request.app[MONEY]) is not None:
+        await money.admit(request, route, control, outcome, embedding=req)
+    reply = await request.app[DISPATCHER].embed(req, route, outcome, control)
     headers = _answer_headers(request, outcome, None)
     return web.Response(body=reply.body, content_type="application/json", headers=headers)

@@ -28,9 +28,20 @@ from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
 from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
-from aiogw.server import cors, metrics, pages
+from aiogw.server import admin_budgets, admin_spend, cors, metrics, money, pages
 from aiogw.server.handlers import ROUTES
-from aiogw.server.keys import ALERTS, CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE, METRICS, RUNTIME, TRACING
+from aiogw.server.keys import (
+    ALERTS,
+    CORS,
+    DISPATCHER,
+    HEALTH_CHECKER,
+    HTTP,
+    LIFECYCLE,
+    METRICS,
+    MONEY,
+    RUNTIME,
+    TRACING,
+)
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
@@ -122,6 +133,12 @@ async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
 
 
+async def _money_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with money.running(app[RUNTIME].config) as m:
+        app[MONEY] = m
+        yield
+
+
 def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[gateway_middleware])
     app[RUNTIME] = runtime or Runtime.build(config)
@@ -132,6 +149,11 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     app[TRACING] = _tracing(config)
     app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_http_client_ctx)
+    app[MONEY] = None
+    if money.needed(config):  # the store is opened only then
+        app.cleanup_ctx.append(_money_ctx)
+        admin_budgets.install(app)
+        admin_spend.install(app)
     app.router.add_routes(ROUTES)
     metrics.install(app)
     if config.server.pages:

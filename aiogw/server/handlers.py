@@ -8,7 +8,7 @@ from aiohttp import web
 
 from aiogw.ingress.chat import chat_completions, embeddings
 from aiogw.routing.health import now as health_now
-from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, RUNTIME
+from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, MONEY, RUNTIME
 from aiogw.types import ModelCard, ModelList
 
 _encode = msgspec.json.Encoder().encode
@@ -79,7 +79,9 @@ async def gateway_health(request: web.Request) -> web.Response:
 
 async def gateway_spend(request: web.Request) -> web.Response:
     """Spend since start from the cost ledger, one row per (public model, provider,
-    upstream model, task, tags)."""
+    upstream model, task, tags); from the durable ledger when the store is open."""
+    if (money := request.app[MONEY]) is not None:
+        return web.json_response(await money.gateway_spend())
     ledger = request.app[DISPATCHER].ledger
     rows = [
         {

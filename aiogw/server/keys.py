@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from aiogw.admission.principal import Principal
+from aiogw.admission.reserve import Hold
 from aiogw.alerts.sink import AlertSink
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.attempts.outcome import Outcome
@@ -18,6 +19,7 @@ from aiogw.upstream import http
 
 if TYPE_CHECKING:  # both imported only when configured
     from aiogw.attempts.health_check import HealthChecker
+    from aiogw.server.money import Money
     from aiogw.telemetry.tracing import Tracing
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -30,6 +32,8 @@ CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")
 HEALTH_CHECKER: web.AppKey[HealthChecker | None] = web.AppKey("health_checker")
 # Where any stage fires alerts (budgets, SLOs, breakers, keys): set before the stages are built.
 ALERTS: web.AppKey[AlertSink] = web.AppKey("alerts")
+# The store, the ledger writer and the budgets; None unless store, budgets or the admin API are configured.
+MONEY: web.AppKey[Money | None] = web.AppKey("money")
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -37,15 +41,18 @@ OUTCOME = web.RequestKey("outcome", Outcome)
 PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
 PRINCIPAL = web.RequestKey("principal", Principal)  # set by admission before any handler reads it
+HOLD = web.RequestKey("budget_hold", Hold)  # what admission holds against budgets, settled at the end
 
 __all__ = [
     "ALERTS",
     "CORS",
     "DISPATCHER",
     "HEALTH_CHECKER",
+    "HOLD",
     "HTTP",
     "LIFECYCLE",
     "METRICS",
+    "MONEY",
     "OUTCOME",
     "PRINCIPAL",
     "PUBLIC_MODEL",

@@ -20,7 +20,18 @@ from aiogw.errors import (
 )
 from aiogw.ids import hex_id
 from aiogw.ingress.body import too_large
-from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
+from aiogw.server.keys import (
+    CORS,
+    LIFECYCLE,
+    METRICS,
+    MONEY,
+    OUTCOME,
+    PUBLIC_MODEL,
+    REQUEST_ID,
+    RUNTIME,
+    STREAM,
+    TRACING,
+)
 from aiogw.telemetry import semconv as sc
 from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 
@@ -112,6 +123,8 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return error_response(GatewayError("The gateway hit an internal error."), rid, outcome)
     finally:
         lifecycle.leave()
+        if (money := request.app[MONEY]) is not None:  # settle the budget hold, queue the ledger rows
+            money.finish(request, rid, outcome, status, error, client_closed, time.perf_counter() - started)
         _finished(request, rid, outcome, status, started, error, client_closed)
         if span is not None:
             _end_span(request, span, rid, outcome, status, error)

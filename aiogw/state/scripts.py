@@ -162,3 +162,59 @@ redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
 return 1
 """
 )
+
+# Budget windows: one hash per (budget, window start) with `s` (settled spend) and `r`
+# (reserved by requests in flight), integers in nano-dollars.
+_OWN_HASHES = """
+for i = 1, #KEYS do
+  local kt = redis.call('TYPE', KEYS[i]).ok
+  if kt ~= 'hash' and kt ~= 'none' then redis.call('DEL', KEYS[i]) end
+end
+"""
+
+# KEYS: the request's budget windows. ARGV: amount, then n limits, then n TTLs in ms (0:
+# none). Holds the amount against every window, or none of them: returns 0 when held, else
+# the 1-based index of the first window whose spend reached its limit or has no room.
+BUDGET_RESERVE = (
+    _OWN_HASHES
+    + """
+local n, amount = #KEYS, tonumber(ARGV[1])
+for i = 1, n do
+  local b = redis.call('HMGET', KEYS[i], 's', 'r')
+  local s, r, limit = tonumber(b[1]) or 0, tonumber(b[2]) or 0, tonumber(ARGV[1 + i])
+  if s >= limit or s + r + amount > limit then return i end
+end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[i], 'r', amount)
+  local ttl = tonumber(ARGV[1 + n + i])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 0
+"""
+)
+
+# KEYS: the windows a request held. ARGV: the amount held, then n actual costs. Returns
+# each window's spend after.
+BUDGET_SETTLE = (
+    _OWN_HASHES
+    + """
+local out = {}
+for i = 1, #KEYS do
+  local r = redis.call('HINCRBY', KEYS[i], 'r', -tonumber(ARGV[1]))
+  if r < 0 then redis.call('HSET', KEYS[i], 'r', 0) end
+  out[i] = redis.call('HINCRBY', KEYS[i], 's', tonumber(ARGV[1 + i]))
+end
+return out
+"""
+)
+
+# KEYS[1]: one window. ARGV: the spend the durable ledger holds for it, TTL ms (0: none).
+# The first replica to touch the window starts it; later ones find it started.
+BUDGET_SEED = (
+    _OWN_HASHES
+    + """
+redis.call('HSETNX', KEYS[1], 's', ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+)

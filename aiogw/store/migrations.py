@@ -11,7 +11,32 @@ import time
 from aiogw.store.base import Conflict, Store
 
 # component -> its steps, in order; step i (1-based) is version i.
-MIGRATIONS: dict[str, tuple[tuple[str, ...], ...]] = {}
+MIGRATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # The spend ledger (aiogw.accounting.ledger_store): one row per request and per attempt.
+    "ledger": (
+        (
+            "CREATE TABLE aiogw_ledger ("
+            " id TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL, request_id TEXT NOT NULL,"
+            " key_id TEXT, key_name TEXT, team TEXT, user_name TEXT, tags TEXT NOT NULL, task TEXT NOT NULL,"
+            " model TEXT NOT NULL, provider TEXT NOT NULL, upstream_model TEXT NOT NULL,"
+            " input_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL, cache_write_tokens BIGINT NOT NULL,"
+            " output_tokens BIGINT NOT NULL, reasoning_tokens BIGINT NOT NULL,"
+            " cost_usd DOUBLE PRECISION NOT NULL, saved_usd DOUBLE PRECISION NOT NULL, cache_status TEXT NOT NULL,"
+            " price_version TEXT NOT NULL, status TEXT NOT NULL, http_status BIGINT NOT NULL,"
+            " latency_ms DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX aiogw_ledger_kind_at ON aiogw_ledger (kind, at)",
+        ),
+    ),
+    # Budgets made through /admin/v1/budgets (config budgets live in the config only).
+    "budgets": (
+        (
+            "CREATE TABLE aiogw_budgets ("
+            " id TEXT PRIMARY KEY, scope TEXT NOT NULL, match_value TEXT, limit_usd DOUBLE PRECISION NOT NULL,"
+            " period TEXT NOT NULL, alert_at TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
+            " updated_at DOUBLE PRECISION NOT NULL)",
+        ),
+    ),
+}
 
 
 async def applied(store: Store) -> dict[str, int]:

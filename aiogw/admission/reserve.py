@@ -1,0 +1,320 @@
+"""The reservation engine: admission holds a request's worst-case cost against every budget
+that applies, all or none, and the request's end settles the hold with the real cost.
+
+Counters per budget window are `spent` (settled) and `reserved` (held by requests in
+flight), in nano-dollars. A request is refused when a budget's spend has reached its limit
+or when spent + reserved + its worst case would pass the limit; so spend can pass a limit
+only by what requests used beyond their reservation, and is bounded by the limit plus
+what was reserved in flight. The counters live in a `Book`: `LocalBook` in process, or
+the Redis book (one Lua script per step, `aiogw.state.budget_book`) shared by a fleet.
+
+A window's counters start from the durable ledger (`seed`: the spend already recorded in
+that window), the first time this process touches them, so a restart loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from aiogw.admission.budgets import Budget, Index, Request, iso, to_nano, window
+from aiogw.alerts.sink import AlertSink, NoAlerts
+from aiogw.errors import BudgetExceeded
+
+log = structlog.get_logger("aiogw.budgets")
+
+# Forecasts start once this share of a window has passed (earlier, one request projects
+# to anything).
+FORECAST_AFTER = 0.05
+
+
+class Book(Protocol):
+    async def reserve(self, keys: Sequence[str], limits: Sequence[int], amount: int, ttls_ms: Sequence[int]) -> int:
+        """Hold `amount` against every key, all or none: -1 when held, else the index of
+        the first key without room."""
+
+    async def settle(self, keys: Sequence[str], reserved: int, actuals: Sequence[int]) -> list[int]:
+        """Release `reserved` from every key and add its `actuals` entry; their spend after."""
+
+    async def seed(self, key: str, spent: int, ttl_ms: int) -> None:
+        """Start a key's spend at `spent` unless it already has one."""
+
+    async def read(self, keys: Sequence[str]) -> list[tuple[int, int]]:
+        """(spent, reserved) per key."""
+
+
+@dataclass(slots=True)
+class LocalBook:
+    """One process's counters: every step is synchronous, so atomic on the event loop."""
+
+    slots: dict[str, list[int]] = field(default_factory=dict)  # key -> [spent, reserved]
+
+    async def reserve(self, keys: Sequence[str], limits: Sequence[int], amount: int, ttls_ms: Sequence[int]) -> int:
+        return self.reserve_now(keys, limits, amount)
+
+    def reserve_now(self, keys: Sequence[str], limits: Sequence[int], amount: int) -> int:
+        slots = self.slots
+        for i, (k, limit) in enumerate(zip(keys, limits, strict=True)):
+            s, r = slots.get(k) or (0, 0)
+            if s >= limit or s + r + amount > limit:
+                return i
+        for k in keys:
+            slot = slots.get(k)
+            if slot is None:
+                slot = slots[k] = [0, 0]
+            slot[1] += amount
+        return -1
+
+    async def settle(self, keys: Sequence[str], reserved: int, actuals: Sequence[int]) -> list[int]:
+        return self.settle_now(keys, reserved, actuals)
+
+    def settle_now(self, keys: Sequence[str], reserved: int, actuals: Sequence[int]) -> list[int]:
+        out = []
+        for k, actual in zip(keys, actuals, strict=True):
+            slot = self.slots.get(k)
+            if slot is None:
+                slot = self.slots[k] = [0, 0]
+            slot[1] = max(0, slot[1] - reserved)
+            slot[0] += actual
+            out.append(slot[0])
+        return out
+
+    async def seed(self, key: str, spent: int, ttl_ms: int) -> None:
+        slot = self.slots.get(key)
+        if slot is None:
+            self.slots[key] = [spent, 0]
+        # else: this process counted the window already; its counters are newer than the ledger
+
+    async def read(self, keys: Sequence[str]) -> list[tuple[int, int]]:
+        return [tuple(self.slots.get(k) or (0, 0)) for k in keys]  # type: ignore[misc]
+
+
+@dataclass(slots=True)
+class Hold:
+    """What one request holds: settled exactly once."""
+
+    budgets: list[Budget]
+    keys: list[str]
+    starts: list[float]
+    amount: int
+    settled: bool = False
+
+
+# (budget, window start) -> the spend the durable ledger already holds in that window, USD.
+Seeder = Callable[[Budget, float], Awaitable[float]]
+# A key's own budgets (the keys' store provides them; empty without).
+KeyBudgets = Callable[[str], Sequence[Budget]]
+
+
+class Budgets:
+    """Budgets that apply, their windows, the holds, and the alerts spend crossing them fires."""
+
+    def __init__(
+        self,
+        budgets: Sequence[Budget],
+        book: Book | None = None,
+        *,
+        seed: Seeder | None = None,
+        alerts: AlertSink | None = None,
+        key_budgets: KeyBudgets | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.index = Index.of(budgets)
+        self.book: Book = book or LocalBook()
+        self._local = self.book if isinstance(self.book, LocalBook) else None  # the synchronous fast path
+        self._seed = seed
+        self.alerts: AlertSink = alerts or NoAlerts()
+        self.key_budgets = key_budgets
+        self.clock = clock
+        self._seeded: set[str] = set()
+        self._seeding: dict[str, asyncio.Future[None]] = {}
+        self._windows: dict[str, tuple[float, float | None]] = {}
+        self._fired: set[str] = set()  # this process's memory of once-per-window alerts
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def replace(self, budgets: Sequence[Budget]) -> None:
+        """New budget definitions (an admin change); counters are kept by id and window."""
+        self.index = Index.of(budgets)
+
+    def all(self) -> list[Budget]:
+        return list(self.index.by_id.values())
+
+    def window_of(self, b: Budget, now: float) -> tuple[float, float | None]:
+        w = self._windows.get(b.period)
+        if w is None or (w[1] is not None and now >= w[1]) or now < w[0]:
+            w = self._windows[b.period] = window(b.period, now)
+        return w
+
+    @staticmethod
+    def key(b: Budget, start: float) -> str:
+        return f"{b.id}:{int(start)}"
+
+    async def admit(self, r: Request, amount_usd: float) -> Hold | None:
+        """Hold `amount_usd` against every budget that applies to `r`, or raise
+        BudgetExceeded naming the first budget without room. None: no budget applies."""
+        if self.key_budgets is not None and r.key_id is not None:
+            r.key_budgets = self.key_budgets(r.key_id)
+        applying = self.index.applying(r)
+        if not applying:
+            return None
+        now = self.clock()
+        keys: list[str] = []
+        starts: list[float] = []
+        limits: list[int] = []
+        ttls: list[int] = []
+        for b in applying:
+            start, end = self.window_of(b, now)
+            k = self.key(b, start)
+            if k not in self._seeded:
+                await self._seed_once(b, start, end, k)
+            keys.append(k)
+            starts.append(start)
+            limits.append(b.nano_limit)
+            ttls.append(0 if end is None else int((end - now + 86400) * 1000))  # kept a day past its end
+        amount = to_nano(amount_usd)
+        if self._local is not None:
+            refused = self._local.reserve_now(keys, limits, amount)
+        else:
+            refused = await self.book.reserve(keys, limits, amount, ttls)
+        if refused >= 0:
+            b = applying[refused]
+            self._exceeded(b, starts[refused], now)
+            raise self._refusal(b, now)
+        return Hold(applying, keys, starts, amount)
+
+    async def _seed_once(self, b: Budget, start: float, end: float | None, k: str) -> None:
+        """The window's spend so far from the ledger, once per process; concurrent
+        requests wait for the one read."""
+        fut = self._seeding.get(k)
+        if fut is not None:
+            await asyncio.shield(fut)
+            return
+        fut = self._seeding[k] = asyncio.get_running_loop().create_future()
+        try:
+            spent = await self._seed(b, start) if self._seed is not None else 0.0
+            ttl = 0 if end is None else int((end - self.clock() + 86400) * 1000)
+            await self.book.seed(k, to_nano(spent), ttl)
+            self._seeded.add(k)
+            fut.set_result(None)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it, nobody else must log it
+            raise
+        finally:
+            del self._seeding[k]
+
+    def _refusal(self, b: Budget, now: float) -> BudgetExceeded:
+        start, end = self.window_of(b, now)
+        if end is None:
+            return BudgetExceeded(
+                f"The {b.label()} is exhausted; a total budget never resets: ask an admin to raise its limit."
+            )
+        return BudgetExceeded(
+            f"The {b.label()} is exhausted for the window from {iso(start)}; it resets at {iso(end)} "
+            f"(in {max(1, int(end - now))} s).",
+            retry_after_s=end - now,
+        )
+
+    def settle(self, hold: Hold | None, actual_usd: float | None, provider: str | None) -> None:
+        """The request ended: release its hold and charge what it really cost (None or 0:
+        nothing was billed) to its budgets; a provider budget is charged only when its
+        provider answered. Never raises, never waits: a shared book settles in a task."""
+        if hold is None or hold.settled:
+            return
+        hold.settled = True
+        actual = to_nano(actual_usd or 0.0)
+        actuals = [actual if b.scope != "provider" or b.match == provider else 0 for b in hold.budgets]
+        if self._local is not None:
+            self._after_settle(hold, self._local.settle_now(hold.keys, hold.amount, actuals), actual)
+            return
+        task = asyncio.get_running_loop().create_task(self._settle_shared(hold, actuals, actual))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle_shared(self, hold: Hold, actuals: list[int], actual: int) -> None:
+        try:
+            spent = await self.book.settle(hold.keys, hold.amount, actuals)
+        except Exception as exc:  # the book logs its own outage; the hold expires with its window
+            log.error("budget.settle_failed", error=f"{type(exc).__name__}: {exc}", keys=hold.keys)
+            return
+        self._after_settle(hold, spent, actual)
+
+    async def close(self) -> None:
+        """Wait for settlements under way (shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+
+    # --- alerts -------------------------------------------------------------------------
+
+    def _after_settle(self, hold: Hold, spent: list[int], actual: int) -> None:
+        if actual <= 0:
+            return
+        now = self.clock()
+        for b, start, s in zip(hold.budgets, hold.starts, spent, strict=True):
+            limit = b.nano_limit
+            if s >= limit:
+                self._exceeded(b, start, now)
+                continue
+            for at in b.alert_at:
+                if at < 1.0 and s >= at * limit:
+                    self._fire("budget.threshold", b, start, f"{at:g}", threshold=at, spent_usd=s / 1e9)
+            _, end = self.window_of(b, now)
+            if end is not None and now > start:
+                length, elapsed = end - start, now - start
+                if elapsed >= FORECAST_AFTER * length and s * length / elapsed > limit:
+                    self._fire(
+                        "budget.forecast",
+                        b,
+                        start,
+                        "forecast",
+                        spent_usd=s / 1e9,
+                        projected_usd=round(s * length / elapsed / 1e9, 6),
+                    )
+
+    def _exceeded(self, b: Budget, start: float, now: float) -> None:
+        self._fire("budget.exceeded", b, start, "exceeded")
+
+    def _fire(self, type: str, b: Budget, start: float, what: str, **fields: object) -> None:
+        once = f"budget:{b.id}:{int(start)}:{what}"
+        if once in self._fired:
+            return
+        self._fired.add(once)
+        _, end = window(b.period, start) if b.period != "total" else (0.0, None)
+        body = {
+            "budget": {"id": b.id, "scope": b.scope, "match": b.match, "period": b.period, "limit_usd": b.limit_usd},
+            "window_start": iso(start),
+            "window_end": iso(end) if end is not None else None,
+            **fields,
+        }
+        log.warning(type, once_per=once, **body)
+        self.alerts.fire(type, once_per=once, **body)
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def status(self, budgets: Sequence[Budget]) -> list[dict[str, object]]:
+        """Each budget's current window: spent, reserved, remaining, reset (admin views)."""
+        now = self.clock()
+        out: list[dict[str, object]] = []
+        pending = []
+        for b in budgets:
+            start, end = self.window_of(b, now)
+            k = self.key(b, start)
+            if k not in self._seeded:
+                await self._seed_once(b, start, end, k)
+            pending.append((b, start, end, k))
+        counters = await self.book.read([k for *_, k in pending])
+        for (b, start, end, _), (s, r) in zip(pending, counters, strict=True):
+            out.append(
+                {
+                    "window_start": iso(start) if end is not None else None,
+                    "resets_at": iso(end) if end is not None else None,
+                    "spent_usd": round(s / 1e9, 9),
+                    "reserved_usd": round(r / 1e9, 9),
+                    "remaining_usd": round(max(0, b.nano_limit - s) / 1e9, 9),
+                }
+            )
+        return out
