@@ -51,6 +51,11 @@ function card(t, samples) {
   const c = el("article", { class: "panel card", "data-target": t.id, "data-state": t.state });
   const top = el("div", { class: "top" });
   top.appendChild(el("h3", {}, t.id));
+  if (t.slo) {
+    const breached = (t.slo.breached || []).join(", ");
+    const title = t.slo.status === "breach" ? `out of SLO: ${breached}` : `SLO ${t.slo.status}`;
+    top.appendChild(el("span", { class: `badge slo slo-${t.slo.status}`, title }, t.slo.status === "ok" ? "SLO ok" : t.slo.status === "breach" ? "SLO breach" : "SLO ?"));
+  }
   top.appendChild(el("span", { class: `badge state ${t.state}` }, t.state.replace("_", "-")));
   c.appendChild(top);
   c.appendChild(el("div", { class: "muted", style: "font-size:.78rem" }, `${t.type} · ${t.provider}`));
@@ -132,15 +137,108 @@ function renderSpend(body) {
   });
 }
 
+// --- the money side: only with the master key, which stays in this tab (sessionStorage)
+const KEY_STORE = "aiogw.master_key";
+const adminKey = () => sessionStorage.getItem(KEY_STORE) || "";
+const authed = () => (adminKey() ? { headers: { authorization: "Bearer " + adminKey() } } : {});
+
+async function getJson(path) {
+  const r = await fetch(path, authed());
+  const body = await r.json();
+  if (!r.ok) throw new Error((body.error && body.error.message) || `HTTP ${r.status}`);
+  return body;
+}
+
+function budgetBar(b, width) {
+  const h = 22, s = svg("svg", { viewBox: `0 0 ${width} ${h}`, preserveAspectRatio: "none", role: "img" });
+  const limit = b.limit_usd || 1e-12;
+  const scale = (usd) => Math.min(width, (usd / limit) * width);
+  s.appendChild(svg("rect", { x: 0, y: 4, width, height: 14, rx: 4, fill: "var(--code)" }));
+  const spent = scale(b.spent_usd || 0), held = scale((b.spent_usd || 0) + (b.reserved_usd || 0));
+  const color = (b.spent_usd || 0) >= limit ? "var(--bad)" : (b.spent_usd || 0) >= limit * Math.min(...(b.alert_at.length ? b.alert_at : [1])) ? "var(--warn)" : "var(--accent)";
+  s.appendChild(svg("rect", { x: 0, y: 4, width: held, height: 14, rx: 4, fill: color, opacity: "0.3", class: "held" }));
+  s.appendChild(svg("rect", { x: 0, y: 4, width: spent, height: 14, rx: 4, fill: color, class: "spent" }));
+  for (const a of b.alert_at) s.appendChild(svg("rect", { x: Math.min(width - 2, a * width), y: 0, width: 2, height: h, fill: "var(--muted)", class: "threshold" }));
+  const f = forecast(b);
+  if (f !== null) {
+    const x = Math.min(width - 1, scale(f));
+    s.appendChild(svg("line", { x1: x, x2: x, y1: 0, y2: h, stroke: f > limit ? "var(--bad)" : "var(--text)", "stroke-dasharray": "3 2", "stroke-width": 1.5, class: "forecast" }));
+  }
+  return s;
+}
+
+function forecast(b) {
+  // The window's spend projected linearly to its end (none for `total` or a window just begun).
+  if (!b.window_start || !b.resets_at) return null;
+  const start = Date.parse(b.window_start), end = Date.parse(b.resets_at), now = Date.now();
+  const elapsed = (now - start) / (end - start);
+  return elapsed > 0.01 ? (b.spent_usd || 0) / Math.min(1, elapsed) : null;
+}
+
+function renderBudgets(body) {
+  const box = document.getElementById("budgets");
+  const rows = body.data.map((b) => {
+    const row = el("div", { class: "budget", "data-budget": b.id });
+    const name = el("div");
+    name.appendChild(el("b", {}, b.scope + (b.match ? ": " + b.match : "")));
+    name.appendChild(el("div", { class: "muted", style: "font-size:.75rem" }, `${b.period} · ${b.source}${b.resets_at ? " · resets " + new Date(b.resets_at).toLocaleString() : ""}`));
+    row.appendChild(name);
+    const bar = el("div");
+    bar.appendChild(budgetBar(b, 600));
+    row.appendChild(bar);
+    const f = forecast(b);
+    row.appendChild(el("div", { class: "nums" }, `${fmtUsd(b.spent_usd || 0)} of ${fmtUsd(b.limit_usd)}` + (f !== null ? ` · forecast ${fmtUsd(f)}` : "")));
+    return row;
+  });
+  box.replaceChildren(...(rows.length ? rows : [el("div", { class: "muted" }, "No budgets configured.")]));
+}
+
+function renderKeys(body) {
+  const tbody = document.querySelector("#keys tbody");
+  tbody.replaceChildren(...body.data.map((k) => {
+    const tr = el("tr", { "data-key": k.id });
+    const state = k.revoked_at ? "revoked" : k.expires_at && Date.parse(k.expires_at) < Date.now() ? "expired" : "active";
+    for (const v of [k.name, k.id, k.team || "–", k.user || "–", state, k.expires_at || "never"]) tr.appendChild(el("td", {}, String(v)));
+    const spend = typeof k.spend_usd === "number" ? k.spend_usd : (k.budgets || []).reduce((m, b) => Math.max(m, b.spent_usd || 0), 0);
+    tr.appendChild(el("td", { class: "num" }, spend.toFixed(6)));
+    return tr;
+  }));
+}
+
+async function tickMoney() {
+  const status = document.getElementById("admin-status");
+  if (!adminKey()) return;
+  try {
+    const [budgets, keys] = await Promise.all([getJson("/admin/v1/budgets"), getJson("/admin/v1/keys")]);
+    renderBudgets(budgets);
+    renderKeys(keys);
+    document.getElementById("money").hidden = false;
+    status.textContent = "";
+  } catch (e) {
+    document.getElementById("money").hidden = true;
+    status.textContent = "admin API: " + e.message;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("admin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY_STORE, document.getElementById("admin-key").value.trim());
+    tickMoney();
+  });
+});
+
 async function tick() {
   const status = document.getElementById("status");
   try {
     const [health, spend] = await Promise.all([
-      fetch("/v1/gateway/health").then((r) => r.json()),
-      fetch("/v1/gateway/spend").then((r) => r.json()),
+      getJson("/v1/gateway/health"),
+      getJson("/v1/gateway/spend").catch((e) => ({ error: e.message })),
+      tickMoney(),
     ]);
     renderHealth(health);
-    renderSpend(spend);
+    if (spend.error) document.getElementById("sum-spend").textContent = "master key needed";
+    else renderSpend(spend);
     const shared = health.shared_state && health.shared_state.backend === "redis";
     status.textContent = `live · every ${REFRESH_MS} ms · state ${shared ? "shared (Redis)" : "local"} · ${new Date().toLocaleTimeString()}`;
   } catch (e) {
