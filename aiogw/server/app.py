@@ -27,9 +27,9 @@ from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
 from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
-from aiogw.server import cors, metrics, pages
+from aiogw.server import admin_keys, cors, metrics, pages
 from aiogw.server.handlers import ROUTES
-from aiogw.server.keys import CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE, METRICS, RUNTIME, TRACING
+from aiogw.server.keys import AUTH, CORS, DISPATCHER, HEALTH_CHECKER, HTTP, LIFECYCLE, METRICS, RUNTIME, STORE, TRACING
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
 from aiogw.telemetry.logs import get_logger
@@ -84,6 +84,37 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Virtual keys, when `auth` is configured: the store opened, the keys' cache and the
+    authenticator built, and (with shared state) key changes heard from other replicas."""
+    cfg = app[RUNTIME].config
+    from aiogw.admission.auth import Authenticator  # noqa: PLC0415 - only when auth is configured
+    from aiogw.admission.keys import Keys, derive_pepper  # noqa: PLC0415
+    from aiogw.store.base import default_url, open_store  # noqa: PLC0415
+
+    auth = cfg.auth
+    master = auth.master_key.reveal() if auth.master_key is not None else None
+    pepper = derive_pepper(auth.pepper.reveal() if auth.pepper else None, master)
+    store = app[STORE] = await open_store(cfg.store.url if cfg.store is not None else default_url())
+    keys = Keys(store, pepper, auth.key_cache_size)
+    events = None
+    try:
+        if cfg.state.redis_url:
+            from aiogw.state.key_events import KeyEvents  # noqa: PLC0415 - the redis client only when configured
+
+            events = KeyEvents(cfg.state, forget=keys.forget, forget_all=keys.forget_all)
+            keys.on_change = events.publish
+            await events.start()
+        app[AUTH] = Authenticator(
+            keys, master_key=master, require_keys=auth.require_keys, shared=app[DISPATCHER].shared
+        )
+        yield
+    finally:
+        if events is not None:
+            await events.close()
+        await store.close()
+
+
 async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     tracing = app[TRACING]
@@ -101,7 +132,11 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     app[TRACING] = _tracing(config)
     app.cleanup_ctx.append(_tracing_ctx)
     app.cleanup_ctx.append(_http_client_ctx)
+    app[AUTH] = app[STORE] = None
+    if config.auth.configured:
+        app.cleanup_ctx.append(_auth_ctx)  # after the dispatcher: key limits use its shared state
     app.router.add_routes(ROUTES)
+    app.router.add_routes(admin_keys.ROUTES)
     metrics.install(app)
     if config.server.pages:
         pages.install(app)

@@ -15,7 +15,9 @@ from aiogw.server.lifecycle import Lifecycle
 from aiogw.telemetry.metrics import GatewayMetrics
 from aiogw.upstream import http
 
-if TYPE_CHECKING:  # both imported only when configured
+if TYPE_CHECKING:  # imported only when configured
+    from aiogw.admission.auth import Authenticator, Ticket
+    from aiogw.store.base import Store
     from aiogw.attempts.health_check import HealthChecker
     from aiogw.telemetry.tracing import Tracing
 
@@ -27,6 +29,8 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 CORS: web.AppKey[CorsPolicy | None] = web.AppKey("cors")
 HEALTH_CHECKER: web.AppKey[HealthChecker | None] = web.AppKey("health_checker")
+STORE: web.AppKey[Store | None] = web.AppKey("store")  # opened only when something needs it
+AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")  # None: auth not configured, everyone ANONYMOUS
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -34,8 +38,12 @@ OUTCOME = web.RequestKey("outcome", Outcome)
 PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
 PRINCIPAL = web.RequestKey("principal", Principal)  # set by admission before any handler reads it
+KEY_TICKET: web.RequestKey[Ticket] = web.RequestKey("key_ticket")  # a key's rpm/tpm taken, settled at the end
 
 __all__ = [
+    "AUTH",
+    "KEY_TICKET",
+    "STORE",
     "CORS",
     "DISPATCHER",
     "HEALTH_CHECKER",

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from aiogw.admission.principal import ANONYMOUS
 from aiogw.attempts.outcome import ClientDisconnected, Outcome
 from aiogw.errors import (
     GatewayError,
@@ -20,7 +21,20 @@ from aiogw.errors import (
 )
 from aiogw.ids import hex_id
 from aiogw.ingress.body import too_large
-from aiogw.server.keys import CORS, LIFECYCLE, METRICS, OUTCOME, PUBLIC_MODEL, REQUEST_ID, RUNTIME, STREAM, TRACING
+from aiogw.server.keys import (
+    AUTH,
+    CORS,
+    KEY_TICKET,
+    LIFECYCLE,
+    METRICS,
+    OUTCOME,
+    PRINCIPAL,
+    PUBLIC_MODEL,
+    REQUEST_ID,
+    RUNTIME,
+    STREAM,
+    TRACING,
+)
 from aiogw.telemetry import semconv as sc
 from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 
@@ -89,9 +103,13 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     status = 500
     error: GatewayError | None = None
     client_closed = False
+    auth = request.app[AUTH]
     lifecycle.enter()
     try:
         try:
+            # Who is calling, before any handler reads it; without auth configured, nobody
+            # in particular (no await, no lookup).
+            request[PRINCIPAL] = ANONYMOUS if auth is None else await auth.principal(request.headers)
             resp = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -112,6 +130,8 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return error_response(GatewayError("The gateway hit an internal error."), rid, outcome)
     finally:
         lifecycle.leave()
+        if auth is not None and (ticket := request.get(KEY_TICKET)) is not None:
+            auth.settle(ticket, outcome.usage.total_tokens if outcome.usage is not None else None)
         _finished(request, rid, outcome, status, started, error, client_closed)
         if span is not None:
             _end_span(request, span, rid, outcome, status, error)
