@@ -225,9 +225,9 @@ class Keys:
         return False
 
     async def verify(self, secret: str) -> Verified | None:
-        """The live key this secret opens (its current or, within the grace, its previous
-        secret), or None. Revoked, deleted and past-grace keys are None; expiry is the
-        caller's check (the entry carries it)."""
+        """The live key this secret opens (its current or its previous secret), or None.
+        Revoked and deleted keys are None; expiry and the end of a rotation's grace are the
+        caller's check (the entry's principal carries the time it stops being valid)."""
         got = self.cached(secret)
         if got is not False:
             return got  # type: ignore[return-value]
@@ -240,11 +240,12 @@ class Keys:
         return await asyncio.shield(flight)
 
     async def _load(self, d: str) -> Verified | None:
-        now = time.time()
+        # A replaced secret past its grace is still found: its entry is expired at the grace's
+        # end, so the client hears "rotated" rather than "unknown".
         row = await self._store.fetchone(
-            f"SELECT {_COLUMNS} FROM aiogw_keys WHERE (secret_hash = ? OR (prev_hash = ? AND prev_until > ?))"
+            f"SELECT {_COLUMNS} FROM aiogw_keys WHERE (secret_hash = ? OR prev_hash = ?)"
             " AND revoked_at IS NULL AND deleted_at IS NULL",
-            (d, d, now),
+            (d, d),
         )
         if row is None:
             self._remember_unknown(d)

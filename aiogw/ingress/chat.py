@@ -128,8 +128,9 @@ def _bad_header(name: str, why: str) -> InvalidRequest:
     return InvalidRequest(f"Invalid header '{name}': {why}.", code="invalid_header", param=name)
 
 
-def request_control(request: web.Request, runtime: Runtime) -> Control:
-    """The `x-aiogw-*` routing headers, validated; a bad value is a 400 naming the header."""
+def request_control(request: web.Request, runtime: Runtime, key_tags: str = "") -> Control:
+    """The `x-aiogw-*` routing headers, validated; a bad value is a 400 naming the header.
+    `key_tags`: the calling key's tags, joined to the request's."""
     h = request.headers
     deadline = strategy = None
     fallbacks: tuple[ModelRoute, ...] = ()
@@ -162,7 +163,7 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
                 "x-aiogw-tags", "expected up to 16 comma-separated key=value pairs (e.g. team=search,feature=qa)"
             )
         tags = ",".join(sorted(pairs))
-    if key_tags := request[PRINCIPAL].tags:
+    if key_tags:
         tags = merge_tags(tags, key_tags)
     return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags)
 
@@ -173,8 +174,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     request[STREAM] = parsed.req.is_stream
     runtime = request.app[RUNTIME]
     route = runtime.resolve(parsed.req.model)
-    control = request_control(request, runtime)
-    if request[PRINCIPAL].key_id is not None:
+    principal = request[PRINCIPAL]
+    control = request_control(request, runtime, principal.tags)
+    if principal.key_id is not None:
         await admit_key(request, route, control, lambda: chat_tokens_estimate(parsed))
     dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
@@ -230,8 +232,9 @@ async def embeddings(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     route = runtime.resolve(req.model)
     outcome = request[OUTCOME]
-    control = request_control(request, runtime)
-    if request[PRINCIPAL].key_id is not None:
+    principal = request[PRINCIPAL]
+    control = request_control(request, runtime, principal.tags)
+    if principal.key_id is not None:
         await admit_key(request, route, control, lambda: embedding_tokens_estimate(req))
     reply = await request.app[DISPATCHER].embed(req, route, outcome, control)
     headers = _answer_headers(request, outcome, None)
