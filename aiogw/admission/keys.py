@@ -132,7 +132,15 @@ def limit_target(p: Principal) -> Target:
     """A key's rpm/tpm as a rate-limit target, so that the limiter and the shared buckets
     that hold the targets' limits hold the keys' too. The limits are part of its id: a key
     whose limits change starts a new bucket (local and shared) at the new size."""
-    return Target(id=f"key:{p.key_id}:{p.rpm or 0}:{p.tpm or 0}", provider="key", type="key", model=p.key_name, base_url="", rpm=p.rpm, tpm=p.tpm)
+    return Target(
+        id=f"key:{p.key_id}:{p.rpm or 0}:{p.tpm or 0}",
+        provider="key",
+        type="key",
+        model=p.key_name,
+        base_url="",
+        rpm=p.rpm,
+        tpm=p.tpm,
+    )
 
 
 # --- the store ----------------------------------------------------------------------------
@@ -210,7 +218,7 @@ class Keys:
 
     # --- verification (the request path) --------------------------------------------------
 
-    def cached(self, secret: str) -> Verified | None | bool:
+    def cached(self, secret: str) -> Verified | bool | None:
         """The cache's answer without a store read: an entry, None (known unknown), or
         False (ask the store)."""
         d = digest(self._pepper, secret)

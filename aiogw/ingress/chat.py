@@ -107,8 +107,8 @@ def valid_tag(pair: str) -> bool:
 def merge_tags(sent: str, key_tags: str) -> str:
     """The request's tags joined with its key's (both canonical "k=v,..."): on the same
     name the key's value wins, so a client cannot book its spend to another team."""
-    merged = dict(p.split("=", 1) for p in sent.split(",") if p)
-    merged.update(p.split("=", 1) for p in key_tags.split(","))
+    merged = dict(p.partition("=")[::2] for p in sent.split(",") if p)
+    merged.update(p.partition("=")[::2] for p in key_tags.split(","))
     return ",".join(sorted(f"{k}={v}" for k, v in merged.items()))
 
 

@@ -56,13 +56,13 @@ class KeyUpdate(_Body):
     """Only the fields sent change; null clears an optional one."""
 
     name: Name | UnsetType = UNSET
-    team: Name | None | UnsetType = UNSET
-    user: Name | None | UnsetType = UNSET
-    models: Annotated[list[Name], Meta(max_length=1000)] | None | UnsetType = UNSET
-    limits: Limits | None | UnsetType = UNSET
+    team: Name | UnsetType | None = UNSET
+    user: Name | UnsetType | None = UNSET
+    models: Annotated[list[Name], Meta(max_length=1000)] | UnsetType | None = UNSET
+    limits: Limits | UnsetType | None = UNSET
     budgets: Annotated[list[Budget], Meta(max_length=20)] | UnsetType = UNSET
     tags: dict[str, str] | UnsetType = UNSET
-    expires_at: str | None | UnsetType = UNSET
+    expires_at: str | UnsetType | None = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 
 

@@ -17,8 +17,8 @@ from aiogw.upstream import http
 
 if TYPE_CHECKING:  # imported only when configured
     from aiogw.admission.auth import Authenticator, Ticket
-    from aiogw.store.base import Store
     from aiogw.attempts.health_check import HealthChecker
+    from aiogw.store.base import Store
     from aiogw.telemetry.tracing import Tracing
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -42,12 +42,11 @@ KEY_TICKET: web.RequestKey[Ticket] = web.RequestKey("key_ticket")  # a key's rpm
 
 __all__ = [
     "AUTH",
-    "KEY_TICKET",
-    "STORE",
     "CORS",
     "DISPATCHER",
     "HEALTH_CHECKER",
     "HTTP",
+    "KEY_TICKET",
     "LIFECYCLE",
     "METRICS",
     "OUTCOME",
@@ -55,6 +54,7 @@ __all__ = [
     "PUBLIC_MODEL",
     "REQUEST_ID",
     "RUNTIME",
+    "STORE",
     "STREAM",
     "TRACING",
     "Outcome",

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import openai
 import pytest
+from conftest import gateway_config, until
 from openai import AsyncOpenAI
+from procs import run_cli, start_aiogw
 
 from aiogw.admission import keys as keys_mod
-from conftest import gateway_config, until
-from procs import run_cli, start_aiogw
 
 MASTER = "master-key-for-tests-0123456789"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
@@ -198,6 +198,7 @@ async def test_rotation_keeps_the_old_secret_until_the_grace_ends(sim, make_gate
     old = made["key"]
     assert (await chat(url, old)).choices
     status, rotated = await admin.call("POST", f"/admin/v1/keys/{made['id']}/rotate", {"grace_period_s": 1.5})
+    assert status == 200, rotated
     new = rotated["key"]
     assert (await chat(url, old)).choices  # within the grace
     assert (await chat(url, new)).choices
@@ -214,7 +215,7 @@ async def test_rotation_keeps_the_old_secret_until_the_grace_ends(sim, make_gate
     assert refused is not None and "rotated" in refused.body["message"]
     assert (await chat(url, new)).choices
 
-    status, again = await admin.call("POST", f"/admin/v1/keys/{made['id']}/rotate", {})  # no grace
+    _, again = await admin.call("POST", f"/admin/v1/keys/{made['id']}/rotate", {})  # no grace
     with pytest.raises(openai.AuthenticationError):
         await chat(url, new)
     assert (await chat(url, again["key"])).choices
@@ -386,3 +387,15 @@ async def test_the_demo_prints_a_master_key_and_a_working_demo_key():
                 assert r.status == 200 and [k["name"] for k in (await r.json())["data"]] == ["demo"]
     finally:
         assert await proc.stop() == 0
+
+
+async def test_key_tpm_reserves_the_request_and_settles_with_its_usage(sim, make_gateway, store_url, session):
+    url, _ = await make_gateway(keys_config(sim, store_url))
+    secret = (await Admin(url, session).create(limits={"tpm": 100}))["key"]
+    # Reserves min(prompt + max_tokens, 100): the whole bucket; the ~21 tokens used are kept.
+    first = await chat(url, secret, max_tokens=200)
+    assert first.usage.total_tokens < 100
+    with pytest.raises(openai.RateLimitError) as exc:
+        await chat(url, secret, max_tokens=200)  # needs the whole bucket again
+    assert "tpm" in exc.value.body["message"]
+    assert (await chat(url, secret, max_tokens=10)).choices  # what was not used came back
