@@ -86,7 +86,9 @@ class Authenticator:
             if self._require:
                 raise _invalid("The API key is not valid here: aiogw keys start with 'sk-aiogw-'.")
             return ANONYMOUS
-        v = await self.keys.verify(token)
+        v = self.keys.cached(token)
+        if v is False:  # not cached (or stale): one store read, shared by concurrent requests
+            v = await self.keys.verify(token)
         if v is None:
             raise _invalid("The API key is not valid: unknown, revoked or deleted. Ask the gateway's operator for one.")
         p = v.principal
