@@ -16,6 +16,7 @@ from openai import AsyncOpenAI
 from procs import run_cli, start_aiogw
 
 from aiogw.admission import keys as keys_mod
+from aiogw.server.keys import AUTH, STORE
 
 MASTER = "master-key-for-tests-0123456789"
 ADMIN = {"authorization": f"Bearer {MASTER}"}
@@ -399,3 +400,35 @@ async def test_key_tpm_reserves_the_request_and_settles_with_its_usage(sim, make
         await chat(url, secret, max_tokens=200)  # needs the whole bucket again
     assert "tpm" in exc.value.body["message"]
     assert (await chat(url, secret, max_tokens=10)).choices  # what was not used came back
+
+
+async def test_the_store_is_read_once_per_key_not_per_request(sim, make_gateway, store_url, session, monkeypatch):
+    monkeypatch.setattr(keys_mod, "CACHE_TTL_S", 60.0)  # so that the counts below depend on nothing else
+    monkeypatch.setattr(keys_mod, "NEGATIVE_TTL_S", 60.0)
+    url, app = await make_gateway(keys_config(sim, store_url, key_cache_size=2))
+    store = app[STORE]
+    reads = 0
+    fetchone = store.fetchone
+
+    async def counted(sql, args=()):
+        nonlocal reads
+        reads += "secret_hash" in sql and "WHERE" in sql and "prev_hash = ?" in sql
+        return await fetchone(sql, args)
+
+    monkeypatch.setattr(store, "fetchone", counted)
+    admin = Admin(url, session)
+    made = [await admin.create(name=f"k{i}") for i in range(3)]
+
+    async def models(key):
+        async with session.get(url + "/models", headers={"x-api-key": key}) as r:
+            return r.status
+
+    wrong = "sk-aiogw-" + "w" * 43
+    assert await asyncio.gather(*(models(wrong) for _ in range(20))) == [401] * 20  # at once: one read
+    assert [await models(wrong) for _ in range(10)] == [401] * 10  # then: remembered
+    assert reads == 1
+    assert await asyncio.gather(*(models(made[0]["key"]) for _ in range(20))) == [200] * 20
+    assert reads == 2
+    for k in made:  # three keys through a cache of two: bounded
+        assert await models(k["key"]) == 200
+    assert len(app[AUTH].keys._verified) == 2
