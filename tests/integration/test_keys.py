@@ -336,6 +336,8 @@ models:
         await sim.close()
     logged = b"".join(proc.stderr_lines)
     assert b"request.finished" in logged  # the log was written (and is what is searched)
+    lines = [line for line in proc.logs() if line.get("event") == "request.finished" and line["status"] != 401]
+    assert {line.get("key_id") for line in lines} == {made["id"]}  # who called, by id
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("keys.db"))
     assert b"aiogw_keys" in stored
     for secret in secrets:
