@@ -6,6 +6,7 @@ answers to create and rotate."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from aiogw.ingress.chat import invalid_body, valid_tag
 from aiogw.server.admin import require_admin
 from aiogw.server.keys import AUTH, PRINCIPAL
 
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`(?: - at `\$\.?(.*)`)?$")
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 MAX_PAGE = 1000
 MAX_GRACE_S = 30 * 86400.0
@@ -94,6 +96,13 @@ def _parse_time(value: str, param: str) -> float:
 def _decode(body: bytes, typ: type[msgspec.Struct]) -> Any:
     try:
         return msgspec.json.decode(body or b"{}", type=typ)
+    except msgspec.ValidationError as exc:
+        m = _UNKNOWN.match(str(exc))
+        if m is not None:  # name the field itself, as for any other wrong field
+            param = f"{m.group(2)}.{m.group(1)}" if m.group(2) else m.group(1)
+            known = "" if m.group(2) else f" (expected one of: {', '.join(typ.__struct_fields__)})"
+            raise InvalidRequest(f"Unknown field '{param}'{known}.", param=param) from None
+        raise invalid_body(exc) from None
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
     except RecursionError:

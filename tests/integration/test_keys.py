@@ -127,7 +127,8 @@ async def test_every_admin_call(sim, make_gateway, store_url, session):
         ({"name": "x", "tags": {"team": "a,b"}}, "tags.team"),
         ({"name": "x", "expires_at": "next tuesday"}, "expires_at"),
         ({"name": "x", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
-        ({"name": "x", "colour": "blue"}, None),
+        ({"name": "x", "colour": "blue"}, "colour"),
+        ({"name": "x", "limits": {"rpn": 5}}, "limits.rpn"),
         ({}, "name"),
     ],
 )
