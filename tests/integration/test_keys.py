@@ -234,6 +234,8 @@ async def test_a_key_calls_only_its_models(sim, make_gateway, store_url, session
         await chat(url, secret, extra_headers={"x-aiogw-fallbacks": "compat-model"})
     async with sdk(url, secret) as c:
         assert [m.id async for m in c.models.list()] == ["fast"]
+        with pytest.raises(openai.PermissionDeniedError):
+            await c.models.retrieve("compat-model")
 
 
 async def test_a_keys_tags_join_the_request_and_win_on_conflict(sim, make_gateway, store_url, session):
