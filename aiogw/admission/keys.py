@@ -347,6 +347,22 @@ class Keys:
                 return v.record
         return None
 
+    def budgets_for(self, key_id: str) -> list[BudgetConfig]:
+        """The budgets of a key whose secret this request just verified (synchronous: the
+        budget engine asks on the request path; the entry that let the request in is here,
+        fresh or not). [] for a key not in the cache."""
+        for v in self._by_id.get(key_id, {}).values():
+            return budgets_of(v.record)
+        return []
+
+    async def with_expiry(self) -> list[KeyRecord]:
+        """Live keys that have an `expires_at` (for `key.expiring` alerts)."""
+        rows = await self._store.fetchall(
+            f"SELECT {_COLUMNS} FROM aiogw_keys WHERE expires_at IS NOT NULL"
+            " AND revoked_at IS NULL AND deleted_at IS NULL ORDER BY id"
+        )
+        return [_record(r) for r in rows]
+
     async def record(self, key_id: str) -> KeyRecord | None:
         """A key's record: from the cache when a secret of it was just verified (the budget
         engine asks on the request path), else from the store."""

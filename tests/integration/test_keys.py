@@ -437,3 +437,17 @@ async def test_the_store_is_read_once_per_key_not_per_request(sim, make_gateway,
     for k in made:  # three keys through a cache of two: bounded
         assert await models(k["key"]) == 200
     assert len(app[AUTH].keys._verified) == 2
+
+
+async def test_the_budget_and_alert_stages_read_a_keys_budgets_and_expiry(sim, make_gateway, store_url, session):
+    url, app = await make_gateway(keys_config(sim, store_url))
+    admin = Admin(url, session)
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    made = await admin.create(budgets=[{"limit_usd": 2.5, "period": "7d"}], expires_at=later)
+    await admin.create(name="no-expiry")
+    keys = app[AUTH].keys
+    assert keys.budgets_for(made["id"]) == []  # not verified by any request yet
+    assert (await chat(url, made["key"])).choices
+    [budget] = keys.budgets_for(made["id"])
+    assert (budget.scope, budget.match, budget.limit_usd, budget.period) == ("key", made["id"], 2.5, "7d")
+    assert [k.id for k in await keys.with_expiry()] == [made["id"]]
