@@ -258,8 +258,7 @@ async def test_v1_key_shows_the_key_itself(sim, make_gateway, store_url, session
         assert r.status == 401
 
 
-async def test_key_rpm_is_shared_by_two_gateways(sim, make_gateway, redis_server, tmp_path, session):
-    store_url = f"sqlite:///{tmp_path}/shared.db"
+async def test_key_rpm_is_shared_by_two_gateways(sim, make_gateway, redis_server, store_url, session):
     cfg = gateway_config(
         sim, auth={"master_key": MASTER}, store={"url": store_url}, state={"redis_url": redis_server.url}
     )
@@ -276,14 +275,14 @@ async def test_key_rpm_is_shared_by_two_gateways(sim, make_gateway, redis_server
 
 
 async def test_a_revocation_reaches_another_replica_within_a_second(
-    sim, make_gateway, redis_server, tmp_path, session, monkeypatch
+    sim, make_gateway, redis_server, store_url, session, monkeypatch
 ):
     # Cache entries that would live a minute: only the Redis message can make B refuse in time.
     monkeypatch.setattr(keys_mod, "CACHE_TTL_S", 60.0)
     cfg = gateway_config(
         sim,
         auth={"master_key": MASTER},
-        store={"url": f"sqlite:///{tmp_path}/shared.db"},
+        store={"url": store_url},
         state={"redis_url": redis_server.url},
     )
     a, _ = await make_gateway(cfg)
