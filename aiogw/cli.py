@@ -20,7 +20,7 @@ from aiogw import config as config_mod
 from aiogw import config_load
 from aiogw.adapters import REGISTRY
 from aiogw.alerts.webhooks import webhook_name
-from aiogw.demo import demo_config, start_demo_simulator
+from aiogw.demo import create_demo_key, demo_config, new_master_key, start_demo_simulator
 from aiogw.errors import ConfigError
 from aiogw.routing.slo import objectives
 from aiogw.runtime import Runtime, account_type
@@ -101,6 +101,7 @@ def check_config(file: str) -> int:
         print(f"state: shared through Redis at {redacted(cfg.state.redis_url)} (prefix {cfg.state.key_prefix!r})")
     else:
         print("state: in-process (limits, breakers and windows are this process's own)")
+    print(_auth_line(cfg))
     if cfg.telemetry.otlp_endpoint:
         print(f"traces: OTLP/HTTP to {cfg.telemetry.otlp_endpoint} (sample ratio {cfg.telemetry.sample_ratio})")
     print(
@@ -218,6 +219,22 @@ def _print_money(cfg: config_mod.Config) -> None:
         print(f"  {config_budget_id(b)}  {what:<28} ${b.limit_usd:g} per {b.period}  alerts at {alerts}")
 
 
+def _auth_line(cfg: config_mod.Config) -> str:
+    """Auth settings, never a secret: whether each is set, not what it is."""
+    auth = cfg.auth
+    if not auth.configured:
+        return "auth: off (no master key: no admin API; /v1 open to whoever reaches the port)"
+    from aiogw.store.base import default_url, masked  # noqa: PLC0415
+
+    store = masked(cfg.store.url if cfg.store is not None else default_url())
+    return (
+        f"auth: keys {'required' if auth.require_keys else 'optional'} on /v1; admin API "
+        f"{'on (master key set)' if auth.master_key is not None else 'off (no master key)'}; "
+        f"pepper {'set' if auth.pepper is not None else 'derived from the master key'}; "
+        f"key cache {auth.key_cache_size}; store {store}"
+    )
+
+
 def _load(args: argparse.Namespace) -> config_mod.Config:
     if args.demo:
         return demo_config("http://127.0.0.1:0")  # the simulator's address is known once it runs
@@ -277,10 +294,13 @@ async def _serve_one(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     sim = None
     if args.demo:
         sim = await start_demo_simulator()
-        cfg = _with_overrides(demo_config(sim.url), args)
+        # Keys for the demo only when one process serves it (each worker would make its own).
+        master = new_master_key() if not args.worker_child else None
+        cfg = _with_overrides(demo_config(sim.url, master), args)
     announce = not args.worker_child
+    app = create_app(cfg)
 
-    def ready(host: str, port: int) -> None:
+    async def ready(host: str, port: int) -> None:
         if args.ready_fd is not None:  # tell the parent of `--workers N`
             os.write(args.ready_fd, b"1")
             os.close(args.ready_fd)
@@ -289,11 +309,13 @@ async def _serve_one(cfg: config_mod.Config, args: argparse.Namespace) -> None:
             print(f"aiogw listening on http://{shown}:{port}", flush=True)
             if args.demo:
                 print(_demo_hint(shown, port), flush=True)
+                if cfg.auth.master_key is not None:
+                    print(_demo_keys(shown, port, cfg.auth.master_key.reveal(), await create_demo_key(app)), flush=True)
 
     sock = socket.socket(fileno=args.worker_fd) if args.worker_fd is not None else None
     try:
         await serve_app(
-            create_app(cfg), host=cfg.server.host, port=cfg.server.port, sock=sock, on_ready=ready,
+            app, host=cfg.server.host, port=cfg.server.port, sock=sock, on_ready=ready,
             worker_index=args.worker_index,
         )  # fmt: skip
     finally:
@@ -303,10 +325,20 @@ async def _serve_one(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 def _demo_hint(host: str, port: int) -> str:
     return (
-        "demo mode: simulated providers, no keys. Try:\n"
+        "demo mode: simulated providers, no keys needed. Try:\n"
         f"  curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' \\\n"
         '    -d \'{"model": "demo-fast", "messages": [{"role": "user", "content": "Hello"}]}\'\n'
         f"  or open http://{host}:{port}/playground (stream in the browser) and http://{host}:{port}/dashboard"
+    )
+
+
+def _demo_keys(host: str, port: int, master: str, demo_key: str) -> str:
+    return (
+        "keys (not required in the demo; the store is in memory and gone at exit):\n"
+        f"  master key: {master}\n"
+        f"  demo key:   {demo_key}  (models demo-*)\n"
+        f"  curl -s http://{host}:{port}/admin/v1/keys -H 'authorization: Bearer {master}'\n"
+        f"  curl -s http://{host}:{port}/v1/key -H 'authorization: Bearer {demo_key}'"
     )
 
 

@@ -281,6 +281,15 @@ class AuthConfig(Strict, kw_only=True):
     pepper: Secret | None = None
     key_cache_size: Annotated[int, Meta(ge=1)] = 10_000  # verified keys held in process
 
+    def __post_init__(self) -> None:
+        if self.require_keys and self.master_key is None and self.pepper is None:
+            raise ValueError("require_keys needs master_key (to manage keys) or pepper (to verify them)")
+
+    @property
+    def configured(self) -> bool:
+        """Virtual keys are in play: the store is opened and /v1 requests are authenticated."""
+        return self.master_key is not None or self.require_keys
+
 
 class StoreConfig(Strict, kw_only=True):
     """Durable state (keys, budgets, the spend ledger): SQLite by default, PostgreSQL for a fleet."""

@@ -1,4 +1,5 @@
-"""`aiogw serve --demo`: the gateway in front of built-in simulated providers, no keys.
+"""`aiogw serve --demo`: the gateway in front of built-in simulated providers, no keys needed
+(a master key and one demo virtual key are made at start, to try the admin API with).
 
 Everything the demo answers is visibly simulated: model and provider names say so, and the
 simulator's text starts with "Simulated reply".
@@ -6,9 +7,14 @@ simulator's text starts with "Simulated reply".
 
 from __future__ import annotations
 
+import secrets
+
+from aiohttp import web
+
 from aiogw.bench.simulator import Profile, Simulator, start_simulator
 from aiogw.config import Config
 from aiogw.config_load import from_builtins
+from aiogw.server.keys import AUTH
 
 # One simulator process plays three provider accounts with different behaviour.
 ACCOUNTS = {
@@ -22,9 +28,13 @@ ACCOUNTS = {
 }
 
 
-def demo_config(sim_url: str) -> Config:
+def demo_config(sim_url: str, master_key: str | None = None) -> Config:
+    """With `master_key`: the admin API on, keys in an in-memory store (gone at exit), and
+    keys still not required, so requests without one keep working."""
+    extra = {"auth": {"master_key": master_key}, "store": {"url": "sqlite:///:memory:"}} if master_key else {}
     return from_builtins(
         {
+            **extra,
             "server": {"host": "127.0.0.1", "port": 8080},
             "providers": {
                 "sim-openai": {"type": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-demo-simulated"},
@@ -58,6 +68,18 @@ def demo_config(sim_url: str) -> Config:
         file="<demo>",
         env={},
     )
+
+
+def new_master_key() -> str:
+    return "aiogw-demo-master-" + secrets.token_urlsafe(24)
+
+
+async def create_demo_key(app: web.Application) -> str:
+    """One virtual key for trying keys out: limited to the demo's models, tagged as the demo's."""
+    auth = app[AUTH]
+    assert auth is not None
+    _, secret = await auth.keys.create({"name": "demo", "models": ("demo-*",), "tags": {"source": "demo"}})
+    return secret
 
 
 async def start_demo_simulator() -> Simulator:

@@ -4,7 +4,7 @@
 GatewayError                    .status .type .code .param .message; to_openai() -> bytes
 ├─ ClientError                  the caller's fault: never retried, never failed over
 │  ├─ InvalidRequest (400, param) └─ NestedTooDeep   ├─ PayloadTooLarge (413)
-│  ├─ AuthError (401), Forbidden (403) ├─ NotFound (404) └─ ModelNotFound (param: model)
+│  ├─ AuthError (401), Forbidden (403) └─ ModelNotAllowed ├─ NotFound (404) └─ ModelNotFound
 │  ├─ MethodNotAllowed (405)        ├─ RequestTimeout (408) ├─ UnsupportedEncoding (415)
 │  ├─ BudgetExceeded (402, retry_after: the window's reset)
 │  └─ GatewayRateLimited (429, retry_after)
@@ -124,14 +124,24 @@ class NestedTooDeep(InvalidRequest):
 
 
 class AuthError(ClientError):
+    """Missing, unknown, revoked or expired key: OpenAI's own 401 shape (its type is
+    invalid_request_error, which the SDKs map to AuthenticationError by status)."""
+
     status = 401
-    type = "authentication_error"
     code = "invalid_api_key"
 
 
 class Forbidden(ClientError):
     status = 403
     code = "forbidden"
+
+
+class ModelNotAllowed(Forbidden):
+    """A virtual key asked for a model outside its `models` list."""
+
+    type = "permission_error"
+    code = "model_not_allowed"
+    param = "model"
 
 
 class NotFound(ClientError):

@@ -131,6 +131,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.accounting.cost",
         "aiogw.routing.router",
         "aiogw.attempts.outcome",
+        "aiogw.attempts.walk",  # the request's token estimate, for a virtual key's tpm
         "aiogw.server.keys",
         "aiogw.ingress",
     },

@@ -71,6 +71,28 @@ def from_config(budgets: Iterable[BudgetConfig]) -> list[Budget]:
     ]
 
 
+def from_key(budgets: Iterable[BudgetConfig]) -> list[Budget]:
+    """A virtual key's own budgets (scope `key`, match its id). The id is the key's id and
+    the period (and the position among several of one period), so a rotation or a changed
+    limit keeps the window's spend."""
+    out: list[Budget] = []
+    seen: dict[str, int] = {}
+    for b in budgets:
+        n = seen[b.period] = seen.get(b.period, 0) + 1
+        out.append(
+            Budget(
+                id=f"{b.match}:{b.period}" + (f":{n}" if n > 1 else ""),
+                scope="key",
+                match=b.match,
+                limit_usd=b.limit_usd,
+                period=b.period,
+                alert_at=tuple(sorted(b.alert_at)),
+                source="key",
+            )
+        )
+    return out
+
+
 def window(period: str, now: float) -> tuple[float, float | None]:
     """The window holding `now`: (start, end); end None for `total`."""
     if period == "total":

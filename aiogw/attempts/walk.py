@@ -39,6 +39,11 @@ def prompt_tokens_estimate(parsed: ParsedChat) -> int:
     return estimate_tokens(chars)
 
 
+def chat_tokens_estimate(parsed: ParsedChat) -> int:
+    """What a chat request reserves against a tpm limit: its prompt and its output cap."""
+    return prompt_tokens_estimate(parsed) + (parsed.req.output_cap or DEFAULT_OUTPUT_RESERVATION)
+
+
 def embedding_tokens_estimate(req: EmbeddingRequest) -> int:
     inp = req.input
     if isinstance(inp, str):

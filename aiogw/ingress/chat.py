@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
 from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome
+from aiogw.attempts.walk import chat_tokens_estimate, embedding_tokens_estimate
 from aiogw.errors import (
     GatewayError,
     InvalidRequest,
@@ -25,10 +27,13 @@ from aiogw.ingress.sse import SSESink
 from aiogw.routing.router import STRATEGIES
 from aiogw.runtime import ModelRoute, Runtime
 from aiogw.server.keys import (
+    AUTH,
     DISPATCHER,
+    KEY_TICKET,
     LIFECYCLE,
     MONEY,
     OUTCOME,
+    PRINCIPAL,
     PUBLIC_MODEL,
     REQUEST_ID,
     RUNTIME,
@@ -96,12 +101,38 @@ _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}=[A-Za-z0-9_.:/@ -]{0,128}$")
 _TASK = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")  # a tag's key rule: a label, not free text
 
 
+def valid_tag(pair: str) -> bool:
+    """`key=value` as `x-aiogw-tags` takes it (also the rule for a virtual key's tags)."""
+    return _TAG.match(pair) is not None
+
+
+def merge_tags(sent: str, key_tags: str) -> str:
+    """The request's tags joined with its key's (both canonical "k=v,..."): on the same
+    name the key's value wins, so a client cannot book its spend to another team."""
+    merged = dict(p.partition("=")[::2] for p in sent.split(",") if p)
+    merged.update(p.partition("=")[::2] for p in key_tags.split(","))
+    return ",".join(sorted(f"{k}={v}" for k, v in merged.items()))
+
+
+async def admit_key(request: web.Request, route: ModelRoute, control: Control, tokens: Callable[[], int]) -> None:
+    """A virtual key's request: every model it names is in the key's list, and the key's
+    rpm/tpm have room (`tokens` estimates the request, computed only for a tpm limit)."""
+    p = request[PRINCIPAL]
+    auth = request.app[AUTH]
+    assert auth is not None
+    names = (route.name, *(f.name for f in control.fallbacks))
+    ticket = await auth.admit(p, names, tokens() if p.tpm else 0)
+    if ticket is not None:
+        request[KEY_TICKET] = ticket
+
+
 def _bad_header(name: str, why: str) -> InvalidRequest:
     return InvalidRequest(f"Invalid header '{name}': {why}.", code="invalid_header", param=name)
 
 
-def request_control(request: web.Request, runtime: Runtime) -> Control:
-    """The `x-aiogw-*` routing headers, validated; a bad value is a 400 naming the header."""
+def request_control(request: web.Request, runtime: Runtime, key_tags: str = "") -> Control:
+    """The `x-aiogw-*` routing headers, validated; a bad value is a 400 naming the header.
+    `key_tags`: the calling key's tags, joined to the request's."""
     h = request.headers
     deadline = strategy = None
     fallbacks: tuple[ModelRoute, ...] = ()
@@ -134,6 +165,8 @@ def request_control(request: web.Request, runtime: Runtime) -> Control:
                 "x-aiogw-tags", "expected up to 16 comma-separated key=value pairs (e.g. team=search,feature=qa)"
             )
         tags = ",".join(sorted(pairs))
+    if key_tags:
+        tags = merge_tags(tags, key_tags)
     task = ""
     if (v := h.get("x-aiogw-task")) is not None:
         task = v.strip()
@@ -148,7 +181,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     request[STREAM] = parsed.req.is_stream
     runtime = request.app[RUNTIME]
     route = runtime.resolve(parsed.req.model)
-    control = request_control(request, runtime)
+    principal = request[PRINCIPAL]
+    control = request_control(request, runtime, principal.tags)
+    if principal.key_id is not None:
+        await admit_key(request, route, control, lambda: chat_tokens_estimate(parsed))
     dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
     outcome.tags, outcome.task = control.tags, control.task or "chat"
@@ -206,7 +242,10 @@ async def embeddings(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     route = runtime.resolve(req.model)
     outcome = request[OUTCOME]
-    control = request_control(request, runtime)
+    principal = request[PRINCIPAL]
+    control = request_control(request, runtime, principal.tags)
+    if principal.key_id is not None:
+        await admit_key(request, route, control, lambda: embedding_tokens_estimate(req))
     outcome.tags, outcome.task = control.tags, control.task or "embeddings"
     if (money := request.app[MONEY]) is not None:
         await money.admit(request, route, control, outcome, embedding=req)

@@ -8,10 +8,12 @@ in OpenAI's error shape too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ from aiohttp.web_protocol import RequestHandler
 
 import aiogw.version  # noqa: F401 - read before any loop runs; tracing, loaded lazily, uses it
 from aiogw.admission.limits import Limiter
+from aiogw.alerts.expiring import watch_expiring
 from aiogw.alerts.webhooks import Alerts
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.config import Config
@@ -28,10 +31,11 @@ from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
 from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
-from aiogw.server import admin_budgets, admin_spend, cors, metrics, money, pages
+from aiogw.server import admin_budgets, admin_keys, admin_spend, cors, metrics, money, pages
 from aiogw.server.handlers import ROUTES
 from aiogw.server.keys import (
     ALERTS,
+    AUTH,
     CORS,
     DISPATCHER,
     HEALTH_CHECKER,
@@ -40,10 +44,12 @@ from aiogw.server.keys import (
     METRICS,
     MONEY,
     RUNTIME,
+    STORE,
     TRACING,
 )
 from aiogw.server.lifecycle import Lifecycle
 from aiogw.server.middleware import gateway_middleware
+from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 from aiogw.telemetry.metrics import GatewayMetrics
 from aiogw.upstream import http
@@ -126,6 +132,61 @@ def _alerts(runtime: Runtime, client: http.Client, metrics: GatewayMetrics) -> A
     return Alerts(cfg.alerts, client, metrics, fleet=fleet)
 
 
+async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Virtual keys, when `auth` is configured: the store opened, the keys' cache and the
+    authenticator built, and (with shared state) key changes heard from other replicas."""
+    cfg = app[RUNTIME].config
+    from aiogw.admission.auth import Authenticator  # noqa: PLC0415 - only when auth is configured
+    from aiogw.admission.keys import Keys, derive_pepper  # noqa: PLC0415
+    from aiogw.store.base import default_url, open_store  # noqa: PLC0415
+
+    auth = cfg.auth
+    master = auth.master_key.reveal() if auth.master_key is not None else None
+    pepper = derive_pepper(auth.pepper.reveal() if auth.pepper else None, master)
+    money_ = app[MONEY]  # budgets and the ledger have the store open already: share it
+    own_store = money_ is None
+    store = (
+        money_.store
+        if money_ is not None
+        else await open_store(cfg.store.url if cfg.store is not None else default_url())
+    )
+    app[STORE] = store
+    keys = Keys(store, pepper, auth.key_cache_size)
+    if money_ is not None:
+        money_.attach_keys(keys)
+    events = None
+    expiring = None
+    try:
+        if cfg.state.redis_url:
+            from aiogw.state.key_events import KeyEvents  # noqa: PLC0415 - the redis client only when configured
+
+            events = KeyEvents(cfg.state, forget=keys.forget, forget_all=keys.forget_all)
+            keys.on_change = events.publish
+            await events.start()
+        app[AUTH] = Authenticator(
+            keys, master_key=master, require_keys=auth.require_keys, shared=app[DISPATCHER].shared
+        )
+        if cfg.alerts.webhooks:  # key.expiring: a daily-enough look at keys that expire
+            alerts = app[ALERTS]
+
+            async def watch() -> None:
+                await watch_expiring(keys.with_expiry, alerts, cfg.alerts.key_expiring_s, time.time)
+
+            expiring = asyncio.create_task(
+                supervise("key-expiring", watch, log, "keys.expiring_loop_died"), name="aiogw-key-expiring"
+            )
+        yield
+    finally:
+        if expiring is not None:
+            expiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiring
+        if events is not None:
+            await events.close()
+        if own_store:
+            await store.close()
+
+
 async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     tracing = app[TRACING]
@@ -134,7 +195,7 @@ async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _money_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with money.running(app[RUNTIME].config) as m:
+    async with money.running(app[RUNTIME].config, alerts=app[ALERTS]) as m:
         app[MONEY] = m
         yield
 
@@ -154,7 +215,12 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
         app.cleanup_ctx.append(_money_ctx)
         admin_budgets.install(app)
         admin_spend.install(app)
+    app[AUTH] = app[STORE] = None
+    if config.auth.configured:
+        # After the dispatcher (key limits use its shared state) and the money side (its store).
+        app.cleanup_ctx.append(_auth_ctx)
     app.router.add_routes(ROUTES)
+    app.router.add_routes(admin_keys.ROUTES)
     metrics.install(app)
     if config.server.pages:
         pages.install(app)

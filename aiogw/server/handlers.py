@@ -6,9 +6,11 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from aiogw.admission.auth import allowed as key_may_call
+from aiogw.errors import ModelNotAllowed
 from aiogw.ingress.chat import chat_completions, embeddings
 from aiogw.routing.health import now as health_now
-from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, MONEY, RUNTIME
+from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, MONEY, PRINCIPAL, RUNTIME
 from aiogw.types import ModelCard, ModelList
 
 _encode = msgspec.json.Encoder().encode
@@ -16,7 +18,10 @@ _encode = msgspec.json.Encoder().encode
 
 async def list_models(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    cards = [ModelCard(id=n, created=runtime.loaded_at, owned_by="aiogw") for n in runtime.public_models()]
+    names = runtime.public_models()
+    if (allowed := request[PRINCIPAL].models) is not None:  # a key sees the models it may call
+        names = [n for n in names if key_may_call(allowed, n)]
+    cards = [ModelCard(id=n, created=runtime.loaded_at, owned_by="aiogw") for n in names]
     return web.Response(body=_encode(ModelList(data=cards)), content_type="application/json")
 
 
@@ -26,6 +31,8 @@ async def get_model(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     name = request.match_info["model"]
     runtime.resolve(name)  # 404 model_not_found for anything else
+    if (allowed := request[PRINCIPAL].models) is not None and not key_may_call(allowed, name):
+        raise ModelNotAllowed(f"This API key may not call the model '{name}'.")
     card = ModelCard(id=name, created=runtime.loaded_at, owned_by=runtime.owner(name))
     return web.Response(body=_encode(card), content_type="application/json")
 

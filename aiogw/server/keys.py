@@ -17,9 +17,11 @@ from aiogw.server.lifecycle import Lifecycle
 from aiogw.telemetry.metrics import GatewayMetrics
 from aiogw.upstream import http
 
-if TYPE_CHECKING:  # both imported only when configured
+if TYPE_CHECKING:  # imported only when configured
+    from aiogw.admission.auth import Authenticator, Ticket
     from aiogw.attempts.health_check import HealthChecker
     from aiogw.server.money import Money
+    from aiogw.store.base import Store
     from aiogw.telemetry.tracing import Tracing
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -34,6 +36,8 @@ HEALTH_CHECKER: web.AppKey[HealthChecker | None] = web.AppKey("health_checker")
 ALERTS: web.AppKey[AlertSink] = web.AppKey("alerts")
 # The store, the ledger writer and the budgets; None unless store, budgets or the admin API are configured.
 MONEY: web.AppKey[Money | None] = web.AppKey("money")
+STORE: web.AppKey[Store | None] = web.AppKey("store")  # opened only when something needs it
+AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")  # None: auth not configured, everyone ANONYMOUS
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -42,14 +46,17 @@ PUBLIC_MODEL = web.RequestKey("public_model", str)
 STREAM = web.RequestKey("stream", bool)
 PRINCIPAL = web.RequestKey("principal", Principal)  # set by admission before any handler reads it
 HOLD = web.RequestKey("budget_hold", Hold)  # what admission holds against budgets, settled at the end
+KEY_TICKET: web.RequestKey[Ticket] = web.RequestKey("key_ticket")  # a key's rpm/tpm taken, settled at the end
 
 __all__ = [
     "ALERTS",
+    "AUTH",
     "CORS",
     "DISPATCHER",
     "HEALTH_CHECKER",
     "HOLD",
     "HTTP",
+    "KEY_TICKET",
     "LIFECYCLE",
     "METRICS",
     "MONEY",
@@ -58,6 +65,7 @@ __all__ = [
     "PUBLIC_MODEL",
     "REQUEST_ID",
     "RUNTIME",
+    "STORE",
     "STREAM",
     "TRACING",
     "Outcome",

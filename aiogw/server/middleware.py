@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from aiogw.admission.principal import ANONYMOUS, Principal
 from aiogw.attempts.outcome import ClientDisconnected, Outcome
 from aiogw.errors import (
     GatewayError,
@@ -21,11 +22,14 @@ from aiogw.errors import (
 from aiogw.ids import hex_id
 from aiogw.ingress.body import too_large
 from aiogw.server.keys import (
+    AUTH,
     CORS,
+    KEY_TICKET,
     LIFECYCLE,
     METRICS,
     MONEY,
     OUTCOME,
+    PRINCIPAL,
     PUBLIC_MODEL,
     REQUEST_ID,
     RUNTIME,
@@ -100,9 +104,16 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     status = 500
     error: GatewayError | None = None
     client_closed = False
+    auth = request.app[AUTH]
+    principal = ANONYMOUS
     lifecycle.enter()
     try:
         try:
+            # Who is calling, before any handler reads it; without auth configured, nobody
+            # in particular (no await, no lookup).
+            if auth is not None:
+                principal = await auth.principal(request.headers)
+            request[PRINCIPAL] = principal
             resp = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -123,9 +134,11 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return error_response(GatewayError("The gateway hit an internal error."), rid, outcome)
     finally:
         lifecycle.leave()
+        if auth is not None and (ticket := request.get(KEY_TICKET)) is not None:
+            auth.settle(ticket, outcome.usage.total_tokens if outcome.usage is not None else None)
         if (money := request.app[MONEY]) is not None:  # settle the budget hold, queue the ledger rows
             money.finish(request, rid, outcome, status, error, client_closed, time.perf_counter() - started)
-        _finished(request, rid, outcome, status, started, error, client_closed)
+        _finished(request, rid, outcome, status, started, error, client_closed, principal)
         if span is not None:
             _end_span(request, span, rid, outcome, status, error)
 
@@ -149,6 +162,7 @@ def _finished(
     started: float,
     error: GatewayError | None,
     client_closed: bool,
+    principal: Principal,
 ) -> None:
     """The request's log line and its metrics, from the same facts."""
     duration_s = time.perf_counter() - started
@@ -197,6 +211,9 @@ def _finished(
             for a in outcome.attempts
         ],
     }
+    if principal.key_id is not None:  # who called (the key's id and name, never its secret)
+        fields["key_id"] = principal.key_id
+        fields["key_name"] = principal.key_name
     if usage is not None:
         fields["input_tokens"] = usage.prompt_tokens
         fields["output_tokens"] = usage.completion_tokens

@@ -18,7 +18,8 @@ from aiogw.accounting.cost import price_version
 from aiogw.accounting.ledger_store import LedgerWriter, spend_report, spent_since
 from aiogw.adapters._base import Target
 from aiogw.admission import budget_store
-from aiogw.admission.budgets import Budget, Request, from_config
+from aiogw.admission.budgets import Budget, Request, from_config, from_key
+from aiogw.admission.keys import Keys, budgets_of
 from aiogw.admission.principal import ANONYMOUS
 from aiogw.admission.reserve import Book, Budgets, Hold, KeyBudgets
 from aiogw.alerts.sink import AlertSink
@@ -77,6 +78,22 @@ class Money:
         self.config_budgets = config_budgets
         self.budgets = Budgets(config_budgets, book, seed=self.seed, alerts=alerts, key_budgets=key_budgets)
         self._refresh: asyncio.Task[None] | None = None
+
+    def attach_keys(self, keys: Keys) -> None:
+        """Virtual keys' own budgets join those that apply to their requests, and a key's
+        admin view shows its spend and what remains per window."""
+        self.budgets.key_budgets = lambda key_id: from_key(keys.budgets_for(key_id))
+
+        async def spend_of(key_id: str) -> list[dict[str, Any]]:
+            record = await keys.get(key_id)
+            budgets = from_key(budgets_of(record)) if record is not None else []
+            status = await self.budgets.status(budgets)
+            return [
+                {"period": b.period, "limit_usd": b.limit_usd, "alert_at": list(b.alert_at), **st}
+                for b, st in zip(budgets, status, strict=True)
+            ]
+
+        keys.spend_of = spend_of
 
     # --- admission ----------------------------------------------------------------------
 
@@ -184,6 +201,7 @@ class Money:
     async def gateway_spend(self) -> dict[str, Any]:
         """/v1/gateway/spend's shape, from the durable ledger (since the first row)."""
         dims = ["model", "provider", "upstream_model", "task"]
+        await self.writer.flush()  # what is queued is part of the answer
         rows, _ = await spend_report(self.store, [*dims, "tags_raw"], None, None)  # tags_raw: the whole tag set
         first = await self.store.fetchone("SELECT MIN(at) FROM aiogw_ledger WHERE kind = 'request'")
         out = [
@@ -271,8 +289,8 @@ async def build(config: Config, *, alerts: AlertSink | None = None, key_budgets:
 
 
 @contextlib.asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Money]:
-    money = await build(config)
+async def running(config: Config, *, alerts: AlertSink | None = None) -> AsyncIterator[Money]:
+    money = await build(config, alerts=alerts)
     try:
         yield money
     finally:

@@ -38,6 +38,23 @@ MIGRATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
 }
 
+# Virtual keys (aiogw.admission.keys). The secret is never stored: `secret_hash` is its
+# HMAC-SHA256 under the pepper, `prev_hash` the one a rotation replaced, valid until
+# `prev_until`. JSON columns hold what the admin API was given. A deleted key keeps its row
+# (`deleted_at`) so that spend reports can still name it.
+MIGRATIONS["keys"] = (
+    (
+        "CREATE TABLE aiogw_keys ("
+        " id TEXT PRIMARY KEY, name TEXT NOT NULL, team TEXT, user_id TEXT, models TEXT,"
+        " rpm BIGINT, tpm BIGINT, budgets TEXT NOT NULL, tags TEXT NOT NULL, metadata TEXT NOT NULL,"
+        " expires_at DOUBLE PRECISION, created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
+        " revoked_at DOUBLE PRECISION, deleted_at DOUBLE PRECISION,"
+        " secret_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,"
+        " prev_hash TEXT UNIQUE, prev_until DOUBLE PRECISION)",
+        "CREATE INDEX aiogw_keys_team ON aiogw_keys (team)",
+    ),
+)
+
 
 async def applied(store: Store) -> dict[str, int]:
     rows = await store.fetchall("SELECT component, MAX(version) FROM aiogw_migrations GROUP BY component")
