@@ -10,6 +10,7 @@ from aiogw.admission.auth import allowed as key_may_call
 from aiogw.errors import ModelNotAllowed
 from aiogw.ingress.chat import chat_completions, embeddings
 from aiogw.routing.health import now as health_now
+from aiogw.server.admin import require_admin
 from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, MONEY, PRINCIPAL, RUNTIME
 from aiogw.types import ModelCard, ModelList
 
@@ -86,7 +87,10 @@ async def gateway_health(request: web.Request) -> web.Response:
 
 async def gateway_spend(request: web.Request) -> web.Response:
     """Spend since start from the cost ledger, one row per (public model, provider,
-    upstream model, task, tags); from the durable ledger when the store is open."""
+    upstream model, task, tags); from the durable ledger when the store is open. With
+    virtual keys configured, everyone's dollar figures are for the master key only."""
+    if request.app[RUNTIME].config.auth.configured:
+        require_admin(request)
     if (money := request.app[MONEY]) is not None:
         return web.json_response(await money.gateway_spend())
     ledger = request.app[DISPATCHER].ledger

@@ -212,3 +212,47 @@ async def test_a_page_on_another_origin_streams_through_cors(sim, make_gateway, 
         other,
     )
     assert blocked == "blocked"
+
+
+async def test_dashboard_shows_budgets_keys_and_slo_behind_the_master_key(sim, make_gateway, browser, tmp_path):
+    master = "sk-master-dashboard"
+    cfg = gateway_config(
+        sim,
+        auth={"master_key": master},
+        store={"url": f"sqlite:///{tmp_path}/aiogw.db"},
+        budgets=[{"scope": "model", "match": "fast", "limit_usd": 1.0, "period": "month", "alert_at": [0.5, 0.8, 1.0]}],
+        models=[
+            {
+                "name": "fast",
+                "slo": {"ttft_p95_ms": 60_000, "min_calls": 1},
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1000.0, "output": 1000.0}}],
+            },
+        ],
+    )
+    base = await _base(make_gateway, cfg)
+    admin = {"authorization": f"Bearer {master}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(base + "/admin/v1/keys", headers=admin, json={"name": "team-a", "team": "a"}) as r:
+            made = await r.json()
+        async with s.post(
+            base + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {made['key']}"},
+            json={"model": "fast", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5},
+        ) as r:
+            assert r.status == 200, await r.text()
+    page = await browser.new_page()
+    await page.goto(base + "/dashboard?refresh=200")
+    await page.locator('[data-target="sim/sim-gpt-fast"] .badge.slo').wait_for(timeout=10_000)
+    # Without the master key: no money panel, and the spend total says why.
+    assert await page.locator("#money").is_hidden()
+    await page.locator("#sum-spend", has_text="master key needed").wait_for(timeout=10_000)
+    await page.fill("#admin-key", master)
+    await page.click("#admin-show")
+    budget = page.locator("[data-budget]")
+    await budget.first.wait_for(timeout=10_000)
+    assert await budget.locator(".threshold").count() == 3  # alert_at ticks
+    assert float(await budget.locator(".spent").get_attribute("width")) > 0
+    assert "of $1.00" in await budget.locator(".nums").inner_text()
+    await page.locator(f'#keys tr[data-key="{made["id"]}"]').wait_for(timeout=10_000)
+    assert "team-a" in await page.inner_text("#keys")
+    await page.locator("#sum-spend", has_text="$").wait_for(timeout=10_000)

@@ -216,15 +216,16 @@ async def test_gateway_spend_reads_the_durable_ledger(sim, make_gateway, store_u
         )  # fmt: skip
         seen += [chunk.usage.model_extra["cost_usd"] async for chunk in stream if chunk.usage is not None]
         assert len(seen) == 3
-    await until(lambda: _flushed(url), times=200)
-    async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend") as r:
+    # A stream's row is queued once the gateway's handler returns, just after the client saw its end.
+    await until(lambda: _recorded(url), times=200)
+    async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend", headers=ADMIN) as r:
         body = await r.json()
     (row,) = body["rows"]
     assert row["task"] == "qa" and row["requests"] == 3 and row["cost_usd"] == pytest.approx(sum(seen))
 
 
-async def _flushed(url):
-    async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend") as r:
+async def _recorded(url):
+    async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend", headers=ADMIN) as r:
         return sum(x["requests"] for x in (await r.json())["rows"]) == 3
 
 

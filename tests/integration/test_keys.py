@@ -245,9 +245,13 @@ async def test_a_keys_tags_join_the_request_and_win_on_conflict(sim, make_gatewa
     url, _ = await make_gateway(keys_config(sim, store_url))
     secret = (await Admin(url, session).create(tags={"team": "search"}))["key"]
     await chat(url, secret, extra_headers={"x-aiogw-tags": "team=ads,feature=qa"})
-    async with session.get(url + "/gateway/spend") as r:
+    async with session.get(url + "/gateway/spend", headers={"authorization": f"Bearer {MASTER}"}) as r:
         rows = (await r.json())["rows"]
     assert [row["tags"] for row in rows] == ["feature=qa,team=search"]
+    # Everyone's dollar figures are the admin's: a key, or nobody, is refused.
+    for headers in ({"authorization": f"Bearer {secret}"}, {}):
+        async with session.get(url + "/gateway/spend", headers=headers) as r:
+            assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_api_key"
 
 
 async def test_v1_key_shows_the_key_itself(sim, make_gateway, store_url, session):
