@@ -347,13 +347,17 @@ class Keys:
                 return v.record
         return None
 
-    def budgets_for(self, key_id: str) -> list[BudgetConfig]:
-        """The budgets of a key whose secret this request just verified (synchronous: the
-        budget engine asks on the request path; the entry that let the request in is here,
-        fresh or not). [] for a key not in the cache."""
+    def verified_record(self, key_id: str) -> KeyRecord | None:
+        """The record of a key whose secret a request just verified (no store read; the
+        entry that let the request in, fresh or not). None for a key not in the cache."""
         for v in self._by_id.get(key_id, {}).values():
-            return budgets_of(v.record)
-        return []
+            return v.record
+        return None
+
+    def budgets_for(self, key_id: str) -> list[BudgetConfig]:
+        """The budgets of a key whose secret this request just verified. [] for a key not in the cache."""
+        record = self.verified_record(key_id)
+        return budgets_of(record) if record is not None else []
 
     async def with_expiry(self) -> list[KeyRecord]:
         """Live keys that have an `expires_at` (for `key.expiring` alerts)."""

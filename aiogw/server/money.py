@@ -19,7 +19,7 @@ from aiogw.accounting.ledger_store import LedgerWriter, spend_report, spent_sinc
 from aiogw.adapters._base import Target
 from aiogw.admission import budget_store
 from aiogw.admission.budgets import Budget, Request, from_config, from_key
-from aiogw.admission.keys import Keys, budgets_of
+from aiogw.admission.keys import KeyRecord, Keys, budgets_of
 from aiogw.admission.principal import ANONYMOUS
 from aiogw.admission.reserve import Book, Budgets, Hold, KeyBudgets
 from aiogw.alerts.sink import AlertSink
@@ -41,6 +41,7 @@ log = get_logger("aiogw.money")
 # on overspend is only as good as this guess, so clients that set max_tokens get an exact one.
 UNCAPPED_OUTPUT_TOKENS = 4096
 BUDGETS_REFRESH_S = 2.0  # budgets another replica's admin API made are seen within this
+MAX_KEY_BUDGET_LISTS = 10_000  # keys whose budget lists are kept made (like the key cache)
 PER_MILLION = 1_000_000
 
 
@@ -82,7 +83,23 @@ class Money:
     def attach_keys(self, keys: Keys) -> None:
         """Virtual keys' own budgets join those that apply to their requests, and a key's
         admin view shows its spend and what remains per window."""
-        self.budgets.key_budgets = lambda key_id: from_key(keys.budgets_for(key_id))
+        # A key's Budget list is made once per cached record (a changed key is a new record).
+        made: dict[str, tuple[KeyRecord, list[Budget]]] = {}
+
+        def key_budgets(key_id: str) -> list[Budget]:
+            record = keys.verified_record(key_id)
+            if record is None:
+                return []
+            hit = made.get(key_id)
+            if hit is not None and hit[0] is record:
+                return hit[1]
+            if len(made) >= MAX_KEY_BUDGET_LISTS:
+                made.clear()
+            budgets = from_key(budgets_of(record))
+            made[key_id] = (record, budgets)
+            return budgets
+
+        self.budgets.key_budgets = key_budgets
 
         async def spend_of(key_id: str) -> list[dict[str, Any]]:
             record = await keys.get(key_id)
@@ -167,7 +184,7 @@ class Money:
         version = price_version(target) if target is not None else ""
         provider, upstream = (target.provider, outcome.model or target.model) if target is not None else ("", "")
         add = self.writer.add
-        add(("l_" + hex_id(12), now, "request", rid, *who, provider, upstream, *tokens, cost, 0.0, "", version,
+        add((_row_id(now), now, "request", rid, *who, provider, upstream, *tokens, cost, 0.0, "", version,
              state, status, round(duration_s * 1000, 2)))  # fmt: skip
         # The answering attempt is the last one at the answering target; it carries the
         # usage and cost (the request row has them too: sum one kind, never both).
@@ -178,10 +195,10 @@ class Money:
         for i, a in enumerate(outcome.attempts):
             a_provider, _, a_model = a.target.partition("/")
             if i == won:
-                add(("l_" + hex_id(12), now, "attempt", rid, *who, a_provider, upstream, *tokens, cost, 0.0, "",
+                add((_row_id(now), now, "attempt", rid, *who, a_provider, upstream, *tokens, cost, 0.0, "",
                      version, a.failure or state, status, round(a.latency_ms, 2)))  # fmt: skip
             else:
-                add(("l_" + hex_id(12), now, "attempt", rid, *who, a_provider, a_model, *_NO_TOKENS, 0.0, 0.0, "",
+                add((_row_id(now), now, "attempt", rid, *who, a_provider, a_model, *_NO_TOKENS, 0.0, 0.0, "",
                      "", a.failure or "ok", 0, round(a.latency_ms, 2)))  # fmt: skip
 
     # --- reading ------------------------------------------------------------------------
@@ -245,6 +262,12 @@ class Money:
         if hasattr(book, "close"):
             await book.close()
         await self.store.close()
+
+
+def _row_id(now: float) -> str:
+    """Ledger row ids in time order (then random): each insert lands at the end of the id
+    index instead of a random page of it (half the cost per row in SQLite)."""
+    return f"l_{int(now * 1_000_000):014x}{hex_id(6)}"
 
 
 def _embed_cost(targets: list[Target], tokens: int) -> float:

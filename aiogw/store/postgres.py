@@ -72,10 +72,16 @@ def _changed(status: str) -> int:
 @contextmanager
 def _errors(url_for_logs: str) -> Iterator[None]:
     """The store's exceptions for asyncpg's: `Conflict` for any integrity constraint (class
-    23, as SQLite's IntegrityError), `Unreachable` when the server cannot be talked to."""
+    23, as SQLite's IntegrityError) or an object created twice at once, `Unreachable` when the server cannot be talked to."""
     try:
         yield
-    except asyncpg.IntegrityConstraintViolationError as exc:
+    except (
+        asyncpg.IntegrityConstraintViolationError,
+        # Two CREATEs racing (IF NOT EXISTS is no guard in PostgreSQL): the same kind of
+        # conflict, for the migrator to resolve by re-reading what was applied.
+        asyncpg.exceptions.DuplicateTableError,
+        asyncpg.exceptions.DuplicateObjectError,
+    ) as exc:
         raise Conflict(str(exc)) from exc
     except GONE as exc:
         raise Unreachable(f"{url_for_logs}: {type(exc).__name__}: {exc}") from exc

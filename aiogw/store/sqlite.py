@@ -70,7 +70,19 @@ class SQLiteStore:
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         batch = [tuple(r) for r in rows]
-        await self.transaction([(sql, r) for r in batch])
+
+        def run() -> None:
+            # One prepared statement for the whole batch (sqlite3's executemany), one transaction.
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(sql, batch)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        await self._run(run)
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         return await self._run(lambda: self._conn.execute(sql, tuple(args)).fetchall())
