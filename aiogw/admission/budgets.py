@@ -30,10 +30,10 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     period: str = "month"
     alert_at: tuple[float, ...] = (1.0,)
     source: str = "config"  # "config", "admin" (/admin/v1/budgets) or "key" (a key's own)
+    nano_limit: int = 0  # limit_usd in nano-dollars, set when made (read on every admission)
 
-    @property
-    def nano_limit(self) -> int:
-        return to_nano(self.limit_usd)
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "nano_limit", to_nano(self.limit_usd))
 
     def label(self) -> str:
         """How a 402 and an alert name it: scope, match and period, never an amount."""

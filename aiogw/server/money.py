@@ -79,6 +79,7 @@ class Money:
         self.config_budgets = config_budgets
         self.budgets = Budgets(config_budgets, book, seed=self.seed, alerts=alerts, key_budgets=key_budgets)
         self._refresh: asyncio.Task[None] | None = None
+        self._versions: dict[str, str] = {}  # target id -> its price version (prices are fixed per runtime)
 
     def attach_keys(self, keys: Keys) -> None:
         """Virtual keys' own budgets join those that apply to their requests, and a key's
@@ -181,7 +182,9 @@ class Money:
         now = time.time()
         tokens = _tokens(outcome.usage) if outcome.usage is not None else _NO_TOKENS
         cost = outcome.cost_usd or 0.0
-        version = price_version(target) if target is not None else ""
+        version = ""
+        if target is not None:
+            version = self._versions.get(target.id) or self._versions.setdefault(target.id, price_version(target))
         provider, upstream = (target.provider, outcome.model or target.model) if target is not None else ("", "")
         add = self.writer.add
         add((_row_id(now), now, "request", rid, *who, provider, upstream, *tokens, cost, 0.0, "", version,
