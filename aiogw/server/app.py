@@ -21,6 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 
 import aiogw.version  # noqa: F401 - read before any loop runs; tracing, loaded lazily, uses it
 from aiogw.admission.limits import Limiter
+from aiogw.attempts.bookkeeping import Bookkeeper
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.config import Config
 from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
@@ -55,7 +56,8 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     state = runtime.config.state
     # The stages in build order: health (routing), shared state over it when configured,
-    # limits reading the fleet's levels from it, and the dispatcher over all of them.
+    # limits reading the fleet's levels from it, each attempt's bookkeeping over those, and the
+    # dispatcher over that.
     health = LocalHealth(runtime.breaker_default, runtime.breaker_policies, configured=runtime.configured)
     shared = None
     if state.redis_url:
@@ -63,9 +65,8 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
 
         shared = SharedState(state, health)
     limiter = Limiter(configured=runtime.configured, fleet_levels=shared.fleet_levels if shared is not None else None)
-    dispatcher = app[DISPATCHER] = Dispatcher(
-        client, runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared
-    )
+    books = Bookkeeper(runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared)
+    dispatcher = app[DISPATCHER] = Dispatcher(client, runtime, books)
     checker = None
     try:
         if shared is not None:
