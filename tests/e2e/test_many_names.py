@@ -21,6 +21,8 @@ CONCURRENCY = 32
 # Twice the largest bound on what names leave behind (targets kept, metric series, spend
 # rows): every bound is reached and then held for as many names again.
 MANY = 2 * max(MAX_DIRECT_TARGETS, MAX_SERIES, MAX_SPEND_ROWS)
+# GETs per CPU sample: a /metrics scrape costs tens of ms here, far above the 10 ms tick.
+CALLS = 5
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ async def _ask(session: aiohttp.ClientSession, url: str, names: range, tags: boo
     assert failed == []
 
 
-async def _cost(session: aiohttp.ClientSession, pid: int, url: str, calls: int = 10) -> float:
+async def _cost(session: aiohttp.ClientSession, pid: int, url: str, calls: int = CALLS) -> float:
     """The gateway's CPU seconds for `calls` GETs of `url` (CPU, not wall clock: a loaded
     machine delays the answer, not the work)."""
     before = cpu_seconds(pid)
@@ -103,15 +105,15 @@ async def test_many_names_leave_memory_metrics_and_health_flat(config_file):
     k1 = await _after(1_000, config_file)
     k10 = await _after(MANY, config_file, rss_at_most=k1["rss"] + 20)
     numbers = (
-        f"RSS {k1['rss']:.1f} -> {k10['rss']:.1f} MB; CPU per 10 calls of /metrics {k1['metrics']:.3f} -> "
+        f"RSS {k1['rss']:.1f} -> {k10['rss']:.1f} MB; CPU per {CALLS} calls of /metrics {k1['metrics']:.3f} -> "
         f"{k10['metrics']:.3f} s, of /v1/gateway/health {k1['health']:.3f} -> {k10['health']:.3f} s"
     )
     print(numbers)
     # Before, each scrape also compared every name with every other (minutes at 10,000).
     # The counters' label sets grow to their cap (2,000) past 1,000 names, so a scrape may
     # cost up to about twice as much; health holds the same 1,000 targets either way.
-    assert k10["metrics"] <= 3 * k1["metrics"] + 0.3, numbers
-    assert k10["health"] <= 2 * k1["health"] + 0.1, numbers
+    assert k10["metrics"] <= 3 * k1["metrics"] + 0.03 * CALLS, numbers
+    assert k10["health"] <= 2 * k1["health"] + 0.01 * CALLS, numbers
     ids = k10["ids"]
     assert len(ids) == 1 + MAX_DIRECT_TARGETS and f"sim/made-up-{MANY - 1}" in ids and "sim/made-up-0" not in ids
     assert "sim/sim-gpt-fast" in ids  # configured targets are always there
