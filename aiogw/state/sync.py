@@ -39,6 +39,15 @@ class _Pushed:
             self.failures -= f
 
 
+def _end_if_cancelled() -> None:
+    """redis-py can lose a cancellation that lands while its read times out (the call just
+    returns or raises a connection error): a loop that went on would outlive `close` and
+    hang the process at exit. The task still counts the request; honour it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class FleetSync:
     def __init__(
         self, link: RedisLink, health: LocalHealth, buckets: FleetBuckets, breakers: FleetBreakers, bad: BadRecords
@@ -104,6 +113,7 @@ class FleetSync:
             await asyncio.sleep(interval if self._link.up else max(interval, 1.0))
             self._buckets.return_expired_leases()
             await self.sync_once()
+            _end_if_cancelled()
 
     async def listen(self) -> None:
         """Breaker transitions as they happen (the sync loop catches up on anything missed)."""
@@ -113,10 +123,12 @@ class FleetSync:
                 await pubsub.subscribe(f"{self._link.prefix}:breaker")
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    _end_if_cancelled()
                     if msg is not None and msg.get("type") == "message":
                         raw_id, _, payload = msg["data"].partition(b" ")
                         self._breakers.receive(raw_id, payload, "channel")
             except REDIS_DOWN:
+                _end_if_cancelled()
                 await asyncio.sleep(1.0)  # the sync loop logs and reconnects
             finally:
                 with contextlib.suppress(*REDIS_DOWN):

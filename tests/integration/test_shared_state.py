@@ -593,3 +593,50 @@ async def test_a_listener_that_dies_is_logged_and_restarted(redis_server):
             assert b.state == "open" and b.last_error == "second"
     died = _events(logs, "state.loop_died")
     assert len(died) == 1 and died[0]["loop"] == "listen", died
+
+
+class _LosesCancels:
+    """A pubsub whose read loses the first cancellation that lands in it, as redis-py's can
+    when the cancel meets its read timeout: the read just returns, as if nothing had arrived."""
+
+    def __init__(self, real):
+        self._real = real
+        self.lost = 0
+
+    async def subscribe(self, *channels):
+        await self._real.subscribe(*channels)
+
+    async def get_message(self, **kw):
+        try:
+            return await self._real.get_message(**kw)
+        except asyncio.CancelledError:
+            if self.lost:
+                raise
+            self.lost += 1
+            return None
+
+    async def aclose(self):
+        await self._real.aclose()
+
+
+async def test_close_ends_the_loops_even_when_the_redis_client_loses_the_cancel(redis_server):
+    # Before: the listener read on, close() gave up after its 2 s, and asyncio.run hung at
+    # exit on the task that never ended (`aiogw serve` not exiting on SIGTERM).
+    s = SharedState(StateConfig(redis_url=redis_server.url, key_prefix="t"), LocalHealth())
+    made = []
+    pubsub = s.link.redis.pubsub
+    s.link.redis.pubsub = lambda: made.append(_LosesCancels(pubsub())) or made[-1]
+    await s.start()
+    r = redis_client.Redis(port=redis_server.port)
+    try:
+        await _subscribed(r, n=1)  # the listener is in its read
+    finally:
+        r.close()
+    await s.close()
+    loops = s._loops
+    try:
+        assert made[0].lost == 1 and all(t.done() for t in loops), loops
+    finally:
+        for t in loops:  # a second cancel ends a loop that outlived close (the bug's case)
+            t.cancel()
+        await asyncio.wait(loops, timeout=5)
