@@ -96,7 +96,7 @@ def check_config(file: str) -> int:
     print(f"{file}: OK")
     print(f"server: {cfg.server.host}:{cfg.server.port} workers={cfg.server.workers}")
     if cfg.state.redis_url:
-        from aiogw.state.shared import redacted  # noqa: PLC0415 - the redis client only when configured
+        from aiogw.state.link import redacted  # noqa: PLC0415 - the redis client only when configured
 
         print(f"state: shared through Redis at {redacted(cfg.state.redis_url)} (prefix {cfg.state.key_prefix!r})")
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -19,6 +20,13 @@ SIM_KEY = "sk-sim-upstream-key-0123456789"
 # The simulator's JSON spellings: a test marked `both_spellings` runs against each, and
 # what the client gets and the gateway accounts must not depend on it.
 both_spellings = pytest.mark.parametrize("json_spelling", ["compact", "spaced"])
+
+
+def examples(full: int) -> int:
+    """Hypothesis examples for a property test: a fifth of `full` in the everyday suite (which
+    must stay quick on two cores), `full` with AIOGW_FUZZ_FULL=1 (CI's nightly, or after a
+    change to what the test covers)."""
+    return full if os.environ.get("AIOGW_FUZZ_FULL") else max(1, full // 5)
 
 
 async def until(check, *, every: float = 0.02, times: int = 100) -> None:

@@ -106,6 +106,27 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.telemetry.logs",
         "aiogw.state",
     },
+    # Its parts, composed only by `shared` (the facade): the connection knows no part; the
+    # buckets and the breakers know the connection, not each other; the sync loops feed both.
+    "aiogw.state.scripts": set(),
+    "aiogw.state.records": {*GROUND, "aiogw.telemetry.logs"},
+    "aiogw.state.link": {*GROUND, "aiogw.config", "aiogw.routing.health", "aiogw.telemetry.logs"},
+    "aiogw.state.leases": {*GROUND, "aiogw.adapters._base", "aiogw.admission.limits"},
+    "aiogw.state.buckets": {
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.state.leases",
+        "aiogw.state.link",
+        "aiogw.state.scripts",
+    },
+    "aiogw.state.breakers": {
+        *GROUND,
+        "aiogw.routing.health",
+        "aiogw.state.link",
+        "aiogw.state.records",
+        "aiogw.state.scripts",
+    },
+    "aiogw.state.sync": {*GROUND, "aiogw.routing.health", "aiogw.state"},
     "aiogw.attempts": {
         *GROUND,
         "aiogw.adapters",
@@ -114,10 +135,22 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.streaming",
         "aiogw.telemetry",
         "aiogw.supervise",
-        "aiogw.accounting",
+        "aiogw.accounting.cost",
         "aiogw.admission",
         "aiogw.routing",
         "aiogw.upstream",
+        "aiogw.attempts",
+    },
+    # Each attempt's bookkeeping is the one module of the stage that charges the ledger and
+    # calls shared state: the loop, hedging and sending reach them only through it.
+    "aiogw.attempts.bookkeeping": {
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.runtime",
+        "aiogw.telemetry",
+        "aiogw.accounting",
+        "aiogw.admission",
+        "aiogw.routing",
         "aiogw.state",
         "aiogw.attempts",
     },

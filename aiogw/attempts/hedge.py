@@ -28,9 +28,9 @@ async def run_hedged(
 
     async def launch() -> bool:
         while pending:
-            prepared = await d.prepare(w, pending.pop(0), alternatives=bool(pending) or bool(running))
+            prepared = await d.books.prepare(w, pending.pop(0), alternatives=bool(pending) or bool(running))
             if prepared is not None:
-                task = asyncio.ensure_future(d.attempt(w, gate, attempt, *prepared))
+                task = asyncio.ensure_future(d.books.attempt(w, gate, attempt, *prepared))
                 gate.tasks.add(task)
                 running[task] = prepared[0]
                 return True

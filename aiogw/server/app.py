@@ -25,6 +25,7 @@ import aiogw.version  # noqa: F401 - read before any loop runs; tracing, loaded 
 from aiogw.admission.limits import Limiter
 from aiogw.alerts.expiring import watch_expiring
 from aiogw.alerts.webhooks import Alerts
+from aiogw.attempts.bookkeeping import Bookkeeper
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.config import Config
 from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
@@ -75,7 +76,7 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     state = runtime.config.state
     # The stages in build order: alerts (any stage may fire), health (routing), shared state
     # over it when configured, limits reading the fleet's levels from it, SLOs over health
-    # when some group has one, and the dispatcher over all of them.
+    # when some group has one, each attempt's bookkeeping over those, and the dispatcher.
     alerts = _alerts(runtime, client, app[METRICS])
     app[ALERTS] = alerts
     health = LocalHealth(
@@ -92,9 +93,8 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
         from aiogw.routing.slo import SLOMonitor  # noqa: PLC0415 - only when some group has an SLO
 
         slo = SLOMonitor(runtime.routes.values(), health, alerts)
-    dispatcher = app[DISPATCHER] = Dispatcher(
-        client, runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared, slo=slo
-    )
+    books = Bookkeeper(runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared)
+    dispatcher = app[DISPATCHER] = Dispatcher(client, runtime, books, slo=slo)
     checker = None
     try:
         alerts.start()

@@ -1,5 +1,6 @@
 """What shared state reads back from Redis, decoded without trusting it to be ours: breaker
-records (versioned; one that cannot be read is a `BadRecord`) and bucket levels."""
+records (versioned; one that cannot be read is a `BadRecord`, counted and logged once per
+kind by `BadRecords`) and bucket levels."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import math
 from typing import Literal
 
 import msgspec
+
+from aiogw.telemetry.logs import get_logger
+
+log = get_logger("aiogw.state")
 
 # The version of the breaker records this aiogw writes (`v`). A record without one comes
 # from an aiogw before versioning and has version 1's shape; a record of a newer version is
@@ -42,6 +47,32 @@ class BadRecord(Exception):
     def __init__(self, kind: Literal["not_json", "invalid", "newer_version"], detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
+
+
+class BadRecords:
+    """The records skipped as unreadable: counted (shared_state.bad_records in
+    /v1/gateway/health), and logged the first time each kind is seen."""
+
+    def __init__(self, replica: str) -> None:
+        self._replica = replica
+        self.count = 0
+        self._kinds: set[str] = set()
+
+    def skipped(self, bad: BadRecord, source: str, raw_id: bytes, payload: bytes) -> None:
+        self.count += 1
+        if bad.kind in self._kinds:
+            return  # counted, not logged again
+        self._kinds.add(bad.kind)
+        log.warning(
+            "state.bad_record",
+            kind=bad.kind,
+            source=source,
+            target=raw_id[:200].decode(errors="replace"),
+            error=str(bad)[:300],
+            record=payload[:200].decode(errors="replace"),
+            replica=self._replica,
+            action="skipped; later records of this kind are counted in /v1/gateway/health, not logged",
+        )
 
 
 def decode_breaker_record(payload: bytes) -> BreakerRecord:

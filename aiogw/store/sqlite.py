@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from aiogw.store.base import Conflict, Dialect, Row, Unreachable
 
 T = TypeVar("T")
+WAL_SWITCH_TRIES = 250  # x 20 ms: as long as a busy writer is waited for
 BUSY_TIMEOUT_MS = 10_000  # another worker's write transaction is milliseconds; this is a stuck one
 
 
@@ -26,6 +28,21 @@ def path_of(url: str) -> str:
     if path.startswith("//"):
         return path[1:]  # four slashes: an absolute path
     return path.removeprefix("/")
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """WAL mode, once per file. Switching needs the file to itself and SQLite answers a
+    concurrent switch with "locked" at once (no busy wait): two processes opening a new
+    file together retry for a while, off the event loop."""
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_TRIES - 1:
+                raise
+            time.sleep(0.02)
 
 
 class SQLiteStore:
@@ -47,7 +64,7 @@ class SQLiteStore:
             # Autocommit (isolation_level=None): transactions are explicit BEGIN/COMMIT below.
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process crash
             conn.execute("PRAGMA foreign_keys = ON")
             return conn

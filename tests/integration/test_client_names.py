@@ -143,7 +143,7 @@ async def test_targets_addressed_directly_stay_out_of_shared_state(redis_server)
         b.get("acct/made-up")
         await until(lambda: b.get("acct/configured").state == "open")  # b adopts the configured target's breaker
         assert b.get("acct/configured").state == "open"
-        await sa._sync_once()
+        await sa.sync.sync_once()
         assert b.get("acct/made-up").state == "closed"  # per replica
         assert await sa.claim_probe("acct/made-up", 30) and await replicas[1][1].claim_probe("acct/made-up", 30)
         r = redis_client.Redis(port=redis_server.port)

@@ -10,7 +10,8 @@ sends most of these. The gateway and the provider simulator run on their own eve
 a thread, so that Hypothesis can drive a plain synchronous test.
 
 Examples are derandomized (the same cases every run, so the suite is not flaky); set
-AIOGW_FUZZ_RANDOM=1 to explore new ones.
+AIOGW_FUZZ_RANDOM=1 to explore new ones, and AIOGW_FUZZ_FULL=1 for the full 2,000 rather
+than the everyday 400.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import zlib
 import pytest
 import raw_http
 from aiohttp import web
-from conftest import gateway_config
+from conftest import examples, gateway_config
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -223,7 +224,7 @@ def http_request(draw: st.DrawFn) -> bytes:
 
 
 SETTINGS = settings(
-    max_examples=2000,
+    max_examples=examples(2000),
     deadline=None,
     database=None,
     derandomize=not os.environ.get("AIOGW_FUZZ_RANDOM"),

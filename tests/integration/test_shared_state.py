@@ -23,7 +23,8 @@ from aiogw.config import StateConfig
 from aiogw.errors import FailureClass
 from aiogw.routing.health import LocalHealth
 from aiogw.routing.health import now as health_now
-from aiogw.state.shared import SharedState, redacted
+from aiogw.state.link import redacted
+from aiogw.state.shared import SharedState
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -119,7 +120,7 @@ async def test_busy_targets_lease_their_rate_without_exceeding_it(redis_server):
         assert calls <= 12, calls  # ~one round trip per 100 requests per replica, not 1,000
         # Whatever is leased is gone from the shared bucket: the fleet's total stays exact.
         level = float(r.hget("t:rl:acct/model-x", "r"))
-        held = sa._leases[t.id].requests + sb._leases[t.id].requests
+        held = sa.buckets._leases[t.id].requests + sb.buckets._leases[t.id].requests
         assert 1000 + held + level <= 60_000 + 60_000 * 2 / 60  # plus at most 2 s of refill
         r.close()
 
@@ -133,7 +134,7 @@ async def test_concurrent_takes_share_one_lease_and_lose_no_units(redis_server):
         r = redis_client.Redis(port=redis_server.port)
         level = float(r.hget("t:rl:acct/model-x", "r"))
         r.close()
-        held = sa._leases[t.id].requests
+        held = sa.buckets._leases[t.id].requests
         assert 60_000 - 50 - 2 * 1000 <= 50 + held + level <= 60_000  # 2 s of refill at most
 
 
@@ -200,14 +201,14 @@ async def test_a_stalled_redis_costs_one_bounded_call_then_none(redis_server):
         t = _target(rpm=600)
         assert await sa.take(t, 1)
         calls = 0
-        script = sa._take
+        script = sa.buckets._take
 
         async def counted(*args, **kw):
             nonlocal calls
             calls += 1
             return await script(*args, **kw)
 
-        sa._take = counted
+        sa.buckets._take = counted
         os.kill(redis_server.proc.pid, signal.SIGSTOP)  # accepts connections, answers nothing
         try:
             # pytest-timeout fails this if the call is not bounded by timeout_ms
@@ -541,7 +542,7 @@ async def test_a_sync_loop_that_dies_is_logged_and_restarted(redis_server):
     with capture_logs() as logs:
         async with _pair(redis_server, sync_interval_ms=50) as ((ha, _sa), (hb, sb)):
             a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
-            real = sb._return_expired_leases
+            real = sb.buckets.return_expired_leases
             calls = 0
 
             def fails_once():
@@ -551,7 +552,7 @@ async def test_a_sync_loop_that_dies_is_logged_and_restarted(redis_server):
                     raise RuntimeError("a bug")
                 real()
 
-            sb._return_expired_leases = fails_once
+            sb.buckets.return_expired_leases = fails_once
             await _until(lambda: _events(logs, "state.loop_died"))
             now = health_now()
             a.begin(now)
@@ -568,7 +569,7 @@ async def test_a_listener_that_dies_is_logged_and_restarted(redis_server):
         # The sync loop comes by every 10 s: within the test only pub/sub can bring b the news.
         async with _pair(redis_server, sync_interval_ms=10_000) as ((ha, _sa), (hb, sb)):
             a, b = ha.get("acct/model-x"), hb.get("acct/model-x")
-            real = sb._apply
+            real = sb.breakers._apply
             calls = 0
 
             def fails_once(*args):
@@ -578,7 +579,7 @@ async def test_a_listener_that_dies_is_logged_and_restarted(redis_server):
                     raise RuntimeError("a bug")
                 return real(*args)
 
-            sb._apply = fails_once
+            sb.breakers._apply = fails_once
             r = redis_client.Redis(port=redis_server.port)
             await _subscribed(r)
             a.force_open(health_now(), "first")  # b's listener dies on this one
@@ -592,3 +593,50 @@ async def test_a_listener_that_dies_is_logged_and_restarted(redis_server):
             assert b.state == "open" and b.last_error == "second"
     died = _events(logs, "state.loop_died")
     assert len(died) == 1 and died[0]["loop"] == "listen", died
+
+
+class _LosesCancels:
+    """A pubsub whose read loses the first cancellation that lands in it, as redis-py's can
+    when the cancel meets its read timeout: the read just returns, as if nothing had arrived."""
+
+    def __init__(self, real):
+        self._real = real
+        self.lost = 0
+
+    async def subscribe(self, *channels):
+        await self._real.subscribe(*channels)
+
+    async def get_message(self, **kw):
+        try:
+            return await self._real.get_message(**kw)
+        except asyncio.CancelledError:
+            if self.lost:
+                raise
+            self.lost += 1
+            return None
+
+    async def aclose(self):
+        await self._real.aclose()
+
+
+async def test_close_ends_the_loops_even_when_the_redis_client_loses_the_cancel(redis_server):
+    # Before: the listener read on, close() gave up after its 2 s, and asyncio.run hung at
+    # exit on the task that never ended (`aiogw serve` not exiting on SIGTERM).
+    s = SharedState(StateConfig(redis_url=redis_server.url, key_prefix="t"), LocalHealth())
+    made = []
+    pubsub = s.link.redis.pubsub
+    s.link.redis.pubsub = lambda: made.append(_LosesCancels(pubsub())) or made[-1]
+    await s.start()
+    r = redis_client.Redis(port=redis_server.port)
+    try:
+        await _subscribed(r, n=1)  # the listener is in its read
+    finally:
+        r.close()
+    await s.close()
+    loops = s._loops
+    try:
+        assert made[0].lost == 1 and all(t.done() for t in loops), loops
+    finally:
+        for t in loops:  # a second cancel ends a loop that outlived close (the bug's case)
+            t.cancel()
+        await asyncio.wait(loops, timeout=5)

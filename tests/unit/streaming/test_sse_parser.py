@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -600,7 +601,10 @@ def chunkings(draw, raw: bytes, ends: list[int] = ()) -> list[bytes]:
     return cut(raw, draw(st.lists(offsets, max_size=12)))
 
 
-PROPERTY = settings(max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# AIOGW_FUZZ_FULL=1 for all 1,000 examples (see conftest.examples).
+PROPERTY = settings(
+    max_examples=examples(1000), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @PROPERTY
