@@ -49,7 +49,11 @@ COLUMNS = (  # the table is migrations.MIGRATIONS["ledger"]
     "latency_ms",
 )
 
-_INSERT = f"INSERT INTO aiogw_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+# A batch written again (its first write committed, but the writer never heard so) is harmless.
+_INSERT = (
+    f"INSERT INTO aiogw_ledger ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    " ON CONFLICT (id) DO NOTHING"
+)
 
 
 class LedgerWriter:
@@ -61,6 +65,7 @@ class LedgerWriter:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self._logged_drops = 0
 
     def add(self, row: tuple[Any, ...]) -> None:
@@ -92,7 +97,19 @@ class LedgerWriter:
                 log.error("ledger.write_failed", error=f"{type(exc).__name__}: {exc}", queued=len(self._rows))
 
     async def flush(self) -> None:
-        """Write everything queued now, in batches of `batch` rows (one transaction each)."""
+        """Write everything queued now, in batches of `batch` rows (one transaction each).
+        The writing runs in its own task: a caller cancelled meanwhile (a client gone, the
+        loop stopped at shutdown) leaves it to finish, so a batch that committed is never
+        left queued to be written twice."""
+        for _ in range(2):  # a write already under way may have started before the last rows came
+            task = self._flushing
+            if task is None or task.done():
+                task = self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            await asyncio.shield(task)
+            if not self._rows:
+                return
+
+    async def _flush(self) -> None:
         async with self._lock:
             if self.dropped != self._logged_drops:
                 log.error("ledger.queue_full", dropped=self.dropped - self._logged_drops, max_queued=self._max)

@@ -3,6 +3,8 @@ a full queue that drops (and counts) instead of growing, and spend sums per budg
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from aiogw.accounting import ledger_store
@@ -47,6 +49,42 @@ async def test_failed_write_is_retried_and_a_full_queue_drops(store_url, monkeyp
         await w.close()
         assert w.queued == 0
         assert await store.fetchone("SELECT COUNT(*) FROM aiogw_ledger") == (6,)
+    finally:
+        await store.close()
+
+
+class Committed:
+    """A store that tells a writer "written" only once `told` is set: a caller cancelled
+    in between has had its batch committed without hearing it."""
+
+    def __init__(self, store):
+        self.store, self.committed, self.told = store, asyncio.Event(), asyncio.Event()
+
+    async def executemany(self, sql, rows):
+        await self.store.executemany(sql, rows)
+        self.committed.set()
+        await self.told.wait()
+
+
+async def test_a_flush_cancelled_after_its_commit_writes_each_row_once(store_url):
+    store = await open_store(store_url)
+    try:
+        slow = Committed(store)
+        w = LedgerWriter(slow, flush_s=60, batch=10)  # type: ignore[arg-type]
+        for i in range(3):
+            w.add(row(i))
+        caller = asyncio.create_task(w.flush())  # e.g. a request seeding a budget window
+        await slow.committed.wait()
+        caller.cancel()  # the client left
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        slow.told.set()
+        await w.close()  # the shutdown flush: nothing left to write again
+        assert w.queued == 0
+        assert await store.fetchone("SELECT COUNT(*) FROM aiogw_ledger") == (3,)
+        w.add(row(0))  # written again by hand: the same row stays one row
+        await w.flush()
+        assert await store.fetchone("SELECT COUNT(*) FROM aiogw_ledger") == (3,)
     finally:
         await store.close()
 
