@@ -211,24 +211,18 @@ async def _no_spend(key_id: str) -> list[dict[str, Any]]:
     return []
 
 
-class Keys:
-    """The keys in the store and the cache of verified secrets (one per process)."""
+class VerifiedKeys:
+    """The cache of verified secrets (one per process): the request path's side of keys,
+    reading the store only on a miss."""
 
-    def __init__(self, store: Store, pepper: bytes, cache_size: int) -> None:
+    def __init__(self, store: Store, digest: Digester, cache_size: int) -> None:
         self._store = store
-        self._digest = Digester(pepper)
+        self._digest = digest
         self._cap = cache_size
         self._verified: OrderedDict[str, Verified] = OrderedDict()  # digest -> entry
         self._by_id: dict[str, dict[str, Verified]] = {}  # key id -> its cached entries by digest
         self._unknown: OrderedDict[str, float] = OrderedDict()  # digest -> monotonic until
         self._flights: dict[str, asyncio.Task[Verified | None]] = {}
-        # Told of every change made here (replicas' caches): set by the server when shared.
-        self.on_change: Callable[[str], Awaitable[None]] | None = None
-        # Spend and remaining per budget window of a key, for GET /admin/v1/keys/{id} and
-        # GET /v1/key: filled in by the budget engine; none without it.
-        self.spend_of: Callable[[str], Awaitable[list[dict[str, Any]]]] = _no_spend
-
-    # --- verification (the request path) --------------------------------------------------
 
     def cached(self, secret: str) -> Verified | Literal[False] | None:
         """The cache's answer without a store read: an entry, None (known unknown), or
@@ -311,6 +305,43 @@ class Keys:
         self._verified.clear()
         self._by_id.clear()
 
+    def cached_record(self, key_id: str) -> KeyRecord | None:
+        """A key's record as verified for a request moments ago (no store read), or None."""
+        now = time.monotonic()
+        for v in self._by_id.get(key_id, {}).values():
+            if now < v.fresh_until:
+                return v.record
+        return None
+
+    def verified_record(self, key_id: str) -> KeyRecord | None:
+        """The record of a key whose secret a request just verified (no store read; the
+        entry that let the request in, fresh or not). None for a key not in the cache."""
+        for v in self._by_id.get(key_id, {}).values():
+            return v.record
+        return None
+
+    def budgets_for(self, key_id: str) -> list[BudgetConfig]:
+        """The budgets of a key whose secret this request just verified. [] for a key not in the cache."""
+        record = self.verified_record(key_id)
+        return budgets_of(record) if record is not None else []
+
+
+class Keys:
+    """The keys in the store (the admin API's side) over the cache of verified secrets,
+    whose request-path methods it hands out as its own."""
+
+    def __init__(self, store: Store, pepper: bytes, cache_size: int) -> None:
+        self._store = store
+        self._digest = Digester(pepper)
+        self.verified = v = VerifiedKeys(store, self._digest, cache_size)
+        self.cached, self.verify, self.forget, self.forget_all = v.cached, v.verify, v.forget, v.forget_all
+        self.cached_record, self.verified_record, self.budgets_for = v.cached_record, v.verified_record, v.budgets_for
+        # Told of every change made here (replicas' caches): set by the server when shared.
+        self.on_change: Callable[[str], Awaitable[None]] | None = None
+        # Spend and remaining per budget window of a key, for GET /admin/v1/keys/{id} and
+        # GET /v1/key: filled in by the budget engine; none without it.
+        self.spend_of: Callable[[str], Awaitable[list[dict[str, Any]]]] = _no_spend
+
     # --- administration ---------------------------------------------------------------------
 
     async def _changed(self, key_id: str) -> None:
@@ -338,26 +369,6 @@ class Keys:
             f"SELECT {_COLUMNS} FROM aiogw_keys WHERE id = ? AND deleted_at IS NULL", (key_id,)
         )
         return _record(row) if row is not None else None
-
-    def cached_record(self, key_id: str) -> KeyRecord | None:
-        """A key's record as verified for a request moments ago (no store read), or None."""
-        now = time.monotonic()
-        for v in self._by_id.get(key_id, {}).values():
-            if now < v.fresh_until:
-                return v.record
-        return None
-
-    def verified_record(self, key_id: str) -> KeyRecord | None:
-        """The record of a key whose secret a request just verified (no store read; the
-        entry that let the request in, fresh or not). None for a key not in the cache."""
-        for v in self._by_id.get(key_id, {}).values():
-            return v.record
-        return None
-
-    def budgets_for(self, key_id: str) -> list[BudgetConfig]:
-        """The budgets of a key whose secret this request just verified. [] for a key not in the cache."""
-        record = self.verified_record(key_id)
-        return budgets_of(record) if record is not None else []
 
     async def with_expiry(self) -> list[KeyRecord]:
         """Live keys that have an `expires_at` (for `key.expiring` alerts)."""

@@ -442,7 +442,7 @@ async def test_the_store_is_read_once_per_key_not_per_request(sim, make_gateway,
     assert reads == 2
     for k in made:  # three keys through a cache of two: bounded
         assert await models(k["key"]) == 200
-    assert len(app[AUTH].keys._verified) == 2
+    assert len(app[AUTH].keys.verified._verified) == 2
 
 
 async def test_the_budget_and_alert_stages_read_a_keys_budgets_and_expiry(sim, make_gateway, store_url, session):
