@@ -219,6 +219,16 @@ class ServiceUnavailable(GatewayError):
         return {"retry-after": "1", "connection": "close"}
 
 
+class StoreUnavailable(ServiceUnavailable):
+    """The durable store (keys, budgets, the spend ledger) did not answer: a request that
+    needs it is refused rather than let through unchecked."""
+
+    code = "store_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}
+
+
 class UpstreamError(GatewayError):
     """One attempt at one target failed."""
 

@@ -128,7 +128,10 @@ class LedgerWriter:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:  # the store is away at shutdown: say what is lost, exit cleanly
+            log.error("ledger.unwritten_at_shutdown", rows=len(self._rows), error=f"{type(exc).__name__}: {exc}")
 
 
 # --- reading ------------------------------------------------------------------------------

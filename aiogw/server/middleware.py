@@ -18,6 +18,7 @@ from aiogw.errors import (
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
+    StoreUnavailable,
 )
 from aiogw.ids import hex_id
 from aiogw.ingress.body import too_large
@@ -36,6 +37,7 @@ from aiogw.server.keys import (
     STREAM,
     TRACING,
 )
+from aiogw.store.base import Unreachable
 from aiogw.telemetry import semconv as sc
 from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 
@@ -123,6 +125,13 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         except GatewayError as exc:
             error = exc
             resp = error_response(exc, rid, outcome)
+        except Unreachable as exc:  # keys or budgets could not be checked
+            log.warning("store.unreachable", error=str(exc))
+            error = StoreUnavailable(
+                "The gateway's store (API keys, budgets) did not answer, so this request could not be "
+                "checked; retry in a moment. Operators: see the gateway's store.unreachable log line."
+            )
+            resp = error_response(error, rid, outcome)
         status = resp.status
         return resp
     except (asyncio.CancelledError, ClientDisconnected):

@@ -17,6 +17,9 @@ from urllib.parse import unquote, urlsplit
 from aiogw.store.base import Conflict, Dialect, Row, Unreachable
 
 T = TypeVar("T")
+# SQLite's words for a file it cannot use now (another writer past the busy timeout, a
+# full or failing disk, a file gone), as opposed to a statement's own fault.
+_AWAY = ("locked", "disk I/O", "unable to open", "database or disk is full", "readonly")
 WAL_SWITCH_TRIES = 250  # x 20 ms: as long as a busy writer is waited for
 BUSY_TIMEOUT_MS = 10_000  # another worker's write transaction is milliseconds; this is a stuck one
 
@@ -81,6 +84,10 @@ class SQLiteStore:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            if any(m in str(exc) for m in _AWAY):
+                raise Unreachable(f"{self.url_for_logs}: {exc}") from exc
+            raise  # a statement's own fault (no such table, a syntax error): a bug, said as it is
 
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
         return await self._run(lambda: self._conn.execute(sql, tuple(args)).rowcount)

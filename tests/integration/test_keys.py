@@ -457,3 +457,36 @@ async def test_the_budget_and_alert_stages_read_a_keys_budgets_and_expiry(sim, m
     [budget] = keys.budgets_for(made["id"])
     assert (budget.scope, budget.match, budget.limit_usd, budget.period) == ("key", made["id"], 2.5, "7d")
     assert [k.id for k in await keys.with_expiry()] == [made["id"]]
+
+
+async def test_a_store_that_does_not_answer_is_a_503_not_a_crash(sim, make_gateway, session):
+    """Keys cannot be checked: the request is refused with a 503 saying so (never a 500,
+    never let through unchecked), and served again once the store is back."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()  # its own cluster, to stop: the session's is shared
+    try:
+        await asyncio.to_thread(server.start)
+        url, _ = await make_gateway(keys_config(sim, server.url(), require_keys=True))
+        secret = (await Admin(url, session).create(name="s"))["key"]
+        await asyncio.to_thread(server.halt)
+        # A key never seen by this gateway needs the store to be checked.
+        with pytest.raises(openai.InternalServerError) as caught:
+            await sdk(url, "sk-aiogw-" + "x" * 43).with_options(max_retries=0).chat.completions.create(
+                model="fast", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "store_unavailable"
+        assert caught.value.response.headers["retry-after"] == "1"
+        await asyncio.to_thread(server.launch)
+
+        async def served() -> bool:
+            try:
+                await chat(url, secret)
+                return True
+            except openai.APIStatusError:
+                return False
+
+        await until(served, times=300)
+    finally:
+        await asyncio.to_thread(server.stop)
