@@ -472,8 +472,10 @@ async def test_a_store_that_does_not_answer_is_a_503_not_a_crash(sim, make_gatew
         await asyncio.to_thread(server.halt)
         # A key never seen by this gateway needs the store to be checked.
         with pytest.raises(openai.InternalServerError) as caught:
-            await sdk(url, "sk-aiogw-" + "x" * 43).with_options(max_retries=0).chat.completions.create(
-                model="fast", messages=[{"role": "user", "content": "hi"}]
+            await (
+                sdk(url, "sk-aiogw-" + "x" * 43)
+                .with_options(max_retries=0)
+                .chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
             )
         assert caught.value.status_code == 503
         assert caught.value.body["code"] == "store_unavailable"
