@@ -176,6 +176,9 @@ def _chunks_of(answer: dict[str, Any]) -> list[bytes]:
         if msg.get("refusal"):
             chunk(i, {"refusal": msg["refusal"]})
         for j, tc in enumerate(msg.get("tool_calls") or ()):
-            chunk(i, {"tool_calls": [{"index": j, "id": tc.get("id"), "type": "function", "function": tc.get("function")}]})
+            chunk(
+                i,
+                {"tool_calls": [{"index": j, "id": tc.get("id"), "type": "function", "function": tc.get("function")}]},
+            )
         chunk(i, {}, ch.get("finish_reason"))
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +92,13 @@ class ResponseCache:
     # --- the policy ---------------------------------------------------------------------
 
     def prepare(
-        self, headers: Mapping[str, str], parsed: ParsedChat, group: str, key_id: str | None, team: str | None, task: str
+        self,
+        headers: Mapping[str, str],
+        parsed: ParsedChat,
+        group: str,
+        key_id: str | None,
+        team: str | None,
+        task: str,
     ) -> Decision | None:
         """None when the group's cache is off (the request goes on untouched)."""
         g = self._groups.get(group, self._default)
@@ -121,8 +127,8 @@ class ResponseCache:
         b[reason] = b.get(reason, 0) + 1
         return Decision("bypass", reason, c)
 
-    def storable(self, d: Decision, finish_reasons: list[str]) -> str:
-        """"" when an answer that ended so may be stored, else why not."""
+    def storable(self, d: Decision, finish_reasons: Sequence[str]) -> str:
+        """ "" when an answer that ended so may be stored, else why not."""
         if not finish_reasons:
             return "no_finish_reason"
         for r in finish_reasons:
@@ -140,7 +146,7 @@ class ResponseCache:
         assert d.key is not None
         try:
             raw = await self._store.get(d.key)
-        except Exception as exc:  # noqa: BLE001 - fail open: any store failure is a miss
+        except Exception as exc:  # fail open: any store failure is a miss
             self._failed(exc)
             return None
         self._ok()
@@ -191,7 +197,7 @@ class ResponseCache:
     async def _write(self, key: str, e: entries.Entry, ttl_s: float) -> None:
         try:
             await self._store.set(key, entries.dump(e), ttl=ttl_s)
-        except Exception as exc:  # noqa: BLE001 - fail open
+        except Exception as exc:  # fail open
             self._failed(exc)
             return
         self._ok()

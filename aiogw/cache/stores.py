@@ -53,7 +53,9 @@ class BoundedMemoryCache(SimpleMemoryCache):
         self._cache.move_to_end(key)
         return value
 
-    async def _set(self, key: str, value: bytes, ttl: float | None = None, _cas_token: Any = None, _conn: Any = None) -> bool:
+    async def _set(
+        self, key: str, value: bytes, ttl: float | None = None, _cas_token: Any = None, _conn: Any = None
+    ) -> bool:
         size = self._size(key, value)
         if size > self.max_bytes:
             return False  # larger than the whole cache: never stored

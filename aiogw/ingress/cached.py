@@ -38,6 +38,10 @@ class Tee:
     def started(self) -> bool:
         return self._sink.started
 
+    @started.setter
+    def started(self, value: bool) -> None:
+        self._sink.started = value
+
     async def start(self, target: Target) -> None:
         await self._sink.start(target)
 
@@ -71,7 +75,9 @@ async def through_cache(
     return await _miss(request, cache, d, parsed, answer)
 
 
-async def _lead(request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer) -> web.StreamResponse:
+async def _lead(
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+) -> web.StreamResponse:
     assert d.key is not None
     made: Entry | None = None
     try:
@@ -81,7 +87,9 @@ async def _lead(request: web.Request, cache: ResponseCache, d: Decision, parsed:
         cache.land(d.key, made)  # waiters get the answer, or go upstream themselves
 
 
-async def _miss(request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer) -> web.StreamResponse:
+async def _miss(
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+) -> web.StreamResponse:
     return (await _run(request, cache, d, parsed, answer))[0]
 
 

@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
-from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome
+from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome, StreamSink
 from aiogw.attempts.walk import chat_tokens_estimate, embedding_tokens_estimate
 from aiogw.errors import (
     GatewayError,
@@ -192,7 +192,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if (cache := request.app[CACHE]) is not None:  # between admission and routing: a hit ends here
         decision = cache.prepare(request.headers, parsed, route.name, principal.key_id, principal.team, control.task)
         if decision is not None:
-            return await through_cache(request, cache, decision, parsed, lambda h, r: answer(request, parsed, route, control, h, r))
+            return await through_cache(
+                request, cache, decision, parsed, lambda h, r: answer(request, parsed, route, control, h, r)
+            )
     return await answer(request, parsed, route, control)
 
 
@@ -229,7 +231,8 @@ async def answer(
     lifecycle.streams.add(task)
     try:
         try:
-            await dispatcher.stream(parsed, route, outcome, sink if record is None else Tee(sink, record), control)
+            out: StreamSink = sink if record is None else Tee(sink, record)
+            await dispatcher.stream(parsed, route, outcome, out, control)
         except GatewayError as exc:
             if not sink.opened:
                 raise  # nothing sent yet: the middleware answers with the error's status

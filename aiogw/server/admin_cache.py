@@ -14,7 +14,7 @@ from aiogw.errors import InvalidRequest
 from aiogw.ingress.body import read_body
 from aiogw.server.admin import require_admin
 from aiogw.server.keys import CACHE, METRICS, RUNTIME
-from aiogw.telemetry.metrics import Gauge, GatewayMetrics
+from aiogw.telemetry.metrics import GatewayMetrics, Gauge
 
 
 class PurgeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -30,7 +30,7 @@ async def purge(request: web.Request) -> web.Response:
     try:
         body = msgspec.json.decode(raw or b"{}", type=PurgeBody)
     except msgspec.MsgspecError as exc:
-        raise InvalidRequest(f"Invalid purge body: {exc}. Expected {{\"namespace\"?: str, \"model\"?: str}}.") from None
+        raise InvalidRequest(f'Invalid purge body: {exc}. Expected {{"namespace"?: str, "model"?: str}}.') from None
     n = await cache.purge(body.namespace, body.model)
     return web.json_response({"object": "cache.purge", "purged": n, "namespace": body.namespace, "model": body.model})
 
@@ -46,8 +46,18 @@ def _metrics(m: GatewayMetrics, cache: ResponseCache) -> None:
     r.add(total("aiogw_cache_misses_total", "Cacheable requests not found in the cache.", lambda: c.misses))
     r.add(Gauge("aiogw_cache_bypass_total", "Requests the cache let through, by reason.", ("reason",),
                 lambda: [((k,), v) for k, v in c.bypass.items()], kind="counter"))  # fmt: skip
-    r.add(total("aiogw_cache_saved_usd_total", "What the answers served from the cache cost when made.", lambda: c.saved_usd))
-    r.add(total("aiogw_cache_store_errors_total", "Cache store calls that failed (each request went on as a miss).", lambda: c.errors))
+    r.add(
+        total(
+            "aiogw_cache_saved_usd_total", "What the answers served from the cache cost when made.", lambda: c.saved_usd
+        )
+    )
+    r.add(
+        total(
+            "aiogw_cache_store_errors_total",
+            "Cache store calls that failed (each request went on as a miss).",
+            lambda: c.errors,
+        )
+    )
     r.add(total("aiogw_cache_writes_total", "Answers written to the cache.", lambda: c.stored))
     r.add(Gauge("aiogw_cache_up", "1 while the cache's store answers, 0 after a failure until it answers again.", (),
                 lambda: [((), 1 if cache.healthy else 0)]))  # fmt: skip

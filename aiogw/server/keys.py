@@ -18,9 +18,9 @@ from aiogw.telemetry.metrics import GatewayMetrics
 from aiogw.upstream import http
 
 if TYPE_CHECKING:  # imported only when configured
-    from aiogw.cache import ResponseCache
     from aiogw.admission.auth import Authenticator, Ticket
     from aiogw.attempts.health_check import HealthChecker
+    from aiogw.cache import ResponseCache
     from aiogw.server.money import Money
     from aiogw.store.base import Store
     from aiogw.telemetry.tracing import Tracing

@@ -136,7 +136,13 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         lifecycle.leave()
         if auth is not None and (ticket := request.get(KEY_TICKET)) is not None:
             # A cache hit used no tokens: its tpm reservation is given back whole.
-            used = outcome.usage.total_tokens if outcome.usage is not None else 0 if outcome.cache_status == "hit" else None
+            used = (
+                outcome.usage.total_tokens
+                if outcome.usage is not None
+                else 0
+                if outcome.cache_status == "hit"
+                else None
+            )
             auth.settle(ticket, used)
         if (money := request.app[MONEY]) is not None:  # settle the budget hold, queue the ledger rows
             money.finish(request, rid, outcome, status, error, client_closed, time.perf_counter() - started)

@@ -238,7 +238,7 @@ async def test_the_controls(sim, cached):
 
 
 async def test_identical_concurrent_misses_make_one_upstream_call(sim, cached):
-    c, _, app = cached
+    c, _, _ = cached
     sim.set_profile(ttft_ms=300)  # the first call is still upstream when the others arrive
     answers = await asyncio.gather(*(ask(c, temperature=0) for _ in range(20)))
     assert sim.stats()["requests"] == 1
@@ -249,7 +249,10 @@ async def test_identical_concurrent_misses_make_one_upstream_call(sim, cached):
 
 
 async def admin(url, method, path, body=None, headers=ADMIN):
-    async with aiohttp.ClientSession() as s, s.request(method, url.removesuffix("/v1") + path, json=body, headers=headers) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, url.removesuffix("/v1") + path, json=body, headers=headers) as r,
+    ):
         return r.status, await r.json()
 
 
@@ -312,20 +315,18 @@ async def test_a_hit_holds_no_budget_and_is_in_the_ledger(sim, make_gateway, tmp
     # Room for one answer: after it, a miss's worst case no longer fits (402); a hit still does.
     budget = [{"scope": "global", "limit_usd": 0.04}]
     url, _ = await make_gateway(keys_config(sim, tmp_path, budgets=budget))
-    app = None
     async with sdk(url) as c:
-        first, h1 = await ask(c, temperature=0, max_tokens=30)
+        _, h1 = await ask(c, temperature=0, max_tokens=30)
         assert h1["x-aiogw-cache-status"] == "miss"
         with pytest.raises(openai.APIStatusError) as e:
             await ask(c, {"x-aiogw-cache": "off"}, temperature=0, max_tokens=30)
         assert e.value.status_code == 402
         for _ in range(50):  # the write is off the request path
-            again, h = await ask(c, temperature=0, max_tokens=30)
+            _, h = await ask(c, temperature=0, max_tokens=30)
             if h["x-aiogw-cache-status"] == "hit":
                 break
             assert h["x-aiogw-cache-status"] == "miss"
         assert h["x-aiogw-cache-status"] == "hit"
-    del app
     status, report = await admin(url, "GET", "/admin/v1/spend?group_by=model")
     assert status == 200
     totals = report["totals"]
@@ -343,7 +344,7 @@ async def test_redis_is_shared_by_two_gateways(sim, make_gateway, redis_server):
         await until(stored(app_a))
         got, h = await ask(b, temperature=0)
         assert h["x-aiogw-cache-status"] == "hit" and got.choices[0].message.content == text_of(chunks)
-        status, purged = await admin(url_b, "POST", "/admin/v1/cache/purge", {}, headers={})
+        status, _ = await admin(url_b, "POST", "/admin/v1/cache/purge", {}, headers={})
         assert status == 404  # no master key: no admin API
     assert sim.stats()["requests"] == 1
 
