@@ -172,6 +172,8 @@ async def test_a_json_answer_is_replayed_as_a_stream(sim, cached):
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == first.usage.total_tokens
     plain, _ = await ask_stream(c, temperature=0)  # no usage chunk unless asked
     assert all(ch.usage is None for ch in plain) and text_of(plain) == text_of(chunks)
+    paced, h = await ask_stream(c, {"x-aiogw-cache-replay": "paced"}, temperature=0)
+    assert h["x-aiogw-cache-status"] == "hit" and text_of(paced) == text_of(chunks)
     assert sim.stats()["requests"] == 1
 
 
