@@ -239,6 +239,43 @@ class SLOConfig(Strict, kw_only=True):
             raise ValueError("an slo needs at least one of ttft_p95_ms, latency_p95_ms, error_rate")
 
 
+CachePolicy = Literal["deterministic", "opt_in", "always"]
+CacheScope = Literal["key", "team", "global"]
+DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_CACHE_TTL_S = 3600.0
+DEFAULT_CACHE_MAX_TTL_S = 86400.0
+
+
+class CacheOverride(Strict, kw_only=True):
+    """A model group's own cache settings; unset fields take the top-level `cache:` value."""
+
+    enabled: bool | None = None
+    ttl_s: Seconds | None = None
+    policy: CachePolicy | None = None
+    deterministic_tasks: list[str] | None = None
+    cache_tool_calls: bool | None = None
+
+
+class CacheConfig(Strict, kw_only=True):
+    """The exact-match response cache: deterministic answers served again without an
+    upstream call. Off unless `enabled`."""
+
+    enabled: bool = False
+    backend: Literal["memory", "redis"] = "memory"  # redis: shared by replicas (state.redis_url)
+    max_bytes: Annotated[int, Meta(ge=1024)] = DEFAULT_CACHE_MAX_BYTES  # memory backend: LRU past this
+    ttl_s: Seconds = DEFAULT_CACHE_TTL_S
+    max_ttl_s: Seconds = DEFAULT_CACHE_MAX_TTL_S  # caps ttl_s and x-aiogw-cache-ttl
+    policy: CachePolicy = "deterministic"
+    deterministic_tasks: list[str] = msgspec.field(default_factory=lambda: ["classification", "extraction"])
+    scope: CacheScope = "team"
+    cache_tool_calls: bool = False
+    timeout_ms: Annotated[int, Meta(ge=1, le=10_000)] = 50  # per Redis call; past it the cache is skipped
+
+    def __post_init__(self) -> None:
+        if self.ttl_s > self.max_ttl_s:
+            raise ValueError(f"ttl_s ({self.ttl_s:g}) is above max_ttl_s ({self.max_ttl_s:g})")
+
+
 class ModelGroup(Strict, kw_only=True):
     name: str
     strategy: Strategy = "priority"
@@ -248,6 +285,7 @@ class ModelGroup(Strict, kw_only=True):
     hedge: HedgeConfig | None = None
     health_check: HealthCheckConfig | None = None
     slo: SLOConfig | None = None
+    cache: CacheOverride | None = None
 
 
 class TelemetryConfig(Strict, kw_only=True):
@@ -363,3 +401,15 @@ class Config(Strict, kw_only=True):
     store: StoreConfig | None = None  # None: the default SQLite file, opened only when keys or budgets need it
     budgets: list[BudgetConfig] = []
     alerts: AlertsConfig = AlertsConfig()
+    cache: CacheConfig = CacheConfig()
+
+    def __post_init__(self) -> None:
+        if self.cache.backend == "redis" and self.cache_enabled and not self.state.redis_url:
+            raise ValueError("cache.backend redis needs state.redis_url (the Redis the replicas share)")
+
+    @property
+    def cache_enabled(self) -> bool:
+        """The cache is on for some model group (at the top level or by a group's override)."""
+        if self.cache.enabled:
+            return True
+        return any(g.cache is not None and g.cache.enabled for g in self.models)

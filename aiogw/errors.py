@@ -229,6 +229,24 @@ class StoreUnavailable(ServiceUnavailable):
         return {"retry-after": "1"}
 
 
+class CacheMiss(GatewayError):
+    """`cache-control: only-if-cached` and no stored answer (RFC 9111's 504)."""
+
+    status = 504
+    type = "cache_miss_error"
+    code = "cache_miss"
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def headers(self) -> dict[str, str]:
+        h = {"x-aiogw-cache-status": "miss" if not self.reason else "bypass"}
+        if self.reason:
+            h["x-aiogw-cache-reason"] = self.reason
+        return h
+
+
 class UpstreamError(GatewayError):
     """One attempt at one target failed."""
 

@@ -127,6 +127,8 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.state.scripts",
     },
     "aiogw.state.sync": {*GROUND, "aiogw.routing.health", "aiogw.state"},
+    # The response cache: between admission and routing (a hit never reaches routing).
+    "aiogw.cache": {*GROUND, "aiogw.config", "aiogw.telemetry.logs", "aiogw.cache"},
     "aiogw.attempts": {
         *GROUND,
         "aiogw.adapters",
@@ -165,6 +167,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.routing.router",
         "aiogw.attempts.outcome",
         "aiogw.attempts.walk",  # the request's token estimate, for a virtual key's tpm
+        "aiogw.cache",
         "aiogw.server.keys",
         "aiogw.ingress",
     },
@@ -186,6 +189,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.store",
         "aiogw.alerts",
         "aiogw.supervise",  # the budgets' refresh loop
+        "aiogw.cache",
         "aiogw.server",
     },
     # Entry points: anything.
@@ -201,7 +205,7 @@ ALLOWED: dict[str, set[str]] = {
 # stages below ingress (the upstream client is our own, on asyncio).
 NO_AIOHTTP = (
     "aiogw.adapters", "aiogw.streaming", "aiogw.types", "aiogw.errors", "aiogw.accounting", "aiogw.admission", "aiogw.store",
-    "aiogw.alerts",
+    "aiogw.alerts", "aiogw.cache",
     "aiogw.routing", "aiogw.attempts", "aiogw.upstream", "aiogw.state", "aiogw.runtime", "aiogw.config",
     "aiogw.config_load",
 )  # fmt: skip

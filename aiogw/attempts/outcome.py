@@ -42,6 +42,8 @@ class Outcome:
     tags: str = ""
     task: str = ""  # x-aiogw-task, else the operation ("chat", "embeddings"): the ledger's task
     running: int = 0  # attempts under way (recorded in `attempts` when they end)
+    cache_status: str = ""  # the response cache's verdict (hit, miss, bypass...); "" without a cache
+    saved_usd: float = 0.0  # a cache hit: what the stored answer cost when it was made
 
     @property
     def attempts_header(self) -> str:

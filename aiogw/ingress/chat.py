@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
-from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome
+from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome, StreamSink
 from aiogw.attempts.walk import chat_tokens_estimate, embedding_tokens_estimate
 from aiogw.errors import (
     GatewayError,
@@ -23,11 +23,13 @@ from aiogw.errors import (
     ServiceUnavailable,
 )
 from aiogw.ingress.body import read_body
+from aiogw.ingress.cached import Tee, through_cache
 from aiogw.ingress.sse import SSESink
 from aiogw.routing.router import STRATEGIES
 from aiogw.runtime import ModelRoute, Runtime
 from aiogw.server.keys import (
     AUTH,
+    CACHE,
     DISPATCHER,
     KEY_TICKET,
     LIFECYCLE,
@@ -185,25 +187,52 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     control = request_control(request, runtime, principal.tags)
     if principal.key_id is not None:
         await admit_key(request, route, control, lambda: chat_tokens_estimate(parsed))
-    dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
     outcome.tags, outcome.task = control.tags, control.task or "chat"
+    if (cache := request.app[CACHE]) is not None:  # between admission and routing: a hit ends here
+        decision = cache.prepare(request.headers, parsed, route.name, principal.key_id, principal.team, control.task)
+        if decision is not None:
+            return await through_cache(
+                request, cache, decision, parsed, lambda h, r: answer(request, parsed, route, control, h, r)
+            )
+    return await answer(request, parsed, route, control)
+
+
+async def answer(
+    request: web.Request,
+    parsed: ParsedChat,
+    route: ModelRoute,
+    control: Control,
+    extra_headers: dict[str, str] | None = None,
+    record: list[bytes] | None = None,
+) -> web.StreamResponse:
+    """The request through budgets, routing and attempts. `extra_headers` go on the answer;
+    `record` collects the SSE bytes the client gets (the cache's tee)."""
+    dispatcher = request.app[DISPATCHER]
+    outcome = request[OUTCOME]
+    runtime = request.app[RUNTIME]
     if (money := request.app[MONEY]) is not None:  # budgets: hold the worst case (402 when no room)
         await money.admit(request, route, control, outcome, parsed=parsed)
 
     if not parsed.req.is_stream:
         reply = await dispatcher.complete(parsed, route, outcome, control)
         headers = _answer_headers(request, outcome, reply.model)
+        if extra_headers:
+            headers.update(extra_headers)
         return web.Response(body=reply.body, content_type="application/json", headers=headers)
 
-    sink = SSESink(request, _base_headers(request), outcome, runtime.config.server.sse_heartbeat_s)
+    base = _base_headers(request)
+    if extra_headers:
+        base.update(extra_headers)
+    sink = SSESink(request, base, outcome, runtime.config.server.sse_heartbeat_s)
     lifecycle = request.app[LIFECYCLE]
     task = asyncio.current_task()
     assert task is not None
     lifecycle.streams.add(task)
     try:
         try:
-            await dispatcher.stream(parsed, route, outcome, sink, control)
+            out: StreamSink = sink if record is None else Tee(sink, record)
+            await dispatcher.stream(parsed, route, outcome, out, control)
         except GatewayError as exc:
             if not sink.opened:
                 raise  # nothing sent yet: the middleware answers with the error's status

@@ -20,6 +20,7 @@ from aiogw.upstream import http
 if TYPE_CHECKING:  # imported only when configured
     from aiogw.admission.auth import Authenticator, Ticket
     from aiogw.attempts.health_check import HealthChecker
+    from aiogw.cache import ResponseCache
     from aiogw.server.money import Money
     from aiogw.store.base import Store
     from aiogw.telemetry.tracing import Tracing
@@ -37,6 +38,7 @@ ALERTS: web.AppKey[AlertSink] = web.AppKey("alerts")
 # The store, the ledger writer and the budgets; None unless store, budgets or the admin API are configured.
 MONEY: web.AppKey[Money | None] = web.AppKey("money")
 STORE: web.AppKey[Store | None] = web.AppKey("store")  # opened only when something needs it
+CACHE: web.AppKey[ResponseCache | None] = web.AppKey("cache")  # None: cache not configured
 AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")  # None: auth not configured, everyone ANONYMOUS
 
 # Per-request values.
@@ -51,6 +53,7 @@ KEY_TICKET: web.RequestKey[Ticket] = web.RequestKey("key_ticket")  # a key's rpm
 __all__ = [
     "ALERTS",
     "AUTH",
+    "CACHE",
     "CORS",
     "DISPATCHER",
     "HEALTH_CHECKER",

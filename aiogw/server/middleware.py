@@ -144,7 +144,15 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
     finally:
         lifecycle.leave()
         if auth is not None and (ticket := request.get(KEY_TICKET)) is not None:
-            auth.settle(ticket, outcome.usage.total_tokens if outcome.usage is not None else None)
+            # A cache hit used no tokens: its tpm reservation is given back whole.
+            used = (
+                outcome.usage.total_tokens
+                if outcome.usage is not None
+                else 0
+                if outcome.cache_status == "hit"
+                else None
+            )
+            auth.settle(ticket, used)
         if (money := request.app[MONEY]) is not None:  # settle the budget hold, queue the ledger rows
             money.finish(request, rid, outcome, status, error, client_closed, time.perf_counter() - started)
         _finished(request, rid, outcome, status, started, error, client_closed, principal)
@@ -237,6 +245,8 @@ def _finished(
         fields["cost_usd"] = outcome.cost_usd
     if outcome.tags:
         fields["tags"] = outcome.tags
+    if outcome.cache_status:
+        fields["cache"] = outcome.cache_status
     if outcome.notes:
         fields["notes"] = outcome.notes
     if outcome.stream_error is not None:

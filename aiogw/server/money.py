@@ -187,7 +187,8 @@ class Money:
             version = self._versions.get(target.id) or self._versions.setdefault(target.id, price_version(target))
         provider, upstream = (target.provider, outcome.model or target.model) if target is not None else ("", "")
         add = self.writer.add
-        add((_row_id(now), now, "request", rid, *who, provider, upstream, *tokens, cost, 0.0, "", version,
+        add((_row_id(now), now, "request", rid, *who, provider, upstream, *tokens, cost, outcome.saved_usd,
+             outcome.cache_status, version,
              state, status, round(duration_s * 1000, 2)))  # fmt: skip
         # The answering attempt is the last one at the answering target; it carries the
         # usage and cost (the request row has them too: sum one kind, never both).

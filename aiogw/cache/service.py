@@ -1,0 +1,244 @@
+"""The cache stage: which requests it may answer (the policy), the entry a request would
+read and fill, the lookup, one upstream call for identical concurrent misses, writes off
+the request path, and failing open (a store that errors is a miss, never a failure)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogw.cache import entry as entries
+from aiogw.cache.controls import CacheControls, parse_controls
+from aiogw.cache.key import entry_key, purge_pattern, request_hash, scope_of
+from aiogw.cache.stores import BoundedMemoryCache, RedisStore
+from aiogw.config import CacheConfig, Config
+from aiogw.telemetry.logs import get_logger
+from aiogw.types import ParsedChat
+
+log = get_logger("aiogw.cache")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPolicy:
+    """The cache settings of one model group: the top level with its overrides applied."""
+
+    enabled: bool
+    ttl_s: float
+    policy: str
+    tasks: frozenset[str]
+    tool_calls: bool
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the cache does with one request. `key` is None when it neither reads nor writes."""
+
+    status: str  # "lookup" | "bypass"
+    reason: str  # why not cached ("" when cacheable)
+    controls: CacheControls
+    key: str | None = None
+    ttl_s: float = 0.0
+    tool_calls: bool = False
+
+    @property
+    def reads(self) -> bool:
+        return self.key is not None and self.controls.reads
+
+    @property
+    def writes(self) -> bool:
+        return self.key is not None and self.controls.writes
+
+
+@dataclass(slots=True)
+class Flight:
+    """An upstream call for a key that identical requests wait on rather than repeat."""
+
+    done: asyncio.Future[entries.Entry | None]
+    waiters: int = 0
+
+
+@dataclass(slots=True)
+class Counts:
+    hits: int = 0
+    misses: int = 0
+    bypass: dict[str, int] = field(default_factory=dict)
+    stored: int = 0
+    saved_usd: float = 0.0
+    errors: int = 0  # store calls that failed (the request went on as a miss)
+
+
+class ResponseCache:
+    def __init__(self, config: Config) -> None:
+        cfg = self.config = config.cache
+        self._prefix = f"{config.state.key_prefix}:cache"
+        self._groups = {g.name: _policy(cfg, g.cache) for g in config.models}
+        self._default = _policy(cfg, None)
+        self.memory: BoundedMemoryCache | None = None
+        self.redis: RedisStore | None = None
+        if cfg.backend == "redis":
+            assert config.state.redis_url is not None  # checked with the config
+            self.redis = RedisStore(config.state.redis_url, cfg.timeout_ms / 1000)
+            self._store: Any = self.redis.cache
+        else:
+            self.memory = self._store = BoundedMemoryCache(cfg.max_bytes)
+        self._flights: dict[str, Flight] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        self.healthy = True
+        self.counts = Counts()
+
+    # --- the policy ---------------------------------------------------------------------
+
+    def prepare(
+        self,
+        headers: Mapping[str, str],
+        parsed: ParsedChat,
+        group: str,
+        key_id: str | None,
+        team: str | None,
+        task: str,
+    ) -> Decision | None:
+        """None when the group's cache is off (the request goes on untouched)."""
+        g = self._groups.get(group, self._default)
+        if not g.enabled:
+            return None
+        c = parse_controls(headers)
+        if c.mode == "off":
+            return self._bypass(c, "off")
+        req = parsed.req
+        opted = c.mode is not None  # on, read or write: the caller asks for the cache
+        deterministic = req.temperature == 0 or isinstance(req.seed, int) or task in g.tasks
+        if g.policy == "opt_in" and not opted:
+            return self._bypass(c, "not_opted_in")
+        if g.policy == "deterministic" and not (deterministic or opted):
+            return self._bypass(c, "creative")
+        if not (c.reads or c.writes):
+            return self._bypass(c, "no_store")
+        cap = self.config.max_ttl_s
+        ttl = min(c.ttl_s if c.ttl_s is not None else g.ttl_s, cap)
+        digest = request_hash(group, parsed.raw)
+        key = entry_key(self._prefix, scope_of(self.config.scope, key_id, team), c.namespace, group, digest)
+        return Decision("lookup", "", c, key, ttl, g.tool_calls)
+
+    def _bypass(self, c: CacheControls, reason: str) -> Decision:
+        b = self.counts.bypass
+        b[reason] = b.get(reason, 0) + 1
+        return Decision("bypass", reason, c)
+
+    def storable(self, d: Decision, finish_reasons: Sequence[str]) -> str:
+        """ "" when an answer that ended so may be stored, else why not."""
+        if not finish_reasons:
+            return "no_finish_reason"
+        for r in finish_reasons:
+            if r == "tool_calls" and not d.tool_calls:
+                return "tool_calls"
+            if r not in ("stop", "tool_calls"):
+                return f"finish_{r}"
+        return ""
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def lookup(self, d: Decision) -> entries.Entry | None:
+        if not d.reads:
+            return None
+        assert d.key is not None
+        try:
+            raw = await self._store.get(d.key)
+        except Exception as exc:  # fail open: any store failure is a miss
+            self._failed(exc)
+            return None
+        self._ok()
+        if raw is None:
+            return None
+        e = entries.load(raw)
+        if e is None:
+            return None
+        if d.controls.max_age_s is not None and time.time() - e.created > d.controls.max_age_s:
+            return None
+        return e
+
+    def hit(self, e: entries.Entry) -> None:
+        self.counts.hits += 1
+        self.counts.saved_usd += e.cost_usd
+
+    def miss(self) -> None:
+        self.counts.misses += 1
+
+    # --- single flight ------------------------------------------------------------------
+
+    def join(self, key: str) -> Flight | None:
+        """The flight already under way for `key` (wait on it), or None: the caller leads
+        one and must `land` it."""
+        f = self._flights.get(key)
+        if f is not None:
+            f.waiters += 1
+            return f
+        self._flights[key] = Flight(asyncio.get_running_loop().create_future())
+        return None
+
+    def land(self, key: str, e: entries.Entry | None) -> None:
+        f = self._flights.pop(key, None)
+        if f is not None and not f.done.done():
+            f.done.set_result(e)
+
+    # --- writing ------------------------------------------------------------------------
+
+    def store(self, d: Decision, e: entries.Entry) -> None:
+        """Write in the background: the answer is already on its way to the client."""
+        if not d.writes:
+            return
+        assert d.key is not None
+        task = asyncio.get_running_loop().create_task(self._write(d.key, e, d.ttl_s))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, key: str, e: entries.Entry, ttl_s: float) -> None:
+        try:
+            await self._store.set(key, entries.dump(e), ttl=ttl_s)
+        except Exception as exc:  # fail open
+            self._failed(exc)
+            return
+        self._ok()
+        self.counts.stored += 1
+
+    async def purge(self, namespace: str | None, group: str | None) -> int:
+        pattern = purge_pattern(self._prefix, namespace, group)
+        if self.memory is not None:
+            return self.memory.purge(pattern)
+        assert self.redis is not None
+        return await self.redis.purge(pattern)
+
+    # --- failing open -------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> None:
+        self.counts.errors += 1
+        if self.healthy:  # one line per transition, not one per request
+            self.healthy = False
+            log.warning("cache.store_down", backend=self.config.backend, error=repr(exc)[:200])
+
+    def _ok(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            log.info("cache.store_up", backend=self.config.backend)
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=2)
+        if self.redis is not None:
+            await self.redis.close()
+
+
+def _policy(cfg: CacheConfig, o: Any) -> GroupPolicy:
+    def pick(name: str, default: Any) -> Any:
+        v = getattr(o, name, None) if o is not None else None
+        return default if v is None else v
+
+    return GroupPolicy(
+        enabled=pick("enabled", cfg.enabled),
+        ttl_s=min(pick("ttl_s", cfg.ttl_s), cfg.max_ttl_s),
+        policy=pick("policy", cfg.policy),
+        tasks=frozenset(pick("deterministic_tasks", cfg.deterministic_tasks)),
+        tool_calls=pick("cache_tool_calls", cfg.cache_tool_calls),
+    )

@@ -1,0 +1,121 @@
+"""Where entries live: aiocache's memory backend bounded by bytes (per process), or its
+Redis backend (shared by every replica on the same Redis)."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections import OrderedDict
+from typing import Any
+
+from aiocache import SimpleMemoryCache
+from aiocache.serializers import NullSerializer
+
+# Per entry beyond its key and value: the OrderedDict node, the bytes objects' headers and
+# the expiry float. An estimate, so that many small entries cannot exceed the bound.
+ENTRY_OVERHEAD = 200
+
+
+class BoundedMemoryCache(SimpleMemoryCache):
+    """aiocache's SimpleMemoryCache grows without bound and arms a timer per entry with a
+    TTL. This one holds values up to `max_bytes` (keys, values and `ENTRY_OVERHEAD` counted)
+    in an OrderedDict kept in use order, dropping the least recently used past the bound,
+    and keeps each entry's expiry beside it, checked when read (an expired entry that is
+    never read again leaves by the same LRU order): no timer per entry."""
+
+    def __init__(self, max_bytes: int, **kwargs: Any) -> None:
+        # timeout=0: no asyncio.wait_for (a task per call) around what never blocks.
+        super().__init__(serializer=NullSerializer(), timeout=0, **kwargs)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._expires: dict[str, float] = {}
+
+    def _size(self, key: str, value: bytes) -> int:
+        return len(key) + len(value) + ENTRY_OVERHEAD
+
+    def _drop(self, key: str) -> int:
+        value = self._cache.pop(key, None)
+        if value is None:
+            return 0
+        self._expires.pop(key, None)
+        self.bytes -= self._size(key, value)
+        return 1
+
+    async def _get(self, key: str, encoding: str | None = "utf-8", _conn: Any = None) -> bytes | None:
+        value = self._cache.get(key)
+        if value is None:
+            return None
+        exp = self._expires.get(key)
+        if exp is not None and exp <= time.monotonic():
+            self._drop(key)
+            return None
+        self._cache.move_to_end(key)
+        return value
+
+    async def _set(
+        self, key: str, value: bytes, ttl: float | None = None, _cas_token: Any = None, _conn: Any = None
+    ) -> bool:
+        size = self._size(key, value)
+        if size > self.max_bytes:
+            return False  # larger than the whole cache: never stored
+        self._drop(key)
+        self._cache[key] = value
+        self.bytes += size
+        if ttl:
+            self._expires[key] = time.monotonic() + ttl
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._cache)))
+        return True
+
+    async def _delete(self, key: str, _conn: Any = None) -> int:
+        return self._drop(key)
+
+    async def _exists(self, key: str, _conn: Any = None) -> bool:
+        return await self._get(key) is not None
+
+    async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
+        self._cache.clear()
+        self._expires.clear()
+        self.bytes = 0
+        return True
+
+    def purge(self, pattern: str) -> int:
+        gone = [k for k in self._cache if fnmatch.fnmatchcase(k, pattern)]
+        for k in gone:
+            self._drop(k)
+        return len(gone)
+
+    @property
+    def entries(self) -> int:
+        return len(self._cache)
+
+
+class RedisStore:
+    """aiocache's RedisCache over the client of `state.redis_url` (aiocache builds its own
+    pool from host and port; from_url keeps the URL's password, TLS and database)."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        import redis.asyncio as aioredis  # noqa: PLC0415 - the redis client only when configured
+        from aiocache import RedisCache  # noqa: PLC0415
+
+        self.cache = RedisCache(serializer=NullSerializer(encoding=None), timeout=timeout_s)
+        old = self.cache.client
+        self.cache.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._unused = old  # built by aiocache, never connected: closed with ours
+
+    async def purge(self, pattern: str) -> int:
+        n = 0
+        batch: list[bytes] = []
+        async for k in self.cache.client.scan_iter(match=pattern, count=500):
+            batch.append(k)
+            if len(batch) >= 500:
+                n += await self.cache.client.delete(*batch)
+                batch = []
+        if batch:
+            n += await self.cache.client.delete(*batch)
+        return n
+
+    async def close(self) -> None:
+        await self.cache.client.aclose()
+        await self._unused.aclose()

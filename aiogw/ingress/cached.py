@@ -1,0 +1,171 @@
+"""The Chat Completions ingress through the response cache: a hit answered from the entry
+(JSON or SSE, whichever the client asked for), a miss run as usual with its answer handed
+to the cache (a stream recorded as it goes), identical concurrent misses waiting on one
+upstream call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from aiogw.accounting.cost import format_usd
+from aiogw.adapters._base import Target
+from aiogw.attempts.outcome import ClientDisconnected, StreamSink
+from aiogw.cache import Decision, Entry, ResponseCache
+from aiogw.cache import entry as entries
+from aiogw.errors import CacheMiss
+from aiogw.ingress.sse import SSE_HEADERS
+from aiogw.server.keys import OUTCOME, REQUEST_ID
+from aiogw.types import ParsedChat
+
+Answer = Callable[[dict[str, str], list[bytes] | None], Awaitable[web.StreamResponse]]
+PACED_GAP_S = 0.01  # between replayed chunks with x-aiogw-cache-replay: paced
+
+
+class Tee:
+    """A StreamSink that keeps a copy of what it passes on: the stream a miss sends its
+    client, recorded for the cache without holding a byte back."""
+
+    __slots__ = ("_record", "_sink")
+
+    def __init__(self, sink: StreamSink, record: list[bytes]) -> None:
+        self._sink, self._record = sink, record
+
+    @property
+    def started(self) -> bool:
+        return self._sink.started
+
+    @started.setter
+    def started(self, value: bool) -> None:
+        self._sink.started = value
+
+    async def start(self, target: Target) -> None:
+        await self._sink.start(target)
+
+    async def write(self, data: bytes) -> None:
+        self._record.append(data)
+        await self._sink.write(data)
+
+
+async def through_cache(
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+) -> web.StreamResponse:
+    outcome = request[OUTCOME]
+    if d.key is None:  # bypassed: say why, then the usual path
+        outcome.cache_status = "bypass"
+        if d.controls.only_if_cached:
+            raise CacheMiss(f"No cached answer: this request is not cacheable ({d.reason}).", reason=d.reason)
+        return await answer({"x-aiogw-cache-status": "bypass", "x-aiogw-cache-reason": d.reason}, None)
+    e = await cache.lookup(d)
+    if e is None and d.reads and not d.controls.only_if_cached:
+        flight = cache.join(d.key)
+        if flight is not None:  # the same request is on its way upstream: wait for its answer
+            e = await asyncio.shield(flight.done)
+        else:
+            return await _lead(request, cache, d, parsed, answer)
+    if e is not None:
+        return await _hit(request, cache, e, parsed)
+    if d.controls.only_if_cached:
+        cache.miss()
+        outcome.cache_status = "miss"
+        raise CacheMiss("No cached answer for this request (cache-control: only-if-cached).")
+    return await _miss(request, cache, d, parsed, answer)
+
+
+async def _lead(
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+) -> web.StreamResponse:
+    assert d.key is not None
+    made: Entry | None = None
+    try:
+        resp, made = await _run(request, cache, d, parsed, answer)
+        return resp
+    finally:
+        cache.land(d.key, made)  # waiters get the answer, or go upstream themselves
+
+
+async def _miss(
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+) -> web.StreamResponse:
+    return (await _run(request, cache, d, parsed, answer))[0]
+
+
+async def _run(
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+) -> tuple[web.StreamResponse, Entry | None]:
+    cache.miss()
+    outcome = request[OUTCOME]
+    outcome.cache_status = "miss"
+    headers = {"x-aiogw-cache-status": "miss"}
+    record: list[bytes] | None = [] if parsed.req.is_stream and d.writes else None
+    resp = await answer(headers, record)
+    if not d.writes or outcome.target is None:
+        return resp, None
+    why = cache.storable(d, outcome.finish_reasons)
+    target = outcome.target
+    cost = outcome.cost_usd or 0.0
+    if record is None:
+        if why or resp.status != 200 or not isinstance(resp, web.Response) or resp.body is None:
+            if why:  # the answer's headers are not sent yet: say why it was not kept
+                outcome.cache_status = "uncacheable"
+                resp.headers["x-aiogw-cache-status"] = "uncacheable"
+                resp.headers["x-aiogw-cache-reason"] = why
+            return resp, None
+        assert isinstance(resp.body, bytes)
+        e = Entry(time.time(), cost, target.provider, outcome.model or target.model, body=resp.body)
+    else:
+        if why or outcome.stream_error is not None or outcome.client_closed:
+            return resp, None  # a cut or failed stream is never stored
+        split = entries.split_stream(b"".join(record))
+        if split is None:
+            return resp, None
+        chunks, usage = split
+        if usage is None and outcome.usage is not None:
+            usage = _usage_json(outcome.usage)
+        e = Entry(time.time(), cost, target.provider, outcome.model or target.model, chunks=chunks, usage=usage)
+    cache.store(d, e)
+    return resp, e
+
+
+def _usage_json(usage: object) -> bytes:
+    import msgspec  # noqa: PLC0415 - once per stored stream that did not ask for usage
+
+    return msgspec.json.encode(usage)
+
+
+async def _hit(request: web.Request, cache: ResponseCache, e: Entry, parsed: ParsedChat) -> web.StreamResponse:
+    cache.hit(e)
+    outcome = request[OUTCOME]
+    outcome.cache_status, outcome.saved_usd, outcome.cost_usd = "hit", e.cost_usd, 0.0
+    outcome.finish_reasons = []
+    headers = {
+        "x-request-id": request[REQUEST_ID],
+        "x-aiogw-cache-status": "hit",
+        "age": str(max(0, int(time.time() - e.created))),
+        "x-aiogw-provider": e.provider,
+        "x-aiogw-model": e.model,
+        "x-aiogw-attempts": "0",
+        "x-aiogw-cost-usd": "0",
+        "x-aiogw-cost-saved-usd": format_usd(e.cost_usd),
+    }
+    if not parsed.req.is_stream:
+        return web.Response(body=entries.as_json(e), content_type="application/json", headers=headers)
+    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
+    events = entries.sse_events(e, parsed.req.wants_usage)
+    paced = request.headers.get("x-aiogw-cache-replay", "").strip().lower() == "paced"
+    try:
+        await resp.prepare(request)
+        if paced:
+            for ev in events:
+                await resp.write(ev)
+                await asyncio.sleep(PACED_GAP_S)
+        else:
+            await resp.write(b"".join(events))  # burst: one write
+        await resp.write_eof()
+    except ConnectionResetError:
+        outcome.client_closed = True
+        raise ClientDisconnected from None
+    return resp

@@ -1,0 +1,124 @@
+"""The response cache's parts without a server: the byte-bounded LRU memory store, the
+canonical key, an entry's JSON and SSE faces, and the config's rules."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from aiogw.cache import entry as entries
+from aiogw.cache.key import entry_key, purge_pattern, request_hash, scope_of
+from aiogw.cache.stores import ENTRY_OVERHEAD, BoundedMemoryCache
+from aiogw.config_load import from_builtins
+from aiogw.errors import ConfigError
+from aiogw.ingress.chat import parse_chat
+
+
+def raw(body: dict) -> dict:
+    return parse_chat(orjson.dumps(body)).raw
+
+
+BODY = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+
+
+async def test_the_memory_store_stays_under_its_bytes_and_drops_the_least_recently_used():
+    size = 10 + 1000 + ENTRY_OVERHEAD  # a 10-character key, a 1000-byte value
+    m = BoundedMemoryCache(3 * size)
+    for k in ("key-000001", "key-000002", "key-000003"):
+        await m.set(k, b"x" * 1000)
+    assert await m.get("key-000001") is not None  # now the most recently used
+    await m.set("key-000004", b"x" * 1000)
+    assert m.bytes == 3 * size and m.entries == 3
+    assert await m.get("key-000002") is None  # the least recently used went
+    assert await m.get("key-000001") is not None and await m.get("key-000004") is not None
+    await m.set("key-000005", b"x" * (4 * size))  # larger than the whole cache: not stored
+    assert await m.get("key-000005") is None and m.bytes == 3 * size
+    await m.set("key-000001", b"y")  # replacing an entry counts its new size only
+    assert m.bytes == 2 * size + 10 + 1 + ENTRY_OVERHEAD
+
+
+async def test_the_memory_store_expires_entries_when_read():
+    m = BoundedMemoryCache(1 << 20)
+    await m.set("k", b"v", ttl=0.001)
+    await m.set("forever", b"v")
+    for _ in range(200):
+        if await m.get("k") is None:
+            break
+        await asyncio.sleep(0.005)
+    assert await m.get("k") is None and m.entries == 1 and await m.get("forever") == b"v"
+
+
+def test_the_key_ignores_spelling_and_delivery_and_keeps_every_output_field():
+    base = request_hash("fast", raw(BODY))
+    spaced = parse_chat(b'{"temperature": 0, "messages": [{"content": "hi", "role": "user"}], "model": "fast"}').raw
+    assert request_hash("fast", spaced) == base
+    delivery = {**BODY, "stream": True, "stream_options": {"include_usage": True}, "user": "u", "metadata": {"a": "b"}}
+    assert request_hash("fast", raw(delivery)) == base
+    assert request_hash("other-group", raw(BODY)) != base
+    for change in ({"tool_choice": "none"}, {"max_tokens": 5}, {"stop": ["x"]}, {"n": 2}, {"seed": 1},
+                   {"response_format": {"type": "json_object"}}, {"reasoning_effort": "low"}, {"top_p": 0.5}):  # fmt: skip
+        assert request_hash("fast", raw({**BODY, **change})) != base, change
+
+
+def test_scopes_and_partitions():
+    assert scope_of("team", "key_1", "search") == "team:search"
+    assert scope_of("team", "key_1", None) == "key:key_1"  # never everybody's
+    assert scope_of("key", "key_1", "search") == "key:key_1"
+    assert scope_of("global", "key_1", "search") == "*"
+    assert scope_of("team", None, None) == "anonymous"
+    import fnmatch
+
+    k = entry_key("p", "team:a", "ns*", "fast", "abc")
+    assert fnmatch.fnmatchcase(k, purge_pattern("p", "ns*", None))
+    assert fnmatch.fnmatchcase(k, purge_pattern("p", None, "fast"))
+    assert not fnmatch.fnmatchcase(k, purge_pattern("p", "ns", None))  # a namespace is not a glob
+
+
+def test_an_entry_from_a_stream_and_from_json_give_the_same_answer():
+    answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "a b",
+                           "tool_calls": [{"id": "t1", "type": "function",
+                                           "function": {"name": "f", "arguments": "{\"x\":1}"}}]},
+                           "finish_reason": "tool_calls"}],
+              "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "cost_usd": 0.5}}  # fmt: skip
+    e = entries.Entry(0.0, 0.5, "p", "m", body=orjson.dumps(answer))
+    events = entries.sse_events(e, want_usage=True)
+    assert events[-1] == entries.DONE
+    split = entries.split_stream(b"".join(events))
+    assert split is not None
+    chunks, usage = split
+    assert orjson.loads(usage) == {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+    }  # no cost: a hit is free
+    rebuilt = orjson.loads(entries.assemble(chunks, usage))
+    assert rebuilt["choices"][0]["message"]["content"] == "a b"
+    assert rebuilt["choices"][0]["message"]["tool_calls"] == answer["choices"][0]["message"]["tool_calls"]
+    assert rebuilt["choices"][0]["finish_reason"] == "tool_calls"
+    assert entries.load(entries.dump(e)) == e
+    assert entries.load(b"\xc1garbage") is None
+
+
+def test_a_stream_without_its_end_or_with_an_error_is_not_an_entry():
+    chunk = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'
+    assert entries.split_stream(chunk) is None
+    assert entries.split_stream(chunk + b'data: {"error":{"message":"x"}}\n\n' + entries.DONE) is None
+    assert entries.split_stream(b": keep-alive\n\n" + chunk + entries.DONE) is not None
+
+
+@pytest.mark.parametrize(
+    ("cache", "where"),
+    [
+        ({"ttl_s": 100, "max_ttl_s": 10}, "ttl_s"),
+        ({"policy": "sometimes"}, "cache.policy"),
+        ({"scope": "user"}, "cache.scope"),
+        ({"max_bytes": 10}, "cache.max_bytes"),
+        ({"enabled": True, "backend": "redis"}, "state.redis_url"),
+    ],
+)
+def test_bad_cache_config_is_a_clear_error(cache, where):
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        from_builtins({"cache": cache}, env={})
