@@ -8,15 +8,17 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiogw.cache import entry as entries
 from aiogw.cache.controls import CacheControls, parse_controls
 from aiogw.cache.key import entry_key, purge_pattern, request_hash, scope_of
-from aiogw.cache.stores import BoundedMemoryCache, RedisStore
 from aiogw.config import CacheConfig, Config
 from aiogw.telemetry.logs import get_logger
 from aiogw.types import ParsedChat
+
+if TYPE_CHECKING:
+    from aiogw.cache.stores import BoundedMemoryCache, RedisStore
 
 log = get_logger("aiogw.cache")
 
@@ -78,6 +80,9 @@ class ResponseCache:
         self._default = _policy(cfg, None)
         self.memory: BoundedMemoryCache | None = None
         self.redis: RedisStore | None = None
+        # aiocache (and through it the redis client) is imported only once a cache is built.
+        from aiogw.cache.stores import BoundedMemoryCache, RedisStore  # noqa: PLC0415
+
         if cfg.backend == "redis":
             assert config.state.redis_url is not None  # checked with the config
             self.redis = RedisStore(config.state.redis_url, cfg.timeout_ms / 1000)
