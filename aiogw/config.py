@@ -256,6 +256,21 @@ class CacheOverride(Strict, kw_only=True):
     cache_tool_calls: bool | None = None
 
 
+class SemanticCacheConfig(Strict, kw_only=True):
+    """The semantic tier: a request whose last user message is close enough (cosine of
+    embeddings) to a stored one's, everything else equal, gets that answer. Needs numpy."""
+
+    enabled: bool = False
+    embedding_model: str = ""  # a public model name or provider/model, called through aiogw
+    threshold: Annotated[float, Meta(gt=0, le=1)] = 0.95  # x-aiogw-cache-threshold may only raise it
+    max_messages: Annotated[int, Meta(ge=1, le=1000)] = 4  # the request's last messages that count
+    max_entries: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000  # vectors kept (oldest leave first)
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.embedding_model.strip():
+            raise ValueError("cache.semantic.embedding_model is required when the semantic tier is enabled")
+
+
 class CacheConfig(Strict, kw_only=True):
     """The exact-match response cache: deterministic answers served again without an
     upstream call. Off unless `enabled`."""
@@ -270,6 +285,7 @@ class CacheConfig(Strict, kw_only=True):
     scope: CacheScope = "team"
     cache_tool_calls: bool = False
     timeout_ms: Annotated[int, Meta(ge=1, le=10_000)] = 50  # per Redis call; past it the cache is skipped
+    semantic: SemanticCacheConfig = SemanticCacheConfig()
 
     def __post_init__(self) -> None:
         if self.ttl_s > self.max_ttl_s:

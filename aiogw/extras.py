@@ -17,6 +17,7 @@ OPTIONAL: dict[str, tuple[str, tuple[str, ...]]] = {
     "telemetry.otlp_endpoint": ("otlp", ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")),
     "state.redis_url": ("redis", ("redis",)),
     "store.url": ("postgres", ("asyncpg",)),
+    "cache.semantic.enabled": ("semantic", ("numpy",)),
 }
 # Keys whose value switches the part on only in some forms (any other non-empty value: all).
 SWITCHED_ON_BY: dict[str, Callable[[object], bool]] = {

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, TypeVar
 
+import msgspec
+
 from aiogw.adapters._base import Adapter, Target
 from aiogw.attempts.bookkeeping import Bookkeeper
 from aiogw.attempts.gate import _AttemptFailed, _FailedAfterCommit, _Gate
@@ -156,7 +158,8 @@ class Dispatcher:
                 )
 
             def decode_reply(body: bytes, t: Target) -> Reply:
-                return Reply(body=decode(body, t, req), model=t.model)
+                out = decode(body, t, req)
+                return Reply(body=out, model=t.model, usage=_embedding_usage(out))
 
             reply = await self._sender.post(build(req, target), target, adapter, decode_reply, gate, control.deadline)
             return self._won(outcome, target, reply)
@@ -195,3 +198,18 @@ class Dispatcher:
             await self._walk(w, attempt)
         except _FailedAfterCommit:
             pass  # already ended with an error event; the attempt is recorded
+
+
+class _EmbeddingsUsage(msgspec.Struct):
+    usage: CompletionUsage | None = None
+
+
+_decode_embeddings_usage = msgspec.json.Decoder(_EmbeddingsUsage).decode
+
+
+def _embedding_usage(body: bytes) -> CompletionUsage | None:
+    """The usage of an (OpenAI-shaped) embeddings answer: what prices it in the ledger."""
+    try:
+        return _decode_embeddings_usage(body).usage
+    except msgspec.MsgspecError:
+        return None  # an answer without a usable usage object is unpriced, not an error

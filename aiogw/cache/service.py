@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiogw.cache import entry as entries
 from aiogw.cache.controls import CacheControls, parse_controls
 from aiogw.cache.key import entry_key, purge_pattern, request_hash, scope_of
+from aiogw.cache.semantic import Query, SemanticIndex, parse_threshold, query_of
 from aiogw.config import CacheConfig, Config
 from aiogw.telemetry.logs import get_logger
 from aiogw.types import ParsedChat
@@ -44,6 +45,7 @@ class Decision:
     key: str | None = None
     ttl_s: float = 0.0
     tool_calls: bool = False
+    semantic: Query | None = None  # the semantic tier's part (None: exact tier only)
 
     @property
     def reads(self) -> bool:
@@ -70,6 +72,8 @@ class Counts:
     stored: int = 0
     saved_usd: float = 0.0
     errors: int = 0  # store calls that failed (the request went on as a miss)
+    semantic_hits: int = 0
+    embed_errors: int = 0  # embedding calls that failed (the request went on as a miss)
 
 
 class ResponseCache:
@@ -93,6 +97,7 @@ class ResponseCache:
         self._writes: set[asyncio.Task[None]] = set()
         self.healthy = True
         self.counts = Counts()
+        self.semantic = SemanticIndex(cfg.semantic.max_entries) if cfg.semantic.enabled else None
 
     # --- the policy ---------------------------------------------------------------------
 
@@ -124,8 +129,13 @@ class ResponseCache:
         cap = self.config.max_ttl_s
         ttl = min(c.ttl_s if c.ttl_s is not None else g.ttl_s, cap)
         digest = request_hash(group, parsed.raw)
-        key = entry_key(self._prefix, scope_of(self.config.scope, key_id, team), c.namespace, group, digest)
-        return Decision("lookup", "", c, key, ttl, g.tool_calls)
+        scope = scope_of(self.config.scope, key_id, team)
+        key = entry_key(self._prefix, scope, c.namespace, group, digest)
+        q = None
+        if self.semantic is not None:
+            sc = self.config.semantic
+            q = query_of(parsed.raw, group, scope, c.namespace, sc.max_messages, parse_threshold(headers, sc.threshold))
+        return Decision("lookup", "", c, key, ttl, g.tool_calls, q)
 
     def _bypass(self, c: CacheControls, reason: str) -> Decision:
         b = self.counts.bypass
@@ -164,8 +174,20 @@ class ResponseCache:
             return None
         return e
 
-    def hit(self, e: entries.Entry) -> None:
+    async def nearest(self, d: Decision, vector: list[float]) -> entries.Entry | None:
+        """The semantic tier's answer for a request the exact tier missed (its query's
+        vector is kept for the store on a miss)."""
+        q, index = d.semantic, self.semantic
+        assert q is not None and index is not None
+        q.vector = index.unit(vector)
+        found = index.nearest(q) if d.reads else None
+        if found is None:
+            return None
+        return await self.lookup(Decision(d.status, d.reason, d.controls, found[0]))
+
+    def hit(self, e: entries.Entry, semantic: bool = False) -> None:
         self.counts.hits += 1
+        self.counts.semantic_hits += semantic
         self.counts.saved_usd += e.cost_usd
 
     def miss(self) -> None:
@@ -195,17 +217,19 @@ class ResponseCache:
         if not d.writes:
             return
         assert d.key is not None
-        task = asyncio.get_running_loop().create_task(self._write(d.key, e, d.ttl_s))
+        task = asyncio.get_running_loop().create_task(self._write(d.key, e, d.ttl_s, d.semantic))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _write(self, key: str, e: entries.Entry, ttl_s: float) -> None:
+    async def _write(self, key: str, e: entries.Entry, ttl_s: float, q: Query | None = None) -> None:
         try:
             await self._store.set(key, entries.dump(e), ttl=ttl_s)
         except Exception as exc:  # fail open
             self._failed(exc)
             return
         self._ok()
+        if q is not None and q.vector is not None and self.semantic is not None:
+            self.semantic.add(q.partition, key, q.text, q.vector)
         self.counts.stored += 1
 
     async def purge(self, namespace: str | None, group: str | None) -> int:
@@ -222,6 +246,10 @@ class ResponseCache:
         if self.healthy:  # one line per transition, not one per request
             self.healthy = False
             log.warning("cache.store_down", backend=self.config.backend, error=repr(exc)[:200])
+
+    def embed_failed(self, exc: BaseException) -> None:
+        self.counts.embed_errors += 1
+        log.warning("cache.embedding_failed", model=self.config.semantic.embedding_model, error=repr(exc)[:200])
 
     def _ok(self) -> None:
         if not self.healthy:

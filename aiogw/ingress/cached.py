@@ -9,17 +9,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
 from aiogw.adapters._base import Target
-from aiogw.attempts.outcome import ClientDisconnected, StreamSink
+from aiogw.attempts.outcome import ClientDisconnected, Outcome, StreamSink
 from aiogw.cache import Decision, Entry, ResponseCache
 from aiogw.cache import entry as entries
 from aiogw.errors import CacheMiss
 from aiogw.ingress.sse import SSE_HEADERS
-from aiogw.server.keys import OUTCOME, REQUEST_ID
-from aiogw.types import ParsedChat
+from aiogw.server.keys import DISPATCHER, OUTCOME, REQUEST_ID, RUNTIME
+from aiogw.types import EmbeddingRequest, ParsedChat
+EMBED_TASK = "cache_embedding"  # the ledger's task of the semantic tier's embedding calls
 
 Answer = Callable[[dict[str, str], list[bytes] | None], Awaitable[web.StreamResponse]]
 PACED_GAP_S = 0.01  # between replayed chunks with x-aiogw-cache-replay: paced
@@ -60,6 +62,10 @@ async def through_cache(
             raise CacheMiss(f"No cached answer: this request is not cacheable ({d.reason}).", reason=d.reason)
         return await answer({"x-aiogw-cache-status": "bypass", "x-aiogw-cache-reason": d.reason}, None)
     e = await cache.lookup(d)
+    if e is None and d.semantic is not None:  # the exact tier missed: a question meaning the same?
+        vector = await _embed(request, cache, d.semantic.text)
+        if vector is not None and (e := await cache.nearest(d, vector)) is not None:
+            return await _hit(request, cache, e, parsed, "semantic_hit")
     if e is None and d.reads and not d.controls.only_if_cached:
         flight = cache.join(d.key)
         if flight is not None:  # the same request is on its way upstream: wait for its answer
@@ -136,14 +142,34 @@ def _usage_json(usage: object) -> bytes:
     return msgspec.json.encode(usage)
 
 
-async def _hit(request: web.Request, cache: ResponseCache, e: Entry, parsed: ParsedChat) -> web.StreamResponse:
-    cache.hit(e)
+async def _embed(request: web.Request, cache: ResponseCache, text: str) -> list[float] | None:
+    """The text's embedding through the gateway's own embeddings path (routed, retried and
+    charged to the ledger like any call, under the request's tags); None when it fails: the
+    request goes on as a miss (the cache fails open)."""
+    model = cache.config.semantic.embedding_model
+    own = Outcome(tags=request[OUTCOME].tags, task=EMBED_TASK)
+    try:
+        route = request.app[RUNTIME].resolve(model)
+        reply = await request.app[DISPATCHER].embed(EmbeddingRequest(model=model, input=text), route, own)
+        vector = orjson.loads(reply.body)["data"][0]["embedding"]
+        if not isinstance(vector, list):
+            raise TypeError(f"embedding is {type(vector).__name__}, not a list of floats")
+        return vector
+    except Exception as exc:  # fail open: any failure is a miss
+        cache.embed_failed(exc)
+        return None
+
+
+async def _hit(
+    request: web.Request, cache: ResponseCache, e: Entry, parsed: ParsedChat, status: str = "hit"
+) -> web.StreamResponse:
+    cache.hit(e, status == "semantic_hit")
     outcome = request[OUTCOME]
-    outcome.cache_status, outcome.saved_usd, outcome.cost_usd = "hit", e.cost_usd, 0.0
+    outcome.cache_status, outcome.saved_usd, outcome.cost_usd = status, e.cost_usd, 0.0
     outcome.finish_reasons = []
     headers = {
         "x-request-id": request[REQUEST_ID],
-        "x-aiogw-cache-status": "hit",
+        "x-aiogw-cache-status": status,
         "age": str(max(0, int(time.time() - e.created))),
         "x-aiogw-provider": e.provider,
         "x-aiogw-model": e.model,

@@ -14,6 +14,7 @@ ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 REDIS = "state: {redis_url: 'redis://:hunter2@127.0.0.1:6379/0'}\n"
 OTLP = "telemetry: {otlp_endpoint: 'http://127.0.0.1:4318'}\n"
 POSTGRES = "store: {url: 'postgresql://aiogw:hunter2@127.0.0.1:5432/aiogw'}\n"
+SEMANTIC = "cache: {enabled: true, semantic: {enabled: true, embedding_model: emb}}\n"
 
 
 def aiogw(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -27,8 +28,9 @@ def aiogw(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         (OTLP, ["opentelemetry"], "telemetry.otlp_endpoint", "otlp"),  # neither SDK nor exporter
         (OTLP, ["opentelemetry.exporter.otlp.proto.http"], "telemetry.otlp_endpoint", "otlp"),  # the SDK alone
         (POSTGRES, ["asyncpg"], "store.url", "postgres"),
+        (SEMANTIC, ["numpy"], "cache.semantic.enabled", "semantic"),
     ],
-    ids=["redis", "otlp-none", "otlp-sdk-only", "postgres"],
+    ids=["redis", "otlp-none", "otlp-sdk-only", "postgres", "semantic"],
 )
 def test_a_part_switched_on_without_its_extra_is_a_config_error_naming_the_extra(tmp_path, text, blocked, key, extra):
     path = tmp_path / "aiogw.yaml"

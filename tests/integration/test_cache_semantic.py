@@ -1,0 +1,229 @@
+"""The response cache's semantic tier through HTTP (the official `openai` SDK against a real
+gateway and the provider simulator): a reworded question gets the stored answer, opposite
+questions never do, everything but the last user message must match, never with tools, the
+threshold may only be raised, and the embedding call is costed and fails open.
+
+The simulator's vectors are hash-like (similar texts are not close), so the embedding model
+here is a small local server answering bag-of-words vectors: texts with the same words in
+any order are the same vector, and one word changed moves the cosine a known amount."""
+
+from __future__ import annotations
+
+import zlib
+
+import openai
+import pytest
+from aiohttp import web
+from conftest import SIM_KEY, gateway_config, until
+from integration.test_cache import PRICED, ask, ask_stream, cache_config, sdk, stored, text_of
+
+from aiogw.cache.semantic import words
+from aiogw.server.keys import CACHE, DISPATCHER
+
+DIMS = 256
+LIGHTS_ON = "please turn on the lights"
+
+
+def bag_of_words(text: str) -> list[float]:
+    v = [0.0] * DIMS
+    for w in words(text):
+        v[zlib.crc32(w.encode()) % DIMS] += 1.0
+    return v
+
+
+class Embedder:
+    """An OpenAI-compatible embeddings endpoint answering bag-of-words vectors."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.fail = False
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        text = body["input"] if isinstance(body["input"], str) else body["input"][0]
+        self.texts.append(text)
+        if self.fail:
+            return web.json_response({"error": {"message": "down", "type": "server_error"}}, status=500)
+        n = len(words(text))
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": bag_of_words(text)}],
+                "model": body["model"],
+                "usage": {"prompt_tokens": n, "total_tokens": n},
+            }
+        )
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/embeddings", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def embedder():
+    e = Embedder()
+    await e.start()
+    try:
+        yield e
+    finally:
+        await e.close()
+
+
+def semantic_config(sim, embedder, semantic=None, cache=None, **overrides):
+    providers = {
+        "sim": {"type": "openai", "base_url": sim.base_url(), "api_key": SIM_KEY},
+        "bow": {"type": "openai-compatible", "base_url": embedder.url},
+    }
+    emb = {"name": "emb", "targets": [{"provider": "bow", "model": "bow-1", "price": {"input": 1000, "output": 0}}]}
+    sem = {"enabled": True, "embedding_model": "emb", **(semantic or {})}
+    cache = {"enabled": True, "semantic": sem, **(cache or {})}
+    return gateway_config(sim, providers=providers, models=[*PRICED, emb], cache=cache, **overrides)
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+async def semantic(sim, embedder, make_gateway):
+    url, app = await make_gateway(semantic_config(sim, embedder, {"threshold": 0.5}))
+    async with sdk(url) as c:
+        yield c, app
+
+
+async def test_a_reworded_question_gets_the_stored_answer(semantic):
+    c, app = semantic
+    first, h1 = await ask(c, messages=user(LIGHTS_ON), temperature=0)
+    assert h1["x-aiogw-cache-status"] == "miss"
+    await until(stored(app))
+    again, h2 = await ask(c, messages=user("turn on the lights, please"), temperature=0)
+    assert h2["x-aiogw-cache-status"] == "semantic_hit"
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert h2["x-aiogw-cost-usd"] == "0" and h2["x-aiogw-attempts"] == "0"
+    assert float(h2["x-aiogw-cost-saved-usd"]) == pytest.approx(float(h1["x-aiogw-cost-usd"]))
+    chunks, h3 = await ask_stream(c, messages=user("Lights: please turn on the"), temperature=0)
+    assert h3["x-aiogw-cache-status"] == "semantic_hit"  # a streaming client gets it as SSE
+    assert text_of(chunks) == first.choices[0].message.content
+    assert app[CACHE].counts.semantic_hits == 2
+
+
+async def test_turn_on_and_turn_off_the_lights_never_share_an_answer(semantic):
+    # Bag of words puts "on" and "off" at cosine 0.75, above this test's 0.5 threshold:
+    # only the guard keeps them apart.
+    c, app = semantic
+    _, h = await ask(c, messages=user("turn on the lights"), temperature=0)
+    assert h["x-aiogw-cache-status"] == "miss"
+    await until(stored(app))
+    for opposite in ("turn off the lights", "do not turn on the lights", "don't turn on the lights"):
+        _, h = await ask(c, {"x-aiogw-cache": "read"}, messages=user(opposite), temperature=0)  # not stored
+        assert h["x-aiogw-cache-status"] == "miss", opposite
+    _, h = await ask(c, messages=user("turn on the lights please"), temperature=0)
+    assert h["x-aiogw-cache-status"] == "semantic_hit"
+
+
+async def test_everything_but_the_last_user_message_must_match(semantic):
+    c, app = semantic
+    system = {"role": "system", "content": "Answer briefly."}
+    await ask(c, messages=[system, *user(LIGHTS_ON)], temperature=0)
+    await until(stored(app))
+    reworded = user("turn on the lights please")
+    for messages, kw, headers in (
+        ([{"role": "system", "content": "Answer at length."}, *reworded], {}, {}),  # another system prompt
+        (reworded, {}, {}),  # no system prompt
+        ([system, *reworded], {"top_p": 0.5}, {}),  # another parameter
+        ([system, *reworded], {}, {"x-aiogw-cache-namespace": "other"}),  # another partition
+    ):
+        _, h = await ask(c, headers, messages=messages, temperature=0, **kw)
+        assert h["x-aiogw-cache-status"] == "miss", (messages, kw, headers)
+    _, h = await ask(c, messages=[system, *reworded], temperature=0)
+    assert h["x-aiogw-cache-status"] == "semantic_hit"
+
+
+async def test_only_the_last_max_messages_count(sim, embedder, make_gateway):
+    url, app = await make_gateway(semantic_config(sim, embedder, {"max_messages": 1}))
+    async with sdk(url) as c:
+        older = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        await ask(c, messages=[*older, *user(LIGHTS_ON)], temperature=0)
+        await until(stored(app))
+        other = [{"role": "user", "content": "hey"}, {"role": "assistant", "content": "yo"}]
+        _, h = await ask(c, messages=[*other, *user("turn on the lights please")], temperature=0)
+        assert h["x-aiogw-cache-status"] == "semantic_hit"
+
+
+async def test_a_request_with_tools_never_takes_a_neighbours_answer(sim, embedder, make_gateway):
+    url, app = await make_gateway(semantic_config(sim, embedder, {"threshold": 0.5}, {"cache_tool_calls": True}))
+    c = sdk(url)
+    tools = [{"type": "function", "function": {"name": "lights", "parameters": {"type": "object", "properties": {}}}}]
+    await ask(c, messages=user(LIGHTS_ON), temperature=0, tools=tools)
+    await until(stored(app))
+    _, h = await ask(c, messages=user("turn on the lights please"), temperature=0, tools=tools)
+    assert h["x-aiogw-cache-status"] == "miss"
+    assert embedder.texts == []  # not even embedded
+    await c.close()
+
+
+async def test_the_threshold_header_may_only_raise_the_threshold(semantic):
+    c, app = semantic
+    await ask(c, messages=user("turn on the lights"), temperature=0)
+    await until(stored(app))
+    close = user("turn on the kitchen lights")  # cosine 0.89 to the stored question
+    read = {"x-aiogw-cache": "read"}  # these misses are not stored
+    _, h = await ask(c, {**read, "x-aiogw-cache-threshold": "0.95"}, messages=close, temperature=0)
+    assert h["x-aiogw-cache-status"] == "miss"
+    far = user("the weather")  # cosine 0.35: under the configured 0.5, whatever the header says
+    _, h = await ask(c, {**read, "x-aiogw-cache-threshold": "0.1"}, messages=far, temperature=0)
+    assert h["x-aiogw-cache-status"] == "miss"
+    _, h = await ask(c, {"x-aiogw-cache-threshold": "0.6"}, messages=close, temperature=0)
+    assert h["x-aiogw-cache-status"] == "semantic_hit"
+    with pytest.raises(openai.BadRequestError) as e:
+        await ask(c, {"x-aiogw-cache-threshold": "high"}, messages=close, temperature=0)
+    assert e.value.body["param"] == "x-aiogw-cache-threshold"
+
+
+async def test_the_default_threshold_keeps_a_changed_question_apart(sim, embedder, make_gateway):
+    url, app = await make_gateway(semantic_config(sim, embedder))
+    async with sdk(url) as c:
+        await ask(c, messages=user("turn on the lights"), temperature=0)
+        await until(stored(app))
+        _, h = await ask(c, messages=user("turn on the kitchen lights"), temperature=0)
+        assert h["x-aiogw-cache-status"] == "miss"  # 0.89 < 0.95
+
+
+async def test_the_embedding_call_is_costed_in_the_ledger(semantic, embedder):
+    c, app = semantic
+    await ask(c, {"x-aiogw-tags": "team=home"}, messages=user(LIGHTS_ON), temperature=0)
+    assert embedder.texts == [LIGHTS_ON]  # the last user message, embedded once
+    rows = app[DISPATCHER].books.ledger.rows
+    emb = [(k, r) for k, r in rows.items() if k[0] == "emb"]
+    assert len(emb) == 1
+    (model, provider, upstream, task, tags), row = emb[0]
+    assert (provider, upstream, task, tags) == ("bow", "bow-1", "cache_embedding", "team=home")
+    assert row.requests == 1 and row.cost_usd > 0
+
+
+async def test_a_failed_embedding_call_is_a_plain_miss(semantic, embedder):
+    c, app = semantic
+    embedder.fail = True
+    answer, h = await ask(c, messages=user(LIGHTS_ON), temperature=0)
+    assert h["x-aiogw-cache-status"] == "miss" and answer.choices[0].message.content
+    assert app[CACHE].counts.embed_errors == 1
+    await until(stored(app))
+    _, h = await ask(c, messages=user(LIGHTS_ON), temperature=0)
+    assert h["x-aiogw-cache-status"] == "hit"  # the exact tier still works
+
+
+def test_the_semantic_tier_needs_an_embedding_model(sim):
+    from aiogw.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="embedding_model"):
+        cache_config(sim, {"semantic": {"enabled": True}})
