@@ -43,7 +43,7 @@ _ANTONYMS = (
     ("more", "less"), ("higher", "lower"), ("accept", "reject"), ("include", "exclude"), ("lock", "unlock"),
     ("show", "hide"), ("buy", "sell"), ("left", "right"), ("first", "last"), ("above", "below"),
 )  # fmt: skip
-_OPPOSITE = {a: b for a, b in _ANTONYMS} | {b: a for a, b in _ANTONYMS}
+_OPPOSITE = dict(_ANTONYMS) | {b: a for a, b in _ANTONYMS}
 
 
 def words(text: str) -> list[str]:
@@ -101,9 +101,11 @@ def parse_threshold(headers: Mapping[str, str], configured: float) -> float:
 def _text(content: Any) -> str | None:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # parts: text only (an image or audio makes it not comparable)
-        if all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
-            return "\n".join(p["text"] for p in content)
+    # Parts: text only (an image or audio makes it not comparable).
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
+        return "\n".join(p["text"] for p in content)
     return None
 
 
@@ -124,7 +126,7 @@ def query_of(
     if not text or not text.strip():
         return None
     rest = {k: orjson.loads(memoryview(v)) for k, v in raw.items() if k not in DELIVERY_ONLY and k != "messages"}
-    rest["messages"] = messages[:last] + [{**messages[last], "content": None}] + messages[last + 1 :]
+    rest["messages"] = [*messages[:last], {**messages[last], "content": None}, *messages[last + 1 :]]
     h = hashlib.sha256(f"{scope}\0{namespace}\0{group}\0".encode())
     h.update(orjson.dumps(rest, option=orjson.OPT_SORT_KEYS))
     return Query(f"{short(scope)}:{short(namespace)}:{short(group)}:{h.hexdigest()}", text, threshold)

@@ -21,6 +21,7 @@ from aiogw.errors import CacheMiss
 from aiogw.ingress.sse import SSE_HEADERS
 from aiogw.server.keys import DISPATCHER, OUTCOME, REQUEST_ID, RUNTIME
 from aiogw.types import EmbeddingRequest, ParsedChat
+
 EMBED_TASK = "cache_embedding"  # the ledger's task of the semantic tier's embedding calls
 
 Answer = Callable[[dict[str, str], list[bytes] | None], Awaitable[web.StreamResponse]]

@@ -206,7 +206,7 @@ async def test_the_embedding_call_is_costed_in_the_ledger(semantic, embedder):
     rows = app[DISPATCHER].books.ledger.rows
     emb = [(k, r) for k, r in rows.items() if k[0] == "emb"]
     assert len(emb) == 1
-    (model, provider, upstream, task, tags), row = emb[0]
+    (_, provider, upstream, task, tags), row = emb[0]
     assert (provider, upstream, task, tags) == ("bow", "bow-1", "cache_embedding", "team=home")
     assert row.requests == 1 and row.cost_usd > 0
 
