@@ -44,9 +44,15 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
+_last_us = 0
+
+
 def new_key_id() -> str:
-    """`key_` + milliseconds (hex) + randomness: ids sort by creation, for cursor paging."""
-    return f"key_{int(time.time() * 1000):012x}{hex_id(6)}"
+    """`key_` + microseconds (hex, strictly increasing in a process) + randomness: ids sort
+    by creation, for cursor paging (keys made in the same millisecond included)."""
+    global _last_us
+    _last_us = max(int(time.time() * 1_000_000), _last_us + 1)
+    return f"key_{_last_us:014x}{hex_id(5)}"
 
 
 def derive_pepper(pepper: str | None, master_key: str | None) -> bytes:
