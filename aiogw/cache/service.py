@@ -44,6 +44,7 @@ class Decision:
     key: str | None = None
     ttl_s: float = 0.0
     tool_calls: bool = False
+    group: str = ""  # the public model group (the per-model hit counts)
 
     @property
     def reads(self) -> bool:
@@ -70,6 +71,14 @@ class Counts:
     stored: int = 0
     saved_usd: float = 0.0
     errors: int = 0  # store calls that failed (the request went on as a miss)
+    by_model: dict[str, ModelCounts] = field(default_factory=dict)  # by public model group
+
+
+@dataclass(slots=True)
+class ModelCounts:
+    hits: int = 0
+    misses: int = 0
+    saved_usd: float = 0.0
 
 
 class ResponseCache:
@@ -125,7 +134,7 @@ class ResponseCache:
         ttl = min(c.ttl_s if c.ttl_s is not None else g.ttl_s, cap)
         digest = request_hash(group, parsed.raw)
         key = entry_key(self._prefix, scope_of(self.config.scope, key_id, team), c.namespace, group, digest)
-        return Decision("lookup", "", c, key, ttl, g.tool_calls)
+        return Decision("lookup", "", c, key, ttl, g.tool_calls, group)
 
     def _bypass(self, c: CacheControls, reason: str) -> Decision:
         b = self.counts.bypass
@@ -150,7 +159,7 @@ class ResponseCache:
             return None
         assert d.key is not None
         try:
-            raw = await self._store.get(d.key)
+            raw = self.memory.peek(d.key) if self.memory is not None else await self._store.get(d.key)
         except Exception as exc:  # fail open: any store failure is a miss
             self._failed(exc)
             return None
@@ -164,12 +173,19 @@ class ResponseCache:
             return None
         return e
 
-    def hit(self, e: entries.Entry) -> None:
-        self.counts.hits += 1
-        self.counts.saved_usd += e.cost_usd
+    def hit(self, e: entries.Entry, group: str) -> None:
+        c = self.counts
+        c.hits += 1
+        c.saved_usd += e.cost_usd
+        m = c.by_model.get(group) or c.by_model.setdefault(group, ModelCounts())
+        m.hits += 1
+        m.saved_usd += e.cost_usd
 
-    def miss(self) -> None:
-        self.counts.misses += 1
+    def miss(self, group: str) -> None:
+        c = self.counts
+        c.misses += 1
+        m = c.by_model.get(group) or c.by_model.setdefault(group, ModelCounts())
+        m.misses += 1
 
     # --- single flight ------------------------------------------------------------------
 

@@ -67,9 +67,9 @@ async def through_cache(
         else:
             return await _lead(request, cache, d, parsed, answer)
     if e is not None:
-        return await _hit(request, cache, e, parsed)
+        return await _hit(request, cache, d, e, parsed)
     if d.controls.only_if_cached:
-        cache.miss()
+        cache.miss(d.group)
         outcome.cache_status = "miss"
         raise CacheMiss("No cached answer for this request (cache-control: only-if-cached).")
     return await _miss(request, cache, d, parsed, answer)
@@ -96,7 +96,7 @@ async def _miss(
 async def _run(
     request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
 ) -> tuple[web.StreamResponse, Entry | None]:
-    cache.miss()
+    cache.miss(d.group)
     outcome = request[OUTCOME]
     outcome.cache_status = "miss"
     headers = {"x-aiogw-cache-status": "miss"}
@@ -136,8 +136,10 @@ def _usage_json(usage: object) -> bytes:
     return msgspec.json.encode(usage)
 
 
-async def _hit(request: web.Request, cache: ResponseCache, e: Entry, parsed: ParsedChat) -> web.StreamResponse:
-    cache.hit(e)
+async def _hit(
+    request: web.Request, cache: ResponseCache, d: Decision, e: Entry, parsed: ParsedChat
+) -> web.StreamResponse:
+    cache.hit(e, d.group)
     outcome = request[OUTCOME]
     outcome.cache_status, outcome.saved_usd, outcome.cost_usd = "hit", e.cost_usd, 0.0
     outcome.finish_reasons = []
