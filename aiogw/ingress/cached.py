@@ -157,10 +157,9 @@ async def _hit(
         return web.Response(body=entries.as_json(e), content_type="application/json", headers=headers)
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     events = entries.sse_events(e, parsed.req.wants_usage)
-    paced = request.headers.get("x-aiogw-cache-replay", "").strip().lower() == "paced"
     try:
         await resp.prepare(request)
-        if paced:
+        if d.controls.paced:  # parsed with the other controls
             for ev in events:
                 await resp.write(ev)
                 await asyncio.sleep(PACED_GAP_S)

@@ -48,12 +48,15 @@ async def test_the_memory_store_expires_entries_when_read():
             break
         await asyncio.sleep(0.005)
     assert await m.get("k") is None and m.entries == 1 and await m.get("forever") == b"v"
+    assert m.peek("k") is None and m.peek("forever") == b"v"  # the cache stage's read
 
 
 def test_the_key_ignores_spelling_and_delivery_and_keeps_every_output_field():
     base = request_hash("fast", raw(BODY))
     spaced = parse_chat(b'{"temperature": 0, "messages": [{"content": "hi", "role": "user"}], "model": "fast"}').raw
     assert request_hash("fast", spaced) == base
+    escaped = parse_chat(b'{"model":"fast","temperature":0,"messages":[{"role":"user","content":"h\\u0069"}]}').raw
+    assert request_hash("fast", escaped) == base  # a string's escapes are spelling too
     delivery = {**BODY, "stream": True, "stream_options": {"include_usage": True}, "user": "u", "metadata": {"a": "b"}}
     assert request_hash("fast", raw(delivery)) == base
     assert request_hash("other-group", raw(BODY)) != base
