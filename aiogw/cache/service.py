@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from aiogw.cache.stores import BoundedMemoryCache, RedisStore
 
 log = get_logger("aiogw.cache")
+MAX_MODEL_COUNTS = 256  # model groups counted apart; the rest are counted together
+OTHER_MODELS = "(other)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,15 +179,24 @@ class ResponseCache:
         c = self.counts
         c.hits += 1
         c.saved_usd += e.cost_usd
-        m = c.by_model.get(group) or c.by_model.setdefault(group, ModelCounts())
+        m = self._model(group)
         m.hits += 1
         m.saved_usd += e.cost_usd
 
     def miss(self, group: str) -> None:
-        c = self.counts
-        c.misses += 1
-        m = c.by_model.get(group) or c.by_model.setdefault(group, ModelCounts())
-        m.misses += 1
+        self.counts.misses += 1
+        self._model(group).misses += 1
+
+    def _model(self, group: str) -> ModelCounts:
+        by = self.counts.by_model
+        m = by.get(group)
+        if m is None:
+            if len(by) >= MAX_MODEL_COUNTS:  # `<provider>/<model>` names are the client's text
+                group = OTHER_MODELS
+                m = by.get(group)
+            if m is None:
+                m = by[group] = ModelCounts()
+        return m
 
     # --- single flight ------------------------------------------------------------------
 

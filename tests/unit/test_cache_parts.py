@@ -125,3 +125,17 @@ def test_a_stream_without_its_end_or_with_an_error_is_not_an_entry():
 def test_bad_cache_config_is_a_clear_error(cache, where):
     with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
         from_builtins({"cache": cache}, env={})
+
+
+def test_per_model_counts_are_bounded():
+    from aiogw.cache.service import MAX_MODEL_COUNTS, OTHER_MODELS, ResponseCache
+
+    cache = ResponseCache(from_builtins({"cache": {"enabled": True}}, env={}))
+    e = entries.Entry(0.0, 0.5, "p", "m", body=b"{}")
+    for i in range(MAX_MODEL_COUNTS + 10):  # direct `<provider>/<model>` names: the client's text
+        cache.hit(e, f"sim/model-{i}")
+        cache.miss(f"sim/model-{i}")
+    by = cache.counts.by_model
+    assert len(by) == MAX_MODEL_COUNTS + 1
+    assert (by[OTHER_MODELS].hits, by[OTHER_MODELS].misses, by[OTHER_MODELS].saved_usd) == (10, 10, 5.0)
+    assert cache.counts.hits == MAX_MODEL_COUNTS + 10
