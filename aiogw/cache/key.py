@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from functools import lru_cache
 
 import msgspec
 import orjson
@@ -18,6 +19,7 @@ import orjson
 DELIVERY_ONLY = frozenset({"model", "stream", "stream_options", "user", "metadata"})
 
 
+@lru_cache(maxsize=4096)  # the same scopes, namespaces and groups on every request
 def short(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from aiogw.cache.stores import BoundedMemoryCache, RedisStore
 
 log = get_logger("aiogw.cache")
+MAX_MODEL_COUNTS = 256  # model groups counted apart; the rest are counted together
+OTHER_MODELS = "(other)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class Decision:
     ttl_s: float = 0.0
     tool_calls: bool = False
     semantic: Query | None = None  # the semantic tier's part (None: exact tier only)
+    group: str = ""  # the public model group (the per-model hit counts)
 
     @property
     def reads(self) -> bool:
@@ -74,6 +77,14 @@ class Counts:
     errors: int = 0  # store calls that failed (the request went on as a miss)
     semantic_hits: int = 0
     embed_errors: int = 0  # embedding calls that failed (the request went on as a miss)
+    by_model: dict[str, ModelCounts] = field(default_factory=dict)  # by public model group
+
+
+@dataclass(slots=True)
+class ModelCounts:
+    hits: int = 0
+    misses: int = 0
+    saved_usd: float = 0.0
 
 
 class ResponseCache:
@@ -135,7 +146,7 @@ class ResponseCache:
         if self.semantic is not None:
             sc = self.config.semantic
             q = query_of(parsed.raw, group, scope, c.namespace, sc.max_messages, parse_threshold(headers, sc.threshold))
-        return Decision("lookup", "", c, key, ttl, g.tool_calls, q)
+        return Decision("lookup", "", c, key, ttl, g.tool_calls, semantic=q, group=group)
 
     def _bypass(self, c: CacheControls, reason: str) -> Decision:
         b = self.counts.bypass
@@ -160,7 +171,7 @@ class ResponseCache:
             return None
         assert d.key is not None
         try:
-            raw = await self._store.get(d.key)
+            raw = self.memory.peek(d.key) if self.memory is not None else await self._store.get(d.key)
         except Exception as exc:  # fail open: any store failure is a miss
             self._failed(exc)
             return None
@@ -183,15 +194,31 @@ class ResponseCache:
         found = index.nearest(q) if d.reads else None
         if found is None:
             return None
-        return await self.lookup(Decision(d.status, d.reason, d.controls, found[0]))
+        return await self.lookup(Decision(d.status, d.reason, d.controls, found[0], group=d.group))
 
-    def hit(self, e: entries.Entry, semantic: bool = False) -> None:
-        self.counts.hits += 1
-        self.counts.semantic_hits += semantic
-        self.counts.saved_usd += e.cost_usd
+    def hit(self, e: entries.Entry, group: str, semantic: bool = False) -> None:
+        c = self.counts
+        c.hits += 1
+        c.semantic_hits += semantic
+        c.saved_usd += e.cost_usd
+        m = self._model(group)
+        m.hits += 1
+        m.saved_usd += e.cost_usd
 
-    def miss(self) -> None:
+    def miss(self, group: str) -> None:
         self.counts.misses += 1
+        self._model(group).misses += 1
+
+    def _model(self, group: str) -> ModelCounts:
+        by = self.counts.by_model
+        m = by.get(group)
+        if m is None:
+            if len(by) >= MAX_MODEL_COUNTS:  # `<provider>/<model>` names are the client's text
+                group = OTHER_MODELS
+                m = by.get(group)
+            if m is None:
+                m = by[group] = ModelCounts()
+        return m
 
     # --- single flight ------------------------------------------------------------------
 

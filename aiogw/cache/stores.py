@@ -43,6 +43,11 @@ class BoundedMemoryCache(SimpleMemoryCache):
         return 1
 
     async def _get(self, key: str, encoding: str | None = "utf-8", _conn: Any = None) -> bytes | None:
+        return self.peek(key)
+
+    def peek(self, key: str) -> bytes | None:
+        """`get` without aiocache's wrapper (its hooks, timing and coroutine cost a hit
+        more than the lookup): the cache stage reads the memory backend through this."""
         value = self._cache.get(key)
         if value is None:
             return None

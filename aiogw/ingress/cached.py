@@ -66,7 +66,7 @@ async def through_cache(
     if e is None and d.semantic is not None:  # the exact tier missed: a question meaning the same?
         vector = await _embed(request, cache, d.semantic.text)
         if vector is not None and (e := await cache.nearest(d, vector)) is not None:
-            return await _hit(request, cache, e, parsed, "semantic_hit")
+            return await _hit(request, cache, d, e, parsed, "semantic_hit")
     if e is None and d.reads and not d.controls.only_if_cached:
         flight = cache.join(d.key)
         if flight is not None:  # the same request is on its way upstream: wait for its answer
@@ -74,9 +74,9 @@ async def through_cache(
         else:
             return await _lead(request, cache, d, parsed, answer)
     if e is not None:
-        return await _hit(request, cache, e, parsed)
+        return await _hit(request, cache, d, e, parsed)
     if d.controls.only_if_cached:
-        cache.miss()
+        cache.miss(d.group)
         outcome.cache_status = "miss"
         raise CacheMiss("No cached answer for this request (cache-control: only-if-cached).")
     return await _miss(request, cache, d, parsed, answer)
@@ -103,7 +103,7 @@ async def _miss(
 async def _run(
     request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
 ) -> tuple[web.StreamResponse, Entry | None]:
-    cache.miss()
+    cache.miss(d.group)
     outcome = request[OUTCOME]
     outcome.cache_status = "miss"
     headers = {"x-aiogw-cache-status": "miss"}
@@ -162,9 +162,9 @@ async def _embed(request: web.Request, cache: ResponseCache, text: str) -> list[
 
 
 async def _hit(
-    request: web.Request, cache: ResponseCache, e: Entry, parsed: ParsedChat, status: str = "hit"
+    request: web.Request, cache: ResponseCache, d: Decision, e: Entry, parsed: ParsedChat, status: str = "hit"
 ) -> web.StreamResponse:
-    cache.hit(e, status == "semantic_hit")
+    cache.hit(e, d.group, status == "semantic_hit")
     outcome = request[OUTCOME]
     outcome.cache_status, outcome.saved_usd, outcome.cost_usd = status, e.cost_usd, 0.0
     outcome.finish_reasons = []
@@ -182,10 +182,9 @@ async def _hit(
         return web.Response(body=entries.as_json(e), content_type="application/json", headers=headers)
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
     events = entries.sse_events(e, parsed.req.wants_usage)
-    paced = request.headers.get("x-aiogw-cache-replay", "").strip().lower() == "paced"
     try:
         await resp.prepare(request)
-        if paced:
+        if d.controls.paced:  # parsed with the other controls
             for ev in events:
                 await resp.write(ev)
                 await asyncio.sleep(PACED_GAP_S)

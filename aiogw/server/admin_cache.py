@@ -1,5 +1,5 @@
 """The response cache from the outside: `POST /admin/v1/cache/purge {namespace?, model?}`
-(master key only) and its metrics (hits, misses, bypasses by reason, stored bytes and
+and `GET /admin/v1/cache/stats` (master key only: saved spend is spend) and its metrics (hits, misses, bypasses by reason, stored bytes and
 entries, saved USD, store failures). Installed only when the cache is configured."""
 
 from __future__ import annotations
@@ -33,6 +33,47 @@ async def purge(request: web.Request) -> web.Response:
         raise InvalidRequest(f'Invalid purge body: {exc}. Expected {{"namespace"?: str, "model"?: str}}.') from None
     n = await cache.purge(body.namespace, body.model)
     return web.json_response({"object": "cache.purge", "purged": n, "namespace": body.namespace, "model": body.model})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """The counts since start (this process), overall and per public model group: what the
+    dashboard's cache panel shows."""
+    require_admin(request)
+    cache = request.app[CACHE]
+    assert cache is not None
+    c = cache.counts
+
+    def rate(hits: int, misses: int) -> float | None:
+        return hits / (hits + misses) if hits + misses else None
+
+    models = [
+        {
+            "model": name,
+            "hits": m.hits,
+            "misses": m.misses,
+            "hit_rate": rate(m.hits, m.misses),
+            "saved_usd": m.saved_usd,
+        }
+        for name, m in sorted(c.by_model.items())
+    ]
+    mem = cache.memory
+    return web.json_response(
+        {
+            "object": "cache.stats",
+            "backend": cache.config.backend,
+            "healthy": cache.healthy,
+            "hits": c.hits,
+            "misses": c.misses,
+            "hit_rate": rate(c.hits, c.misses),
+            "bypass": dict(c.bypass),
+            "stored": c.stored,
+            "errors": c.errors,
+            "saved_usd": c.saved_usd,
+            "entries": mem.entries if mem is not None else None,
+            "bytes": mem.bytes if mem is not None else None,
+            "models": models,
+        }
+    )
 
 
 def _metrics(m: GatewayMetrics, cache: ResponseCache) -> None:
@@ -79,3 +120,4 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 def install(app: web.Application) -> None:
     app.cleanup_ctx.append(cache_ctx)
     app.router.add_post("/admin/v1/cache/purge", purge)
+    app.router.add_get("/admin/v1/cache/stats", stats)

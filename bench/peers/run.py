@@ -5,6 +5,8 @@ It starts fixed_upstream.py (an OpenAI upstream answering fixed bytes) and each 
   bare     bare_proxy.py: aiohttp in, aiohttp's client out, nothing else (the Python floor)
   aiogw    `aiogw serve --config bench/peers/aiogw.yaml`, one worker, every feature on
   aiogw-money  the same with virtual keys required and three budgets per request (aiogw-money.yaml)
+  aiogw-cache-hit  the same with the response cache on in memory, every request after the
+           first a hit (aiogw-cache-hit.yaml; the requests opt in with `x-aiogw-cache: on`)
   portkey  Portkey's gateway on Node, when bench/peers/install.sh has installed it
   litellm  LiteLLM's proxy, one worker, when bench/peers/install.sh has installed it
 then drives each with wrk (chat.lua) for every scenario and connection count, targets
@@ -58,12 +60,13 @@ LABELS = {
     "bare": "bare aiohttp proxy",
     "aiogw": "**aiogw**",
     "aiogw-money": "aiogw, keys + 3 budgets",
+    "aiogw-cache-hit": "aiogw, cache hits",
     "portkey": "Portkey",
     "litellm": "LiteLLM",
 }
 ALL_TARGETS = tuple(LABELS)
 OPTIONAL = ("portkey", "litellm")
-ON_REQUEST = ("aiogw-money",)  # measured when named in --targets
+ON_REQUEST = ("aiogw-money", "aiogw-cache-hit")  # measured when named in --targets
 
 
 @dataclass
@@ -112,11 +115,13 @@ def make_target(name: str, upstream: str, peers_dir: Path) -> Target:
             bearer,
             [sys.executable, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", upstream],
         )
-    if name in ("aiogw", "aiogw-money"):
+    if name in ("aiogw", "aiogw-money", "aiogw-cache-hit"):
         cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(HERE / f"{name}.yaml")]
         env = {"AIOGW_PORT": str(port), "AIOGW_UPSTREAM": upstream}
         if name == "aiogw":
             return Target(name, url, {}, cmd, env)
+        if name == "aiogw-cache-hit":  # opted in: the bench body's temperature is not 0
+            return Target(name, url, {"x-aiogw-cache": "on"}, cmd, env)
         env["AIOGW_DATA_DIR"] = tempfile.mkdtemp(prefix="aiogw-peers-store-")
         return Target(name, url, {}, cmd, env, setup=create_key)
     program = installed(name, peers_dir)

@@ -9,8 +9,10 @@ import shutil
 
 import aiohttp
 import pytest
-from conftest import both_spellings, gateway_config
+from conftest import both_spellings, gateway_config, until
 from playwright.async_api import async_playwright
+
+from aiogw.server.keys import CACHE
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -256,3 +258,55 @@ async def test_dashboard_shows_budgets_keys_and_slo_behind_the_master_key(sim, m
     await page.locator(f'#keys tr[data-key="{made["id"]}"]').wait_for(timeout=10_000)
     assert "team-a" in await page.inner_text("#keys")
     await page.locator("#sum-spend", has_text="$").wait_for(timeout=10_000)
+
+
+async def test_dashboard_shows_the_cache_hit_rate_and_saved_spend_per_model(sim, make_gateway, browser, tmp_path):
+    master = "sk-master-dashboard"
+    cfg = gateway_config(
+        sim,
+        auth={"master_key": master},
+        store={"url": f"sqlite:///{tmp_path}/aiogw.db"},
+        cache={"enabled": True},
+        models=[
+            {
+                "name": "fast",
+                "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": {"input": 1000.0, "output": 1000.0}}],
+            }
+        ],
+    )
+    url, app = await make_gateway(cfg)
+    base = url.removesuffix("/v1")
+    admin = {"authorization": f"Bearer {master}"}
+    body = {"model": "fast", "messages": [{"role": "user", "content": "x"}], "temperature": 0}
+    async with aiohttp.ClientSession() as s:
+        for want in ("miss", "hit"):
+            if want == "hit":  # the miss's entry is written off the request path
+                await until(lambda: app[CACHE].counts.stored >= 1)
+            async with s.post(base + "/v1/chat/completions", headers=admin, json=body) as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["x-aiogw-cache-status"] == want
+    page = await browser.new_page()
+    await page.goto(base + "/dashboard?refresh=200")
+    await page.locator("#status", has_text="live").wait_for(timeout=10_000)
+    assert await page.locator("#cache").is_hidden()  # saved spend is spend: the master key first
+    await page.fill("#admin-key", master)
+    await page.click("#admin-show")
+    row = page.locator("#cache-models tbody tr", has_text="fast")
+    await row.wait_for(timeout=10_000)
+    cells = await row.locator("td").all_inner_texts()
+    assert cells[:4] == ["fast", "1", "1", "50.0%"]
+    assert float(cells[4]) > 0  # what the hit would have cost
+    await page.locator("#cache-summary", has_text="hit rate 50.0%").wait_for(timeout=10_000)
+
+
+async def test_the_dashboard_has_no_cache_panel_when_the_cache_is_off(sim, make_gateway, browser, tmp_path):
+    master = "sk-master-dashboard"
+    cfg = gateway_config(sim, auth={"master_key": master}, store={"url": f"sqlite:///{tmp_path}/aiogw.db"})
+    base = await _base(make_gateway, cfg)
+    page = await browser.new_page()
+    await page.goto(base + "/dashboard?refresh=200")
+    await page.fill("#admin-key", master)
+    await page.click("#admin-show")
+    await page.locator("#status", has_text="live").wait_for(timeout=10_000)
+    await page.locator("#money").wait_for(timeout=10_000)  # the key was taken; still no cache panel
+    assert await page.locator("#cache").is_hidden()

@@ -313,6 +313,28 @@ async def test_purge(sim, make_gateway, tmp_path):
         assert status == 400 and err["error"]["type"] == "invalid_request_error"
 
 
+async def test_stats_count_hits_and_saved_spend_per_model_behind_the_master_key(sim, make_gateway, tmp_path):
+    url, app = await make_gateway(keys_config(sim, tmp_path))
+    key = await new_key(url)
+    async with sdk(url, key) as c:
+        _, h1 = await ask(c, temperature=0)
+        await until(stored(app))
+        for _ in range(2):
+            _, h = await ask(c, temperature=0)
+            assert h["x-aiogw-cache-status"] == "hit"
+        await ask(c, temperature=1)  # creative: a bypass, neither a hit nor a miss
+    status, err = await admin(url, "GET", "/admin/v1/cache/stats", headers={"authorization": f"Bearer {key}"})
+    assert status == 401 and err["error"]["code"] == "invalid_api_key"
+    status, got = await admin(url, "GET", "/admin/v1/cache/stats")
+    assert status == 200, got
+    assert (got["hits"], got["misses"], got["bypass"], got["stored"]) == (2, 1, {"creative": 1}, 1)
+    assert got["hit_rate"] == pytest.approx(2 / 3) and got["backend"] == "memory" and got["entries"] == 1
+    [fast] = got["models"]
+    saved = 2 * float(h1["x-aiogw-cost-usd"])
+    assert (fast["model"], fast["hits"], fast["misses"]) == ("fast", 2, 1)
+    assert fast["saved_usd"] == pytest.approx(saved, rel=1e-3) and got["saved_usd"] == pytest.approx(saved, rel=1e-3)
+
+
 async def test_a_hit_holds_no_budget_and_is_in_the_ledger(sim, make_gateway, tmp_path):
     # Room for one answer: after it, a miss's worst case no longer fits (402); a hit still does.
     budget = [{"scope": "global", "limit_usd": 0.04}]

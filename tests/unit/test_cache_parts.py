@@ -48,12 +48,15 @@ async def test_the_memory_store_expires_entries_when_read():
             break
         await asyncio.sleep(0.005)
     assert await m.get("k") is None and m.entries == 1 and await m.get("forever") == b"v"
+    assert m.peek("k") is None and m.peek("forever") == b"v"  # the cache stage's read
 
 
 def test_the_key_ignores_spelling_and_delivery_and_keeps_every_output_field():
     base = request_hash("fast", raw(BODY))
     spaced = parse_chat(b'{"temperature": 0, "messages": [{"content": "hi", "role": "user"}], "model": "fast"}').raw
     assert request_hash("fast", spaced) == base
+    escaped = parse_chat(b'{"model":"fast","temperature":0,"messages":[{"role":"user","content":"h\\u0069"}]}').raw
+    assert request_hash("fast", escaped) == base  # a string's escapes are spelling too
     delivery = {**BODY, "stream": True, "stream_options": {"include_usage": True}, "user": "u", "metadata": {"a": "b"}}
     assert request_hash("fast", raw(delivery)) == base
     assert request_hash("other-group", raw(BODY)) != base
@@ -122,3 +125,17 @@ def test_a_stream_without_its_end_or_with_an_error_is_not_an_entry():
 def test_bad_cache_config_is_a_clear_error(cache, where):
     with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
         from_builtins({"cache": cache}, env={})
+
+
+def test_per_model_counts_are_bounded():
+    from aiogw.cache.service import MAX_MODEL_COUNTS, OTHER_MODELS, ResponseCache
+
+    cache = ResponseCache(from_builtins({"cache": {"enabled": True}}, env={}))
+    e = entries.Entry(0.0, 0.5, "p", "m", body=b"{}")
+    for i in range(MAX_MODEL_COUNTS + 10):  # direct `<provider>/<model>` names: the client's text
+        cache.hit(e, f"sim/model-{i}")
+        cache.miss(f"sim/model-{i}")
+    by = cache.counts.by_model
+    assert len(by) == MAX_MODEL_COUNTS + 1
+    assert (by[OTHER_MODELS].hits, by[OTHER_MODELS].misses, by[OTHER_MODELS].saved_usd) == (10, 10, 5.0)
+    assert cache.counts.hits == MAX_MODEL_COUNTS + 10

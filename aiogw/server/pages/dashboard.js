@@ -228,6 +228,26 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 });
 
+// The response cache (GET /admin/v1/cache/stats: master key; 404 when the cache is off):
+// hit rate and saved spend per model group, the panel hidden when there is nothing to show.
+const pct = (r) => (r === null || r === undefined ? "–" : (r * 100).toFixed(1) + "%");
+
+async function tickCache() {
+  const panel = document.getElementById("cache");
+  if (!adminKey()) { panel.hidden = true; return; }
+  let body;
+  try { body = await getJson("/admin/v1/cache/stats"); } catch { panel.hidden = true; return; }
+  document.getElementById("cache-summary").textContent =
+    `— ${body.backend} · hit rate ${pct(body.hit_rate)} · saved ${fmtUsd(body.saved_usd || 0)}`;
+  document.querySelector("#cache-models tbody").replaceChildren(...body.models.map((m) => {
+    const tr = el("tr");
+    tr.appendChild(el("td", {}, m.model));
+    for (const v of [String(m.hits), String(m.misses), pct(m.hit_rate), m.saved_usd.toFixed(6)]) tr.appendChild(el("td", { class: "num" }, v));
+    return tr;
+  }));
+  panel.hidden = false;
+}
+
 async function tick() {
   const status = document.getElementById("status");
   try {
@@ -235,6 +255,7 @@ async function tick() {
       getJson("/v1/gateway/health"),
       getJson("/v1/gateway/spend").catch((e) => ({ error: e.message })),
       tickMoney(),
+      tickCache(),
     ]);
     renderHealth(health);
     if (spend.error) document.getElementById("sum-spend").textContent = "master key needed";
