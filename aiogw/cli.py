@@ -26,7 +26,8 @@ from aiogw.routing.slo import objectives
 from aiogw.runtime import Runtime, account_type
 from aiogw.server.app import LISTEN_BACKLOG, ListenError, create_app
 from aiogw.server.app import serve as serve_app
-from aiogw.store.base import Unreachable, connect, default_url, masked
+from aiogw.server.money import needed as money_needed
+from aiogw.store.base import Unreachable, connect, masked
 from aiogw.store.migrations import migrate
 from aiogw.telemetry.logs import configure as configure_logs
 from aiogw.version import __version__
@@ -105,8 +106,7 @@ def check_config(file: str) -> int:
     if cfg.telemetry.otlp_endpoint:
         print(f"traces: OTLP/HTTP to {cfg.telemetry.otlp_endpoint} (sample ratio {cfg.telemetry.sample_ratio})")
     print(
-        f"store: {masked(store_url(cfg))}"
-        + ("" if cfg.store else " (the default; opened when keys or budgets need it)")
+        f"store: {masked(cfg.store_url)}" + ("" if cfg.store else " (the default; opened when keys or budgets need it)")
     )
     if cfg.server.cors is not None:
         print(f"cors: origins {', '.join(cfg.server.cors.allow_origins) or '(none)'}")
@@ -167,15 +167,11 @@ def _print_alerts(cfg: config_mod.Config) -> None:
     print(f"  key.expiring: {alerts.key_expiring_s / 86400:g} days before a key expires")
 
 
-def store_url(cfg: config_mod.Config) -> str:
-    return cfg.store.url if cfg.store is not None else default_url()
-
-
 def store_migrate(file: str | None) -> int:
     """`aiogw store migrate`: apply the steps the store lacks and say which (0), or that it
     is up to date; 2 when the config is invalid or the store cannot be reached."""
     try:
-        url = store_url(config_load.load(file)) if file else default_url()
+        url = (config_load.load(file) if file else config_mod.Config()).store_url
     except ConfigError as exc:
         return _config_invalid(exc)
 
@@ -200,15 +196,13 @@ def store_migrate(file: str | None) -> int:
 def _print_money(cfg: config_mod.Config) -> None:
     """The store (when something needs it) and the config's budgets."""
     from aiogw.admission.budgets import config_budget_id  # noqa: PLC0415
-    from aiogw.store.base import default_url, masked  # noqa: PLC0415
 
-    needs = cfg.store is not None or bool(cfg.budgets) or cfg.auth.master_key is not None
-    if needs:
+    needs = money_needed(cfg)
+    if needs:  # the store itself is on check-config's store line
         sc = cfg.store or config_mod.StoreConfig()
-        url = cfg.store.url if cfg.store is not None else default_url()
-        print(f"store: {masked(url)} (ledger written every {sc.ledger_flush_ms} ms or {sc.ledger_batch} rows)")
+        print(f"ledger: written every {sc.ledger_flush_ms} ms or {sc.ledger_batch} rows")
     else:
-        print("store: none (no store, budgets or admin API configured)")
+        print("ledger: none (no store, budgets or admin API configured)")
     if not cfg.budgets:
         print("budgets: none in the config" + (" (more at /admin/v1/budgets)" if needs else ""))
         return
@@ -224,14 +218,11 @@ def _auth_line(cfg: config_mod.Config) -> str:
     auth = cfg.auth
     if not auth.configured:
         return "auth: off (no master key: no admin API; /v1 open to whoever reaches the port)"
-    from aiogw.store.base import default_url, masked  # noqa: PLC0415
-
-    store = masked(cfg.store.url if cfg.store is not None else default_url())
     return (
         f"auth: keys {'required' if auth.require_keys else 'optional'} on /v1; admin API "
         f"{'on (master key set)' if auth.master_key is not None else 'off (no master key)'}; "
         f"pepper {'set' if auth.pepper is not None else 'derived from the master key'}; "
-        f"key cache {auth.key_cache_size}; store {store}"
+        f"key cache {auth.key_cache_size}"
     )
 
 

@@ -348,8 +348,7 @@ class AuthConfig(Strict, kw_only=True):
 class StoreConfig(Strict, kw_only=True):
     """Durable state (keys, budgets, the spend ledger): SQLite by default, PostgreSQL for a fleet."""
 
-    # A default is not expanded like the file's text: read AIOGW_DATA_DIR here (as
-    # aiogw.store.base.default_url does for a config without `store`).
+    # A default is not expanded like the file's text: AIOGW_DATA_DIR is read here.
     url: str = msgspec.field(default_factory=lambda: f"sqlite:///{os.environ.get('AIOGW_DATA_DIR') or '.'}/aiogw.db")
     ledger_flush_ms: Annotated[int, Meta(ge=10, le=60_000)] = 500  # ledger rows written in batches
     ledger_batch: Annotated[int, Meta(ge=1, le=100_000)] = 500
@@ -422,6 +421,11 @@ class Config(Strict, kw_only=True):
     def __post_init__(self) -> None:
         if self.cache.backend == "redis" and self.cache_enabled and not self.state.redis_url:
             raise ValueError("cache.backend redis needs state.redis_url (the Redis the replicas share)")
+
+    @property
+    def store_url(self) -> str:
+        """Where the durable store is: the configured URL, else the default SQLite file."""
+        return (self.store or StoreConfig()).url
 
     @property
     def cache_enabled(self) -> bool:

@@ -4,7 +4,7 @@ remaining, reset. Master key only (`require_admin`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -12,13 +12,17 @@ from aiohttp import web
 from aiogw.admission import budget_store
 from aiogw.admission.budgets import Budget
 from aiogw.errors import Forbidden, InvalidRequest, NotFound
+from aiogw.ingress.body import read_body
 from aiogw.server.admin import require_admin
 from aiogw.server.keys import MONEY
+
+if TYPE_CHECKING:
+    from aiogw.server.money import Money
 
 PATH = "/admin/v1/budgets"
 
 
-def _money(request: web.Request) -> Any:
+def _money(request: web.Request) -> Money:
     require_admin(request)
     money = request.app[MONEY]
     assert money is not None  # the routes exist only with it
@@ -27,12 +31,12 @@ def _money(request: web.Request) -> Any:
 
 async def _body(request: web.Request) -> Any:
     try:
-        return orjson.loads(await request.read())
+        return orjson.loads(await read_body(request))  # within server.max_body_bytes, like every body
     except orjson.JSONDecodeError:
         raise InvalidRequest("The body must be a JSON object.", code="invalid_json") from None
 
 
-async def _shown(money: Any, budgets: list[Budget]) -> list[dict[str, Any]]:
+async def _shown(money: Money, budgets: list[Budget]) -> list[dict[str, Any]]:
     status = await money.budgets.status(budgets)
     return [
         {
@@ -62,7 +66,7 @@ async def create_budget(request: web.Request) -> web.Response:
     return web.json_response((await _shown(money, [b]))[0], status=201)
 
 
-async def _existing(money: Any, bid: str) -> Budget:
+async def _existing(money: Money, bid: str) -> Budget:
     found = money.budgets.index.by_id.get(bid)
     if found is None or found.source != "admin":
         found = await budget_store.get(money.store, bid)

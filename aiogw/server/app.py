@@ -139,18 +139,14 @@ async def _auth_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[RUNTIME].config
     from aiogw.admission.auth import Authenticator  # noqa: PLC0415 - only when auth is configured
     from aiogw.admission.keys import Keys, derive_pepper  # noqa: PLC0415
-    from aiogw.store.base import default_url, open_store  # noqa: PLC0415
+    from aiogw.store.base import open_store  # noqa: PLC0415
 
     auth = cfg.auth
     master = auth.master_key.reveal() if auth.master_key is not None else None
     pepper = derive_pepper(auth.pepper.reveal() if auth.pepper else None, master)
     money_ = app[MONEY]  # budgets and the ledger have the store open already: share it
     own_store = money_ is None
-    store = (
-        money_.store
-        if money_ is not None
-        else await open_store(cfg.store.url if cfg.store is not None else default_url())
-    )
+    store = money_.store if money_ is not None else await open_store(cfg.store_url)
     app[STORE] = store
     keys = Keys(store, pepper, auth.key_cache_size)
     if money_ is not None:

@@ -30,7 +30,7 @@ from aiogw.errors import GatewayError
 from aiogw.ids import hex_id
 from aiogw.runtime import ModelRoute
 from aiogw.server.keys import HOLD, PRINCIPAL, PUBLIC_MODEL
-from aiogw.store.base import Store, default_url, open_store
+from aiogw.store.base import Store, open_store
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 from aiogw.types import EmbeddingRequest, ParsedChat
@@ -292,7 +292,7 @@ def _tokens(u: Any) -> tuple[int, int, int, int, int]:
 
 async def build(config: Config, *, alerts: AlertSink | None = None, key_budgets: KeyBudgets | None = None) -> Money:
     """Open the store (migrating it), start the ledger writer and load the budgets."""
-    url = config.store.url if config.store is not None else default_url()
+    url = config.store_url
     store = await open_store(url)
     sc = config.store or StoreConfig()
     writer = LedgerWriter(store, sc.ledger_flush_ms / 1000, sc.ledger_batch)

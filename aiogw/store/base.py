@@ -6,7 +6,6 @@ its async driver), so a slow disk never stalls a request."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -47,10 +46,6 @@ class Store(Protocol):
         A constraint violation raises `Conflict` (any backend)."""
 
     async def close(self) -> None: ...
-
-
-def default_url() -> str:
-    return f"sqlite:///{os.environ.get('AIOGW_DATA_DIR') or '.'}/aiogw.db"
 
 
 def masked(url: str) -> str:
