@@ -382,6 +382,9 @@ class ParsedChat(msgspec.Struct, frozen=True, kw_only=True):
 
     req: ChatRequest
     raw: dict[str, Raw]
+    # The prompt's size estimate, made once on first use (key tpm, budgets and the walk all
+    # read it): see aiogw.attempts.walk.prompt_tokens_estimate. -1: not made yet.
+    prompt_estimate: int = -1
 
     def extras(self) -> dict[str, Raw]:
         return {k: v for k, v in self.raw.items() if k not in CHAT_REQUEST_FIELDS}

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import msgspec
+
 from aiogw.adapters._base import Adapter, Call, Target, content_text
 from aiogw.admission.limits import LimitExceeded
 from aiogw.attempts.gate import _Gate
@@ -34,9 +36,14 @@ DEFAULT_OUTPUT_RESERVATION = 512
 
 
 def prompt_tokens_estimate(parsed: ParsedChat) -> int:
-    """A rough prompt size from the request's text, for limits, routing and missing usage."""
-    chars = sum(len(content_text(getattr(m, "content", None))) for m in parsed.req.messages)
-    return estimate_tokens(chars)
+    """A rough prompt size from the request's text, for limits, budgets, routing and missing
+    usage; counted once per request (the request is frozen: the memo is its one late field)."""
+    n = parsed.prompt_estimate
+    if n < 0:
+        chars = sum(len(content_text(getattr(m, "content", None))) for m in parsed.req.messages)
+        n = estimate_tokens(chars)
+        msgspec.structs.force_setattr(parsed, "prompt_estimate", n)
+    return n
 
 
 def chat_tokens_estimate(parsed: ParsedChat) -> int:
