@@ -326,11 +326,6 @@ class VerifiedKeys:
             return v.record
         return None
 
-    def budgets_for(self, key_id: str) -> list[BudgetConfig]:
-        """The budgets of a key whose secret this request just verified. [] for a key not in the cache."""
-        record = self.verified_record(key_id)
-        return budgets_of(record) if record is not None else []
-
 
 class Keys:
     """The keys in the store (the admin API's side) over the cache of verified secrets,
@@ -341,7 +336,7 @@ class Keys:
         self._digest = Digester(pepper)
         self.verified = v = VerifiedKeys(store, self._digest, cache_size)
         self.cached, self.verify, self.forget, self.forget_all = v.cached, v.verify, v.forget, v.forget_all
-        self.cached_record, self.verified_record, self.budgets_for = v.cached_record, v.verified_record, v.budgets_for
+        self.cached_record, self.verified_record = v.cached_record, v.verified_record
         # Told of every change made here (replicas' caches): set by the server when shared.
         self.on_change: Callable[[str], Awaitable[None]] | None = None
         # Spend and remaining per budget window of a key, for GET /admin/v1/keys/{id} and
