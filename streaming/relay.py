@@ -6,8 +6,8 @@
   the same events reach the client with the same JSON values, and the same usage, finish
   reasons and truncation verdict are recorded. Chunks whose usage the relay changes are
   re-encoded; the others keep their bytes.
-- `TranslatingRelay`: native events -> the adapter's decoder -> canonical deltas ->
-  `ChunkEncoder`.
+- `TranslatingRelay`: native events -> the adapter's decoder -> canonical deltas -> a
+  `StreamEncoder` (`ChunkEncoder`, or another API's events when the client speaks one).
 
 An error event (or an unreadable chunk) stops a relay: `feed` returns the output of the
 events before it and keeps the error in `failed`, so content already decoded is not lost;
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import msgspec
 
 from aiogw.errors import UpstreamError, UpstreamProtocolError
-from aiogw.streaming.encode import DONE, ChunkEncoder, UsageExtra, with_usage_fields
+from aiogw.streaming.encode import DONE, UsageExtra, with_usage_fields
 from aiogw.streaming.sse import SSEEvent
 from aiogw.types import CompletionUsage, Delta, FinishReason
 
@@ -33,6 +33,17 @@ class Decoder(Protocol):
     complete: bool
 
     def feed(self, event: str, data: bytes) -> list[Delta]: ...
+
+
+class StreamEncoder(Protocol):
+    """Canonical deltas -> the client's stream bytes: `ChunkEncoder` for OpenAI chunks,
+    another API's encoder (Messages, Responses events) otherwise."""
+
+    usage: CompletionUsage | None
+    finish_reasons: dict[int, FinishReason]
+
+    def feed(self, deltas: list[Delta]) -> bytes: ...
+    def close(self) -> bytes: ...
 
 
 class Relay(Protocol):
@@ -215,7 +226,7 @@ class PassthroughRelay:
 class TranslatingRelay:
     __slots__ = ("_decoder", "_encoder", "_target", "failed")
 
-    def __init__(self, decoder: Decoder, encoder: ChunkEncoder, *, target: str) -> None:
+    def __init__(self, decoder: Decoder, encoder: StreamEncoder, *, target: str) -> None:
         self._decoder = decoder
         self._encoder = encoder
         self._target = target

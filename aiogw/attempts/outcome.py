@@ -10,6 +10,7 @@ from typing import Protocol
 from aiogw.adapters._base import Target
 from aiogw.errors import GatewayError
 from aiogw.runtime import ModelRoute
+from aiogw.streaming.relay import StreamEncoder
 from aiogw.types import CompletionUsage, FinishReason
 
 
@@ -68,6 +69,17 @@ class Control:
 
 
 NO_CONTROL = Control()
+
+
+class Wire(Protocol):
+    """The client's stream format when it is not OpenAI chunks (another API in: Messages,
+    Responses). Every target's stream is then translated, the fast path never applies."""
+
+    def encoder(self, target: Target, prompt_estimate: int) -> StreamEncoder: ...
+
+    def error_event(self, err: GatewayError) -> bytes:
+        """The event that ends a stream failing after its first byte."""
+        ...
 
 
 class StreamSink(Protocol):

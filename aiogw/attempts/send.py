@@ -17,7 +17,7 @@ from aiogw.adapters._base import Adapter, Call, Target, new_completion_id
 from aiogw.admission.limits import Limiter
 from aiogw.attempts.bounds import _Bounds
 from aiogw.attempts.gate import _FailedAfterCommit, _Gate
-from aiogw.attempts.outcome import Outcome, StreamSink
+from aiogw.attempts.outcome import Outcome, StreamSink, Wire
 from aiogw.errors import UpstreamError, UpstreamTimeout
 from aiogw.routing import health as health_mod
 from aiogw.streaming.encode import ChunkEncoder, error_event
@@ -117,9 +117,10 @@ class Sender:
         sink: StreamSink,
         gate: _Gate,
         deadline: float | None,
+        wire: Wire | None = None,
     ) -> None:
         started = time.perf_counter()
-        relay = self._relay(parsed, prompt_tokens, target, adapter)
+        relay = self._relay(parsed, prompt_tokens, target, adapter, wire)
         parser = SSEParser()
         try:
             with _Bounds(self._loop, target, deadline) as bounds:
@@ -163,13 +164,17 @@ class Sender:
         except UpstreamError as exc:
             if sink.started and gate.mine():
                 # Past the commit point: end the stream, never cut it.
-                await sink.write(error_event(exc))
+                await sink.write(error_event(exc) if wire is None else wire.error_event(exc))
                 raise _FailedAfterCommit(exc) from None
             raise
         outcome.finish_reasons = relay.finish_reasons()
 
-    def _relay(self, parsed: ParsedChat, prompt_tokens: int, target: Target, adapter: Adapter) -> Relay:
+    def _relay(
+        self, parsed: ParsedChat, prompt_tokens: int, target: Target, adapter: Adapter, wire: Wire | None
+    ) -> Relay:
         decoder = adapter.stream_decoder(target)
+        if wire is not None:  # the client speaks another API: always through canonical deltas
+            return TranslatingRelay(decoder, wire.encoder(target, prompt_tokens), target=target.id)
         price = target.price
 
         def cost_field(usage: CompletionUsage) -> bytes:
