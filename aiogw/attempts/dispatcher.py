@@ -20,7 +20,7 @@ from aiogw.adapters._base import Adapter, Target
 from aiogw.attempts.bookkeeping import Bookkeeper
 from aiogw.attempts.gate import _AttemptFailed, _FailedAfterCommit, _Gate
 from aiogw.attempts.hedge import run_hedged
-from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Outcome, StreamSink, Wire
+from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Outcome, StreamSink, StreamFormat
 from aiogw.attempts.send import Sender
 from aiogw.attempts.walk import Attempt, Walk, build_call, embedding_tokens_estimate, give_up, new_walk, retry_pause
 from aiogw.errors import FailureClass, InvalidRequest
@@ -185,16 +185,16 @@ class Dispatcher:
         outcome: Outcome,
         sink: StreamSink,
         control: Control = NO_CONTROL,
-        wire: Wire | None = None,
+        fmt: StreamFormat | None = None,
     ) -> None:
-        """Stream one completion into `sink` as OpenAI chunks, or as `wire`'s events when
+        """Stream one completion into `sink` as OpenAI chunks, or as `fmt`'s events when
         the client speaks another API; raises before the commit point only."""
 
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
             call = build_call(adapter, parsed, target)
             outcome.notes.extend(call.notes)
             await self._sender.stream_once(
-                parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline, wire
+                parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline, fmt
             )
 
         def account(usage: CompletionUsage | None) -> None:

@@ -71,7 +71,7 @@ class Control:
 NO_CONTROL = Control()
 
 
-class Wire(Protocol):
+class StreamFormat(Protocol):
     """The client's stream format when it is not OpenAI chunks (another API in: Messages,
     Responses). Every target's stream is then translated, the fast path never applies."""
 

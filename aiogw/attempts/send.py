@@ -17,7 +17,7 @@ from aiogw.adapters._base import Adapter, Call, Target, new_completion_id
 from aiogw.admission.limits import Limiter
 from aiogw.attempts.bounds import _Bounds
 from aiogw.attempts.gate import _FailedAfterCommit, _Gate
-from aiogw.attempts.outcome import Outcome, StreamSink, Wire
+from aiogw.attempts.outcome import Outcome, StreamSink, StreamFormat
 from aiogw.errors import UpstreamError, UpstreamTimeout
 from aiogw.routing import health as health_mod
 from aiogw.streaming.encode import ChunkEncoder, error_event
@@ -117,10 +117,10 @@ class Sender:
         sink: StreamSink,
         gate: _Gate,
         deadline: float | None,
-        wire: Wire | None = None,
+        fmt: StreamFormat | None = None,
     ) -> None:
         started = time.perf_counter()
-        relay = self._relay(parsed, prompt_tokens, target, adapter, wire)
+        relay = self._relay(parsed, prompt_tokens, target, adapter, fmt)
         parser = SSEParser()
         try:
             with _Bounds(self._loop, target, deadline) as bounds:
@@ -164,17 +164,17 @@ class Sender:
         except UpstreamError as exc:
             if sink.started and gate.mine():
                 # Past the commit point: end the stream, never cut it.
-                await sink.write(error_event(exc) if wire is None else wire.error_event(exc))
+                await sink.write(error_event(exc) if fmt is None else fmt.error_event(exc))
                 raise _FailedAfterCommit(exc) from None
             raise
         outcome.finish_reasons = relay.finish_reasons()
 
     def _relay(
-        self, parsed: ParsedChat, prompt_tokens: int, target: Target, adapter: Adapter, wire: Wire | None
+        self, parsed: ParsedChat, prompt_tokens: int, target: Target, adapter: Adapter, fmt: StreamFormat | None
     ) -> Relay:
         decoder = adapter.stream_decoder(target)
-        if wire is not None:  # the client speaks another API: always through canonical deltas
-            return TranslatingRelay(decoder, wire.encoder(target, prompt_tokens), target=target.id)
+        if fmt is not None:  # the client speaks another API: always through canonical deltas
+            return TranslatingRelay(decoder, fmt.encoder(target, prompt_tokens), target=target.id)
         price = target.price
 
         def cost_field(usage: CompletionUsage) -> bytes:
