@@ -20,7 +20,7 @@ from aiogw.adapters._base import Adapter, Target
 from aiogw.attempts.bookkeeping import Bookkeeper
 from aiogw.attempts.gate import _AttemptFailed, _FailedAfterCommit, _Gate
 from aiogw.attempts.hedge import run_hedged
-from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Outcome, StreamSink, StreamFormat
+from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.send import Sender
 from aiogw.attempts.walk import Attempt, Walk, build_call, embedding_tokens_estimate, give_up, new_walk, retry_pause
 from aiogw.errors import FailureClass, InvalidRequest

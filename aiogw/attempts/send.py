@@ -17,7 +17,7 @@ from aiogw.adapters._base import Adapter, Call, Target, new_completion_id
 from aiogw.admission.limits import Limiter
 from aiogw.attempts.bounds import _Bounds
 from aiogw.attempts.gate import _FailedAfterCommit, _Gate
-from aiogw.attempts.outcome import Outcome, StreamSink, StreamFormat
+from aiogw.attempts.outcome import Outcome, StreamFormat, StreamSink
 from aiogw.errors import UpstreamError, UpstreamTimeout
 from aiogw.routing import health as health_mod
 from aiogw.streaming.encode import ChunkEncoder, error_event
