@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
+from typing import Protocol
 
 import msgspec
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
-from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome, StreamSink
+from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.walk import chat_tokens_estimate, embedding_tokens_estimate
 from aiogw.errors import (
     GatewayError,
@@ -42,7 +43,7 @@ from aiogw.server.keys import (
     STREAM,
 )
 from aiogw.streaming.encode import error_event
-from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat
+from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat, Reply
 
 _decode_chat = msgspec.json.Decoder(ChatRequest).decode
 _decode_embedding = msgspec.json.Decoder(EmbeddingRequest).decode
@@ -79,6 +80,14 @@ def parse_chat(body: bytes) -> ParsedChat:
         raise invalid_body(exc) from None
     except RecursionError:
         raise NestedTooDeep() from None
+
+
+class ClientFormat(StreamFormat, Protocol):
+    """Another API in front of the same path (Messages, Responses): how its answers look."""
+
+    def reply_body(self, reply: Reply) -> bytes:
+        """A non-streaming answer (`reply.body` is an OpenAI `chat.completion`) in this API."""
+        ...
 
 
 def _base_headers(request: web.Request) -> dict[str, str]:
@@ -205,9 +214,11 @@ async def answer(
     control: Control,
     extra_headers: dict[str, str] | None = None,
     record: list[bytes] | None = None,
+    fmt: ClientFormat | None = None,
 ) -> web.StreamResponse:
     """The request through budgets, routing and attempts. `extra_headers` go on the answer;
-    `record` collects the SSE bytes the client gets (the cache's tee)."""
+    `record` collects the SSE bytes the client gets (the cache's tee); `fmt`: the client's
+    API when it is not Chat Completions (its answer body, stream events and late errors)."""
     dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
     runtime = request.app[RUNTIME]
@@ -219,7 +230,8 @@ async def answer(
         headers = _answer_headers(request, outcome, reply.model)
         if extra_headers:
             headers.update(extra_headers)
-        return web.Response(body=reply.body, content_type="application/json", headers=headers)
+        body = reply.body if fmt is None else fmt.reply_body(reply)
+        return web.Response(body=body, content_type="application/json", headers=headers)
 
     base = _base_headers(request)
     if extra_headers:
@@ -232,13 +244,13 @@ async def answer(
     try:
         try:
             out: StreamSink = sink if record is None else Tee(sink, record)
-            await dispatcher.stream(parsed, route, outcome, out, control)
+            await dispatcher.stream(parsed, route, outcome, out, control, fmt)
         except GatewayError as exc:
             if not sink.opened:
                 raise  # nothing sent yet: the middleware answers with the error's status
             # Heartbeats already sent a 200: the error ends the stream instead.
             outcome.stream_error = exc
-            await sink.write(error_event(exc))
+            await sink.write(error_event(exc) if fmt is None else fmt.error_event(exc))
         await sink.finish()
     except ClientDisconnected:
         outcome.client_closed = True  # nothing left to tell anyone; the log line says so
@@ -247,7 +259,8 @@ async def answer(
         # ran out: end the stream properly rather than cutting it.
         if lifecycle.draining and sink.opened:
             try:
-                await sink.write(error_event(ServiceUnavailable("The gateway shut down before this stream finished.")))
+                gone = ServiceUnavailable("The gateway shut down before this stream finished.")
+                await sink.write(error_event(gone) if fmt is None else fmt.error_event(gone))
                 await sink.finish()
             except ClientDisconnected:
                 pass
