@@ -11,7 +11,9 @@ refuses a hit when the two texts differ in negation or hold opposite words ("tur
 
 numpy (the `semantic` extra) is imported only when the tier is built: exact cosine over a
 float32 matrix of at most `max_entries` rows (a few ms at 10k x 1536), oldest rows replaced
-first."""
+first. With the Redis backend the rows are shared: a stored vector goes to its partition's
+Redis stream (capped at `max_entries`, expiring with the answers), and every replica reads
+the entries it has not seen before it searches that partition."""
 
 from __future__ import annotations
 
@@ -132,6 +134,10 @@ def query_of(
     return Query(f"{short(scope)}:{short(namespace)}:{short(group)}:{h.hexdigest()}", text, threshold)
 
 
+_encode_record = msgspec.msgpack.Encoder().encode
+_decode_record = msgspec.msgpack.Decoder(tuple[str, str, bytes]).decode
+
+
 def _role(m: Any) -> Any:
     return m.get("role") if isinstance(m, dict) else None
 
@@ -177,6 +183,19 @@ class SemanticIndex:
         self._matrix[row] = v
         self._meta[row] = (partition, key, text)
         self._rows.setdefault(partition, set()).add(row)
+
+    def record(self, key: str, text: str, v: np.ndarray) -> bytes:
+        """A row as bytes for another replica's `add_record` (the shared tier)."""
+        return _encode_record((key, text, v.astype(self._np.float32).tobytes()))
+
+    def add_record(self, partition: str, data: bytes) -> None:
+        try:
+            key, text, raw = _decode_record(data)
+            v = self._np.frombuffer(raw, dtype=self._np.float32)
+        except (msgspec.DecodeError, ValueError):
+            return  # not ours (another version wrote it): skip rather than fail the lookup
+        if v.ndim == 1 and v.size:
+            self.add(partition, key, text, v)
 
     def nearest(self, q: Query) -> tuple[str, float] | None:
         """(entry key, cosine) of the closest row of the query's partition at or above its

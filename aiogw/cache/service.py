@@ -109,6 +109,8 @@ class ResponseCache:
         self.healthy = True
         self.counts = Counts()
         self.semantic = SemanticIndex(cfg.semantic.max_entries) if cfg.semantic.enabled else None
+        # With Redis: per partition, the id of the last shared vector read into our index.
+        self._read_up_to: dict[str, str] = {}
 
     # --- the policy ---------------------------------------------------------------------
 
@@ -191,7 +193,11 @@ class ResponseCache:
         q, index = d.semantic, self.semantic
         assert q is not None and index is not None
         q.vector = index.unit(vector)
-        found = index.nearest(q) if d.reads else None
+        if not d.reads:
+            return None
+        if self.redis is not None:
+            await self._pull(q.partition)
+        found = index.nearest(q)
         if found is None:
             return None
         return await self.lookup(Decision(d.status, d.reason, d.controls, found[0], group=d.group))
@@ -255,9 +261,43 @@ class ResponseCache:
             self._failed(exc)
             return
         self._ok()
-        if q is not None and q.vector is not None and self.semantic is not None:
-            self.semantic.add(q.partition, key, q.text, q.vector)
         self.counts.stored += 1
+        if q is not None and q.vector is not None and self.semantic is not None:
+            if self.redis is None:
+                self.semantic.add(q.partition, key, q.text, q.vector)
+                return
+            # Shared: every replica (this one too) reads it from the partition's stream.
+            record = self.semantic.record(key, q.text, q.vector)
+            try:
+                await self.redis.append(self._vectors(q.partition), record, ttl_s, self.semantic.max_entries)
+            except Exception as exc:  # fail open: the answer is stored, only its vector is lost
+                self._failed(exc)
+
+    def _vectors(self, partition: str) -> str:
+        return f"{self._prefix}:{partition}:vec"  # under the partition: a purge takes it too
+
+    async def _pull(self, partition: str) -> None:
+        """The vectors other replicas (and this one) stored in the partition since the last
+        read; a Redis failure leaves the index as it is (fail open)."""
+        assert self.redis is not None and self.semantic is not None
+        index, seen = self.semantic, self._read_up_to
+        try:
+            rows = await self.redis.read_after(self._vectors(partition), seen.get(partition), index.max_entries)
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self._ok()
+        last = seen.get(partition)
+        for rid, data in rows:
+            if last is not None and _stream_id(rid) <= _stream_id(last):
+                continue  # read by a concurrent pull meanwhile
+            index.add_record(partition, data)
+            last = rid
+        if last is not None:
+            seen.pop(partition, None)
+            seen[partition] = last  # most recent last: the oldest partitions are forgotten first
+            if len(seen) > index.max_entries:
+                del seen[next(iter(seen))]
 
     async def purge(self, namespace: str | None, group: str | None) -> int:
         pattern = purge_pattern(self._prefix, namespace, group)
@@ -288,6 +328,11 @@ class ResponseCache:
             await asyncio.wait(list(self._writes), timeout=2)
         if self.redis is not None:
             await self.redis.close()
+
+
+def _stream_id(rid: str) -> tuple[int, int]:
+    ms, _, seq = rid.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _policy(cfg: CacheConfig, o: Any) -> GroupPolicy:

@@ -4,6 +4,7 @@ Redis backend (shared by every replica on the same Redis)."""
 from __future__ import annotations
 
 import fnmatch
+import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -110,16 +111,34 @@ class RedisStore:
         self._unused = old  # built by aiocache, never connected: closed with ours
 
     async def purge(self, pattern: str) -> int:
+        """Deletes the matching answers (and their partitions' vector streams); returns how
+        many answers went."""
         n = 0
         batch: list[bytes] = []
         async for k in self.cache.client.scan_iter(match=pattern, count=500):
             batch.append(k)
             if len(batch) >= 500:
-                n += await self.cache.client.delete(*batch)
+                n += await self._delete(batch)
                 batch = []
         if batch:
-            n += await self.cache.client.delete(*batch)
+            n += await self._delete(batch)
         return n
+
+    async def _delete(self, keys: list[bytes]) -> int:
+        await self.cache.client.delete(*keys)
+        return sum(1 for k in keys if not k.endswith(b":vec"))
+
+    # The semantic tier's vectors: one Redis stream per partition, so every replica's index
+    # reads what any replica stored (entries after the last id it read; capped, expiring).
+    async def append(self, stream: str, record: bytes, ttl_s: float, maxlen: int) -> None:
+        pipe = self.cache.client.pipeline(transaction=False)
+        pipe.xadd(stream, {b"r": record}, maxlen=maxlen, approximate=True)
+        pipe.expire(stream, max(1, math.ceil(ttl_s)))
+        await pipe.execute()
+
+    async def read_after(self, stream: str, after: str | None, count: int) -> list[tuple[str, bytes]]:
+        rows = await self.cache.client.xrange(stream, min=f"({after}" if after else "-", max="+", count=count)
+        return [(i.decode(), f[b"r"]) for i, f in rows if b"r" in f]
 
     async def close(self) -> None:
         await self.cache.client.aclose()

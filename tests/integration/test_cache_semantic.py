@@ -13,9 +13,10 @@ import zlib
 
 import openai
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from conftest import SIM_KEY, gateway_config, until
-from integration.test_cache import PRICED, ask, ask_stream, cache_config, sdk, stored, text_of
+from integration.test_cache import MASTER, PRICED, admin, ask, ask_stream, cache_config, sdk, stored, text_of
 
 from aiogw.cache.semantic import words
 from aiogw.server.keys import CACHE, DISPATCHER
@@ -227,3 +228,58 @@ def test_the_semantic_tier_needs_an_embedding_model(sim):
 
     with pytest.raises(ConfigError, match="embedding_model"):
         cache_config(sim, {"semantic": {"enabled": True}})
+
+
+async def test_two_gateways_on_one_redis_share_the_semantic_tier(sim, embedder, make_gateway, redis_server):
+    cfg = semantic_config(
+        sim, embedder, {"threshold": 0.5}, {"backend": "redis"}, state={"redis_url": redis_server.url}
+    )
+    url_a, app_a = await make_gateway(cfg)
+    url_b, app_b = await make_gateway(cfg)
+    async with sdk(url_a) as a, sdk(url_b) as b:
+        first, h = await ask(a, messages=user(LIGHTS_ON), temperature=0)
+        assert h["x-aiogw-cache-status"] == "miss"
+        await until(stored(app_a))
+        # B never saw the question: its index learns the vector from the shared stream.
+        again, h = await ask(b, messages=user("turn on the lights, please"), temperature=0)
+        assert h["x-aiogw-cache-status"] == "semantic_hit"
+        assert again.choices[0].message.content == first.choices[0].message.content
+        _, h = await ask(b, messages=user("please turn off the lights"), temperature=0)
+        assert h["x-aiogw-cache-status"] == "miss"  # the guard holds across replicas too
+        await until(stored(app_b))
+        _, h = await ask(a, messages=user("the lights: please turn off"), temperature=0)
+        assert h["x-aiogw-cache-status"] == "semantic_hit"  # and A learns B's
+    assert app_b[CACHE].counts.semantic_hits == 1 and app_a[CACHE].counts.semantic_hits == 1
+    assert sim.stats()["requests"] == 2
+
+
+async def test_redis_entries_expire_with_their_ttl_and_a_purge_takes_their_vectors(
+    sim, embedder, make_gateway, redis_server, tmp_path
+):
+    cfg = semantic_config(
+        sim,
+        embedder,
+        {"threshold": 0.5},
+        {"backend": "redis", "ttl_s": 120},
+        state={"redis_url": redis_server.url},
+        auth={"master_key": MASTER},
+        store={"url": f"sqlite:///{tmp_path}/aiogw.db"},
+    )
+    url_a, app_a = await make_gateway(cfg)
+    url_b, _ = await make_gateway(cfg)
+    async with sdk(url_a) as a, sdk(url_b) as b:
+        await ask(a, messages=user(LIGHTS_ON), temperature=0)
+        await until(stored(app_a))
+        r = aioredis.Redis.from_url(redis_server.url)
+        try:
+            keys = [k async for k in r.scan_iter(match="*cache:*")]
+            assert len(keys) == 2 and sum(k.endswith(b":vec") for k in keys) == 1  # the answer, its vector
+            for k in keys:  # both expire with the group's TTL: Redis drops them, not us
+                assert 0 < await r.ttl(k) <= 120
+            status, got = await admin(url_a, "POST", "/admin/v1/cache/purge", {"model": "fast"})
+            assert status == 200 and got["purged"] == 1  # answers are counted, vector streams go too
+            assert [k async for k in r.scan_iter(match="*cache:*")] == []
+        finally:
+            await r.aclose()
+        _, h = await ask(b, messages=user("turn on the lights, please"), temperature=0)
+        assert h["x-aiogw-cache-status"] == "miss"
