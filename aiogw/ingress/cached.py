@@ -19,7 +19,7 @@ from aiogw.cache import Decision, Entry, ResponseCache
 from aiogw.cache import entry as entries
 from aiogw.errors import CacheMiss
 from aiogw.ingress.sse import SSE_HEADERS
-from aiogw.server.keys import DISPATCHER, OUTCOME, REQUEST_ID, RUNTIME
+from aiogw.server.keys import DISPATCHER, MONEY, OUTCOME, REQUEST_ID, RUNTIME
 from aiogw.types import EmbeddingRequest, ParsedChat
 
 EMBED_TASK = "cache_embedding"  # the ledger's task of the semantic tier's embedding calls
@@ -149,6 +149,8 @@ async def _embed(request: web.Request, cache: ResponseCache, text: str) -> list[
     request goes on as a miss (the cache fails open)."""
     model = cache.config.semantic.embedding_model
     own = Outcome(tags=request[OUTCOME].tags, task=EMBED_TASK)
+    started = time.perf_counter()
+    failed: Exception | None = None
     try:
         route = request.app[RUNTIME].resolve(model)
         reply = await request.app[DISPATCHER].embed(EmbeddingRequest(model=model, input=text), route, own)
@@ -157,8 +159,12 @@ async def _embed(request: web.Request, cache: ResponseCache, text: str) -> list[
             raise TypeError(f"embedding is {type(vector).__name__}, not a list of floats")
         return vector
     except Exception as exc:  # fail open: any failure is a miss
+        failed = exc
         cache.embed_failed(exc)
         return None
+    finally:
+        if (money := request.app[MONEY]) is not None:  # the durable ledger has it too
+            money.side_call(request, "embedding", own, model, failed, time.perf_counter() - started)
 
 
 async def _hit(

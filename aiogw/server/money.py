@@ -29,7 +29,7 @@ from aiogw.config import Config, StoreConfig
 from aiogw.errors import GatewayError
 from aiogw.ids import hex_id
 from aiogw.runtime import ModelRoute
-from aiogw.server.keys import HOLD, PRINCIPAL, PUBLIC_MODEL
+from aiogw.server.keys import HOLD, PRINCIPAL, PUBLIC_MODEL, REQUEST_ID
 from aiogw.store.base import Store, open_store
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
@@ -177,6 +177,22 @@ class Money:
             state = "client_closed"
         else:
             state = "ok"
+        self._book(request, rid, outcome, model, state, status, duration_s)
+
+    def side_call(
+        self, request: web.Request, what: str, outcome: Outcome, model: str, error: Exception | None, duration_s: float
+    ) -> None:
+        """A call the gateway made for a request on its own account (the semantic cache's
+        embedding, a spot check): its rows under the request's id + `/what`, the caller's
+        key and tags and the call's own task, so the spend report shows what it cost."""
+        state = "ok" if error is None else (error.code or error.type if isinstance(error, GatewayError) else "error")
+        status = 200 if error is None else (error.status if isinstance(error, GatewayError) else 500)
+        self._book(request, f"{request[REQUEST_ID]}/{what}", outcome, model, state, status, duration_s)
+
+    def _book(
+        self, request: web.Request, rid: str, outcome: Outcome, model: str, state: str, status: int, duration_s: float
+    ) -> None:
+        target = outcome.target
         p = request.get(PRINCIPAL) or ANONYMOUS
         who = (p.key_id, p.key_name or None, p.team, p.user, outcome.tags, outcome.task, model)
         now = time.time()

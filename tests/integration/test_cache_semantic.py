@@ -283,3 +283,33 @@ async def test_redis_entries_expire_with_their_ttl_and_a_purge_takes_their_vecto
             await r.aclose()
         _, h = await ask(b, messages=user("turn on the lights, please"), temperature=0)
         assert h["x-aiogw-cache-status"] == "miss"
+
+
+async def test_the_embedding_call_is_in_the_durable_ledger_under_the_callers_tags(
+    sim, embedder, make_gateway, tmp_path
+):
+    cfg = semantic_config(
+        sim,
+        embedder,
+        {"threshold": 0.5},
+        auth={"master_key": MASTER},
+        store={"url": f"sqlite:///{tmp_path}/aiogw.db", "ledger_flush_ms": 50},
+    )
+    url, _ = await make_gateway(cfg)
+    async with sdk(url) as c:
+        _, h = await ask(c, {"x-aiogw-tags": "team=home"}, messages=user(LIGHTS_ON), temperature=0)
+    paid = float(h["x-aiogw-cost-usd"])
+
+    async def by_task():
+        status, spend = await admin(url, "GET", "/admin/v1/spend?group_by=task,tag:team")
+        assert status == 200, spend
+        return {(r["task"], r["tags"]["team"]): (r["requests"], r["cost_usd"]) for r in spend["data"]}
+
+    async def both_rows():  # the ledger writer flushes every 50 ms
+        return len(await by_task()) == 2
+
+    await until(both_rows)
+    rows = await by_task()
+    assert rows[("chat", "home")] == (1, pytest.approx(paid))
+    n, cost = rows[("cache_embedding", "home")]
+    assert n == 1 and cost == pytest.approx(len(words(LIGHTS_ON)) * 1000 / 1e6)
