@@ -102,10 +102,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_gateway(sim_url: str, fmt: str, cpus: set[int] | None, workdir: Path) -> Proc:
+def start_gateway(
+    sim_url: str, fmt: str, cpus: set[int] | None, workdir: Path, extra: dict[str, Any] | None = None
+) -> Proc:
+    """The gateway in front of the simulator; `extra`: top-level config sections to add."""
     port = _free_port()
     cfg = workdir / "aiogw-bench.json"
-    cfg.write_text(json.dumps(gateway_config(sim_url, fmt, port)))
+    cfg.write_text(json.dumps({**gateway_config(sim_url, fmt, port), **(extra or {})}))
     cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(cfg)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _pin(p.pid, cpus)

@@ -69,3 +69,14 @@ def test_bounds_cost_compares_the_attempt_deadlines_with_asyncios():
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     out = proc.stdout.decode()
     assert "| _Bounds |" in out and "| asyncio.timeout_at |" in out
+
+
+def test_cache_memory_bench_fills_and_evicts_within_its_bound(tmp_path):
+    cmd = [sys.executable, "-P", "-m", "aiogw.bench.cache_memory", "--requests", "1500", "--cache-mb", "1",
+           "--concurrency", "8"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["requests_ok"] == 1500 and out["cache_writes"] >= 1500  # every distinct question stored
+    assert 0 < out["cache_bytes_mb"] <= 1.0 and out["cache_entries"] < 1500  # so the oldest were evicted
+    assert out["bounded"] and out["rss_peak_mb"] > 0
