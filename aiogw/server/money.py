@@ -20,7 +20,7 @@ from aiogw.adapters._base import Target
 from aiogw.admission import budget_store
 from aiogw.admission.budgets import Budget, Request, from_config, from_key
 from aiogw.admission.keys import KeyRecord, Keys, budgets_of
-from aiogw.admission.principal import ANONYMOUS
+from aiogw.admission.principal import ANONYMOUS, Principal
 from aiogw.admission.reserve import Book, Budgets, Hold, KeyBudgets
 from aiogw.alerts.sink import AlertSink
 from aiogw.attempts.outcome import Control, Outcome
@@ -46,8 +46,14 @@ PER_MILLION = 1_000_000
 
 
 def needed(config: Config) -> bool:
-    """The store (and with it the ledger) is opened only for these."""
-    return config.store is not None or bool(config.budgets) or config.auth.master_key is not None
+    """The store (and with it the ledger) is opened only for these (feedback keeps its
+    request memory there, and spot checks are costed in the ledger)."""
+    return (
+        config.store is not None
+        or bool(config.budgets)
+        or config.auth.master_key is not None
+        or config.feedback_groups != frozenset()
+    )
 
 
 def worst_case_usd(targets: list[Target], prompt_tokens: int, output_cap: int | None) -> float:
@@ -167,6 +173,23 @@ class Money:
         model = request.get(PUBLIC_MODEL)
         if model is None:
             return  # refused before a model was named: nothing to account
+        p = request.get(PRINCIPAL) or ANONYMOUS
+        self.record(rid, outcome, model, p, status, error, client_closed, duration_s)
+
+    def record(
+        self,
+        rid: str,
+        outcome: Outcome,
+        model: str,
+        p: Principal,
+        status: int,
+        error: GatewayError | None,
+        client_closed: bool,
+        duration_s: float,
+    ) -> None:
+        """Queue the ledger rows of a request (a client's, or one the gateway made itself:
+        a spot check's judge call)."""
+        target = outcome.target
         if error is not None and error.code in _NAMELESS:
             model = "(unknown)"  # the client's free text, not one of our names
         if error is not None:
@@ -177,7 +200,6 @@ class Money:
             state = "client_closed"
         else:
             state = "ok"
-        p = request.get(PRINCIPAL) or ANONYMOUS
         who = (p.key_id, p.key_name or None, p.team, p.user, outcome.tags, outcome.task, model)
         now = time.time()
         tokens = _tokens(outcome.usage) if outcome.usage is not None else _NO_TOKENS
