@@ -79,9 +79,7 @@ def _item(obj: Any, at: str) -> Item:
         )
     rid = obj.get("request_id")
     if not isinstance(rid, str) or not 0 < len(rid) <= MAX_REQUEST_ID:
-        raise Unprocessable(
-            "request_id must be the x-request-id of the answer (a string).", param=at + "request_id"
-        )
+        raise Unprocessable("request_id must be the x-request-id of the answer (a string).", param=at + "request_id")
     metric = obj.get("metric", ALWAYS_KNOWN)
     if not isinstance(metric, str) or not metric:
         raise Unprocessable("metric must be a metric name such as 'correct'.", param=at + "metric")
@@ -94,7 +92,9 @@ def _item(obj: Any, at: str) -> Item:
         raise Unprocessable("value must be true, false or a number from 0 to 1.", param=at + "value")
     correction = obj.get("correction")
     if correction is not None and not isinstance(correction, str):
-        raise Unprocessable("correction must be a string (the answer that would have been right).", param=at + "correction")
+        raise Unprocessable(
+            "correction must be a string (the answer that would have been right).", param=at + "correction"
+        )
     return Item(rid, metric, number, correction)
 
 
@@ -137,9 +137,7 @@ async def accept(
                 param=at + "metric",
             )
         if (it.request_id, it.metric) in seen:
-            raise Duplicate(
-                f"The batch rates request '{it.request_id}' on '{it.metric}' twice.", param=at + "metric"
-            )
+            raise Duplicate(f"The batch rates request '{it.request_id}' on '{it.metric}' twice.", param=at + "metric")
         seen.add((it.request_id, it.metric))
         accepted.append(Accepted("fb_" + hex_id(12), it, mem))
     await _refuse_duplicates(store, accepted, batch)

@@ -97,10 +97,11 @@ def verdict_of(text: str) -> Verdict | None:
     if not isinstance(verdict, str) or verdict.strip().lower() not in ("pass", "fail"):
         return None
     score = obj.get("score")
-    valid_score = isinstance(score, int | float) and not isinstance(score, bool) and 0 <= score <= 1
+    if not isinstance(score, int | float) or isinstance(score, bool) or not 0 <= score <= 1:
+        score = None
     reason = obj.get("reason")
     return Verdict(
         passed=verdict.strip().lower() == "pass",
-        score=float(score) if valid_score else None,
+        score=float(score) if score is not None else None,
         reason=reason[:500] if isinstance(reason, str) else "",
     )

@@ -115,7 +115,10 @@ class RequestMemory:
                 f"SELECT {', '.join(_COLUMNS)} FROM aiogw_request_memory WHERE request_id = ?", (request_id,)
             )
             if row is not None:
-                r = Remembered(*(str(v) for v in row[:6]), float(row[6]))
+                rid, caller, group, task, bucket, target, created_at = row
+                r = Remembered(
+                    str(rid), str(caller), str(group), str(task), str(bucket), str(target), float(created_at)
+                )
         if r is None or self.clock() - r.created_at > self.retention_s:
             return None
         return r

@@ -27,7 +27,20 @@ WORKERS = 4  # judge calls at once: spot checks must never compete with clients 
 TAG = "aiogw=spot-check"
 TASK = "spot-check"
 
-_COLUMNS = ("id", "request_id", "grp", "task", "bucket", "target", "judge", "verdict", "score", "reason", "cost_usd", "at")
+_COLUMNS = (
+    "id",
+    "request_id",
+    "grp",
+    "task",
+    "bucket",
+    "target",
+    "judge",
+    "verdict",
+    "score",
+    "reason",
+    "cost_usd",
+    "at",
+)
 _INSERT = f"INSERT INTO aiogw_spot_checks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
@@ -103,9 +116,7 @@ class SpotChecker:
                 log.warning("spot_check.failed", request_id=memory.request_id, error=f"{type(exc).__name__}: {exc}")
 
     async def check(self, memory: Remembered, capture: Capture) -> Verdict | None:
-        body = judge_request(
-            capture.judge, conversation_text(capture.messages or []), capture.answer_text()
-        )
+        body = judge_request(capture.judge, conversation_text(capture.messages or []), capture.answer_text())
         text, cost = await self._grade(body)
         verdict = verdict_of(text)
         if verdict is None:

@@ -109,9 +109,7 @@ class Feedback:
             capture = Capture(spot.judge, orjson.loads(bytes(messages)) if messages is not None else [])
         request[FEEDBACK_PENDING] = Pending(group, capture)
 
-    def finish(
-        self, request: web.Request, rid: str, outcome: Outcome, status: int, error: GatewayError | None
-    ) -> None:
+    def finish(self, request: web.Request, rid: str, outcome: Outcome, status: int, error: GatewayError | None) -> None:
         """The request ended (the middleware's `finally`): remember what answered it; offer
         a sampled answer to the spot checks. Never waits."""
         pending = request.get(FEEDBACK_PENDING)
