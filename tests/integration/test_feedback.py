@@ -130,6 +130,13 @@ async def test_every_status_of_a_single_feedback(sim, make_gateway, store_url, s
     ]
     assert await metric_value(session, url, 'aiogw_quality_observations_total{source="feedback",origin="local"}') == 3
 
+    # bounded: what is past the retention leaves the store (the hourly purge)
+    memory = app[FEEDBACK].memory
+    await memory.writer.flush()
+    memory.clock = lambda: time.time() + 7 * DAY + 60
+    assert await memory.purge() == 2  # the two requests of `auto` (`fast` was never remembered)
+    assert (await app[MONEY].store.fetchone("SELECT COUNT(*) FROM aiogw_request_memory"))[0] == 0
+
 
 async def test_a_batch_is_stored_whole_or_not_at_all(sim, make_gateway, store_url, session):
     url, app = await make_gateway(feedback_config(sim, store_url))
