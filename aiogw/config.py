@@ -292,6 +292,25 @@ class CacheConfig(Strict, kw_only=True):
             raise ValueError(f"ttl_s ({self.ttl_s:g}) is above max_ttl_s ({self.max_ttl_s:g})")
 
 
+MetricName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class SpotCheckConfig(Strict, kw_only=True):
+    """A sampled share of a group's answered requests graded by a judge model off the
+    request path (costed under the tag `aiogw=spot-check`)."""
+
+    judge: Annotated[str, Meta(min_length=1)]  # a public model name or provider/model
+    rate: Ratio = 0.02  # the share of answered requests graded
+
+
+class QualityConfig(Strict, kw_only=True):
+    """A group's quality settings that the feedback and spot checks read: the metrics that
+    `POST /v1/feedback` accepts beyond `correct`, and the spot checks."""
+
+    metrics: list[MetricName] = []
+    spot_check: SpotCheckConfig | None = None
+
+
 class ModelGroup(Strict, kw_only=True):
     name: str
     strategy: Strategy = "priority"
@@ -302,6 +321,7 @@ class ModelGroup(Strict, kw_only=True):
     health_check: HealthCheckConfig | None = None
     slo: SLOConfig | None = None
     cache: CacheOverride | None = None
+    quality: QualityConfig | None = None
 
 
 class TelemetryConfig(Strict, kw_only=True):
@@ -358,6 +378,21 @@ class StoreConfig(Strict, kw_only=True):
             raise ValueError(
                 "expected sqlite:///PATH (sqlite:////ABSOLUTE/PATH) or postgresql://USER:PASSWORD@HOST:PORT/DB"
             )
+
+
+class FeedbackConfig(Strict, kw_only=True):
+    """`POST /v1/feedback` and the request memory it reads (request id -> caller, group,
+    task, bucket, target). On for every group with `enabled`; groups with `strategy:
+    quality` or a `quality` section are remembered without it."""
+
+    enabled: bool = False
+    retention_s: Seconds = 7 * 86400.0  # feedback for an older request is 404
+    flush_ms: Annotated[int, Meta(ge=10, le=60_000)] = 500  # memory rows written in batches
+    batch: Annotated[int, Meta(ge=1, le=100_000)] = 500
+    # With state.redis_url: how long a memory is also held in Redis, so that another replica
+    # finds it before this one's batch reaches the store (the store keeps it retention_s).
+    shared_ttl_s: Annotated[float, Meta(ge=1, le=86400)] = 600.0
+    spot_check_queue: Annotated[int, Meta(ge=1, le=100_000)] = 100  # waiting grades; past it dropped, counted
 
 
 Period = Literal["1d", "7d", "30d", "month", "total"]
@@ -417,6 +452,7 @@ class Config(Strict, kw_only=True):
     budgets: list[BudgetConfig] = []
     alerts: AlertsConfig = AlertsConfig()
     cache: CacheConfig = CacheConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
     def __post_init__(self) -> None:
         if self.cache.backend == "redis" and self.cache_enabled and not self.state.redis_url:
@@ -426,6 +462,15 @@ class Config(Strict, kw_only=True):
     def store_url(self) -> str:
         """Where the durable store is: the configured URL, else the default SQLite file."""
         return (self.store or StoreConfig()).url
+
+    @property
+    def feedback_groups(self) -> frozenset[str] | None:
+        """The groups whose answered requests are remembered for feedback: None for every
+        route (`feedback.enabled`), else those using quality (empty: nothing is recorded)."""
+        if self.feedback.enabled:
+            return None
+        # (strategy "quality" is the quality router's; compared as text until it is merged)
+        return frozenset(g.name for g in self.models if g.quality is not None or str(g.strategy) == "quality")
 
     @property
     def cache_enabled(self) -> bool:

@@ -176,7 +176,24 @@ def _reference_problems(data: dict[str, Any], file: str) -> list[ConfigError]:
                     file, f"models[{i}].targets[{j}].provider",
                     f"unknown provider '{provider}' (providers: {', '.join(known) or 'none configured'})",
                 ))  # fmt: skip
+        judge = _spot_check_judge(group)
+        if judge is not None and judge not in _group_names(models) and judge.partition("/")[0] not in known:
+            out.append(ConfigError(
+                file, f"models[{i}].quality.spot_check.judge",
+                f"unknown model '{judge}': name a model group or <provider>/<model> of a configured provider",
+            ))  # fmt: skip
     return out
+
+
+def _spot_check_judge(group: dict[str, Any]) -> str | None:
+    quality = group.get("quality")
+    spot = quality.get("spot_check") if isinstance(quality, dict) else None
+    judge = spot.get("judge") if isinstance(spot, dict) else None
+    return judge if isinstance(judge, str) else None
+
+
+def _group_names(models: Any) -> set[str]:
+    return {g["name"] for g in models if isinstance(g, dict) and isinstance(g.get("name"), str)}
 
 
 # --- every invalid value, for the report ----------------------------------------------------

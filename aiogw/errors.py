@@ -156,6 +156,20 @@ class ModelNotFound(NotFound):
     param = "model"
 
 
+class Duplicate(ClientError):
+    """What the request would make exists already (feedback for the same request and metric)."""
+
+    status = 409
+    code = "duplicate"
+
+
+class Unprocessable(ClientError):
+    """A well-formed body whose values cannot be used (a wrong type, an unknown metric)."""
+
+    status = 422
+    code = "invalid_value"
+
+
 class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"

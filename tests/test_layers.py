@@ -127,6 +127,9 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.state.scripts",
     },
     "aiogw.state.sync": {*GROUND, "aiogw.routing.health", "aiogw.state"},
+    # Quality from feedback: the request memory, the feedback rows, the judge's rubric and the
+    # spot checks' queue; the server wires them to the dispatcher and the quality estimates.
+    "aiogw.quality": {*GROUND, "aiogw.config", "aiogw.store", "aiogw.telemetry.logs", "aiogw.quality"},
     # The response cache: between admission and routing (a hit never reaches routing).
     "aiogw.cache": {*GROUND, "aiogw.config", "aiogw.telemetry.logs", "aiogw.cache"},
     "aiogw.attempts": {
@@ -190,6 +193,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.alerts",
         "aiogw.supervise",  # the budgets' refresh loop
         "aiogw.cache",
+        "aiogw.quality",
         "aiogw.server",
     },
     # Entry points: anything.

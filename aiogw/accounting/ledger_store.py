@@ -1,23 +1,15 @@
 """The durable spend ledger: one row per request and one per attempt (`kind`), written to
-the store in batches by a background task, so a request never waits on the disk.
-
-Rows wait in a bounded in-memory queue (`MAX_QUEUED_BATCHES` batches). A failed write keeps
-them queued and is retried at the next flush; when the queue is full (the store has been
-away that long) new rows are dropped, counted, and logged once per flush: the budgets'
-counters still include them, only the history misses them. Shutdown (SIGTERM) flushes what
-is queued before the store closes."""
+the store in batches by a background task (aiogw.store.batch), so a request never waits on
+the disk. Rows dropped when the store has been away too long are still in the budgets'
+counters; only the history misses them."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import structlog
-
 from aiogw.store.base import Store
-
-log = structlog.get_logger("aiogw.ledger")
+from aiogw.store.batch import BatchWriter
 
 MAX_QUEUED_BATCHES = 100
 
@@ -56,82 +48,9 @@ _INSERT = (
 )
 
 
-class LedgerWriter:
+class LedgerWriter(BatchWriter):
     def __init__(self, store: Store, flush_s: float, batch: int) -> None:
-        self.store, self.flush_s, self.batch = store, flush_s, batch
-        self.dropped = 0  # rows refused because the queue was full
-        self._rows: list[tuple[Any, ...]] = []
-        self._max = self.batch * MAX_QUEUED_BATCHES
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._flushing: asyncio.Task[None] | None = None
-        self._logged_drops = 0
-
-    def add(self, row: tuple[Any, ...]) -> None:
-        """Queue one row (COLUMNS' order); never waits."""
-        if len(self._rows) >= self._max:
-            self.dropped += 1
-            return
-        self._rows.append(row)
-        if len(self._rows) >= self.batch:
-            self._wake.set()
-
-    @property
-    def queued(self) -> int:
-        return len(self._rows)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception as exc:  # the store is away: the rows stay queued for the next try
-                log.error("ledger.write_failed", error=f"{type(exc).__name__}: {exc}", queued=len(self._rows))
-
-    async def flush(self) -> None:
-        """Write everything queued now, in batches of `batch` rows (one transaction each).
-        The writing runs in its own task: a caller cancelled meanwhile (a client gone, the
-        loop stopped at shutdown) leaves it to finish, so a batch that committed is never
-        left queued to be written twice."""
-        for _ in range(2):  # a write already under way may have started before the last rows came
-            task = self._flushing
-            if task is None or task.done():
-                task = self._flushing = asyncio.get_running_loop().create_task(self._flush())
-            await asyncio.shield(task)
-            if not self._rows:
-                return
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            if self.dropped != self._logged_drops:
-                log.error("ledger.queue_full", dropped=self.dropped - self._logged_drops, max_queued=self._max)
-                self._logged_drops = self.dropped
-            while self._rows:
-                chunk = self._rows[: self.batch]
-                await self.store.executemany(_INSERT, chunk)
-                del self._rows[: len(chunk)]
-
-    async def close(self) -> None:
-        """Stop the loop and write what is left (shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        try:
-            await self.flush()
-        except Exception as exc:  # the store is away at shutdown: say what is lost, exit cleanly
-            log.error("ledger.unwritten_at_shutdown", rows=len(self._rows), error=f"{type(exc).__name__}: {exc}")
+        super().__init__(store, _INSERT, flush_s, batch, name="ledger", max_batches=MAX_QUEUED_BATCHES)
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class Outcome:
     running: int = 0  # attempts under way (recorded in `attempts` when they end)
     cache_status: str = ""  # the response cache's verdict (hit, miss, bypass...); "" without a cache
     saved_usd: float = 0.0  # a cache hit: what the stored answer cost when it was made
+    bucket: str = ""  # the prompt-feature bucket the quality strategy used ("" without it)
 
     @property
     def attempts_header(self) -> str:

@@ -17,9 +17,9 @@ from aiogw.adapters._base import Target
 from aiogw.attempts.outcome import ClientDisconnected, Outcome, StreamSink
 from aiogw.cache import Decision, Entry, ResponseCache
 from aiogw.cache import entry as entries
-from aiogw.errors import CacheMiss
+from aiogw.errors import CacheMiss, GatewayError
 from aiogw.ingress.sse import SSE_HEADERS
-from aiogw.server.keys import DISPATCHER, MONEY, OUTCOME, REQUEST_ID, RUNTIME
+from aiogw.server.keys import DISPATCHER, MONEY, OUTCOME, PRINCIPAL, REQUEST_ID, RUNTIME
 from aiogw.types import EmbeddingRequest, ParsedChat
 
 EMBED_TASK = "cache_embedding"  # the ledger's task of the semantic tier's embedding calls
@@ -150,7 +150,7 @@ async def _embed(request: web.Request, cache: ResponseCache, text: str) -> list[
     model = cache.config.semantic.embedding_model
     own = Outcome(tags=request[OUTCOME].tags, task=EMBED_TASK)
     started = time.perf_counter()
-    failed: Exception | None = None
+    failed: GatewayError | None = None
     try:
         route = request.app[RUNTIME].resolve(model)
         reply = await request.app[DISPATCHER].embed(EmbeddingRequest(model=model, input=text), route, own)
@@ -159,12 +159,15 @@ async def _embed(request: web.Request, cache: ResponseCache, text: str) -> list[
             raise TypeError(f"embedding is {type(vector).__name__}, not a list of floats")
         return vector
     except Exception as exc:  # fail open: any failure is a miss
-        failed = exc
+        failed = exc if isinstance(exc, GatewayError) else GatewayError(f"embedding unusable: {exc}")
         cache.embed_failed(exc)
         return None
     finally:
-        if (money := request.app[MONEY]) is not None:  # the durable ledger has it too
-            money.side_call(request, "embedding", own, model, failed, time.perf_counter() - started)
+        if (money := request.app[MONEY]) is not None:  # the durable ledger has it too, under the caller
+            rid, took = f"{request[REQUEST_ID]}/embedding", time.perf_counter() - started
+            money.record(
+                rid, own, model, request[PRINCIPAL], 200 if failed is None else failed.status, failed, False, took
+            )
 
 
 async def _hit(

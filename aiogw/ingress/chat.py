@@ -32,6 +32,8 @@ from aiogw.server.keys import (
     AUTH,
     CACHE,
     DISPATCHER,
+    FEEDBACK,
+    FEEDBACK_PENDING,
     KEY_TICKET,
     LIFECYCLE,
     MONEY,
@@ -198,6 +200,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await admit_key(request, route, control, lambda: chat_tokens_estimate(parsed))
     outcome = request[OUTCOME]
     outcome.tags, outcome.task = control.tags, control.task or "chat"
+    if (feedback := request.app[FEEDBACK]) is not None:  # remembered at its end; maybe sampled for a spot check
+        feedback.begin(request, route.name, parsed)
     if (cache := request.app[CACHE]) is not None:  # between admission and routing: a hit ends here
         decision = cache.prepare(request.headers, parsed, route.name, principal.key_id, principal.team, control.task)
         if decision is not None:
@@ -224,9 +228,12 @@ async def answer(
     runtime = request.app[RUNTIME]
     if (money := request.app[MONEY]) is not None:  # budgets: hold the worst case (402 when no room)
         await money.admit(request, route, control, outcome, parsed=parsed)
+    capture = pending.capture if (pending := request.get(FEEDBACK_PENDING)) is not None else None
 
     if not parsed.req.is_stream:
         reply = await dispatcher.complete(parsed, route, outcome, control)
+        if capture is not None:  # a spot check grades this answer after it is sent
+            capture.body = reply.body
         headers = _answer_headers(request, outcome, reply.model)
         if extra_headers:
             headers.update(extra_headers)
@@ -237,6 +244,11 @@ async def answer(
     if extra_headers:
         base.update(extra_headers)
     sink = SSESink(request, base, outcome, runtime.config.server.sse_heartbeat_s)
+    if capture is not None:  # the stream as sent, for the spot check (shared with the cache's copy)
+        if record is None:
+            record = capture.chunks
+        else:
+            capture.chunks = record
     lifecycle = request.app[LIFECYCLE]
     task = asyncio.current_task()
     assert task is not None

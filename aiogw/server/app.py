@@ -32,7 +32,7 @@ from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
 from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
-from aiogw.server import admin_budgets, admin_cache, admin_keys, admin_spend, cors, metrics, money, pages
+from aiogw.server import admin_budgets, admin_cache, admin_keys, admin_spend, cors, feedback, metrics, money, pages
 from aiogw.server.handlers import ROUTES
 from aiogw.server.keys import (
     ALERTS,
@@ -40,6 +40,7 @@ from aiogw.server.keys import (
     CACHE,
     CORS,
     DISPATCHER,
+    FEEDBACK,
     HEALTH_CHECKER,
     HTTP,
     LIFECYCLE,
@@ -216,11 +217,15 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     if config.auth.configured:
         # After the dispatcher (key limits use its shared state) and the money side (its store).
         app.cleanup_ctx.append(_auth_ctx)
+    app[FEEDBACK] = None
+    if feedback.needed(config):  # after the money side (its store) and the dispatcher
+        app.cleanup_ctx.append(feedback.feedback_ctx)
     app[CACHE] = None
     if config.cache_enabled:
         admin_cache.install(app)
     app.router.add_routes(ROUTES)
     app.router.add_routes(admin_keys.ROUTES)
+    app.router.add_routes(feedback.ROUTES)
     metrics.install(app)
     if config.server.pages:
         pages.install(app)

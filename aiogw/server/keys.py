@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported only when configured
     from aiogw.admission.auth import Authenticator, Ticket
     from aiogw.attempts.health_check import HealthChecker
     from aiogw.cache import ResponseCache
+    from aiogw.server.feedback import Feedback, Pending
     from aiogw.server.money import Money
     from aiogw.store.base import Store
     from aiogw.telemetry.tracing import Tracing
@@ -40,6 +41,8 @@ MONEY: web.AppKey[Money | None] = web.AppKey("money")
 STORE: web.AppKey[Store | None] = web.AppKey("store")  # opened only when something needs it
 CACHE: web.AppKey[ResponseCache | None] = web.AppKey("cache")  # None: cache not configured
 AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")  # None: auth not configured, everyone ANONYMOUS
+# The request memory, POST /v1/feedback and spot checks; None unless some group uses quality or feedback.enabled.
+FEEDBACK: web.AppKey[Feedback | None] = web.AppKey("feedback")
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -49,6 +52,8 @@ STREAM = web.RequestKey("stream", bool)
 PRINCIPAL = web.RequestKey("principal", Principal)  # set by admission before any handler reads it
 HOLD = web.RequestKey("budget_hold", Hold)  # what admission holds against budgets, settled at the end
 KEY_TICKET: web.RequestKey[Ticket] = web.RequestKey("key_ticket")  # a key's rpm/tpm taken, settled at the end
+# A request to remember for feedback (its group, and what a sampled spot check captures), set by the ingress.
+FEEDBACK_PENDING: web.RequestKey[Pending] = web.RequestKey("feedback_pending")
 
 __all__ = [
     "ALERTS",
@@ -56,6 +61,8 @@ __all__ = [
     "CACHE",
     "CORS",
     "DISPATCHER",
+    "FEEDBACK",
+    "FEEDBACK_PENDING",
     "HEALTH_CHECKER",
     "HOLD",
     "HTTP",

@@ -25,6 +25,7 @@ from aiogw.ingress.body import too_large
 from aiogw.server.keys import (
     AUTH,
     CORS,
+    FEEDBACK,
     KEY_TICKET,
     LIFECYCLE,
     METRICS,
@@ -155,6 +156,8 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
             auth.settle(ticket, used)
         if (money := request.app[MONEY]) is not None:  # settle the budget hold, queue the ledger rows
             money.finish(request, rid, outcome, status, error, client_closed, time.perf_counter() - started)
+        if (feedback := request.app[FEEDBACK]) is not None:  # remember what answered, for feedback
+            feedback.finish(request, rid, outcome, status, error)
         _finished(request, rid, outcome, status, started, error, client_closed, principal)
         if span is not None:
             _end_span(request, span, rid, outcome, status, error)

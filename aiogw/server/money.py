@@ -20,7 +20,7 @@ from aiogw.adapters._base import Target
 from aiogw.admission import budget_store
 from aiogw.admission.budgets import Budget, Request, from_config, from_key
 from aiogw.admission.keys import KeyRecord, Keys, budgets_of
-from aiogw.admission.principal import ANONYMOUS
+from aiogw.admission.principal import ANONYMOUS, Principal
 from aiogw.admission.reserve import Book, Budgets, Hold, KeyBudgets
 from aiogw.alerts.sink import AlertSink
 from aiogw.attempts.outcome import Control, Outcome
@@ -29,7 +29,7 @@ from aiogw.config import Config, StoreConfig
 from aiogw.errors import GatewayError
 from aiogw.ids import hex_id
 from aiogw.runtime import ModelRoute
-from aiogw.server.keys import HOLD, PRINCIPAL, PUBLIC_MODEL, REQUEST_ID
+from aiogw.server.keys import HOLD, PRINCIPAL, PUBLIC_MODEL
 from aiogw.store.base import Store, open_store
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
@@ -46,8 +46,14 @@ PER_MILLION = 1_000_000
 
 
 def needed(config: Config) -> bool:
-    """The store (and with it the ledger) is opened only for these."""
-    return config.store is not None or bool(config.budgets) or config.auth.master_key is not None
+    """The store (and with it the ledger) is opened only for these (feedback keeps its
+    request memory there, and spot checks are costed in the ledger)."""
+    return (
+        config.store is not None
+        or bool(config.budgets)
+        or config.auth.master_key is not None
+        or config.feedback_groups != frozenset()
+    )
 
 
 def worst_case_usd(targets: list[Target], prompt_tokens: int, output_cap: int | None) -> float:
@@ -167,6 +173,23 @@ class Money:
         model = request.get(PUBLIC_MODEL)
         if model is None:
             return  # refused before a model was named: nothing to account
+        p = request.get(PRINCIPAL) or ANONYMOUS
+        self.record(rid, outcome, model, p, status, error, client_closed, duration_s)
+
+    def record(
+        self,
+        rid: str,
+        outcome: Outcome,
+        model: str,
+        p: Principal,
+        status: int,
+        error: GatewayError | None,
+        client_closed: bool,
+        duration_s: float,
+    ) -> None:
+        """Queue the ledger rows of a request: a client's, or a call the gateway made itself
+        (a spot check's judge, the semantic cache's embedding under `<request id>/embedding`)."""
+        target = outcome.target
         if error is not None and error.code in _NAMELESS:
             model = "(unknown)"  # the client's free text, not one of our names
         if error is not None:
@@ -177,23 +200,6 @@ class Money:
             state = "client_closed"
         else:
             state = "ok"
-        self._book(request, rid, outcome, model, state, status, duration_s)
-
-    def side_call(
-        self, request: web.Request, what: str, outcome: Outcome, model: str, error: Exception | None, duration_s: float
-    ) -> None:
-        """A call the gateway made for a request on its own account (the semantic cache's
-        embedding, a spot check): its rows under the request's id + `/what`, the caller's
-        key and tags and the call's own task, so the spend report shows what it cost."""
-        state = "ok" if error is None else (error.code or error.type if isinstance(error, GatewayError) else "error")
-        status = 200 if error is None else (error.status if isinstance(error, GatewayError) else 500)
-        self._book(request, f"{request[REQUEST_ID]}/{what}", outcome, model, state, status, duration_s)
-
-    def _book(
-        self, request: web.Request, rid: str, outcome: Outcome, model: str, state: str, status: int, duration_s: float
-    ) -> None:
-        target = outcome.target
-        p = request.get(PRINCIPAL) or ANONYMOUS
         who = (p.key_id, p.key_name or None, p.team, p.user, outcome.tags, outcome.task, model)
         now = time.time()
         tokens = _tokens(outcome.usage) if outcome.usage is not None else _NO_TOKENS

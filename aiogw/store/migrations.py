@@ -55,6 +55,27 @@ MIGRATIONS["keys"] = (
     ),
 )
 
+# Feedback (aiogw.quality): the request memory (what answered a request, kept
+# `feedback.retention_s`, then purged), the feedback rows with their corrections (kept), and
+# the spot checks' verdicts. "grp" is the request's model group ("group" is reserved in SQL).
+MIGRATIONS["feedback"] = (
+    (
+        "CREATE TABLE aiogw_request_memory ("
+        " request_id TEXT PRIMARY KEY, caller TEXT NOT NULL, grp TEXT NOT NULL, task TEXT NOT NULL,"
+        " bucket TEXT NOT NULL, target TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX aiogw_request_memory_created ON aiogw_request_memory (created_at)",
+        "CREATE TABLE aiogw_feedback ("
+        " id TEXT PRIMARY KEY, request_id TEXT NOT NULL, metric TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,"
+        " correction TEXT, caller TEXT NOT NULL, grp TEXT NOT NULL, task TEXT NOT NULL, bucket TEXT NOT NULL,"
+        " target TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, UNIQUE (request_id, metric))",
+        "CREATE TABLE aiogw_spot_checks ("
+        " id TEXT PRIMARY KEY, request_id TEXT NOT NULL, grp TEXT NOT NULL, task TEXT NOT NULL, bucket TEXT NOT NULL,"
+        " target TEXT NOT NULL, judge TEXT NOT NULL, verdict TEXT NOT NULL, score DOUBLE PRECISION,"
+        " reason TEXT NOT NULL, cost_usd DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX aiogw_spot_checks_request ON aiogw_spot_checks (request_id)",
+    ),
+)
+
 
 async def applied(store: Store) -> dict[str, int]:
     rows = await store.fetchall("SELECT component, MAX(version) FROM aiogw_migrations GROUP BY component")

@@ -212,6 +212,18 @@ class GatewayMetrics:
             "Webhook deliveries by webhook (its index under alerts.webhooks) and outcome (delivered, retried, failed, abandoned).",
             ("webhook", "outcome"),
         )
+        self.quality_observations = Counter(
+            "aiogw_quality_observations_total",
+            "Quality observations fed to the routing estimates, by source (feedback, spot_check) and origin (local: "
+            "taken here; replica: heard from another replica).",
+            ("source", "origin"),
+        )
+        self.spot_checks = Counter(
+            "aiogw_spot_checks_total",
+            "Spot checks by outcome (pass, fail, no_verdict: the judge's answer had none, failed: the judge call "
+            "failed, dropped: the queue was full).",
+            ("outcome",),
+        )
         for m in (
             self.requests,
             self.errors,
@@ -224,6 +236,8 @@ class GatewayMetrics:
             self.health_checks,
             self.alerts,
             self.alert_deliveries,
+            self.quality_observations,
+            self.spot_checks,
         ):
             r.add(m)
         cpu = resource.getrusage

@@ -1,0 +1,2 @@
+"""Quality: what answered each request (for feedback), the feedback itself, and the spot
+checks a judge model makes."""
