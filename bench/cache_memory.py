@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         "the simulator", None,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        cache = {"enabled": True, "max_bytes": args.cache_mb * 1024 * 1024, "ttl_s": 3600}
+        # --cache-mb 0: the same run without a cache, for the process's own growth
+        cache = {"enabled": args.cache_mb > 0, "max_bytes": max(args.cache_mb, 1) * 1024 * 1024, "ttl_s": 3600}
         gw = start_gateway(sim.url, "openai", None, Path(tmp), {"cache": cache, "log": {"level": "warning"}})
         try:
             url = gw.url
