@@ -75,13 +75,13 @@ class Router:
                     seen.add(t.id)
                     ordered.append(t)
         plan = Plan([])
-        out = max_output_tokens or 0
+        cap = max_output_tokens or 0
         fits: list[Target] = []
         for t in ordered:
             if t.context_window is None:
                 fits.append(t)
                 continue
-            needed = (self._ratios.scale(t, prompt_tokens) if self._ratios else prompt_tokens) + out
+            needed = (self._ratios.scale(t, prompt_tokens) if self._ratios else prompt_tokens) + cap
             if needed > t.context_window:
                 plan.skipped.append(
                     Skip(t.id, f"context window {t.context_window} < ~{needed} tokens (prompt estimate + max tokens)")
