@@ -40,9 +40,15 @@ class TokenRatio:
     def observe(self, reported: int, estimate: int) -> None:
         if estimate < MIN_ESTIMATE or reported <= 0:
             return
-        r = min(RATIO_MAX, max(RATIO_MIN, reported / estimate))
-        self.observations += 1
-        self.value += (r - self.value) * max(ALPHA_MIN, 1 / (PRIOR_WEIGHT + self.observations))
+        # (Comparisons, not min()/max(): this runs once per answered request.)
+        r = reported / estimate
+        if r > RATIO_MAX:
+            r = RATIO_MAX
+        elif r < RATIO_MIN:
+            r = RATIO_MIN
+        n = self.observations = self.observations + 1
+        step = 1.0 / (PRIOR_WEIGHT + n)
+        self.value += (r - self.value) * (step if step > ALPHA_MIN else ALPHA_MIN)
 
     def report(self) -> dict[str, float | int]:
         return {"value": round(self.value, 3), "observations": self.observations, "prior": self.prior}
@@ -63,7 +69,8 @@ class TokenRatios:
 
     def scale(self, target: Target, tokens: int) -> int:
         """`tokens` of the local estimate in `target`'s provider's tokens (rounded up)."""
-        return math.ceil(tokens * self.get(target).value)
+        r = self._by_target.get(target.id) or self.get(target)
+        return math.ceil(tokens * r.value)
 
     def most(self, targets: Iterable[Target]) -> float:
         """The largest ratio among `targets`: a worst case for a request not yet routed."""
