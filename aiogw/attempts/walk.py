@@ -125,8 +125,9 @@ def give_up(w: Walk, deadline_passed: bool) -> GatewayError:
     too_small = [a for a in w.outcome.attempts if a.failure == "context_window"]
     if too_small and len(too_small) == len(w.outcome.attempts):
         return InvalidRequest(
-            f"The request (~{w.prompt_tokens} prompt tokens + {w.max_output or 0} max tokens) exceeds the "
-            f"context window of every target of model '{w.route.name}'. Shorten the messages or lower max_tokens.",
+            f"The request (~{w.prompt_tokens} estimated prompt tokens, each target's count scaled by its token ratio, + "
+            f"{w.max_output or 0} max tokens) exceeds the context window of every target of model "
+            f"'{w.route.name}'. Shorten the messages or lower max_tokens.",
             code="context_length_exceeded",
             param="messages",
         )
