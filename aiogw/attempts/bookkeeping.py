@@ -56,7 +56,7 @@ class Bookkeeper:
         self.limiter = limiter or Limiter(configured=runtime.configured)
         self.ledger = ledger or Ledger()
         # Per target, its provider's prompt tokens per token of the local estimate.
-        self.ratios = TokenRatios(lambda t: runtime.adapter(t).token_ratio)
+        self.ratios = TokenRatios(lambda t: runtime.adapter(t).token_ratio, configured=runtime.configured)
 
     async def prepare(
         self, w: Walk, target: Target, *, alternatives: bool = True

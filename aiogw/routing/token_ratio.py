@@ -14,9 +14,10 @@ the same ratio from its own traffic within a few dozen requests).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
 from aiogw.adapters._base import Target
+from aiogw.names import PerTarget
 
 RATIO_MIN, RATIO_MAX = 0.25, 4.0
 PRIOR_WEIGHT = 4  # the prior counts as this many observations
@@ -55,21 +56,23 @@ class TokenRatio:
 
 
 class TokenRatios:
-    """Every target's ratio, by target id; a target's is made at its first use."""
+    """Every target's ratio, by target id, made at its first use: the configured targets'
+    kept, those addressed directly (names clients choose) for the most recently used."""
 
-    def __init__(self, prior: Callable[[Target], float]) -> None:
+    def __init__(self, prior: Callable[[Target], float], configured: Container[str] | None = None) -> None:
         self._prior = prior  # the provider type's prior for a target
-        self._by_target: dict[str, TokenRatio] = {}
+        self._targets: PerTarget[TokenRatio] = PerTarget(configured)
+        self._kept = self._targets.configured()  # the hot path: one dict lookup
 
     def get(self, target: Target) -> TokenRatio:
-        r = self._by_target.get(target.id)
+        r = self._kept.get(target.id) or self._targets.get(target.id)
         if r is None:
-            r = self._by_target[target.id] = TokenRatio(self._prior(target))
+            r = self._targets.put(target.id, TokenRatio(self._prior(target)))
         return r
 
     def scale(self, target: Target, tokens: int) -> int:
         """`tokens` of the local estimate in `target`'s provider's tokens (rounded up)."""
-        r = self._by_target.get(target.id) or self.get(target)
+        r = self._kept.get(target.id) or self.get(target)
         return math.ceil(tokens * r.value)
 
     def most(self, targets: Iterable[Target]) -> float:

@@ -7,6 +7,7 @@ import pytest
 
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Target
+from aiogw.names import MAX_DIRECT_TARGETS
 from aiogw.routing.token_ratio import ALPHA_MIN, MIN_ESTIMATE, PRIOR_WEIGHT, RATIO_MAX, TokenRatio, TokenRatios
 
 
@@ -62,3 +63,13 @@ def test_every_adapter_has_a_modest_prior():
     for name, adapter in REGISTRY.items():
         assert 0.8 <= adapter.token_ratio <= 1.5, name
     assert REGISTRY["anthropic"].token_ratio > REGISTRY["openai"].token_ratio
+
+
+def test_targets_addressed_directly_are_kept_for_the_most_recently_used_only():
+    ratios = TokenRatios(lambda t: 1.0, configured={"a/m"})
+    kept = ratios.get(target("a/m"))
+    kept.observe(200, 100)
+    for i in range(MAX_DIRECT_TARGETS + 10):  # names a client chose, each used once
+        ratios.scale(target(f"d/m{i}"), 100)
+    assert len(ratios._targets) == 1 + MAX_DIRECT_TARGETS
+    assert ratios.get(target("a/m")) is kept and kept.observations == 1
