@@ -2,7 +2,8 @@
 gateway's chars/4 estimate teaches its target a ratio near 2 (shown in /v1/gateway/health),
 and the context-window check then skips it for a prompt that fits only unscaled; a target
 whose usage the gateway had to estimate keeps its prior; a provider type's prior (Anthropic's)
-already scales the tpm reservation and the budget hold before any usage is seen."""
+already scales the target's and the virtual key's tpm reservations and the budget hold
+before any usage is seen."""
 
 from __future__ import annotations
 
@@ -163,3 +164,28 @@ async def test_the_budget_hold_counts_the_prompt_in_the_targets_tokens(sim, make
     assert err.value.status_code == 402
     assert err.value.response.json()["error"]["code"] == "budget_exceeded"
     assert sim.stats("claude")["requests"] == 0 and sim.stats("compat")["requests"] == 0
+
+
+async def test_a_keys_tpm_counts_the_prompt_in_the_hungriest_candidates_tokens(sim, make_gateway, tmp_path):
+    master = "master-key-for-tests-0123456789"
+    cfg = claude_first(sim, {}, auth={"master_key": master}, store={"url": f"sqlite:///{tmp_path}/aiogw.db"})
+    url, _ = await make_gateway(cfg)
+    async with aiohttp.ClientSession() as s:
+        body = {"name": "t", "limits": {"tpm": 2000}}
+        headers = {"authorization": f"Bearer {master}"}
+        async with s.post(url.removesuffix("/v1") + "/admin/v1/keys", json=body, headers=headers) as r:
+            assert r.status == 201
+            secret = (await r.json())["key"]
+    sim.set_profile("claude", ttft_ms=1500)  # the first request holds its reservation meanwhile
+    client = AsyncOpenAI(base_url=url, api_key=secret, max_retries=0, timeout=20)
+    # Not routed yet: the key reserves in the hungriest candidate's tokens (Claude's, x 1.15),
+    # ~800 + 100 -> 1,020 of its 2,000.
+    first = asyncio.ensure_future(client.chat.completions.create(model="m", messages=words(800), max_tokens=100))
+    await until(lambda: sim.stats("claude")["requests"] == 1)
+    assert sim.stats("claude")["requests"] == 1
+    # 1 + 1,050 fit the 1,100 left as estimated, not the 980 left in Claude's tokens.
+    with pytest.raises(openai.RateLimitError) as err:
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=1050)
+    assert "tpm" in err.value.body["message"]
+    assert (await first).choices
+    await client.close()
