@@ -107,6 +107,10 @@ class Adapter:
     decode_embeddings: Callable[[bytes, Target, EmbeddingRequest], bytes] | None = None
     params: ParamMap | None = None  # how canonical fields fare here (docs + coverage test)
     rate_limits: Callable[[Mapping[str, str]], RateLimitInfo | None] | None = None
+    # The prior for how many prompt tokens this provider reports per token of the gateway's
+    # chars/4 estimate (each target then learns its own ratio from reported usage). 1.0:
+    # OpenAI's tokenizers, and most others', come to about 4 characters per English token.
+    token_ratio: float = 1.0
 
 
 class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):

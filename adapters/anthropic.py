@@ -402,4 +402,7 @@ ADAPTER = base.Adapter(
     stream_decoder=StreamDecoder,
     params=PARAMS,
     rate_limits=rate_limits,
+    # Anthropic's docs put a Claude token at about 3.5 English characters (4 / 3.5 = 1.14),
+    # and its count includes the Messages API's framing of each turn: kept modest, learned after.
+    token_ratio=1.15,
 )

@@ -312,4 +312,7 @@ ADAPTER = base.Adapter(
     build_embeddings_call=build_embeddings_call,
     decode_embeddings=decode_embeddings,
     params=PARAMS,
+    # Google's Gemini docs: "a token is equivalent to about 4 characters" - the local estimate's
+    # own rule, so no correction is assumed until usage says otherwise.
+    token_ratio=1.0,
 )

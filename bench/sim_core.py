@@ -49,6 +49,10 @@ class Profile(msgspec.Struct, kw_only=True):
     # non-ASCII as \u escapes), as Python-based compatible servers write them; else compact.
     spaced_json: bool = False
     send_done: bool = True  # False: a stream ends at EOF after its last chunk, without [DONE]
+    # The model's tokenizer against the 4-characters rule: prompt tokens counted (for usage
+    # and the context window) are the rule's count times this (e.g. 2.0: a denser tokenizer).
+    prompt_token_ratio: float = 1.0
+    report_usage: bool = True  # False: OpenAI-format answers carry no usage at all
 
 
 @dataclass
@@ -135,7 +139,8 @@ class Answer:
         self.model: str = body["model"]
         messages = body["messages"]
         prompt = " ".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
-        self.prompt_tokens = max(1, len(prompt) // 4)
+        self.prompt_tokens = max(1, int(len(prompt) // 4 * profile.prompt_token_ratio))
+        self.report_usage = profile.report_usage
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         n_words = profile.completion_tokens
         self.finish = "stop"
@@ -159,7 +164,7 @@ class Answer:
         self.tool_calls = self._tools(body)
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
-        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.include_usage = self.report_usage and bool((body.get("stream_options") or {}).get("include_usage"))
         self.spaced = profile.spaced_json
 
     def dumps(self, obj: Any) -> bytes:
@@ -260,7 +265,7 @@ class Answer:
                 "system_fingerprint": "fp_simulated",
                 "service_tier": "default",
                 "choices": choices,
-                "usage": self.usage(),
+                **({"usage": self.usage()} if self.report_usage else {}),
             }
         )
 

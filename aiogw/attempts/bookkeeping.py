@@ -20,6 +20,7 @@ from aiogw.attempts.walk import Attempt, Walk
 from aiogw.errors import FailureClass, InvalidRequest, UpstreamError
 from aiogw.routing import health as health_mod
 from aiogw.routing.health import HealthStore, LocalHealth
+from aiogw.routing.token_ratio import TokenRatios
 from aiogw.runtime import ModelRoute, Runtime
 from aiogw.telemetry.logs import get_logger
 from aiogw.types import CompletionUsage
@@ -54,6 +55,8 @@ class Bookkeeper:
         )
         self.limiter = limiter or Limiter(configured=runtime.configured)
         self.ledger = ledger or Ledger()
+        # Per target, its provider's prompt tokens per token of the local estimate.
+        self.ratios = TokenRatios(lambda t: runtime.adapter(t).token_ratio, configured=runtime.configured)
 
     async def prepare(
         self, w: Walk, target: Target, *, alternatives: bool = True
@@ -78,16 +81,18 @@ class Bookkeeper:
                 w.outcome.attempts.append(AttemptRecord(target.id, 0.0, "probing_elsewhere", f"half-open; {why}"))
                 return None
         shared = False
+        # The prompt counted in this target's tokens (the output part is a cap: the same).
+        tokens = w.tokens - w.prompt_tokens + self.ratios.scale(target, w.prompt_tokens)
         try:
             # With shared state, rpm/tpm come from the fleet's buckets (one Redis round trip,
             # only for targets that have such limits); local buckets when Redis is away.
             shared = (
-                self.shared is not None and bool(target.rpm or target.tpm) and await self.shared.take(target, w.tokens)
+                self.shared is not None and bool(target.rpm or target.tpm) and await self.shared.take(target, tokens)
             )
-            reservation = self.limiter.acquire(target, w.tokens, health_mod.now(), buckets=not shared)
+            reservation = self.limiter.acquire(target, tokens, health_mod.now(), buckets=not shared)
         except LimitExceeded as exc:
             if shared:  # refused here (concurrency, provider-reported): the fleet's units go back
-                self.shared.refund(target, w.tokens)  # type: ignore[union-attr]
+                self.shared.refund(target, tokens)  # type: ignore[union-attr]
             w.limited.append(exc)
             w.outcome.attempts.append(AttemptRecord(target.id, 0.0, "rate_limited", f"at its {exc.reason} limit"))
             return None
@@ -158,10 +163,15 @@ class Bookkeeper:
             if span is not None:
                 end_span(self.tracing, span, outcome, target, usage, record, message, mine)  # type: ignore[arg-type]
 
-    def account(self, outcome: Outcome, route: ModelRoute, usage: CompletionUsage | None, task: str) -> None:
-        """The request's charge for the answer it got (streams call this when they end)."""
+    def account(
+        self, outcome: Outcome, route: ModelRoute, usage: CompletionUsage | None, task: str, prompt_estimate: int = 0
+    ) -> None:
+        """The request's charge for the answer it got (streams call this when they end);
+        a chat's reported prompt tokens against `prompt_estimate` teach the target's ratio."""
         target = outcome.target
         if target is not None:
+            if prompt_estimate and usage is not None and usage.estimated is not True:
+                self.ratios.get(target).observe(usage.prompt_tokens, prompt_estimate)
             outcome.cost_usd = charge(
                 self.ledger, route.name, target, outcome.model, outcome.tags, usage, outcome.task or task
             )

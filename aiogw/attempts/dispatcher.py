@@ -51,7 +51,8 @@ class Dispatcher:
         self.books = books = books or Bookkeeper(runtime)
         # What the server's pages and the health checker read.
         self.health, self.limiter, self.ledger, self.shared = books.health, books.limiter, books.ledger, books.shared
-        self.router = Router(self.health, slo=slo)
+        self.ratios = books.ratios
+        self.router = Router(self.health, slo=slo, ratios=books.ratios)
         self.slo = slo  # None unless some model group has an SLO
         self._sender = Sender(client, self._loop, runtime.egress, self.limiter, runtime.adapter, books.tracing)
         # Per model group; directly addressed models share their account's (clients choose
@@ -134,8 +135,9 @@ class Dispatcher:
             reply = await self._sender.post(call, target, adapter, adapter.decode_response, gate, control.deadline)
             return self._won(outcome, target, reply)
 
-        reply = await self._walk(new_walk(route, control, outcome, parsed), attempt)
-        self.books.account(outcome, route, reply.usage, "chat")
+        w = new_walk(route, control, outcome, parsed)
+        reply = await self._walk(w, attempt)
+        self.books.account(outcome, route, reply.usage, "chat", w.prompt_tokens)
         return reply
 
     @staticmethod
@@ -198,7 +200,7 @@ class Dispatcher:
             )
 
         def account(usage: CompletionUsage | None) -> None:
-            self.books.account(outcome, route, usage, "chat")
+            self.books.account(outcome, route, usage, "chat", w.prompt_tokens)
 
         w = new_walk(route, control, outcome, parsed)
         try:

@@ -3,6 +3,7 @@ that found no answer ends (the error the client gets)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -46,9 +47,13 @@ def prompt_tokens_estimate(parsed: ParsedChat) -> int:
     return n
 
 
-def chat_tokens_estimate(parsed: ParsedChat) -> int:
-    """What a chat request reserves against a tpm limit: its prompt and its output cap."""
-    return prompt_tokens_estimate(parsed) + (parsed.req.output_cap or DEFAULT_OUTPUT_RESERVATION)
+def chat_tokens_estimate(parsed: ParsedChat, ratio: float = 1.0) -> int:
+    """What a chat request reserves against a tpm limit: its prompt (x `ratio`, its
+    provider's tokens per estimated token) and its output cap."""
+    prompt = prompt_tokens_estimate(parsed)
+    if ratio != 1.0:
+        prompt = math.ceil(prompt * ratio)
+    return prompt + (parsed.req.output_cap or DEFAULT_OUTPUT_RESERVATION)
 
 
 def embedding_tokens_estimate(req: EmbeddingRequest) -> int:
@@ -120,8 +125,9 @@ def give_up(w: Walk, deadline_passed: bool) -> GatewayError:
     too_small = [a for a in w.outcome.attempts if a.failure == "context_window"]
     if too_small and len(too_small) == len(w.outcome.attempts):
         return InvalidRequest(
-            f"The request (~{w.prompt_tokens} prompt tokens + {w.max_output or 0} max tokens) exceeds the "
-            f"context window of every target of model '{w.route.name}'. Shorten the messages or lower max_tokens.",
+            f"The request (~{w.prompt_tokens} estimated prompt tokens, each target's count scaled by its token ratio, + "
+            f"{w.max_output or 0} max tokens) exceeds the context window of every target of model "
+            f"'{w.route.name}'. Shorten the messages or lower max_tokens.",
             code="context_length_exceeded",
             param="messages",
         )

@@ -197,7 +197,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     principal = request[PRINCIPAL]
     control = request_control(request, runtime, principal.tags)
     if principal.key_id is not None:
-        await admit_key(request, route, control, lambda: chat_tokens_estimate(parsed))
+        # Not routed yet: the prompt in the most token-hungry candidate's tokens.
+        ratios = request.app[DISPATCHER].ratios
+        candidates = (route, *control.fallbacks)
+        await admit_key(
+            request,
+            route,
+            control,
+            lambda: chat_tokens_estimate(parsed, ratios.most(t for r in candidates for t in r.targets)),
+        )
     outcome = request[OUTCOME]
     outcome.tags, outcome.task = control.tags, control.task or "chat"
     if (feedback := request.app[FEEDBACK]) is not None:  # remembered at its end; maybe sampled for a spot check

@@ -1,8 +1,8 @@
 """The router: a model group and a request -> an ordered plan of targets for dispatch.
 
 Order comes from the strategy; then targets that cannot take the request are set aside:
-a context window too small for the estimated prompt plus the output cap is skipped with a
-reason, a target out of its group's SLO goes after those within it (strategy order kept
+a context window too small for the estimated prompt (in the target's own tokens: see
+token_ratio) plus the output cap is skipped with a reason, a target out of its group's SLO goes after those within it (strategy order kept
 within each), and a target whose breaker is open goes to the back (when every target is
 open, the least recently failed one is tried first rather than failing outright).
 """
@@ -21,6 +21,7 @@ from aiogw.runtime import ModelRoute
 
 if TYPE_CHECKING:
     from aiogw.routing.slo import SLOMonitor
+    from aiogw.routing.token_ratio import TokenRatios
 
 StrategyName = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy"]
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
@@ -42,8 +43,15 @@ class Plan:
 
 
 class Router:
-    def __init__(self, health: HealthStore, rng: random.Random | None = None, slo: SLOMonitor | None = None) -> None:
+    def __init__(
+        self,
+        health: HealthStore,
+        rng: random.Random | None = None,
+        slo: SLOMonitor | None = None,
+        ratios: TokenRatios | None = None,
+    ) -> None:
         self._health = health
+        self._ratios = ratios  # None: the prompt estimate as it is, for every target
         self._rng = rng or random.Random()
         self._slo = slo  # None unless some group has an SLO
 
@@ -67,10 +75,14 @@ class Router:
                     seen.add(t.id)
                     ordered.append(t)
         plan = Plan([])
-        needed = prompt_tokens + (max_output_tokens or 0)
+        cap = max_output_tokens or 0
         fits: list[Target] = []
         for t in ordered:
-            if t.context_window is not None and needed > t.context_window:
+            if t.context_window is None:
+                fits.append(t)
+                continue
+            needed = (self._ratios.scale(t, prompt_tokens) if self._ratios else prompt_tokens) + cap
+            if needed > t.context_window:
                 plan.skipped.append(
                     Skip(t.id, f"context window {t.context_window} < ~{needed} tokens (prompt estimate + max tokens)")
                 )

@@ -71,6 +71,8 @@ async def gateway_health(request: web.Request) -> web.Response:
             "last_error": h.last_error,
             "seconds_since_failure": round(now - h.last_failure_at, 1) if h.last_failure_at else None,
             "limits": dispatcher.limiter.headroom(t, now),
+            # Provider-reported prompt tokens per token of the local estimate (this replica's).
+            "token_ratio": dispatcher.ratios.get(t).report(),
             "health_check": checker.report(tid, h.state) if checker is not None else None,
         }
         if slo is not None and (report := slo.report(tid)) is not None:

@@ -28,8 +28,9 @@ from aiogw.attempts.walk import embedding_tokens_estimate, prompt_tokens_estimat
 from aiogw.config import Config, StoreConfig
 from aiogw.errors import GatewayError
 from aiogw.ids import hex_id
+from aiogw.routing.token_ratio import TokenRatios
 from aiogw.runtime import ModelRoute
-from aiogw.server.keys import HOLD, PRINCIPAL, PUBLIC_MODEL
+from aiogw.server.keys import DISPATCHER, HOLD, PRINCIPAL, PUBLIC_MODEL
 from aiogw.store.base import Store, open_store
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
@@ -56,16 +57,20 @@ def needed(config: Config) -> bool:
     )
 
 
-def worst_case_usd(targets: list[Target], prompt_tokens: int, output_cap: int | None) -> float:
-    """The most any candidate target could charge: prompt estimate x input price + max
-    output x output price (unpriced targets cost nothing here, as in the ledger)."""
+def worst_case_usd(
+    targets: list[Target], prompt_tokens: int, output_cap: int | None, ratios: TokenRatios | None = None
+) -> float:
+    """The most any candidate target could charge: prompt estimate (in that target's tokens)
+    x input price + max output x output price (unpriced targets cost nothing here, as in
+    the ledger)."""
     worst = 0.0
     for t in targets:
         p = t.price
         if p is None:
             continue
         out = output_cap or t.max_output_tokens or UNCAPPED_OUTPUT_TOKENS
-        worst = max(worst, (prompt_tokens * p.input + out * p.output) / PER_MILLION)
+        prompt = ratios.scale(t, prompt_tokens) if ratios is not None else prompt_tokens
+        worst = max(worst, (prompt * p.input + out * p.output) / PER_MILLION)
     return worst
 
 
@@ -144,7 +149,8 @@ class Money:
             user=principal.user,
         )
         if parsed is not None:
-            amount = worst_case_usd(targets, prompt_tokens_estimate(parsed), parsed.req.output_cap)
+            ratios = request.app[DISPATCHER].ratios
+            amount = worst_case_usd(targets, prompt_tokens_estimate(parsed), parsed.req.output_cap, ratios)
         else:
             assert embedding is not None
             amount = _embed_cost(targets, embedding_tokens_estimate(embedding))
