@@ -111,6 +111,10 @@ class Adapter:
     # chars/4 estimate (each target then learns its own ratio from reported usage). 1.0:
     # OpenAI's tokenizers, and most others', come to about 4 characters per English token.
     token_ratio: float = 1.0
+    # A provider that requires an output cap: the one the adapter sends when the client set
+    # none. The gateway lowers it to the target's context window less the prompt (in the
+    # target's learned tokens) where that is smaller, instead of a refusal from upstream.
+    default_output_cap: Callable[[Target], int] | None = None
 
 
 class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -397,6 +397,7 @@ ADAPTER = base.Adapter(
     name=NAME,
     default_base_url="https://api.anthropic.com",
     build_call=build_call,
+    default_output_cap=max_output,
     decode_response=decode_response,
     decode_error=decode_error,
     stream_decoder=StreamDecoder,

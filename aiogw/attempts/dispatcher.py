@@ -130,7 +130,7 @@ class Dispatcher:
         self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, control: Control = NO_CONTROL
     ) -> Reply:
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
-            call = build_call(adapter, parsed, target)
+            call = build_call(adapter, parsed, target, self.ratios)
             outcome.notes.extend(call.notes)
             reply = await self._sender.post(call, target, adapter, adapter.decode_response, gate, control.deadline)
             return self._won(outcome, target, reply)
@@ -193,7 +193,7 @@ class Dispatcher:
         the client speaks another API; raises before the commit point only."""
 
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
-            call = build_call(adapter, parsed, target)
+            call = build_call(adapter, parsed, target, self.ratios)
             outcome.notes.extend(call.notes)
             await self._sender.stream_once(
                 parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline, fmt

@@ -26,6 +26,7 @@ from aiogw.errors import (
     UpstreamTimeout,
 )
 from aiogw.routing.retry import backoff_s
+from aiogw.routing.token_ratio import TokenRatios
 from aiogw.runtime import ModelRoute
 from aiogw.streaming.encode import estimate_tokens
 from aiogw.types import EmbeddingRequest, ParsedChat
@@ -63,11 +64,34 @@ def embedding_tokens_estimate(req: EmbeddingRequest) -> int:
     return sum(estimate_tokens(len(x)) if isinstance(x, str) else (len(x) if isinstance(x, list) else 1) for x in inp)
 
 
-def build_call(adapter: Adapter, parsed: ParsedChat, target: Target) -> Call:
+def build_call(adapter: Adapter, parsed: ParsedChat, target: Target, ratios: TokenRatios | None = None) -> Call:
+    note = None
+    if ratios is not None and adapter.default_output_cap is not None and target.context_window is not None:
+        parsed, note = fit_output(parsed, target, adapter.default_output_cap(target), ratios)
     try:
-        return adapter.build_call(parsed, target)
+        call = adapter.build_call(parsed, target)
     except RecursionError:  # a body nested just under the decoder's limit, re-encoded deeper
         raise NestedTooDeep() from None
+    return call if note is None else msgspec.structs.replace(call, notes=(*call.notes, note))
+
+
+def fit_output(
+    parsed: ParsedChat, target: Target, default_cap: int, ratios: TokenRatios
+) -> tuple[ParsedChat, str | None]:
+    """A request without an output cap, to a provider that needs one: the adapter's default
+    cap, lowered to what the target's context window leaves after the prompt (counted in
+    the target's tokens). A client's own cap is never changed (the router skips a target
+    it does not fit)."""
+    assert target.context_window is not None
+    if parsed.req.output_cap is not None:
+        return parsed, None
+    room = target.context_window - ratios.scale(target, prompt_tokens_estimate(parsed))
+    if room >= default_cap:
+        return parsed, None
+    room = max(room, 1)
+    req = msgspec.structs.replace(parsed.req, max_tokens=room)
+    fitted = msgspec.structs.replace(parsed, req=req)
+    return fitted, f"max_tokens set to {room} (context window {target.context_window} less the prompt)"
 
 
 # One attempt at one target: (target, adapter, gate) -> result. Raises InvalidRequest when

@@ -189,3 +189,25 @@ async def test_a_keys_tpm_counts_the_prompt_in_the_hungriest_candidates_tokens(s
     assert "tpm" in err.value.body["message"]
     assert (await first).choices
     await client.close()
+
+
+async def test_a_default_output_cap_is_lowered_to_what_the_window_leaves(sim, make_gateway):
+    # Anthropic requires max_tokens: without a client cap the adapter sends the model's
+    # maximum output, which the gateway lowers to the window less the prompt counted in the
+    # target's tokens (Claude's prior: 1.15 per estimated token). A client's cap is kept.
+    sim.set_profile("claude-acct", api_key=SIM_KEY)
+    cfg = from_builtins({
+        "server": {"host": "127.0.0.1", "port": 0},
+        "providers": {"claude": {"type": "anthropic", "base_url": sim.root("claude-acct"), "api_key": SIM_KEY}},
+        "models": [{"name": "claude", "targets": [
+            {"provider": "claude", "model": "claude-sonnet-4-5", "context_window": 2000}]}],
+    }, env={})  # fmt: skip
+    url, _ = await make_gateway(cfg)
+    client = AsyncOpenAI(base_url=url, api_key="k", max_retries=0, timeout=20)
+    try:
+        await client.chat.completions.create(model="claude", messages=words(1000))
+        assert sim.stats("claude-acct")["last_request"]["body"]["max_tokens"] == 2000 - 1150
+        await client.chat.completions.create(model="claude", messages=words(1000), max_tokens=50)
+        assert sim.stats("claude-acct")["last_request"]["body"]["max_tokens"] == 50
+    finally:
+        await client.close()
