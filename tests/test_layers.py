@@ -49,7 +49,11 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.adapters",
         "aiogw.names",
         "aiogw.extras",
+        "aiogw.quality.prior",  # a quality group's prior is read and checked at load
     },
+    # Quality estimates: the learner, its priors and the prompt-feature bucket; the router
+    # reads them, feedback and spot checks feed them.
+    "aiogw.quality": {*GROUND, "aiogw.adapters._base", "aiogw.config", "aiogw.quality"},
     "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.version", "aiogw.telemetry"},
     # The durable store: SQL over SQLite or PostgreSQL, knowing nothing of what it holds
     # beyond the schema; admission (keys, budgets) and accounting (the ledger) use it.
@@ -93,6 +97,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.alerts.sink",
         "aiogw.supervise",  # the SLO evaluation timer
         "aiogw.telemetry.logs",
+        "aiogw.quality",
         "aiogw.routing",
     },
     # Shared state backs admission's buckets and routing's breakers and windows.
@@ -140,6 +145,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.accounting.cost",
         "aiogw.admission",
         "aiogw.routing",
+        "aiogw.quality",
         "aiogw.upstream",
         "aiogw.attempts",
     },
@@ -190,6 +196,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.alerts",
         "aiogw.supervise",  # the budgets' refresh loop
         "aiogw.cache",
+        "aiogw.quality",
         "aiogw.server",
     },
     # Entry points: anything.

@@ -22,7 +22,7 @@ from aiogw.runtime import ModelRoute
 if TYPE_CHECKING:
     from aiogw.routing.slo import SLOMonitor
 
-StrategyName = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy"]
+StrategyName = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy", "quality"]
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
 
 # Output length assumed by lowest-cost when the request sets no cap.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported only when configured
     from aiogw.admission.auth import Authenticator, Ticket
     from aiogw.attempts.health_check import HealthChecker
     from aiogw.cache import ResponseCache
+    from aiogw.quality.book import QualityBook
     from aiogw.server.money import Money
     from aiogw.store.base import Store
     from aiogw.telemetry.tracing import Tracing
@@ -40,6 +41,8 @@ MONEY: web.AppKey[Money | None] = web.AppKey("money")
 STORE: web.AppKey[Store | None] = web.AppKey("store")  # opened only when something needs it
 CACHE: web.AppKey[ResponseCache | None] = web.AppKey("cache")  # None: cache not configured
 AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")  # None: auth not configured, everyone ANONYMOUS
+# The quality learner; None unless some model group uses strategy quality.
+QUALITY: web.AppKey[QualityBook | None] = web.AppKey("quality")
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -66,6 +69,7 @@ __all__ = [
     "OUTCOME",
     "PRINCIPAL",
     "PUBLIC_MODEL",
+    "QUALITY",
     "REQUEST_ID",
     "RUNTIME",
     "STORE",
