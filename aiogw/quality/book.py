@@ -258,6 +258,11 @@ class QualityBook:
     def group(self, name: str) -> GroupBook | None:
         return self.groups.get(name)
 
+    def record_pick(self, group: str, task: str, target_id: str) -> None:
+        g = self.groups.get(group)
+        if g is not None:
+            g.record_pick(task, target_id)
+
     def observe(
         self,
         group: str,
