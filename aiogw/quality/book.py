@@ -41,6 +41,7 @@ MAX_BUCKETS = 64  # per task; a bucket beyond (not one features.py makes) update
 MAX_TASK_LABELS = 32  # per group, as a metrics label; beyond: "other"
 RECENT_PICKS = 500  # per (group, task): the window traffic shares are counted over
 OTHER = "other"
+UNPRICED = 1e6  # USD per token: ranks an unpriced target after every priced one (inf * 0 would be nan)
 
 
 @dataclass(slots=True)
@@ -81,14 +82,26 @@ def beta_estimate(alpha: float, beta: float, z: float, evidence: float) -> Estim
 
 
 @dataclass(slots=True)
+class View:
+    """The estimates of one (task, bucket) as the strategy reads them: per target in group
+    order, the targets by estimate (best first), and the reason strings made so far (each
+    depends only on these estimates, so it is formatted once per version, not per request)."""
+
+    version: int
+    ests: list[Estimate]
+    by_mean: list[int]
+    reasons: dict[tuple[object, ...], str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class TaskBook:
-    """One (metric, task) of a group: its cells and the estimates made from them, per bucket
-    in the group's target order, remade only after an observation (`version`)."""
+    """One (metric, task) of a group: its cells and the views made from them, per bucket,
+    remade only after an observation (`version`)."""
 
     cells: dict[str, Cell]  # target id -> task-level cell
     buckets: dict[tuple[str, str], Cell] = field(default_factory=dict)  # (bucket, target id)
     version: int = 0
-    made: dict[str, tuple[int, list[Estimate]]] = field(default_factory=dict)
+    made: dict[str, View] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -109,6 +122,10 @@ class GroupBook:
         self.cfg = cfg
         self.targets = targets
         self.ids = tuple(t.id for t in targets)
+        # USD per token (input, output) per target; an unpriced target costs "more than any".
+        self.prices = tuple(
+            (t.price.input / 1e6, t.price.output / 1e6) if t.price is not None else (UNPRICED, UNPRICED) for t in targets
+        )
         self.decay = 0.5 ** (1.0 / cfg.half_life)
         self.z = NormalDist().inv_cdf(cfg.confidence)
         self.metrics = cfg.known_metrics
@@ -140,16 +157,21 @@ class GroupBook:
             return Cell()
         return Cell(pa=p.mean * p.n, pb=(1.0 - p.mean) * p.n)
 
+    def view(self, task: str, bucket: str) -> View:
+        """The routing metric's estimates for (task, bucket)."""
+        tb = self.task_book(self.cfg.metric, task)
+        v = tb.made.get(bucket)
+        if v is not None and v.version == tb.version:
+            return v
+        ests = [self._estimate(tb, bucket, tid) for tid in self.ids]
+        v = View(tb.version, ests, sorted(range(len(ests)), key=lambda i: -ests[i].mean))
+        if bucket in tb.made or len(tb.made) < MAX_BUCKETS:
+            tb.made[bucket] = v
+        return v
+
     def estimates(self, task: str, bucket: str) -> list[Estimate]:
         """The routing metric's estimates for (task, bucket), one per target in group order."""
-        tb = self.task_book(self.cfg.metric, task)
-        made = tb.made.get(bucket)
-        if made is not None and made[0] == tb.version:
-            return made[1]
-        out = [self._estimate(tb, bucket, tid) for tid in self.ids]
-        if bucket in tb.made or len(tb.made) < MAX_BUCKETS:
-            tb.made[bucket] = (tb.version, out)
-        return out
+        return self.view(task, bucket).ests
 
     def _estimate(self, tb: TaskBook, bucket: str, tid: str) -> Estimate:
         t = tb.cells[tid]
@@ -231,18 +253,19 @@ class GroupBook:
                 q = self.recent.get(task)
             if q is None:
                 q = self.recent[task] = deque()
+        shares = self.shares
         if len(q) >= RECENT_PICKS:
-            old = q.popleft()
-            self.shares[(task, old)] -= 1
+            shares[(task, q.popleft())] -= 1
         q.append(tid)
         key = (task, tid)
-        self.shares[key] = self.shares.get(key, 0) + 1
+        shares[key] = shares.get(key, 0) + 1
         if task not in self.labels:
             if len(self.labels) >= MAX_TASK_LABELS:
                 task = OTHER
+                key = (task, tid)
             self.labels.add(task)
-        key = (task, tid)
-        self.picks_total[key] = self.picks_total.get(key, 0) + 1
+        totals = self.picks_total
+        totals[key] = totals.get(key, 0) + 1
 
 
 def _prior_info(p: TaskPrior, cap: float) -> PriorInfo:

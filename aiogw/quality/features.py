@@ -10,7 +10,8 @@ are left out on purpose: a bucket that is not cheap would cost every request of 
 
 - length band, from the prompt's token estimate: `short` (< 500), `mid` (< 4000), `long`;
 - `tools`: the request offers tools (tool-use is its own skill);
-- `code`: the last user message looks like code (a fence, a keyword, a brace at line end);
+- `code`: the last user message looks like code: a fence, or several lines of which one
+  starts with a keyword or ends in `;` / `{` (one line of prose is not searched);
 - `intl`: the last user message is mostly non-ASCII text (another script or language).
 
 The bucket is the band, then the flags present, joined by "+" in that fixed order.
@@ -48,7 +49,7 @@ def bucket_of(parsed: ParsedChat, prompt_tokens: int) -> str:
             text = content_text(m.content)[:SAMPLE_CHARS]
             break
     if text:
-        if _CODE.search(text) is not None:
+        if "```" in text or ("\n" in text and _CODE.search(text) is not None):
             out += "+code"
         if not text.isascii() and len(text.encode("utf-8", "surrogatepass")) - len(text) > INTL_EXTRA_BYTES * len(text):
             out += "+intl"

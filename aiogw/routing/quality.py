@@ -23,15 +23,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiogw.accounting.cost import estimate_usd
 from aiogw.adapters._base import Target
-from aiogw.quality.book import Estimate, GroupBook
+from aiogw.quality.book import GroupBook, View
 from aiogw.routing.health import HealthStore
 
-INF = float("inf")
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QualityAsk:
     """What one request brings to the quality strategy."""
 
@@ -41,8 +38,20 @@ class QualityAsk:
     latency_budget_ms: float | None = None  # x-aiogw-latency-budget-ms
 
 
-def _est(e: Estimate) -> str:
-    return f"est {e.mean:.2f}, n={e.n:.0f}"
+def _reason(view: View, kind: str, pick: int, floor: float) -> str:
+    """The reason for choosing `pick`, formatted once per (estimates, kind, pick, floor)."""
+    key = (kind, pick, floor)
+    r = view.reasons.get(key)
+    if r is None:
+        e = view.ests[pick]
+        est = f"est {e.mean:.2f}, n={e.n:.0f}"
+        if kind == "meets":
+            r = f"cheapest meeting floor {floor:.2f} ({est})"
+        else:
+            r = f"no target meets floor {floor:.2f}; best estimate ({est})"
+        if len(view.reasons) < 64:  # floors are client-chosen: keep the memo small
+            view.reasons[key] = r
+    return r
 
 
 def choose(
@@ -56,56 +65,57 @@ def choose(
     rng: random.Random,
 ) -> tuple[list[Target], int, str]:
     """The group's targets in the strategy's order (the choice first), the index of the
-    choice in `targets`, and the reason."""
-    ests = g.estimates(ask.task, ask.bucket)
+    choice in `targets`, and the reason. Written for the hot path: one sort (by cost),
+    estimates and reason strings remade only after observations, health read only for the
+    candidates looked at (and every target's p95 only when a latency budget is asked)."""
+    view = g.view(ask.task, ask.bucket)
+    ests = view.ests
     floor = g.cfg.floor if ask.floor is None else ask.floor
-    costs = []
-    for t in targets:
-        c = estimate_usd(t, prompt_tokens, output_tokens)
-        costs.append(INF if c is None else c)
-    budget = ask.latency_budget_ms
-    excluded: list[int] = []
-    fitting: list[int] = []
-    usable: list[int] = []
-    for i, t in enumerate(targets):
-        h = health.get(t.id)
-        if budget is not None:
-            p95 = h.stats(now).latency_p95_ms  # the health window's: unmeasured fits
-            if p95 is not None and p95 > budget:
-                excluded.append(i)
-                continue
-        fitting.append(i)
-        if h.available(now):
-            usable.append(i)
+    costs = [pi * prompt_tokens + po * output_tokens for pi, po in g.prices]
+    by_cost = sorted(range(len(costs)), key=costs.__getitem__)
+    by_mean = view.by_mean
     note = ""
-    if excluded:
-        names = ",".join(targets[i].id for i in excluded)
-        if not fitting:  # nothing fits: the budget is a preference, not a refusal
-            fitting = usable = [i for i, t in enumerate(targets) if health.get(t.id).available(now)] or excluded
-            excluded = []
-            note = f"; latency budget fits no target ({names})"
-        else:
-            note = f"; latency budget excluded {names}"
-    if not usable:  # every fitting target is resting: choose among them anyway (the plan orders by recovery)
-        usable = fitting
-    meeting = [i for i in usable if ests[i].lower >= floor]
+    if ask.latency_budget_ms is not None:
+        budget = ask.latency_budget_ms
+        slow = set()
+        for i, t in enumerate(targets):
+            p95 = health.get(t.id).stats(now).latency_p95_ms  # the health window's; unmeasured fits
+            if p95 is not None and p95 > budget:
+                slow.add(i)
+        if slow:
+            names = ",".join(targets[i].id for i in sorted(slow))
+            if len(slow) == len(targets):  # nothing fits: the budget is a preference, not a refusal
+                note = f"; latency budget fits no target ({names})"
+            else:
+                note = f"; latency budget excluded {names}"
+                by_cost = [i for i in by_cost if i not in slow]
+                by_mean = [i for i in by_mean if i not in slow]
+    meeting = [i for i in by_cost if ests[i].lower >= floor]
     explore = g.cfg.explore
     if explore > 0.0 and rng.random() < explore:
-        draws = {i: rng.gauss(ests[i].mean, ests[i].sd) for i in usable}
-        ok = [i for i in usable if draws[i] >= floor]
-        pick = min(ok, key=costs.__getitem__) if ok else max(usable, key=draws.__getitem__)
+        usable = [i for i in by_cost if health.get(targets[i].id).available(now)] or by_cost
+        gauss = rng.gauss
+        draws = {i: gauss(ests[i].mean, ests[i].sd) for i in usable}
+        ok = [i for i in usable if draws[i] >= floor]  # in cost order
+        pick = ok[0] if ok else max(usable, key=draws.__getitem__)
         reason = "explore"
-    elif meeting:
-        pick = min(meeting, key=costs.__getitem__)
-        reason = f"cheapest meeting floor {floor:.2f} ({_est(ests[pick])})"
     else:
-        pick = max(usable, key=lambda i: (ests[i].mean, -costs[i]))
-        reason = f"no target meets floor {floor:.2f}; best estimate ({_est(ests[pick])})"
+        pick = -1
+        for i in meeting:
+            if health.get(targets[i].id).available(now):
+                pick = i
+                reason = _reason(view, "meets", i, floor)
+                break
+        if pick < 0:
+            for i in by_mean:  # best estimate first; a tie keeps group order
+                if health.get(targets[i].id).available(now):
+                    pick = i
+                    break
+            else:
+                pick = meeting[0] if meeting else by_mean[0]  # all resting: the plan orders by recovery
+            reason = _reason(view, "meets" if pick in meeting else "best", pick, floor)
     # Failover order after the choice: those meeting the floor by cost, then the rest by
-    # estimate; resting targets last (the plan moves them there anyway).
-    met = set(meeting)
-    rest = sorted(
-        (i for i in fitting if i != pick),
-        key=lambda i: (0, costs[i]) if i in met else (1, -ests[i].mean),
-    )
-    return [targets[pick], *(targets[i] for i in rest)], pick, reason + note
+    # estimate (resting targets go last in the plan anyway).
+    rest = [targets[i] for i in meeting if i != pick]
+    rest += [targets[i] for i in by_mean if i != pick and ests[i].lower < floor]
+    return [targets[pick], *rest], pick, reason + note if note else reason
