@@ -202,8 +202,7 @@ def _quality_priors(data: dict[str, Any], file: str, base_dir: Path | None) -> l
     out = []
     for i, group in enumerate(models if isinstance(models, list) else ()):
         quality = group.get("quality") if isinstance(group, dict) else None
-        prior = quality.get("prior") if isinstance(quality, dict) else None
-        if not isinstance(prior, str) or not prior:
+        if not isinstance(quality, dict) or not isinstance(prior := quality.get("prior"), str) or not prior:
             continue
         path = Path(prior).expanduser()
         if not path.is_absolute() and base_dir is not None:

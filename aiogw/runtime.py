@@ -87,7 +87,12 @@ class Runtime:
         for g in config.models:
             targets = tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets)
             routes[g.name] = ModelRoute(
-                g.name, g.strategy, targets, retry=g.retry or routing.retry, hedge=g.hedge, slo=g.slo,
+                g.name,
+                g.strategy,
+                targets,
+                retry=g.retry or routing.retry,
+                hedge=g.hedge,
+                slo=g.slo,
                 quality=g.quality if g.strategy == "quality" else None,
             )
             for t in targets:  # a target shared by several groups keeps the first group's settings

@@ -35,8 +35,14 @@ from aiogw.types import ChatRequest, ParsedChat
 
 N_TARGETS, N_TASKS = 6, 20
 TARGETS = tuple(
-    Target(id=f"p{i}/m{i}", provider=f"p{i}", type="openai", model=f"m{i}", base_url="http://x",
-           price=Price(input=0.1 * (i + 1) ** 2, output=0.4 * (i + 1) ** 2))  # fmt: skip
+    Target(
+        id=f"p{i}/m{i}",
+        provider=f"p{i}",
+        type="openai",
+        model=f"m{i}",
+        base_url="http://x",
+        price=Price(input=0.1 * (i + 1) ** 2, output=0.4 * (i + 1) ** 2),
+    )
     for i in range(N_TARGETS)
 )
 TASKS = [f"task{j}" for j in range(N_TASKS)]
@@ -54,7 +60,9 @@ def _setup() -> tuple[Router, ModelRoute, QualityBook, ParsedChat]:
             book.observe("auto", task, b, TARGETS[0].id, "correct", rng.random() < 0.8)
     route = ModelRoute("auto", "quality", TARGETS, quality=cfg)
     raw = _BODY.encode()
-    parsed = ParsedChat(req=msgspec.json.decode(raw, type=ChatRequest), raw=msgspec.json.decode(raw, type=dict[str, msgspec.Raw]))
+    parsed = ParsedChat(
+        req=msgspec.json.decode(raw, type=ChatRequest), raw=msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    )
     return Router(LocalHealth(), random.Random(11), quality=book), route, book, parsed
 
 
@@ -72,7 +80,7 @@ def _quality(n: int) -> float:
 
 
 def _lowest_cost(n: int) -> float:
-    router, route, _, _ = _setup()
+    router, _route, _, _ = _setup()
     plain = ModelRoute("auto", "lowest-cost", TARGETS)
     started = time.process_time()
     for _ in range(n):

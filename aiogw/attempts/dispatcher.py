@@ -25,8 +25,8 @@ from aiogw.attempts.send import Sender
 from aiogw.attempts.walk import Attempt, Walk, build_call, embedding_tokens_estimate, give_up, new_walk, retry_pause
 from aiogw.errors import FailureClass, InvalidRequest
 from aiogw.routing import health as health_mod
-from aiogw.routing.retry import RetryBudget
 from aiogw.routing.quality import QualityAsk
+from aiogw.routing.retry import RetryBudget
 from aiogw.routing.router import Router
 from aiogw.runtime import ModelRoute, Runtime
 from aiogw.types import CompletionUsage, EmbeddingRequest, ParsedChat, Reply

@@ -184,7 +184,9 @@ def request_control(request: web.Request, runtime: Runtime, key_tags: str = "") 
     if (v := h.get("x-aiogw-latency-budget-ms")) is not None:
         budget = _number(v)
         if budget is None or not 0 < budget <= MAX_TIMEOUT_MS:
-            raise _bad_header("x-aiogw-latency-budget-ms", f"expected milliseconds from 1 to {MAX_TIMEOUT_MS}, got {v[:40]!r}")
+            raise _bad_header(
+                "x-aiogw-latency-budget-ms", f"expected milliseconds from 1 to {MAX_TIMEOUT_MS}, got {v[:40]!r}"
+            )
     return Control(
         deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags, task=task,
         quality_floor=floor, latency_budget_ms=budget,

@@ -124,7 +124,8 @@ class GroupBook:
         self.ids = tuple(t.id for t in targets)
         # USD per token (input, output) per target; an unpriced target costs "more than any".
         self.prices = tuple(
-            (t.price.input / 1e6, t.price.output / 1e6) if t.price is not None else (UNPRICED, UNPRICED) for t in targets
+            (t.price.input / 1e6, t.price.output / 1e6) if t.price is not None else (UNPRICED, UNPRICED)
+            for t in targets
         )
         self.decay = 0.5 ** (1.0 / cfg.half_life)
         self.z = NormalDist().inv_cdf(cfg.confidence)

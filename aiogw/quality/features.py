@@ -31,7 +31,9 @@ SAMPLE_CHARS = 4096  # of the last user message: enough to tell code or a script
 # accented Latin ~0.05).
 INTL_EXTRA_BYTES = 0.3
 
-_CODE = re.compile(r"```|^\s*(?:def|class|function|import|from|#include|SELECT|public|fn|func)\b|[;{]\s*$", re.MULTILINE)
+_CODE = re.compile(
+    r"```|^\s*(?:def|class|function|import|from|#include|SELECT|public|fn|func)\b|[;{]\s*$", re.MULTILINE
+)
 
 
 def length_band(prompt_tokens: int) -> str:

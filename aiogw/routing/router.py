@@ -75,9 +75,9 @@ class Router:
         if quality is not None and self.quality is not None:
             group = self.quality.group(route.name)
         if quality is not None and group is not None and (strategy or route.strategy) == "quality":
-            out = max_output_tokens or DEFAULT_OUTPUT_ESTIMATE
+            output = max_output_tokens or DEFAULT_OUTPUT_ESTIMATE
             ordered, i, reason = choose(
-                group, quality, route.targets, prompt_tokens, out, self._health, now, self._rng
+                group, quality, route.targets, prompt_tokens, output, self._health, now, self._rng
             )
             pick = route.targets[i].id
         elif len(route.targets) == 1 and not fallbacks and route.targets[0].context_window is None:

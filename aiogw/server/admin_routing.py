@@ -34,7 +34,7 @@ COST_PROMPT_TOKENS = 1000
 
 def build_book(runtime: Runtime) -> QualityBook | None:
     groups = [(r.name, r.quality, r.targets) for r in runtime.routes.values() if r.quality is not None]
-    return QualityBook(groups) if groups else None  # type: ignore[arg-type]
+    return QualityBook(groups) if groups else None
 
 
 def _public(runtime: Runtime) -> dict[str, Target]:
@@ -49,7 +49,9 @@ def _group(request: web.Request) -> GroupBook:
     g = book.group(name) if book is not None else None
     if g is None:
         if name in request.app[RUNTIME].routes:
-            raise ModelNotFound(f"The model '{name}' does not route by quality: give it strategy: quality and a quality block.")
+            raise ModelNotFound(
+                f"The model '{name}' does not route by quality: give it strategy: quality and a quality block."
+            )
         raise ModelNotFound(f"The model '{name}' is not a model group of this gateway.")
     return g
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from aiogw.adapters._base import Target
 from aiogw.config import Price, QualityConfig
 from aiogw.config_load import from_builtins
 from aiogw.errors import ConfigError
@@ -18,11 +19,14 @@ from aiogw.routing.health import LocalHealth
 from aiogw.routing.quality import QualityAsk, choose
 from aiogw.routing.router import Router
 from aiogw.runtime import ModelRoute
-from aiogw.types import ParsedChat, ChatRequest
-from aiogw.adapters._base import Target
+from aiogw.types import ChatRequest, ParsedChat
 
-CHEAP = Target(id="c/mini", provider="c", type="openai", model="mini", base_url="http://x", price=Price(input=0.1, output=0.4))
-SMART = Target(id="s/big", provider="s", type="openai", model="big", base_url="http://x", price=Price(input=5, output=15))
+CHEAP = Target(
+    id="c/mini", provider="c", type="openai", model="mini", base_url="http://x", price=Price(input=0.1, output=0.4)
+)
+SMART = Target(
+    id="s/big", provider="s", type="openai", model="big", base_url="http://x", price=Price(input=5, output=15)
+)
 
 
 def book(**cfg):
@@ -137,7 +141,7 @@ def test_exploration_stays_within_its_share():
         below += ordered[0] is CHEAP
         explored += reason == "explore"
     assert below <= explored  # only exploration ever picks the target below the floor
-    assert 0 < below and explored <= n * 0.1 + 3 * (n * 0.1 * 0.9) ** 0.5
+    assert below > 0 and explored <= n * 0.1 + 3 * (n * 0.1 * 0.9) ** 0.5
 
 
 def test_no_exploration_when_the_share_is_zero():
@@ -145,13 +149,17 @@ def test_no_exploration_when_the_share_is_zero():
     g = b.group("auto")
     g.load_prior(prior({"c/mini": {"A": {"n": 20, "mean": 0.5}}, "s/big": {"A": {"n": 20, "mean": 0.99}}}), "t", {})
     rng = random.Random(1)
-    picks = {choose(g, QualityAsk("A", ""), (SMART, CHEAP), 100, 100, LocalHealth(), 0.0, rng)[0][0].id for _ in range(500)}
+    picks = {
+        choose(g, QualityAsk("A", ""), (SMART, CHEAP), 100, 100, LocalHealth(), 0.0, rng)[0][0].id for _ in range(500)
+    }
     assert picks == {SMART.id}
 
 
 def test_the_router_orders_by_quality_and_records_reason():
     b = book()
-    b.group("auto").load_prior(prior({"c/mini": {"A": {"n": 20, "mean": 0.99}}, "s/big": {"*": {"n": 20, "mean": 0.99}}}), "t", {})
+    b.group("auto").load_prior(
+        prior({"c/mini": {"A": {"n": 20, "mean": 0.99}}, "s/big": {"*": {"n": 20, "mean": 0.99}}}), "t", {}
+    )
     route = ModelRoute("auto", "quality", (SMART, CHEAP), quality=QualityConfig())
     r = Router(LocalHealth(), random.Random(3), quality=b)
     plan = r.plan(route, now=0.0, quality=QualityAsk("A", "short"))
@@ -181,7 +189,9 @@ def chat(text, tools=False):
     import msgspec
 
     raw = json.dumps(body).encode()
-    return ParsedChat(req=msgspec.json.decode(raw, type=ChatRequest), raw=msgspec.json.decode(raw, type=dict[str, msgspec.Raw]))
+    return ParsedChat(
+        req=msgspec.json.decode(raw, type=ChatRequest), raw=msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    )
 
 
 def test_the_bucket_names_length_tools_code_and_script():
