@@ -210,6 +210,7 @@ def _finished(
         tags=outcome.tags,
         attempts=outcome.attempts,
         error_kind=kind,
+        task=outcome.task,
     )
     fields: dict[str, Any] = {
         "request_id": rid,

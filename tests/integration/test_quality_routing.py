@@ -11,6 +11,7 @@ import openai
 import pytest
 from conftest import gateway_config
 from openai import AsyncOpenAI
+from scrape import scrape, value
 
 from aiogw.server.keys import QUALITY
 
@@ -200,3 +201,21 @@ async def test_a_group_without_the_strategy_gets_no_reason(sim, tmp_path, make_g
         h = await ask(client, "A", model="plain")
         assert "x-aiogw-route-reason" not in h
         assert "x-aiogw-route-reason" in await ask(client, "A")
+
+
+async def test_picks_and_tasks_are_metrics_with_a_bounded_task_label(quality_gw):
+    url, _, client = quality_gw
+    await ask(client, "A")
+    await ask(client, "A")
+    await ask(client, "B")
+    m = await scrape(url)
+    assert value(m, "aiogw_quality_picks_total", model="auto", task="A", target=CHEAP) == 2
+    assert value(m, "aiogw_quality_picks_total", model="auto", task="B", target=SMART) == 1
+    assert value(m, "aiogw_task_requests_total", model="auto", task="A") == 2
+    for i in range(40):  # client-chosen tasks: beyond the first 32, "other"
+        await ask(client, f"t{i}")
+    m = await scrape(url)
+    tasks = {dict(k)["task"] for k in m["aiogw_task_requests_total"]}
+    assert "other" in tasks and len(tasks) == 33
+    picked = {dict(k)["task"] for k in m["aiogw_quality_picks_total"]}
+    assert "other" in picked and len(picked) == 33
