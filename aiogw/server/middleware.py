@@ -61,6 +61,8 @@ def error_response(err: GatewayError, request_id: str, outcome: Outcome | None) 
     headers = {"x-request-id": request_id, **err.headers()}
     if outcome is not None and outcome.attempts:
         headers["x-aiogw-attempts"] = outcome.attempts_header
+    if outcome is not None and outcome.route_reason:  # strategy quality chose before it failed
+        headers["x-aiogw-route-reason"] = outcome.route_reason
     return web.Response(
         status=err.http_status(), body=err.to_openai(), content_type="application/json", headers=headers
     )

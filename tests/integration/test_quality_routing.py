@@ -219,3 +219,14 @@ async def test_picks_and_tasks_are_metrics_with_a_bounded_task_label(quality_gw)
     assert "other" in tasks and len(tasks) == 33
     picked = {dict(k)["task"] for k in m["aiogw_quality_picks_total"]}
     assert "other" in picked and len(picked) == 33
+
+
+async def test_an_error_answer_says_why_its_target_was_chosen(sim, quality_gw):
+    url, _, _ = quality_gw
+    sim.set_profile("default", fault="status", fault_status=400)  # the cheap target refuses the request
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"{url}/chat/completions", json={"model": "auto", "messages": MSG}, headers={"x-aiogw-task": "A"}
+        ) as r:
+            assert r.status == 400
+            assert r.headers["x-aiogw-route-reason"].startswith("cheapest meeting floor 0.90")
