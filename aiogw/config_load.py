@@ -25,7 +25,7 @@ from aiogw.config import Account, AccountConfig, Config
 from aiogw.errors import ConfigError
 from aiogw.extras import missing_extras
 from aiogw.names import model_name_problem
-from aiogw.quality.prior import read_prior
+from aiogw.quality.prior import read_prior, target_keys
 from aiogw.types import Secret
 
 # ${VAR}, ${VAR:-default} (unset or empty: default), ${VAR-default} (unset: default), $$.
@@ -209,10 +209,45 @@ def _quality_priors(data: dict[str, Any], file: str, base_dir: Path | None) -> l
             path = base_dir / path
         quality["prior"] = str(path)
         try:
-            read_prior(path)
+            q = read_prior(path)
         except ValueError as exc:
             out.append(ConfigError(file, f"models[{i}].quality.prior", str(exc)))
+            continue
+        keys = _prior_keys(data, group)
+        if keys and not keys.intersection(q.models):
+            out.append(ConfigError(
+                file, f"models[{i}].quality.prior",
+                f"no model in {path.name} names a target of this group (the file's models: "
+                f"{', '.join(sorted(q.models)) or 'none'}; a key is a target's <provider>/<model>, <type>/<model>, "
+                "upstream model, or a one-target model group's name)",
+            ))  # fmt: skip
     return out
+
+
+def _prior_keys(data: dict[str, Any], group: dict[str, Any]) -> set[str]:
+    """Every quality.json model key that names one of `group`'s targets (see target_keys);
+    empty when the tree is too broken to tell (its own errors are reported elsewhere)."""
+    providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
+
+    def ids_and_keys(g: Any) -> list[tuple[str, tuple[str, ...]]]:
+        targets = g.get("targets") if isinstance(g, dict) else None
+        out = []
+        for t in targets if isinstance(targets, list) else ():
+            provider, model = (t.get("provider"), t.get("model")) if isinstance(t, dict) else (None, None)
+            account = providers.get(provider) if isinstance(provider, str) else None  # type: ignore[union-attr]
+            if isinstance(model, str) and isinstance(account, dict):
+                tid = f"{provider}/{model}"
+                out.append((tid, target_keys(tid, str(account.get("type", "")), model)))
+        return out
+
+    own = ids_and_keys(group)
+    keys = {k for _, ks in own for k in ks}
+    ids = {tid for tid, _ in own}
+    for g in data.get("models") or ():
+        one = ids_and_keys(g)
+        if len(one) == 1 and one[0][0] in ids and isinstance(g.get("name"), str):
+            keys.add(g["name"])
+    return keys
 
 
 # --- every invalid value, for the report ----------------------------------------------------

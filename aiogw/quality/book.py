@@ -30,7 +30,7 @@ from statistics import NormalDist
 
 from aiogw.adapters._base import Target
 from aiogw.config import QualityConfig
-from aiogw.quality.prior import QualityFile, TaskPrior
+from aiogw.quality.prior import QualityFile, TaskPrior, target_keys
 
 SOURCES = ("feedback", "spot_check", "prior")
 BACKOFF = 10.0  # bucket evidence weighs as much as the rest of its task at this many observations
@@ -233,7 +233,7 @@ class GroupBook:
         return matched
 
     def _targets_of(self, key: str, public: Mapping[str, Target]) -> list[str]:
-        out = [t.id for t in self.targets if key in (t.id, f"{t.type}/{t.model}", t.model)]
+        out = [t.id for t in self.targets if key in target_keys(t.id, t.type, t.model)]
         if not out and (t := public.get(key)) is not None and t.id in self.ids:
             out.append(t.id)
         return out

@@ -32,6 +32,13 @@ class QualityFile(msgspec.Struct, frozen=True, kw_only=True):
     models: dict[str, dict[str, TaskPrior]]
 
 
+def target_keys(target_id: str, type_: str, model: str) -> tuple[str, ...]:
+    """The model keys of a quality.json that name a target: its id (`<account>/<model>`),
+    `<type>/<model>` (as `aiogw eval --models openai/gpt-4o-mini` writes it), or its upstream
+    model. (A public model name whose only target it is names it too.)"""
+    return (target_id, f"{type_}/{model}", model)
+
+
 def parse_prior(data: bytes | str) -> QualityFile:
     """The file's content, or ValueError saying what is wrong and where."""
     try:

@@ -231,6 +231,18 @@ def test_config_rules(tmp_path):
     bad.write_text('{"version": 1, "models": {"a/m1": {"A": {"n": 3, "mean": 2}}}}')
     with pytest.raises(ConfigError, match=r"models\[0\]\.quality\.prior.*mean"):
         from_builtins(cfg({"prior": str(bad)}), env={})
+    other = tmp_path / "other.json"
+    other.write_text('{"version": 1, "models": {"x/y": {"A": {"n": 3, "mean": 0.5}}}}')
+    with pytest.raises(
+        ConfigError, match=r"no model in other.json names a target of this group \(the file's models: x/y"
+    ):
+        from_builtins(cfg({"prior": str(other)}), env={})
+    for key in ("a/m1", "openai/m1", "m1", "one"):  # id, <type>/<model>, upstream model, a one-target group
+        good = tmp_path / "good.json"
+        good.write_text(json.dumps({"version": 1, "models": {key: {"A": {"n": 3, "mean": 0.5}}}}))
+        from_builtins(
+            cfg({"prior": str(good)}, extra=[{"name": "one", "targets": [{"provider": "a", "model": "m1"}]}]), env={}
+        )
     with pytest.raises(ConfigError, match="cannot read"):
         from_builtins(cfg({"prior": str(tmp_path / "missing.json")}), env={})
 
