@@ -250,6 +250,9 @@ def _finished(
         fields["tags"] = outcome.tags
     if outcome.cache_status:
         fields["cache"] = outcome.cache_status
+    if outcome.route_reason:  # strategy quality: why this target, and the request's bucket
+        fields["route_reason"] = outcome.route_reason
+        fields["bucket"] = outcome.bucket
     if outcome.notes:
         fields["notes"] = outcome.notes
     if outcome.stream_error is not None:

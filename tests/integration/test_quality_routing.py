@@ -9,7 +9,7 @@ import json
 import aiohttp
 import openai
 import pytest
-from conftest import gateway_config
+from conftest import gateway_config, until
 from openai import AsyncOpenAI
 from scrape import scrape, value
 
@@ -230,3 +230,14 @@ async def test_an_error_answer_says_why_its_target_was_chosen(sim, quality_gw):
         ) as r:
             assert r.status == 400
             assert r.headers["x-aiogw-route-reason"].startswith("cheapest meeting floor 0.90")
+
+
+async def test_the_request_log_line_has_the_reason_and_bucket(quality_gw):
+    from structlog.testing import capture_logs
+
+    _, _, client = quality_gw
+    with capture_logs() as logs:
+        await ask(client, "A")
+        await until(lambda: any(e["event"] == "request.finished" for e in logs))
+    (line,) = [e for e in logs if e["event"] == "request.finished"]
+    assert line["route_reason"].startswith("cheapest meeting floor") and line["bucket"] == "short"
