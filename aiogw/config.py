@@ -166,7 +166,7 @@ class TargetConfig(Strict, kw_only=True):
     max_output_tokens: Annotated[int, Meta(ge=1)] | None = None
 
 
-Strategy = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy"]
+Strategy = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy", "quality"]
 Ratio = Annotated[float, Meta(ge=0, le=1)]
 Count = Annotated[int, Meta(ge=1)]
 
@@ -239,6 +239,44 @@ class SLOConfig(Strict, kw_only=True):
             raise ValueError("an slo needs at least one of ttft_p95_ms, latency_p95_ms, error_rate")
 
 
+_METRIC_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class SpotCheckConfig(Strict, kw_only=True):
+    """A sampled share of a quality group's answers graded by `judge` (a model group or
+    `<provider>/<model>`) off the request path."""
+
+    judge: str
+    rate: Ratio = 0.02
+
+
+class QualityConfig(Strict, kw_only=True):
+    """`strategy: quality`: the cheapest healthy target whose estimated quality for the
+    request's task (and prompt bucket) meets `floor` with confidence; see the README's
+    "Routing by quality"."""
+
+    floor: Ratio = 0.9
+    prior: str | None = None  # a quality.json (from `aiogw eval run`), relative to the config file
+    metric: Annotated[str, Meta(pattern=_METRIC_NAME)] = "correct"  # the metric routed on
+    metrics: list[Annotated[str, Meta(pattern=_METRIC_NAME)]] = []  # declared beyond `correct`
+    explore: Annotated[float, Meta(ge=0, le=0.5)] = 0.05  # share of requests routed by Thompson sampling
+    # A target meets the floor when P(quality >= floor) >= confidence under its posterior.
+    confidence: Annotated[float, Meta(ge=0.5, lt=1)] = 0.8
+    prior_weight: Annotated[float, Meta(gt=0, le=10_000)] = 20.0  # a prior counts as at most this many observations
+    # Observations (and the prior) lose half their weight after this many newer ones of the
+    # same estimate: a target that got worse is noticed within about that many.
+    half_life: Annotated[float, Meta(ge=1)] = 200.0
+    spot_check: SpotCheckConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric != "correct" and self.metric not in self.metrics:
+            raise ValueError(f"metric {self.metric!r} is not declared: add it to metrics (correct is always known)")
+
+    @property
+    def known_metrics(self) -> tuple[str, ...]:
+        return ("correct", *(m for m in self.metrics if m != "correct"))
+
+
 CachePolicy = Literal["deterministic", "opt_in", "always"]
 CacheScope = Literal["key", "team", "global"]
 DEFAULT_CACHE_MAX_BYTES = 256 * 1024 * 1024
@@ -292,25 +330,6 @@ class CacheConfig(Strict, kw_only=True):
             raise ValueError(f"ttl_s ({self.ttl_s:g}) is above max_ttl_s ({self.max_ttl_s:g})")
 
 
-MetricName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-
-
-class SpotCheckConfig(Strict, kw_only=True):
-    """A sampled share of a group's answered requests graded by a judge model off the
-    request path (costed under the tag `aiogw=spot-check`)."""
-
-    judge: Annotated[str, Meta(min_length=1)]  # a public model name or provider/model
-    rate: Ratio = 0.02  # the share of answered requests graded
-
-
-class QualityConfig(Strict, kw_only=True):
-    """A group's quality settings that the feedback and spot checks read: the metrics that
-    `POST /v1/feedback` accepts beyond `correct`, and the spot checks."""
-
-    metrics: list[MetricName] = []
-    spot_check: SpotCheckConfig | None = None
-
-
 class ModelGroup(Strict, kw_only=True):
     name: str
     strategy: Strategy = "priority"
@@ -321,7 +340,11 @@ class ModelGroup(Strict, kw_only=True):
     health_check: HealthCheckConfig | None = None
     slo: SLOConfig | None = None
     cache: CacheOverride | None = None
-    quality: QualityConfig | None = None
+    quality: QualityConfig | None = None  # required by (and only read by) strategy: quality
+
+    def __post_init__(self) -> None:
+        if self.strategy == "quality" and self.quality is None:
+            raise ValueError("strategy quality needs a quality block (quality: {floor: 0.9, prior: ...})")
 
 
 class TelemetryConfig(Strict, kw_only=True):

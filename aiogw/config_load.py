@@ -25,6 +25,7 @@ from aiogw.config import Account, AccountConfig, Config
 from aiogw.errors import ConfigError
 from aiogw.extras import missing_extras
 from aiogw.names import model_name_problem
+from aiogw.quality.prior import read_prior, target_keys
 from aiogw.types import Secret
 
 # ${VAR}, ${VAR:-default} (unset or empty: default), ${VAR-default} (unset: default), $$.
@@ -88,15 +89,19 @@ def _read(path: Path) -> Any:
         raise ConfigError(str(path), "", f"cannot parse {suffix.lstrip('.') or 'yaml'}: {exc}") from None
 
 
-def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | None = None) -> Config:
+def from_builtins(
+    data: Any, *, file: str = "<config>", env: dict[str, str] | None = None, base_dir: Path | None = None
+) -> Config:
     """Expand variables, convert and cross-check an already-decoded config tree. Raises the
-    first ConfigError found, carrying every one in `.errors`."""
+    first ConfigError found, carrying every one in `.errors`. `base_dir`: where relative
+    paths in the file (a quality group's prior) start; None: the working directory."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, "$", "expected a mapping at the top level")
     missing: list[ConfigError] = []
     expanded = _expand(data, "", file, dict(os.environ) if env is None else env, missing)
+    quality_problems = _quality_priors(expanded, file, base_dir)
     try:
         config = msgspec.convert(expanded, Config, dec_hook=_dec_hook, strict=False)  # "${PORT}" is a string
     except msgspec.ValidationError:
@@ -111,7 +116,7 @@ def from_builtins(data: Any, *, file: str = "<config>", env: dict[str, str] | No
                 problems += account_problems(
                     name, msgspec.convert(account, AccountConfig, dec_hook=_dec_hook, strict=False), file
                 )
-    problems += _reference_problems(expanded, file)
+    problems += _reference_problems(expanded, file) + quality_problems
     if config is not None:  # a part switched on whose extra is not installed
         problems += [ConfigError(file, key, why) for key, why in missing_extras(config)]
     if problems:
@@ -124,7 +129,7 @@ def load(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(p), "", "file not found")
-    return from_builtins(_read(p), file=str(p), env=env)
+    return from_builtins(_read(p), file=str(p), env=env, base_dir=p.parent)
 
 
 def account_problems(name: str, account: Account, file: str) -> list[ConfigError]:
@@ -176,24 +181,73 @@ def _reference_problems(data: dict[str, Any], file: str) -> list[ConfigError]:
                     file, f"models[{i}].targets[{j}].provider",
                     f"unknown provider '{provider}' (providers: {', '.join(known) or 'none configured'})",
                 ))  # fmt: skip
-        judge = _spot_check_judge(group)
-        if judge is not None and judge not in _group_names(models) and judge.partition("/")[0] not in known:
+    names = {g.get("name") for g in models if isinstance(g, dict)} if isinstance(models, list) else set()
+    for i, group in enumerate(models if isinstance(models, list) else ()):
+        quality = group.get("quality") if isinstance(group, dict) else None
+        spot = quality.get("spot_check") if isinstance(quality, dict) else None
+        judge = spot.get("judge") if isinstance(spot, dict) else None
+        if isinstance(judge, str) and judge not in names and judge.partition("/")[0] not in known:
             out.append(ConfigError(
                 file, f"models[{i}].quality.spot_check.judge",
-                f"unknown model '{judge}': name a model group or <provider>/<model> of a configured provider",
+                f"unknown judge model '{judge}': name a model group or '<provider>/<model>' with a configured provider",
             ))  # fmt: skip
     return out
 
 
-def _spot_check_judge(group: dict[str, Any]) -> str | None:
-    quality = group.get("quality")
-    spot = quality.get("spot_check") if isinstance(quality, dict) else None
-    judge = spot.get("judge") if isinstance(spot, dict) else None
-    return judge if isinstance(judge, str) else None
+def _quality_priors(data: dict[str, Any], file: str, base_dir: Path | None) -> list[ConfigError]:
+    """Each quality group's prior path made absolute (relative to the config file) in
+    `data`, and the file read and checked now, so a bad prior stops the start with its
+    reason rather than leaving the group without one."""
+    models = data.get("models")
+    out = []
+    for i, group in enumerate(models if isinstance(models, list) else ()):
+        quality = group.get("quality") if isinstance(group, dict) else None
+        if not isinstance(quality, dict) or not isinstance(prior := quality.get("prior"), str) or not prior:
+            continue
+        path = Path(prior).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        quality["prior"] = str(path)
+        try:
+            q = read_prior(path)
+        except ValueError as exc:
+            out.append(ConfigError(file, f"models[{i}].quality.prior", str(exc)))
+            continue
+        keys = _prior_keys(data, group)
+        if keys and not keys.intersection(q.models):
+            out.append(ConfigError(
+                file, f"models[{i}].quality.prior",
+                f"no model in {path.name} names a target of this group (the file's models: "
+                f"{', '.join(sorted(q.models)) or 'none'}; a key is a target's <provider>/<model>, <type>/<model>, "
+                "upstream model, or a one-target model group's name)",
+            ))  # fmt: skip
+    return out
 
 
-def _group_names(models: Any) -> set[str]:
-    return {g["name"] for g in models if isinstance(g, dict) and isinstance(g.get("name"), str)}
+def _prior_keys(data: dict[str, Any], group: dict[str, Any]) -> set[str]:
+    """Every quality.json model key that names one of `group`'s targets (see target_keys);
+    empty when the tree is too broken to tell (its own errors are reported elsewhere)."""
+    providers = data.get("providers") if isinstance(data.get("providers"), dict) else {}
+
+    def ids_and_keys(g: Any) -> list[tuple[str, tuple[str, ...]]]:
+        targets = g.get("targets") if isinstance(g, dict) else None
+        out = []
+        for t in targets if isinstance(targets, list) else ():
+            provider, model = (t.get("provider"), t.get("model")) if isinstance(t, dict) else (None, None)
+            account = providers.get(provider) if isinstance(provider, str) else None  # type: ignore[union-attr]
+            if isinstance(model, str) and isinstance(account, dict):
+                tid = f"{provider}/{model}"
+                out.append((tid, target_keys(tid, str(account.get("type", "")), model)))
+        return out
+
+    own = ids_and_keys(group)
+    keys = {k for _, ks in own for k in ks}
+    ids = {tid for tid, _ in own}
+    for g in data.get("models") or ():
+        one = ids_and_keys(g)
+        if len(one) == 1 and one[0][0] in ids and isinstance(g.get("name"), str):
+            keys.add(g["name"])
+    return keys
 
 
 # --- every invalid value, for the report ----------------------------------------------------

@@ -25,6 +25,7 @@ from aiogw.config import (
     Config,
     HealthCheckConfig,
     HedgeConfig,
+    QualityConfig,
     RetryConfig,
     SLOConfig,
     TargetConfig,
@@ -46,6 +47,7 @@ class ModelRoute:
     retry: RetryConfig = RetryConfig()  # noqa: RUF009 - a frozen struct: one shared default is safe
     hedge: HedgeConfig | None = None
     slo: SLOConfig | None = None  # its targets out of it are ranked after those within
+    quality: QualityConfig | None = None  # strategy quality's settings (set only with that strategy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,13 @@ class Runtime:
         for g in config.models:
             targets = tuple(make_target(config.providers[t.provider], t.provider, t) for t in g.targets)
             routes[g.name] = ModelRoute(
-                g.name, g.strategy, targets, retry=g.retry or routing.retry, hedge=g.hedge, slo=g.slo
+                g.name,
+                g.strategy,
+                targets,
+                retry=g.retry or routing.retry,
+                hedge=g.hedge,
+                slo=g.slo,
+                quality=g.quality if g.strategy == "quality" else None,
             )
             for t in targets:  # a target shared by several groups keeps the first group's settings
                 configured.setdefault(t.id, t)

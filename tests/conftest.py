@@ -68,6 +68,9 @@ ALLOWED_BLOCKING = [
     # asyncpg looks for ~/.pgpass and ~/.postgresql/ client certificates as it opens a
     # connection: a few stat calls per pooled connection (PostgresStore.POOL_SIZE at most)
     ("asyncpg/connect_utils.py", "_parse_connect_dsn_and_args"),
+    # a quality group's prior file is read and checked as the config loads: before any loop
+    # in `aiogw serve`, on the tests' loop only because they build configs there
+    ("aiogw/config_load.py", "_quality_priors"),
 ]
 
 

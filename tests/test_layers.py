@@ -49,6 +49,18 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.adapters",
         "aiogw.names",
         "aiogw.extras",
+        "aiogw.quality.prior",  # a quality group's prior is read and checked at load
+    },
+    # Quality: the learner, its priors and the prompt-feature bucket (the router reads them),
+    # the request memory, the feedback rows, the judge's rubric and the spot checks' queue
+    # (which feed the learner; the server wires them to the dispatcher).
+    "aiogw.quality": {
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.config",
+        "aiogw.store",
+        "aiogw.telemetry.logs",
+        "aiogw.quality",
     },
     "aiogw.telemetry": {"aiogw.config", "aiogw.names", "aiogw.version", "aiogw.telemetry"},
     # The durable store: SQL over SQLite or PostgreSQL, knowing nothing of what it holds
@@ -93,6 +105,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.alerts.sink",
         "aiogw.supervise",  # the SLO evaluation timer
         "aiogw.telemetry.logs",
+        "aiogw.quality",
         "aiogw.routing",
     },
     # Shared state backs admission's buckets and routing's breakers and windows.
@@ -127,9 +140,6 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.state.scripts",
     },
     "aiogw.state.sync": {*GROUND, "aiogw.routing.health", "aiogw.state"},
-    # Quality from feedback: the request memory, the feedback rows, the judge's rubric and the
-    # spot checks' queue; the server wires them to the dispatcher and the quality estimates.
-    "aiogw.quality": {*GROUND, "aiogw.config", "aiogw.store", "aiogw.telemetry.logs", "aiogw.quality"},
     # The response cache: between admission and routing (a hit never reaches routing).
     "aiogw.cache": {*GROUND, "aiogw.config", "aiogw.telemetry.logs", "aiogw.cache"},
     "aiogw.attempts": {
@@ -143,6 +153,7 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.accounting.cost",
         "aiogw.admission",
         "aiogw.routing",
+        "aiogw.quality",
         "aiogw.upstream",
         "aiogw.attempts",
     },

@@ -25,6 +25,7 @@ from aiogw.attempts.send import Sender
 from aiogw.attempts.walk import Attempt, Walk, build_call, embedding_tokens_estimate, give_up, new_walk, retry_pause
 from aiogw.errors import FailureClass, InvalidRequest
 from aiogw.routing import health as health_mod
+from aiogw.routing.quality import QualityAsk
 from aiogw.routing.retry import RetryBudget
 from aiogw.routing.router import Router
 from aiogw.runtime import ModelRoute, Runtime
@@ -32,6 +33,7 @@ from aiogw.types import CompletionUsage, EmbeddingRequest, ParsedChat, Reply
 from aiogw.upstream import http
 
 if TYPE_CHECKING:
+    from aiogw.quality.book import QualityBook
     from aiogw.routing.slo import SLOMonitor
 
 T = TypeVar("T")
@@ -42,7 +44,13 @@ class Dispatcher:
     record and the request's charge) and a `Sender` (the upstream call)."""
 
     def __init__(
-        self, client: http.Client, runtime: Runtime, books: Bookkeeper | None = None, *, slo: SLOMonitor | None = None
+        self,
+        client: http.Client,
+        runtime: Runtime,
+        books: Bookkeeper | None = None,
+        *,
+        slo: SLOMonitor | None = None,
+        quality: QualityBook | None = None,
     ) -> None:
         # Built inside the serving loop. Cached: under Python 3.11 every get_running_loop()
         # makes a getpid() syscall (4% of a request's CPU in py-spy).
@@ -52,7 +60,7 @@ class Dispatcher:
         # What the server's pages and the health checker read.
         self.health, self.limiter, self.ledger, self.shared = books.health, books.limiter, books.ledger, books.shared
         self.ratios = books.ratios
-        self.router = Router(self.health, slo=slo, ratios=books.ratios)
+        self.router = Router(self.health, slo=slo, ratios=books.ratios, quality=quality)
         self.slo = slo  # None unless some model group has an SLO
         self._sender = Sender(client, self._loop, runtime.egress, self.limiter, runtime.adapter, books.tracing)
         # Per model group; directly addressed models share their account's (clients choose
@@ -70,6 +78,12 @@ class Dispatcher:
         if budget is None:
             budget = self._budgets[key] = RetryBudget(policy.budget_ratio, policy.budget_min_per_s, loop.time())
         budget.on_request(loop.time())
+        ask = None
+        if route.quality is not None:  # strategy quality's inputs: nothing for other groups
+            ask = QualityAsk(outcome.task, w.bucket, control.quality_floor, control.latency_budget_ms)
+            outcome.bucket = w.bucket
+            if control.strategy not in (None, "quality"):
+                outcome.route_reason = f"x-aiogw-strategy {control.strategy}"
         rounds = 0
         while True:
             plan = self.router.plan(
@@ -79,10 +93,14 @@ class Dispatcher:
                 fallbacks=control.fallbacks,
                 prompt_tokens=w.prompt_tokens,
                 max_output_tokens=w.max_output,
+                quality=ask,
             )
             if rounds == 0:
                 for skip in plan.skipped:
                     outcome.attempts.append(AttemptRecord(skip.target, 0.0, "context_window", skip.reason))
+                if plan.pick and self.router.quality is not None:
+                    outcome.route_reason = plan.reason
+                    self.router.quality.record_pick(route.name, outcome.task, plan.pick)
             found, result = await self._run_plan(w, plan.targets, attempt)
             if found:
                 return result  # type: ignore[return-value]

@@ -45,7 +45,8 @@ class Outcome:
     running: int = 0  # attempts under way (recorded in `attempts` when they end)
     cache_status: str = ""  # the response cache's verdict (hit, miss, bypass...); "" without a cache
     saved_usd: float = 0.0  # a cache hit: what the stored answer cost when it was made
-    bucket: str = ""  # the prompt-feature bucket the quality strategy used ("" without it)
+    bucket: str = ""  # the prompt-feature bucket strategy quality used; "" in other groups
+    route_reason: str = ""  # why strategy quality chose its target: sent as x-aiogw-route-reason
 
     @property
     def attempts_header(self) -> str:
@@ -67,6 +68,8 @@ class Control:
     fallbacks: tuple[ModelRoute, ...] = ()
     tags: str = ""
     task: str = ""  # x-aiogw-task: what the request is for (cost allocation, budgets)
+    quality_floor: float | None = None  # x-aiogw-quality-floor: strategy quality's floor for this request
+    latency_budget_ms: float | None = None  # x-aiogw-latency-budget-ms: strategy quality skips slower targets
 
 
 NO_CONTROL = Control()

@@ -25,6 +25,7 @@ from aiogw.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from aiogw.quality.features import bucket_of
 from aiogw.routing.retry import backoff_s
 from aiogw.routing.token_ratio import TokenRatios
 from aiogw.runtime import ModelRoute
@@ -115,6 +116,7 @@ class Walk:
     limited: list[LimitExceeded] = field(default_factory=list)
     # After a provider's context-length error, only targets with a larger configured window.
     context_floor: int | None = None
+    bucket: str = ""  # the prompt-feature bucket, for groups using strategy quality
 
 
 def new_walk(route: ModelRoute, control: Control, outcome: Outcome, parsed: ParsedChat) -> Walk:
@@ -128,6 +130,7 @@ def new_walk(route: ModelRoute, control: Control, outcome: Outcome, parsed: Pars
         tokens=prompt + (cap or DEFAULT_OUTPUT_RESERVATION),
         prompt_tokens=prompt,
         max_output=cap,
+        bucket=bucket_of(parsed, prompt) if route.quality is not None else "",
     )
 
 

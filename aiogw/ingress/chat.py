@@ -106,6 +106,8 @@ def _answer_headers(request: web.Request, outcome: Outcome, model: str | None) -
     headers["x-aiogw-attempts"] = outcome.attempts_header
     if outcome.cost_usd is not None:
         headers["x-aiogw-cost-usd"] = format_usd(outcome.cost_usd)
+    if outcome.route_reason:
+        headers["x-aiogw-route-reason"] = outcome.route_reason
     return headers
 
 
@@ -185,7 +187,28 @@ def request_control(request: web.Request, runtime: Runtime, key_tags: str = "") 
         task = v.strip()
         if not _TASK.match(task):
             raise _bad_header("x-aiogw-task", "expected a name of 1 to 64 characters from A-Z a-z 0-9 _ . : / -")
-    return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags, task=task)
+    floor = budget = None
+    if (v := h.get("x-aiogw-quality-floor")) is not None:
+        floor = _number(v)
+        if floor is None or not 0 <= floor <= 1:
+            raise _bad_header("x-aiogw-quality-floor", f"expected a number from 0 to 1, got {v[:40]!r}")
+    if (v := h.get("x-aiogw-latency-budget-ms")) is not None:
+        budget = _number(v)
+        if budget is None or not 0 < budget <= MAX_TIMEOUT_MS:
+            raise _bad_header(
+                "x-aiogw-latency-budget-ms", f"expected milliseconds from 1 to {MAX_TIMEOUT_MS}, got {v[:40]!r}"
+            )
+    return Control(
+        deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags, task=task,
+        quality_floor=floor, latency_budget_ms=budget,
+    )  # fmt: skip
+
+
+def _number(v: str) -> float | None:
+    try:
+        return float(v)
+    except ValueError:
+        return None
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

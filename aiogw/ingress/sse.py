@@ -117,6 +117,8 @@ class SSESink:
         headers["x-aiogw-model"] = target.model
         # Headers leave with the first byte: the attempts started so far, this one included.
         headers["x-aiogw-attempts"] = self._outcome.attempts_header
+        if self._outcome.route_reason:
+            headers["x-aiogw-route-reason"] = self._outcome.route_reason
         await self._open(headers)
 
     async def write(self, data: bytes) -> None:

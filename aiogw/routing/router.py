@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Literal, get_args
 from aiogw.accounting.cost import estimate_usd
 from aiogw.adapters._base import Target
 from aiogw.routing.health import HealthStore
+from aiogw.routing.quality import QualityAsk, choose
 from aiogw.runtime import ModelRoute
 
 if TYPE_CHECKING:
+    from aiogw.quality.book import QualityBook
     from aiogw.routing.slo import SLOMonitor
     from aiogw.routing.token_ratio import TokenRatios
 
-StrategyName = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy"]
+StrategyName = Literal["priority", "weighted", "lowest-cost", "lowest-latency", "least-busy", "quality"]
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
 
 # Output length assumed by lowest-cost when the request sets no cap.
@@ -40,6 +42,8 @@ class Skip:
 class Plan:
     targets: list[Target]
     skipped: list[Skip] = field(default_factory=list)
+    reason: str = ""  # strategy quality: why the first target (x-aiogw-route-reason)
+    pick: str = ""  # strategy quality: the chosen target's id
 
 
 class Router:
@@ -49,11 +53,13 @@ class Router:
         rng: random.Random | None = None,
         slo: SLOMonitor | None = None,
         ratios: TokenRatios | None = None,
+        quality: QualityBook | None = None,
     ) -> None:
         self._health = health
         self._ratios = ratios  # None: the prompt estimate as it is, for every target
         self._rng = rng or random.Random()
         self._slo = slo  # None unless some group has an SLO
+        self.quality = quality  # None unless some group uses strategy quality
 
     def plan(
         self,
@@ -64,17 +70,30 @@ class Router:
         fallbacks: Sequence[ModelRoute] = (),
         prompt_tokens: int = 0,
         max_output_tokens: int | None = None,
+        quality: QualityAsk | None = None,
     ) -> Plan:
-        if len(route.targets) == 1 and not fallbacks and route.targets[0].context_window is None:
+        """`quality`: the request's task and bucket, given for groups using strategy quality."""
+        reason = pick = ""
+        group = None
+        if quality is not None and self.quality is not None:
+            group = self.quality.group(route.name)
+        if quality is not None and group is not None and (strategy or route.strategy) == "quality":
+            output = max_output_tokens or DEFAULT_OUTPUT_ESTIMATE
+            ordered, i, reason = choose(
+                group, quality, route.targets, prompt_tokens, output, self._health, now, self._rng
+            )
+            pick = route.targets[i].id
+        elif len(route.targets) == 1 and not fallbacks and route.targets[0].context_window is None:
             return Plan(list(route.targets))  # nothing to order or skip: the common single-target case
-        ordered = self.order(route.targets, strategy or route.strategy, prompt_tokens, max_output_tokens, now)
+        else:
+            ordered = self.order(route.targets, strategy or route.strategy, prompt_tokens, max_output_tokens, now)
         seen = {t.id for t in ordered}
         for fb in fallbacks:  # tried after the group's own targets, each in its own order
             for t in self.order(fb.targets, fb.strategy, prompt_tokens, max_output_tokens, now):
                 if t.id not in seen:
                     seen.add(t.id)
                     ordered.append(t)
-        plan = Plan([])
+        plan = Plan([], reason=reason, pick=pick)
         cap = max_output_tokens or 0
         fits: list[Target] = []
         for t in ordered:
@@ -109,7 +128,7 @@ class Router:
             # Weighted order without replacement (Efraimidis-Spirakis): key = u ** (1 / w).
             keyed = [(self._rng.random() ** (1.0 / t.weight) if t.weight > 0 else 0.0, t) for t in ts]
             return [t for _, t in sorted(keyed, key=lambda kt: kt[0], reverse=True)]
-        if strategy == "lowest-cost":
+        if strategy in ("lowest-cost", "quality"):  # quality as a fallback group: by cost (no task there)
             out = max_output or DEFAULT_OUTPUT_ESTIMATE
 
             def cost(t: Target) -> float:

@@ -32,7 +32,18 @@ from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
 from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
-from aiogw.server import admin_budgets, admin_cache, admin_keys, admin_spend, cors, feedback, metrics, money, pages
+from aiogw.server import (
+    admin_budgets,
+    admin_cache,
+    admin_keys,
+    admin_routing,
+    admin_spend,
+    cors,
+    feedback,
+    metrics,
+    money,
+    pages,
+)
 from aiogw.server.handlers import ROUTES
 from aiogw.server.keys import (
     ALERTS,
@@ -46,6 +57,7 @@ from aiogw.server.keys import (
     LIFECYCLE,
     METRICS,
     MONEY,
+    QUALITY,
     RUNTIME,
     STORE,
     TRACING,
@@ -96,7 +108,7 @@ async def _http_client_ctx(app: web.Application) -> AsyncIterator[None]:
 
         slo = SLOMonitor(runtime.routes.values(), health, alerts)
     books = Bookkeeper(runtime, health=health, limiter=limiter, tracing=app[TRACING], shared=shared)
-    dispatcher = app[DISPATCHER] = Dispatcher(client, runtime, books, slo=slo)
+    dispatcher = app[DISPATCHER] = Dispatcher(client, runtime, books, slo=slo, quality=app[QUALITY])
     checker = None
     try:
         alerts.start()
@@ -227,6 +239,9 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     app.router.add_routes(admin_keys.ROUTES)
     app.router.add_routes(feedback.ROUTES)
     metrics.install(app)
+    app[QUALITY] = None
+    if (book := admin_routing.build_book(app[RUNTIME])) is not None:  # some group uses strategy quality
+        admin_routing.install(app, book)
     if config.server.pages:
         pages.install(app)
     return app

@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-import aiogw.server.keys as app_keys
 from aiogw.admission.principal import ANONYMOUS
 from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.attempts.outcome import Control, Outcome
@@ -32,7 +31,7 @@ from aiogw.quality.judge import Verdict
 from aiogw.quality.memory import Remembered, RequestMemory, caller_scope
 from aiogw.quality.spot_check import TAG, TASK, Capture, SpotChecker
 from aiogw.runtime import Runtime
-from aiogw.server.keys import DISPATCHER, FEEDBACK, FEEDBACK_PENDING, METRICS, MONEY, PRINCIPAL, RUNTIME
+from aiogw.server.keys import DISPATCHER, FEEDBACK, FEEDBACK_PENDING, METRICS, MONEY, PRINCIPAL, QUALITY, RUNTIME
 from aiogw.server.money import Money
 from aiogw.store.base import Store
 from aiogw.supervise import supervise
@@ -141,10 +140,14 @@ class Feedback:
     def observe(self, m: Remembered, metric: str, value: float, source: str, *, origin: str = "local") -> None:
         """One observation for the quality estimates: to this replica's QualityBook (when the
         quality router runs here) and, when taken here, to every other replica."""
-        key = getattr(app_keys, "QUALITY", None)  # the quality router's book: absent until it is merged
-        book = self._app.get(key) if key is not None else None
+        book = self._app[QUALITY]
         if book is not None:
-            book.observe(m.group, m.task, m.bucket, m.target, metric, value, source=source)
+            try:
+                book.observe(m.group, m.task, m.bucket, m.target, metric, value, source=source)
+            except ValueError:
+                if origin == "local":
+                    raise  # checked before it got here: a bug, not a client's mistake
+                return  # another replica's (another version's) observation this one cannot use
         self._metrics.quality_observations.inc((source, origin))
         if origin == "local" and self.bus is not None:
             obs = {"group": m.group, "task": m.task, "bucket": m.bucket, "target": m.target,

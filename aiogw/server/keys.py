@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported only when configured
     from aiogw.admission.auth import Authenticator, Ticket
     from aiogw.attempts.health_check import HealthChecker
     from aiogw.cache import ResponseCache
+    from aiogw.quality.book import QualityBook
     from aiogw.server.feedback import Feedback, Pending
     from aiogw.server.money import Money
     from aiogw.store.base import Store
@@ -43,6 +44,8 @@ CACHE: web.AppKey[ResponseCache | None] = web.AppKey("cache")  # None: cache not
 AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")  # None: auth not configured, everyone ANONYMOUS
 # The request memory, POST /v1/feedback and spot checks; None unless some group uses quality or feedback.enabled.
 FEEDBACK: web.AppKey[Feedback | None] = web.AppKey("feedback")
+# The quality learner; None unless some model group uses strategy quality.
+QUALITY: web.AppKey[QualityBook | None] = web.AppKey("quality")
 
 # Per-request values.
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -73,6 +76,7 @@ __all__ = [
     "OUTCOME",
     "PRINCIPAL",
     "PUBLIC_MODEL",
+    "QUALITY",
     "REQUEST_ID",
     "RUNTIME",
     "STORE",

@@ -62,6 +62,8 @@ def error_response(err: GatewayError, request_id: str, outcome: Outcome | None) 
     headers = {"x-request-id": request_id, **err.headers()}
     if outcome is not None and outcome.attempts:
         headers["x-aiogw-attempts"] = outcome.attempts_header
+    if outcome is not None and outcome.route_reason:  # strategy quality chose before it failed
+        headers["x-aiogw-route-reason"] = outcome.route_reason
     return web.Response(
         status=err.http_status(), body=err.to_openai(), content_type="application/json", headers=headers
     )
@@ -213,6 +215,7 @@ def _finished(
         tags=outcome.tags,
         attempts=outcome.attempts,
         error_kind=kind,
+        task=outcome.task,
     )
     fields: dict[str, Any] = {
         "request_id": rid,
@@ -250,6 +253,9 @@ def _finished(
         fields["tags"] = outcome.tags
     if outcome.cache_status:
         fields["cache"] = outcome.cache_status
+    if outcome.route_reason:  # strategy quality: why this target, and the request's bucket
+        fields["route_reason"] = outcome.route_reason
+        fields["bucket"] = outcome.bucket
     if outcome.notes:
         fields["notes"] = outcome.notes
     if outcome.stream_error is not None:

@@ -155,6 +155,9 @@ class Registry:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+MAX_TASK_LABELS = 32  # distinct x-aiogw-task values kept as a metrics label; the rest are "other"
+
+
 class GatewayMetrics:
     """Every metric aiogw exports. `record_request` is the one call on the request path."""
 
@@ -194,6 +197,12 @@ class GatewayMetrics:
             "Attempts per target by result (ok, a failure class, or a skip reason).",
             ("target", "result"),
         )
+        self.tasks = Counter(
+            "aiogw_task_requests_total",
+            f"API requests by public model and task (x-aiogw-task; the first {MAX_TASK_LABELS} seen, then 'other').",
+            ("model", "task"),
+        )
+        self._task_labels: set[str] = set()
         self.failovers = Counter(
             "aiogw_failovers_total", "Requests answered by a later target after an earlier one failed.", ("model",)
         )
@@ -232,6 +241,7 @@ class GatewayMetrics:
             self.tokens,
             self.cost,
             self.attempts,
+            self.tasks,
             self.failovers,
             self.health_checks,
             self.alerts,
@@ -269,9 +279,16 @@ class GatewayMetrics:
         tags: str,
         attempts: Iterable[Any],  # records with .target (id) and .failure (None when it answered)
         error_kind: str | None,
+        task: str = "",
     ) -> None:
         s = "true" if stream else "false"
         self.requests.inc((model, provider, str(status), s))
+        if task:
+            if task not in self._task_labels:  # x-aiogw-task is the client's: a bounded label set
+                if len(self._task_labels) >= MAX_TASK_LABELS:
+                    task = "other"
+                self._task_labels.add(task)
+            self.tasks.inc((model, task))
         self.duration.observe((model, provider, s), duration_s)
         if ttft_s is not None:
             self.ttft.observe((model, provider), ttft_s)

@@ -310,3 +310,64 @@ async def test_the_dashboard_has_no_cache_panel_when_the_cache_is_off(sim, make_
     await page.locator("#status", has_text="live").wait_for(timeout=10_000)
     await page.locator("#money").wait_for(timeout=10_000)  # the key was taken; still no cache panel
     assert await page.locator("#cache").is_hidden()
+
+
+async def test_dashboard_shows_quality_estimates_and_traffic_shares_moving(sim, make_gateway, browser, tmp_path):
+    master = "sk-master-dashboard"
+    prior = tmp_path / "quality.json"
+    prior.write_text(
+        '{"version": 1, "models": {"sim/sim-gpt-mini": {"A": {"n": 40, "mean": 0.98}, "B": {"n": 40, "mean": 0.3}},'
+        ' "compat/sim-llama": {"*": {"n": 40, "mean": 0.97}}}}'
+    )
+    cfg = gateway_config(
+        sim,
+        auth={"master_key": master},
+        store={"url": f"sqlite:///{tmp_path}/aiogw.db"},
+        models=[
+            {
+                "name": "auto",
+                "strategy": "quality",
+                "quality": {"floor": 0.9, "prior": str(prior), "explore": 0},
+                "targets": [
+                    {"provider": "compat", "model": "sim-llama", "price": {"input": 5.0, "output": 15.0}},
+                    {"provider": "sim", "model": "sim-gpt-mini", "price": {"input": 0.1, "output": 0.4}},
+                ],
+            }
+        ],
+    )
+    base = await _base(make_gateway, cfg)
+
+    async def send(task):
+        body = {"model": "auto", "messages": [{"role": "user", "content": "x"}]}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(base + "/v1/chat/completions", headers={"x-aiogw-task": task}, json=body) as r:
+                assert r.status == 200, await r.text()
+
+    await send("A")
+    await send("B")
+    page = await browser.new_page()
+    await page.goto(base + "/dashboard?refresh=200")
+    await page.locator("#status", has_text="live").wait_for(timeout=10_000)
+    assert await page.locator("#quality").is_hidden()  # estimates are the admin's: the master key first
+    await page.fill("#admin-key", master)
+    await page.click("#admin-show")
+    cheap_a = page.locator('#quality-models tr[data-task="A"][data-target="sim/sim-gpt-mini"]')
+    await cheap_a.wait_for(timeout=10_000)
+    cells = await cheap_a.locator("td").all_inner_texts()
+    assert cells[:3] == ["A", "sim/sim-gpt-mini", "20"] and cells[5] == "✓" and cells[7] == "1"
+    smart_b = page.locator('#quality-models tr[data-task="B"][data-target="compat/sim-llama"]')
+    assert (await smart_b.locator("td").all_inner_texts())[7] == "1"
+    await send("A")  # the traffic moves on the page
+
+    async def picks_of_cheap_a():
+        return (await cheap_a.locator("td").all_inner_texts())[7]
+
+    await until(_equals(picks_of_cheap_a, "2"), every=0.05, times=200)
+    assert await picks_of_cheap_a() == "2"
+
+
+def _equals(read, want):
+    async def check():
+        return await read() == want
+
+    return check

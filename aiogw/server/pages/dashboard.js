@@ -248,6 +248,54 @@ async function tickCache() {
   panel.hidden = false;
 }
 
+// Routing by quality (GET /admin/v1/routing and /admin/v1/routing/{model}: master key; 404
+// when no group uses strategy quality): per task x target estimates and traffic shares.
+const num = (v, d) => (v === null || v === undefined ? "–" : v.toFixed(d));
+
+function shareBar(share) {
+  const s = svg("svg", { class: "share", viewBox: "0 0 100 10", width: "100", height: "10", role: "img", "aria-label": pct(share) });
+  s.appendChild(svg("rect", { x: 0, y: 0, width: 100, height: 10, fill: "var(--line)" }));
+  s.appendChild(svg("rect", { x: 0, y: 0, width: Math.round((share || 0) * 100), height: 10, fill: "var(--accent)" }));
+  return s;
+}
+
+function qualityTable(body) {
+  const box = el("div", { "data-quality-model": body.model });
+  box.appendChild(el("h3", {}, `${body.model} · floor ${body.floor} · ${body.metric} · explore ${pct(body.explore)}` + (body.prior ? ` · prior ${body.prior}` : "")));
+  const table = el("table");
+  const head = el("tr");
+  for (const h of ["Task", "Target", "n", "Estimate", "95% interval", "Floor", "Cost / request", "Picks", "Share"]) head.appendChild(el("th", h === "Task" || h === "Target" ? {} : { class: "num" }, h));
+  table.appendChild(el("thead")).appendChild(head);
+  const tbody = el("tbody");
+  for (const task of body.tasks) {
+    for (const r of task.targets) {
+      const tr = el("tr", { "data-task": task.task, "data-target": r.target });
+      tr.appendChild(el("td", {}, task.task));
+      tr.appendChild(el("td", {}, r.target));
+      for (const v of [num(r.n, 0), num(r.mean, 3), `${num(r.lo, 2)}–${num(r.hi, 2)}`, r.meets_floor ? "✓" : "", r.cost_per_request_usd === null ? "–" : fmtUsd(r.cost_per_request_usd), String(r.picks)]) tr.appendChild(el("td", { class: "num" }, v));
+      const share = el("td", { class: "num", title: pct(r.share) });
+      share.appendChild(shareBar(r.share));
+      tr.appendChild(share);
+      tbody.appendChild(tr);
+    }
+  }
+  table.appendChild(tbody);
+  box.appendChild(table);
+  return box;
+}
+
+async function tickQuality() {
+  const panel = document.getElementById("quality");
+  if (!adminKey()) { panel.hidden = true; return; }
+  let models;
+  try {
+    const list = await getJson("/admin/v1/routing");
+    models = await Promise.all(list.data.map((m) => getJson("/admin/v1/routing/" + encodeURIComponent(m.model).replace(/%2F/g, "/"))));
+  } catch { panel.hidden = true; return; }
+  document.getElementById("quality-models").replaceChildren(...models.map(qualityTable));
+  panel.hidden = models.length === 0;
+}
+
 async function tick() {
   const status = document.getElementById("status");
   try {
@@ -256,6 +304,7 @@ async function tick() {
       getJson("/v1/gateway/spend").catch((e) => ({ error: e.message })),
       tickMoney(),
       tickCache(),
+      tickQuality(),
     ]);
     renderHealth(health);
     if (spend.error) document.getElementById("sum-spend").textContent = "master key needed";
