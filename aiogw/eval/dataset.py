@@ -52,7 +52,9 @@ def load(path: str | Path) -> list[Item]:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise DatasetError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    items, problems, seen = [], [], {}
+    items: list[Item] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,7 +194,7 @@ def _tool_call(expected: dict[str, Any], options: dict[str, Any], out: Output) -
     return same_json(expected["arguments"], args, subset=bool(options.get("subset"))), ""
 
 
-_GRADE = {
+_GRADE: dict[str, Callable[[Any, dict[str, Any], Output], tuple[bool, str]]] = {
     "exact": _exact,
     "contains": _contains,
     "regex": _regex,

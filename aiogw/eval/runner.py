@@ -165,7 +165,7 @@ class Runner:
         res.status, res.cost_usd, res.latency_ms = call.status, call.cost, round(call.latency_ms, 2)
         res.request_id = call.headers.get("x-request-id", "")
         if call.status != 200:
-            err = call.body.get("error") if isinstance(call.body.get("error"), dict) else {}
+            err = _error_of(call.body)
             res.error = f"{call.status} {err.get('code') or err.get('type') or ''}: {err.get('message', '')}".strip()
             return res
         provider, upstream = call.headers.get("x-aiogw-provider", ""), call.headers.get("x-aiogw-model", "")
@@ -194,9 +194,14 @@ class Runner:
             raise GraderError(f"request failed: {type(exc).__name__}: {exc}") from None
         res.judge_cost_usd = call.cost
         if call.status != 200:
-            err = call.body.get("error") if isinstance(call.body.get("error"), dict) else {}
+            err = _error_of(call.body)
             raise GraderError(f"{call.status}: {err.get('message', '')}")
         return read_verdict(_output(call.body).text)
+
+
+def _error_of(body: dict[str, Any]) -> dict[str, Any]:
+    err = body.get("error")
+    return err if isinstance(err, dict) else {}
 
 
 def _output(body: dict[str, Any]) -> Output:

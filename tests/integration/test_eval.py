@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 import yaml
-from procs import run_command
+from procs import run_command, without_packages
 
 from aiogw.bench import routing_data
 from aiogw.config_load import from_builtins
@@ -182,3 +182,27 @@ async def test_compare_reports_the_items_that_changed(oracle, make_gateway, data
     assert code == 1 and "| mixed | math | 6 | 0 | 6 | 0 |" in stdout and "mixed math" in stderr
     code, _, stderr = await _eval("compare", str(tmp_path / "a"), str(tmp_path / "nothing"))
     assert code == 2 and "cannot read a run" in stderr
+
+
+async def test_failed_calls_are_errors_apart_from_wrong_answers(oracle, make_gateway, dataset, tmp_path):
+    url, _ = await make_gateway(from_builtins(_config(oracle), env={}))
+    oracle.set_profile("good", fault="status", fault_status=400, fault_count=3)  # the caller's fault: no retry
+    out = tmp_path / "r"
+    code, _, stderr = await _eval(
+        "run", "--dataset", str(dataset), "--models", "good", "--url", url, "--judge", "judge",
+        "--out", str(out), "--concurrency", "1",
+    )  # fmt: skip
+    assert code == 0, stderr
+    cells = orjson.loads((out / "quality.json").read_bytes())["models"]["good"].values()
+    assert sum(c["errors"] for c in cells) == 3 and sum(c["n"] for c in cells) == 21
+    assert all(c["mean"] == 1.0 for c in cells)  # the failed calls are not wrong answers
+    errors = [r for r in _results(out) if r["error"]]
+    assert len(errors) == 3 and all(r["error"].startswith("400 ") and r["status"] == 400 for r in errors)
+
+
+async def test_without_the_eval_extra_the_command_says_which_to_install(dataset, tmp_path):
+    env = without_packages(tmp_path, "tqdm")
+    code, _, stderr = await run_command(
+        "eval", "run", "--dataset", str(dataset), "--models", "m", "--url", "http://127.0.0.1:9", env=env
+    )
+    assert code == 2 and "pip install 'aiogw[eval]'" in stderr and "tqdm" in stderr
