@@ -4,6 +4,7 @@ dataset errors, the judge and the comparison of two runs."""
 
 from __future__ import annotations
 
+import aiohttp
 import orjson
 import pytest
 import yaml
@@ -88,6 +89,11 @@ async def test_scores_match_the_oracle_and_quality_json_has_the_routers_format(o
     assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
     report = orjson.loads((out / "report.json").read_bytes())
     assert report["models"]["mixed"]["*"]["n"] == 24 and "| mixed | all |" in (out / "report.md").read_text()
+
+    # Each call carried its item's task (the judge's its own): the gateway's spend says so.
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/gateway/spend") as r:
+        spend = await r.json()
+    assert {row["task"] for row in spend["rows"]} == {*TASKS, "eval-judge"}
 
     # `report` rewrites the reports from results.jsonl (and applies a cutoff).
     (out / "report.md").unlink()
