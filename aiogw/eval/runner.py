@@ -49,7 +49,8 @@ class Result:
 
 
 class Unreachable(Exception):
-    """The gateway cannot be reached at all: a harness error, not a model's."""
+    """The gateway cannot be reached, or refuses the key: a harness error, not a model's
+    (every call would fail the same way)."""
 
 
 @dataclass
@@ -142,6 +143,8 @@ class Runner:
                 status = r.status
         except aiohttp.ClientConnectorError as exc:
             raise Unreachable(f"cannot reach the gateway at {self.url}: {exc.os_error or exc}") from None
+        if status == 401:
+            raise Unreachable(f"the gateway at {self.url} refused the key (401): set AIOGW_API_KEY to a key it accepts")
         latency = (time.perf_counter() - started) * 1000
         try:
             cost = float(headers.get("x-aiogw-cost-usd") or 0.0)

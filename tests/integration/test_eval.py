@@ -4,6 +4,8 @@ dataset errors, the judge and the comparison of two runs."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import orjson
 import pytest
@@ -174,7 +176,8 @@ async def test_compare_reports_the_items_that_changed(oracle, make_gateway, data
     oracle.set_profile("mixed", quality={"*": ALWAYS})
     assert (await _eval("run", *common, "--out", str(tmp_path / "a")))[0] == 0
     oracle.set_profile("mixed", quality={"math": NEVER, "*": ALWAYS})  # the model got worse at math
-    assert (await _eval("run", *common, "--out", str(tmp_path / "b")))[0] == 0
+    assert (await _eval("run", *common, "--out", str(tmp_path / "b"), "--repeats", "2"))[0] == 0
+    assert len(_results(tmp_path / "b")) == 48  # each item twice; compared by its mean over repeats
     code, stdout, stderr = await _eval("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json")
     assert code == 0, stderr
     rows = {r["task"]: r for r in orjson.loads(stdout)}
@@ -212,3 +215,69 @@ async def test_without_the_eval_extra_the_command_says_which_to_install(dataset,
         "eval", "run", "--dataset", str(dataset), "--models", "m", "--url", "http://127.0.0.1:9", env=env
     )
     assert code == 2 and "pip install 'aiogw[eval]'" in stderr and "tqdm" in stderr
+
+
+async def test_a_gateway_that_requires_keys_takes_aiogw_api_key(oracle, make_gateway, dataset, tmp_path):
+    master = "sk-master-0123456789abcdef0123456789"
+    cfg = {
+        **_config(oracle),
+        "auth": {"master_key": master, "require_keys": True},
+        "store": {"url": f"sqlite:///{tmp_path}/s.db"},
+    }
+    url, _ = await make_gateway(from_builtins(cfg, env={}))
+    args = (
+        "run",
+        "--dataset",
+        str(dataset),
+        "--models",
+        "good",
+        "--url",
+        url,
+        "--judge",
+        "judge",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    code, _, stderr = await run_command("eval", *args, env={"AIOGW_API_KEY": ""})
+    assert code == 2 and "refused the key (401): set AIOGW_API_KEY" in stderr
+    assert oracle.stats("good")["requests"] == 0
+    code, _, stderr = await run_command("eval", *args, env={"AIOGW_API_KEY": master})
+    assert code == 0, stderr
+    assert oracle.stats("good")["requests"] == 24
+
+
+async def test_calls_in_flight_are_bounded_by_concurrency(tmp_path):
+    """Against a bare upstream that holds each call until three are in flight (or all the
+    rest are): the runner keeps exactly --concurrency calls going, never more."""
+    from aiohttp import web
+
+    from aiogw.eval.dataset import Item
+    from aiogw.eval.runner import Runner
+
+    total, state, gate = 10, {"in": 0, "max": 0, "done": 0}, asyncio.Event()
+
+    async def chat(request):
+        state["in"] += 1
+        state["max"] = max(state["max"], state["in"])
+        if state["in"] >= 3 or state["in"] + state["done"] >= total:
+            gate.set()
+        await asyncio.wait_for(gate.wait(), 5)
+        state["in"] -= 1
+        state["done"] += 1
+        body = {"choices": [{"message": {"role": "assistant", "content": "4"}}]}
+        return web.json_response(body, headers={"x-aiogw-cost-usd": "0.25"})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a for a in runner.addresses if isinstance(a, tuple))[1]
+    try:
+        items = [Item(str(i), "math", [{"role": "user", "content": "2+2?"}], 4, "numeric") for i in range(total)]
+        run = await Runner(f"http://127.0.0.1:{port}/v1", concurrency=3).run(items, ["m"])
+    finally:
+        await runner.cleanup()
+    assert state["max"] == 3 and state["done"] == total
+    assert [r.passed for r in run.results] == [True] * total and run.spent_usd == 2.5 and not run.capped
