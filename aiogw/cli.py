@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="load-test aiogw against the simulator (and it directly)")
     add_arguments(b)
+    from aiogw.eval.cli import add_arguments as eval_arguments  # noqa: PLC0415
+
+    e = sub.add_parser("eval", help="score models on a labelled dataset through the gateway")
+    eval_arguments(e)
     return p
 
 
@@ -85,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from aiogw.bench.run import run  # noqa: PLC0415
 
         return run(args)
+    if args.command == "eval":
+        from aiogw.eval.cli import run as run_eval  # noqa: PLC0415
+
+        return run_eval(args)
     return serve(args)
 
 

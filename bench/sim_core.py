@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import random
+import re
 import secrets
 import struct
 import time
@@ -53,6 +55,14 @@ class Profile(msgspec.Struct, kw_only=True):
     # and the context window) are the rule's count times this (e.g. 2.0: a denser tokenizer).
     prompt_token_ratio: float = 1.0
     report_usage: bool = True  # False: OpenAI-format answers carry no usage at all
+    # The oracle: accuracy per task ("*": any other) and difficulty, e.g.
+    # {"math": {"easy": 0.95, "hard": 0.4}}. A prompt whose last user message carries an item
+    # marker (see ITEM_MARKER) is answered right or wrong by item, deterministically, so the
+    # ground truth of an evaluation or a routing run is known. No marker: the usual answer.
+    quality: dict[str, dict[str, float]] | None = None
+    # A judge: a prompt with <candidate>...</candidate> and <expected>...</expected> (or an item
+    # marker in place of <expected>) is answered {"verdict", "score", "reason"}, correctly.
+    judge: bool = False
 
 
 @dataclass
@@ -132,6 +142,80 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+# `[[item id=<ID> task=<T> level=<easy|hard> answer=<A>]]`: A runs to the last `]]`, so
+# an answer may hold spaces or JSON (the marker ends the message).
+ITEM_MARKER = re.compile(r"\[\[item id=(\S+) task=(\S+) level=(easy|hard) answer=(.*)\]\]", re.DOTALL)
+_TAGGED = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in ("candidate", "expected")}
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return _text_of(m.get("content"))
+    return ""
+
+
+def draw(model: str, item: str) -> float:
+    """A number in [0, 1) fixed by (model, item): the same in every process and run (hashlib,
+    not hash(), which is salted per process)."""
+    digest = hashlib.blake2b(f"{model}|{item}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def wrong_answer(answer: str, item: str) -> str:
+    """A deterministic wrong answer: never equal to `answer`, never containing it, and for a
+    number, off by more than any sane tolerance (so every grader fails it)."""
+    k = int(draw("wrong", item) * 7) + 1
+    try:
+        number = float(answer)
+    except ValueError:
+        number = None
+    if number is not None and number == number and abs(number) != float("inf"):
+        off = number + (abs(number) + 1) * (k + 1)
+        return str(int(off)) if off == int(off) else str(off)
+    if len(answer) == 1 and answer.isalpha():  # a choice letter: another letter
+        letters = "ABCDE" if answer.isupper() else "abcde"
+        return next(c for c in letters[k % 5 :] + letters if c != answer)
+    low = answer.lower()
+    for i in range(len(WORDS)):
+        guess = f"{WORDS[(k + i) % len(WORDS)]} {WORDS[(3 * k + i) % len(WORDS)]}"
+        if low not in guess.lower() and guess.lower() not in low:
+            return guess
+    return "~" * (len(answer) + 1)
+
+
+def oracle_text(profile: Profile, model: str, messages: list[Any]) -> str | None:
+    """What the oracle or the judge answers, or None when the profile or prompt is not one."""
+    if not (profile.quality or profile.judge):
+        return None
+    text = _last_user_text(messages)
+    if profile.judge:
+        candidate = _TAGGED["candidate"].search(text)
+        if candidate is not None:
+            expected = _TAGGED["expected"].search(text)
+            marker = ITEM_MARKER.search(text) if expected is None else None
+            want = expected.group(1) if expected is not None else marker.group(4) if marker else None
+            if want is not None:
+                ok = _norm(candidate.group(1)) == _norm(want)
+                reason = "matches the expected answer" if ok else "differs from the expected answer"
+                return orjson.dumps({"verdict": "pass" if ok else "fail", "score": 1.0 if ok else 0.0,
+                                     "reason": reason}).decode()  # fmt: skip
+    if not profile.quality:
+        return None
+    marker = ITEM_MARKER.search(text)
+    if marker is None:
+        return None
+    item, task, level, answer = marker.groups()
+    rates = profile.quality.get(task) or profile.quality.get("*")
+    if rates is None:
+        return None
+    return answer if draw(model, item) < rates.get(level, 0.0) else wrong_answer(answer, item)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
 class Answer:
     """Everything one request's answer consists of, computed once from its body."""
 
@@ -149,19 +233,29 @@ class Answer:
         seed = zlib.crc32(f"{self.model}|{prompt}|{body.get('seed')}".encode())
         self.n = body.get("n") or 1
         self.words: list[list[str]] = []
-        for i in range(self.n):
+        fixed = oracle_text(profile, self.model, messages)
+        self.oracle = fixed is not None
+        for i in range(self.n if fixed is None else 0):
             rnd = random.Random(seed + i)
             head = ["Simulated", "reply", "from", f"{self.model}:"]
             words = (head + [rnd.choice(WORDS) for _ in range(max(0, n_words - len(head)))])[:n_words]
             self.words.append(words)
+        if fixed is not None:
+            # The oracle's answer verbatim (split on single spaces, so joined back it is the same).
+            words = fixed.split(" ")
+            self.finish = "stop"
+            if isinstance(limit, int) and limit < len(words):
+                words, self.finish = words[: max(1, limit)], "length"
+            self.words = [words for _ in range(self.n)]
         rf = body.get("response_format") or {}
-        self.json_mode = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+        # An oracle's or judge's answer is already what was asked for (the judge's is JSON).
+        self.json_mode = not self.oracle and isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
         # Structured output: the answer is an instance of the schema, as a real model's is.
         structured = self.json_mode and rf.get("type") == "json_schema"
         self.schema = (rf.get("json_schema") or {}).get("schema") if structured else None
         self.logprobs = bool(body.get("logprobs"))
         self.top_logprobs = int(body.get("top_logprobs") or 0)
-        self.tool_calls = self._tools(body)
+        self.tool_calls = [] if self.oracle else self._tools(body)  # the oracle answers in text
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.include_usage = self.report_usage and bool((body.get("stream_options") or {}).get("include_usage"))

@@ -100,3 +100,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-P", "-m", "aiogw", *args], capture_output=True, text=True, env=env, check=False, timeout=60
     )
+
+
+async def run_command(*args: str, env: dict | None = None, timeout: float = 60.0) -> tuple[int, str, str]:
+    """`python -m aiogw ARGS` (any command) run to its end without blocking the event loop
+    (the test's own servers keep serving it): (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-P", "-m", "aiogw", *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"aiogw {' '.join(args)} was still running after {timeout} s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

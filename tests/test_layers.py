@@ -207,6 +207,17 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.quality",
         "aiogw.server",
     },
+    # `aiogw eval`: a client of the gateway over HTTP; only its command starts one in process
+    # (--config), so the server, the config loader and the logs are the CLI module's alone.
+    "aiogw.eval": {*GROUND, "aiogw.extras", "aiogw.eval"},
+    "aiogw.eval.cli": {
+        *GROUND,
+        "aiogw.extras",
+        "aiogw.config_load",
+        "aiogw.server.app",
+        "aiogw.telemetry.logs",
+        "aiogw.eval",
+    },
     # Entry points: anything.
     "aiogw.cli": {"aiogw"},
     "aiogw.demo": {"aiogw"},
