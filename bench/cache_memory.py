@@ -7,8 +7,11 @@ different question), so the cache fills, then evicts for the rest of the run.
 
 Prints one JSON object: RSS at start (warm, cache empty), at the end and peak (VmHWM), the
 cache's own byte count and entries (from /metrics), and `bounded`: whether the growth over
-the warm start stays within the cache's bound plus `--slack-mb` for the interpreter's own
-per-object overhead on top of the bytes the cache counts (keys and values)."""
+the warm start stays within `--factor` times the cache's bound plus 8 MB. The factor is the
+allocator's share: the cache counts keys, values and a per-entry overhead (which holds to
+within 5% with the cache alone in a process), but entries freed by LRU among a request's
+short-lived buffers leave holes the C allocator keeps (measured: growth 1.5-1.7x the bound,
+flat once the cache is full)."""
 
 from __future__ import annotations
 
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--completion-tokens", type=int, default=100, help="answer length: ~7 bytes per word stored")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-seconds", type=float, default=1200.0, help="stop sending after this long")
-    ap.add_argument("--slack-mb", type=float, default=48.0)
+    ap.add_argument("--factor", type=float, default=2.0, help="allowed RSS growth per MB of cache")
     args = ap.parse_args(argv)
     sim = start_listening(
         [sys.executable, "-P", "-m", "aiogw.bench.simulator", "--port", "0",
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "cache_bytes_mb": round(gauges["aiogw_cache_bytes"] / 1024 / 1024, 1),
         "cache_entries": int(gauges["aiogw_cache_entries"]),
         "cache_writes": int(gauges["aiogw_cache_writes_total"]),
-        "bounded": growth <= args.cache_mb + args.slack_mb,
+        "bounded": growth <= args.factor * args.cache_mb + 8,
     }
     print(json.dumps(out))
     return 0 if out["bounded"] and not failed else 1
