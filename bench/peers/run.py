@@ -7,6 +7,8 @@ It starts fixed_upstream.py (an OpenAI upstream answering fixed bytes) and each 
   aiogw-money  the same with virtual keys required and three budgets per request (aiogw-money.yaml)
   aiogw-cache-hit  the same with the response cache on in memory, every request after the
            first a hit (aiogw-cache-hit.yaml; the requests opt in with `x-aiogw-cache: on`)
+  aiogw-cache-hit-redis  the same with the cache in Redis (a redis-server of its own, on the
+           load generator's core: aiogw-cache-hit-redis.yaml)
   portkey  Portkey's gateway on Node, when bench/peers/install.sh has installed it
   litellm  LiteLLM's proxy, one worker, when bench/peers/install.sh has installed it
 then drives each with wrk (chat.lua) for every scenario and connection count, targets
@@ -61,12 +63,13 @@ LABELS = {
     "aiogw": "**aiogw**",
     "aiogw-money": "aiogw, keys + 3 budgets",
     "aiogw-cache-hit": "aiogw, cache hits",
+    "aiogw-cache-hit-redis": "aiogw, cache hits (Redis)",
     "portkey": "Portkey",
     "litellm": "LiteLLM",
 }
 ALL_TARGETS = tuple(LABELS)
 OPTIONAL = ("portkey", "litellm")
-ON_REQUEST = ("aiogw-money", "aiogw-cache-hit")  # measured when named in --targets
+ON_REQUEST = ("aiogw-money", "aiogw-cache-hit", "aiogw-cache-hit-redis")  # measured when named in --targets
 
 
 @dataclass
@@ -80,6 +83,8 @@ class Target:
     popen: subprocess.Popen[bytes] | None = None
     # Run once the process listens, before the first chat: returns the headers to send.
     setup: Callable[[Target], dict[str, str]] | None = None
+    # A server the target needs, started before it on the load generator's cores (Redis).
+    companion: list[str] | None = None
 
     @property
     def chat_url(self) -> str:
@@ -115,13 +120,28 @@ def make_target(name: str, upstream: str, peers_dir: Path) -> Target:
             bearer,
             [sys.executable, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", upstream],
         )
-    if name in ("aiogw", "aiogw-money", "aiogw-cache-hit"):
+    if name in ("aiogw", "aiogw-money", "aiogw-cache-hit", "aiogw-cache-hit-redis"):
         cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(HERE / f"{name}.yaml")]
         env = {"AIOGW_PORT": str(port), "AIOGW_UPSTREAM": upstream}
         if name == "aiogw":
             return Target(name, url, {}, cmd, env)
         if name == "aiogw-cache-hit":  # opted in: the bench body's temperature is not 0
             return Target(name, url, {"x-aiogw-cache": "on"}, cmd, env)
+        if name == "aiogw-cache-hit-redis":
+            redis_port = free_port()
+            env["AIOGW_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            redis = [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            return Target(name, url, {"x-aiogw-cache": "on"}, cmd, env, companion=redis)
         env["AIOGW_DATA_DIR"] = tempfile.mkdtemp(prefix="aiogw-peers-store-")
         return Target(name, url, {}, cmd, env, setup=create_key)
     program = installed(name, peers_dir)
@@ -539,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
             targets = [make_target(name, upstream.base_url, a.peers_dir) for name in a.targets]
             for t in targets:
                 log = work / "logs" / f"{t.name}.log"
+                if t.companion:
+                    started.append(
+                        start(pinned(a.client_cpus, t.companion), {}, work / "logs" / f"{t.name}-companion.log")
+                    )
                 if t.cmd:
                     t.popen = start(pinned(a.gw_cpus, t.cmd), t.env, log)
                     started.append(t.popen)

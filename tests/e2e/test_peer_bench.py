@@ -109,3 +109,16 @@ async def test_the_fixed_upstream_answers_the_official_sdk_whole_and_streamed():
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+def test_the_redis_cache_target_starts_its_own_redis_and_answers_from_it(tmp_path):
+    out = tmp_path / "out"
+    proc = run_peers(
+        *("--targets", "aiogw-cache-hit-redis", "--scenarios", "nonstream", "--conns", "4", "--reps", "1"),
+        *("--duration", "1", "--warmup", "0", "--idle-max-s", "2", "--out", str(out)),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = [json.loads(line) for line in (out / "raw.jsonl").read_text().splitlines()]
+    assert row["target"] == "aiogw-cache-hit-redis" and row["errors"] == 0 and row["requests"] > 0, row
+    log = (out / "logs" / "aiogw-cache-hit-redis.log").read_text()
+    assert log.count('"cache":"hit"') >= row["requests"] - 1  # all but the first answered from Redis
