@@ -246,13 +246,25 @@ class ResponseCache:
     # --- writing ------------------------------------------------------------------------
 
     def store(self, d: Decision, e: entries.Entry) -> None:
-        """Write in the background: the answer is already on its way to the client."""
+        """Write once the answer is on its way to the client: in memory, a callback on the
+        loop's next turn (an insertion costs less than a task would); in Redis, a task."""
         if not d.writes:
             return
         assert d.key is not None
-        task = asyncio.get_running_loop().create_task(self._write(d.key, e, d.ttl_s, d.semantic))
+        loop = asyncio.get_running_loop()
+        if self.memory is not None:
+            loop.call_soon(self._put, d.key, e, d.ttl_s, d.semantic)
+            return
+        task = loop.create_task(self._write(d.key, e, d.ttl_s, d.semantic))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+
+    def _put(self, key: str, e: entries.Entry, ttl_s: float, q: Query | None) -> None:
+        assert self.memory is not None
+        if self.memory.put(key, entries.dump(e), ttl_s):
+            self.counts.stored += 1
+            if q is not None and q.vector is not None and self.semantic is not None:
+                self.semantic.add(q.partition, key, q.text, q.vector)
 
     async def _write(self, key: str, e: entries.Entry, ttl_s: float, q: Query | None = None) -> None:
         try:

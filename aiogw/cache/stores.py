@@ -62,6 +62,12 @@ class BoundedMemoryCache(SimpleMemoryCache):
     async def _set(
         self, key: str, value: bytes, ttl: float | None = None, _cas_token: Any = None, _conn: Any = None
     ) -> bool:
+        return self.put(key, value, ttl)
+
+    def put(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        """`set` without aiocache's wrapper, as `peek` is `get` without it (the cache stage
+        writes the memory backend through this: its hooks and timeout cost more than the
+        insertion)."""
         size = self._size(key, value)
         if size > self.max_bytes:
             return False  # larger than the whole cache: never stored

@@ -7,6 +7,9 @@ It starts fixed_upstream.py (an OpenAI upstream answering fixed bytes) and each 
   aiogw-money  the same with virtual keys required and three budgets per request (aiogw-money.yaml)
   aiogw-cache-hit  the same with the response cache on in memory, every request after the
            first a hit (aiogw-cache-hit.yaml; the requests opt in with `x-aiogw-cache: on`)
+  aiogw-cache-miss  aiogw-cache-hit.yaml with every request a miss that is stored (the
+           requests also send `cache-control: no-cache`: the lookup is skipped, the answer
+           recorded and written): what a miss adds to the fast path
   aiogw-cache-hit-redis  the same with the cache in Redis (a redis-server of its own, on the
            load generator's core: aiogw-cache-hit-redis.yaml)
   portkey  Portkey's gateway on Node, when bench/peers/install.sh has installed it
@@ -64,12 +67,18 @@ LABELS = {
     "aiogw-money": "aiogw, keys + 3 budgets",
     "aiogw-cache-hit": "aiogw, cache hits",
     "aiogw-cache-hit-redis": "aiogw, cache hits (Redis)",
+    "aiogw-cache-miss": "aiogw, cache misses",
     "portkey": "Portkey",
     "litellm": "LiteLLM",
 }
 ALL_TARGETS = tuple(LABELS)
 OPTIONAL = ("portkey", "litellm")
-ON_REQUEST = ("aiogw-money", "aiogw-cache-hit", "aiogw-cache-hit-redis")  # measured when named in --targets
+ON_REQUEST = (
+    "aiogw-money",
+    "aiogw-cache-hit",
+    "aiogw-cache-hit-redis",
+    "aiogw-cache-miss",
+)  # measured when named in --targets
 
 
 @dataclass
@@ -120,13 +129,16 @@ def make_target(name: str, upstream: str, peers_dir: Path) -> Target:
             bearer,
             [sys.executable, str(HERE / "bare_proxy.py"), "--port", str(port), "--upstream", upstream],
         )
-    if name in ("aiogw", "aiogw-money", "aiogw-cache-hit", "aiogw-cache-hit-redis"):
-        cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(HERE / f"{name}.yaml")]
+    if name in ("aiogw", "aiogw-money", "aiogw-cache-hit", "aiogw-cache-hit-redis", "aiogw-cache-miss"):
+        config = "aiogw-cache-hit" if name == "aiogw-cache-miss" else name
+        cmd = [sys.executable, "-P", "-m", "aiogw", "serve", "--config", str(HERE / f"{config}.yaml")]
         env = {"AIOGW_PORT": str(port), "AIOGW_UPSTREAM": upstream}
         if name == "aiogw":
             return Target(name, url, {}, cmd, env)
         if name == "aiogw-cache-hit":  # opted in: the bench body's temperature is not 0
             return Target(name, url, {"x-aiogw-cache": "on"}, cmd, env)
+        if name == "aiogw-cache-miss":
+            return Target(name, url, {"x-aiogw-cache": "on", "cache-control": "no-cache"}, cmd, env)
         if name == "aiogw-cache-hit-redis":
             redis_port = free_port()
             env["AIOGW_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
