@@ -43,27 +43,32 @@ def load(raw: bytes) -> Entry | None:
 
 def split_stream(raw: bytes) -> tuple[list[bytes], bytes | None] | None:
     """The SSE bytes a client got as (chunks, usage); None when the stream did not end
-    cleanly (no `[DONE]`, an error event, a finish other than those allowed is checked by
-    the caller from the outcome)."""
+    cleanly (no `[DONE]`, an error event; a finish other than those allowed is checked by
+    the caller from the outcome).
+
+    Only the last two events are decoded: an error event ends a stream, and the usage
+    chunk (`choices` empty) comes last before `[DONE]`, from OpenAI and from the gateway's
+    own encoder alike; the content chunks before them are kept as they are (a miss's
+    recording must cost little next to the stream itself)."""
+    if not raw.endswith(DONE):
+        return None
     chunks: list[bytes] = []
+    for event in raw[: -len(DONE)].split(b"\n\n"):
+        if event.startswith(b"data: ") and b"\n" not in event:
+            chunks.append(event[6:])  # the usual spelling: one `data: ` line
+        elif data := [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]:
+            chunks.append(b"\n".join(data))  # several data lines (or `data:` without its space)
+        # else: a heartbeat (a comment) or nothing
     usage = None
-    done = False
-    for event in raw.split(b"\n\n"):
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue  # heartbeats (comments), blank lines
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                done = True
-                continue
-            obj = orjson.loads(data)
-            if "error" in obj:
-                return None
-            if not obj.get("choices") and obj.get("usage"):
-                usage = orjson.dumps(_without_cost(obj["usage"]))
-                continue
-            chunks.append(data)
-    return (chunks, usage) if done and chunks else None
+    for i in range(max(0, len(chunks) - 2), len(chunks)):
+        obj = orjson.loads(chunks[i])
+        if not isinstance(obj, dict) or "error" in obj:
+            return None
+        if not obj.get("choices") and obj.get("usage"):
+            usage = orjson.dumps(_without_cost(obj["usage"]))
+            chunks[i] = b""
+    chunks = [c for c in chunks if c] if usage is not None else chunks
+    return (chunks, usage) if chunks else None
 
 
 def _without_cost(usage: dict[str, Any]) -> dict[str, Any]:

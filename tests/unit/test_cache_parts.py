@@ -139,3 +139,16 @@ def test_per_model_counts_are_bounded():
     assert len(by) == MAX_MODEL_COUNTS + 1
     assert (by[OTHER_MODELS].hits, by[OTHER_MODELS].misses, by[OTHER_MODELS].saved_usd) == (10, 10, 5.0)
     assert cache.counts.hits == MAX_MODEL_COUNTS + 10
+
+
+def test_a_recorded_stream_keeps_every_spelling_of_its_data_lines():
+    one = b'{"id":"c","choices":[{"index":0,"delta":{"content":"a"}}]}'
+    spread = b'data: {"id":"c",\ndata: "choices":[{"index":0,"delta":{"content":"b"}}]}\n\n'  # two data lines
+    bare = b'data:{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'  # no space
+    usage = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"cost_usd":0.1}}\n\n'
+    split = entries.split_stream(b"data: " + one + b"\n\n: keep-alive\n\n" + spread + bare + usage + entries.DONE)
+    assert split is not None
+    chunks, got_usage = split
+    assert chunks[0] == one and orjson.loads(chunks[1])["choices"][0]["delta"]["content"] == "b"
+    assert orjson.loads(chunks[2])["choices"][0]["finish_reason"] == "stop" and len(chunks) == 3
+    assert orjson.loads(got_usage) == {"prompt_tokens": 1, "completion_tokens": 2}
