@@ -52,13 +52,11 @@ def split_stream(raw: bytes) -> tuple[list[bytes], bytes | None] | None:
     recording must cost little next to the stream itself)."""
     if not raw.endswith(DONE):
         return None
-    chunks: list[bytes] = []
-    for event in raw[: -len(DONE)].split(b"\n\n"):
-        if event.startswith(b"data: ") and b"\n" not in event:
-            chunks.append(event[6:])  # the usual spelling: one `data: ` line
-        elif data := [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]:
-            chunks.append(b"\n".join(data))  # several data lines (or `data:` without its space)
-        # else: a heartbeat (a comment) or nothing
+    body = raw[: -len(DONE)]
+    if body.startswith(b"data: ") and body.count(b"\n") == 2 * body.count(b"\n\ndata: ") + 2:
+        chunks = body[6:-2].split(b"\n\ndata: ")  # every event one `data: ` line: split in C
+    else:
+        chunks = _data_of_events(body)
     usage = None
     for i in range(max(0, len(chunks) - 2), len(chunks)):
         obj = orjson.loads(chunks[i])
@@ -69,6 +67,16 @@ def split_stream(raw: bytes) -> tuple[list[bytes], bytes | None] | None:
             chunks[i] = b""
     chunks = [c for c in chunks if c] if usage is not None else chunks
     return (chunks, usage) if chunks else None
+
+
+def _data_of_events(body: bytes) -> list[bytes]:
+    """Each event's data, in any SSE spelling: several data lines joined, `data:` without
+    its space, heartbeats (comments) skipped."""
+    chunks = []
+    for event in body.split(b"\n\n"):
+        if data := [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]:
+            chunks.append(b"\n".join(data))
+    return chunks
 
 
 def _without_cost(usage: dict[str, Any]) -> dict[str, Any]:
