@@ -34,6 +34,7 @@ from aiogw.types import (
     EmbeddingRequest,
     FinishReason,
     ImagePart,
+    NativeBody,
     ParsedChat,
     Price,
     Reply,
@@ -107,6 +108,18 @@ class Adapter:
     decode_embeddings: Callable[[bytes, Target, EmbeddingRequest], bytes] | None = None
     params: ParamMap | None = None  # how canonical fields fare here (docs + coverage test)
     rate_limits: Callable[[Mapping[str, str]], RateLimitInfo | None] | None = None
+    # The client API this provider speaks natively (`NativeBody.api`): a request that came
+    # in that API is passed through (`build_call` sees `ParsedChat.native`), its answer
+    # read by `decode_native` (body kept as it is) and its stream forwarded as it comes.
+    native_api: str | None = None
+    decode_native: Callable[[bytes, Target], Reply] | None = None
+    # Token counting in the native API (Anthropic's count_tokens): the call, and its count.
+    build_count_tokens: Callable[[NativeBody, Target], Call] | None = None
+    decode_count_tokens: Callable[[bytes, Target], int] | None = None
+
+    def serves_natively(self, p: ParsedChat) -> bool:
+        """Does this request go through as the client sent it (no translation)?"""
+        return p.native is not None and p.native.api == self.native_api
 
 
 class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):

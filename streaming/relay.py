@@ -252,3 +252,53 @@ class TranslatingRelay:
 
     def finish_reasons(self) -> list[FinishReason]:
         return list(self._encoder.finish_reasons.values())
+
+
+class NativeRelay:
+    """The client speaks the upstream's own API (a Messages client, an Anthropic target):
+    every event goes out as it came (`event:` and `data:` lines re-joined), and the
+    adapter's decoder reads each one for usage, the finish and errors only (its deltas are
+    not encoded into anything)."""
+
+    __slots__ = ("_decoder", "_finish", "_target", "failed", "usage")
+
+    def __init__(self, decoder: Decoder, *, target: str) -> None:
+        self._decoder = decoder
+        self._target = target
+        self._finish: list[FinishReason] = []
+        self.usage: CompletionUsage | None = None
+        self.failed: UpstreamError | None = None
+
+    def feed(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        decoder = self._decoder
+        for ev in events:
+            try:
+                deltas = decoder.feed(ev.event, ev.data)
+            except UpstreamError as exc:
+                self.failed = exc  # an `error` event: the dispatcher ends the stream its way
+                break
+            for d in deltas:
+                if d.usage is not None:
+                    self.usage = d.usage
+                elif d.finish_reason is not None:
+                    self._finish.append(d.finish_reason)
+            if ev.event:
+                out += b"event: "
+                out += ev.event.encode()
+                out += b"\n"
+            data = ev.data
+            if 10 in data:
+                data = data.replace(b"\n", b"\ndata: ")
+            out += b"data: "
+            out += data
+            out += b"\n\n"
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        if not self._decoder.complete:
+            raise _truncated(self._target)
+        return b""
+
+    def finish_reasons(self) -> list[FinishReason]:
+        return self._finish

@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
+from aiogw.adapters._base import Target
 from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.walk import chat_tokens_estimate, embedding_tokens_estimate
 from aiogw.errors import (
@@ -88,6 +89,11 @@ class ClientFormat(StreamFormat, Protocol):
     def reply_body(self, reply: Reply) -> bytes:
         """A non-streaming answer (`reply.body` is an OpenAI `chat.completion`) in this API."""
         ...
+
+
+# A ClientFormat may also have `headers_for(target) -> dict[str, str]`: answer headers that
+# depend on the target that answered (e.g. what was dropped for it). Optional.
+HeadersFor = Callable[[Target], dict[str, str]]
 
 
 def _base_headers(request: web.Request) -> dict[str, str]:
@@ -186,8 +192,9 @@ def request_control(request: web.Request, runtime: Runtime, key_tags: str = "") 
     return Control(deadline=deadline, strategy=strategy, fallbacks=fallbacks, tags=tags, task=task)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    parsed = parse_chat(await read_body(request))
+async def admit_chat(request: web.Request, parsed: ParsedChat) -> tuple[ModelRoute, Control]:
+    """A decoded chat request (from any API) up to the cache: its model resolved, its
+    x-aiogw-* controls read, its key's models and rpm/tpm checked, the outcome labelled."""
     request[PUBLIC_MODEL] = parsed.req.model
     request[STREAM] = parsed.req.is_stream
     runtime = request.app[RUNTIME]
@@ -198,6 +205,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await admit_key(request, route, control, lambda: chat_tokens_estimate(parsed))
     outcome = request[OUTCOME]
     outcome.tags, outcome.task = control.tags, control.task or "chat"
+    return route, control
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    parsed = parse_chat(await read_body(request))
+    route, control = await admit_chat(request, parsed)
+    principal = request[PRINCIPAL]
     if (cache := request.app[CACHE]) is not None:  # between admission and routing: a hit ends here
         decision = cache.prepare(request.headers, parsed, route.name, principal.key_id, principal.team, control.task)
         if decision is not None:
@@ -230,6 +244,9 @@ async def answer(
         headers = _answer_headers(request, outcome, reply.model)
         if extra_headers:
             headers.update(extra_headers)
+        headers_for: HeadersFor | None = getattr(fmt, "headers_for", None)
+        if headers_for is not None and outcome.target is not None:
+            headers.update(headers_for(outcome.target))
         body = reply.body if fmt is None else fmt.reply_body(reply)
         return web.Response(body=body, content_type="application/json", headers=headers)
 
@@ -237,6 +254,7 @@ async def answer(
     if extra_headers:
         base.update(extra_headers)
     sink = SSESink(request, base, outcome, runtime.config.server.sse_heartbeat_s)
+    sink.headers_for = getattr(fmt, "headers_for", None)
     lifecycle = request.app[LIFECYCLE]
     task = asyncio.current_task()
     assert task is not None
