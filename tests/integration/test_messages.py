@@ -192,6 +192,16 @@ async def test_stream_event_order_is_strict_when_the_first_delta_is_a_tool_call(
     assert seen == list(range(len(seen))) and seen
 
 
+@pytest.mark.parametrize("model,account", [("gpt", "oai"), ("claude", "claude")])
+async def test_a_failure_after_the_first_byte_is_an_error_event_the_sdk_raises(sim, client, model, account):
+    sim.set_profile(account, api_key=SIM_KEY, completion_tokens=12, fault="drop", fault_after_chunks=3)
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        async with client.messages.stream(model=model, max_tokens=100, messages=ASK) as s:
+            await s.get_final_message()
+    assert exc.value.body["type"] == "error" and exc.value.body["error"]["type"] == "api_error"
+    assert exc.value.body["error"]["message"].startswith("upstream_protocol_error: ")
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
