@@ -113,7 +113,9 @@ def test_recorded_stream_round_trips_through_canonical(name):
 @pytest.mark.parametrize("name", STREAMS)
 def test_event_order_is_strict(name):
     events = sdk_events(round_trip((FIXTURES / f"{name}.sse").read_bytes(), split=3))
-    raw = [e for e in events if e.type in ("message_start", "message_delta", "message_stop") or "content_block" in e.type]
+    raw = [
+        e for e in events if e.type in ("message_start", "message_delta", "message_stop") or "content_block" in e.type
+    ]
     kinds = [e.type for e in raw]
     assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
     open_index, started = None, []
@@ -162,7 +164,12 @@ def test_usage_maps_cache_reads_and_writes_out_of_input_tokens():
     out = enc.feed([Delta(content="hi"), Delta(finish_reason="length"), Delta(usage=usage)]) + enc.close()
     final = sdk_final(out)
     u = final.usage
-    assert (u.input_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens, u.output_tokens) == (10, 60, 30, 7)
+    assert (u.input_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens, u.output_tokens) == (
+        10,
+        60,
+        30,
+        7,
+    )
     assert final.stop_reason == "max_tokens"
 
 
