@@ -427,3 +427,37 @@ async def test_claude_code_count_tokens_is_estimated_with_tools_and_system(gw):
 
 def blocks_of(m) -> list[tuple[Any, ...]]:
     return [(b.type, getattr(b, "text", None), getattr(b, "name", None), getattr(b, "input", None)) for b in m.content]
+
+
+# --- the response cache -----------------------------------------------------------------------
+
+
+async def test_cached_messages_answers_never_cross_apis(sim, make_gateway):
+    url, _ = await make_gateway(config(sim, cache={"enabled": True}))
+    base = url.removesuffix("/v1")
+    ask = {"model": "gpt", "max_tokens": 50, "temperature": 0, "messages": ASK}
+    chat = {"model": "gpt", "max_tokens": 50, "temperature": 0, "messages": ASK}
+    # OpenAI first: its entry is not a Messages answer.
+    status, h, _ = await post(url + "/chat/completions", chat)
+    assert status == 200 and h["x-aiogw-cache-status"] == "miss"
+    status, h, first = await post(base + "/v1/messages", ask)
+    assert status == 200 and h["x-aiogw-cache-status"] == "miss" and first["type"] == "message"
+    status, h, again = await post(base + "/v1/messages", ask)
+    assert h["x-aiogw-cache-status"] == "hit" and again == first  # the Messages answer, as sent
+    status, h, openai_again = await post(url + "/chat/completions", chat)
+    assert h["x-aiogw-cache-status"] == "hit" and openai_again["object"] == "chat.completion"
+    # Streams: their own entries, replayed as Messages events the SDK's helper accepts.
+    c = anthropic.AsyncAnthropic(base_url=base, api_key="k", max_retries=0)
+    try:
+        sdk_ask = {k: v for k, v in ask.items() if k != "temperature"}  # this SDK has no temperature
+        for expected in ("miss", "hit"):
+            async with c.messages.with_streaming_response.create(
+                **sdk_ask, stream=True, extra_body={"temperature": 0}
+            ) as r:
+                assert r.headers["x-aiogw-cache-status"] == expected
+                await r.read()
+        async with c.messages.stream(**sdk_ask, extra_body={"temperature": 0}) as s:
+            final = await s.get_final_message()
+        assert text_of(final) == first["content"][0]["text"]
+    finally:
+        await c.close()

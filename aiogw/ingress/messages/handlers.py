@@ -12,13 +12,14 @@ from aiohttp import web
 from aiogw.adapters._base import Target, content_text
 from aiogw.errors import GatewayError
 from aiogw.ingress.body import read_body
+from aiogw.ingress.cached import through_cache
 from aiogw.ingress.chat import admit_chat, admit_key, answer, request_control
 from aiogw.ingress.messages import errors
 from aiogw.ingress.messages.decode import parse_count, parse_messages
 from aiogw.ingress.messages.reply import message_body
 from aiogw.ingress.messages.stream import MessagesEncoder
 from aiogw.runtime import Runtime
-from aiogw.server.keys import DISPATCHER, OUTCOME, PRINCIPAL, PUBLIC_MODEL, REQUEST_ID, RUNTIME
+from aiogw.server.keys import CACHE, DISPATCHER, OUTCOME, PRINCIPAL, PUBLIC_MODEL, REQUEST_ID, RUNTIME
 from aiogw.streaming.encode import estimate_tokens
 from aiogw.streaming.relay import StreamEncoder
 from aiogw.types import MESSAGES_API, ChatRequest, Reply
@@ -60,8 +61,18 @@ async def messages(request: web.Request) -> web.StreamResponse:
     route, control = await admit_chat(request, parsed)
     request[OUTCOME].notes.extend(notes)
     fmt = MessagesFormat(request.app[RUNTIME], request.headers.get("anthropic-beta"))
-    # The response cache is not consulted: its entries hold Chat Completions answers and
-    # chunks (see README "Anthropic Messages API").
+    if (cache := request.app[CACHE]) is not None:  # entries of Messages answers, kept apart
+        p = request[PRINCIPAL]
+        d = cache.prepare(request.headers, parsed, route.name, p.key_id, p.team, control.task, MESSAGES_API)
+        if d is not None:
+            return await through_cache(
+                request,
+                cache,
+                d,
+                parsed,
+                lambda h, r: answer(request, parsed, route, control, h, r, fmt),
+                MESSAGES_API,
+            )
     return await answer(request, parsed, route, control, fmt=fmt)
 
 
