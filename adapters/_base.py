@@ -113,6 +113,9 @@ class Adapter:
     # read by `decode_native` (body kept as it is) and its stream forwarded as it comes.
     native_api: str | None = None
     decode_native: Callable[[bytes, Target], Reply] | None = None
+    # Events of its native stream that carry content only (no usage, finish or error): the
+    # native relay checks their JSON and forwards them without the decoder (most events).
+    native_content_events: frozenset[str] = frozenset()
     # Token counting in the native API (Anthropic's count_tokens): the call, and its count.
     build_count_tokens: Callable[[NativeBody, Target], Call] | None = None
     decode_count_tokens: Callable[[bytes, Target], int] | None = None

@@ -413,6 +413,7 @@ ADAPTER = base.Adapter(
     rate_limits=rate_limits,
     native_api=MESSAGES_API,
     decode_native=decode_native,
+    native_content_events=frozenset({"content_block_delta", "ping"}),
     build_count_tokens=build_count_tokens,
     decode_count_tokens=decode_count_tokens,
 )

@@ -6,6 +6,11 @@ Each stream is fed as one network read per event (the common case on a live conn
 through the same code the gateway runs: SSE parser -> relay (pass-through or adapter
 decoder + chunk encoder). The native streams are written here from the providers' wire
 formats (no adapter output), with the same text for every provider.
+
+Rows "messages client, ...": the same upstream streams for a client of the Anthropic
+Messages API (`/v1/messages`): translated targets through the Messages encoder, an
+Anthropic target forwarded as it comes (the native relay); "× same target" compares each
+with the Chat Completions row of the same upstream.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from collections.abc import Callable
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Target
 from aiogw.streaming.encode import ChunkEncoder
-from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
+from aiogw.ingress.messages.stream import MessagesEncoder
+from aiogw.streaming.relay import NativeRelay, PassthroughRelay, Relay, TranslatingRelay
+from aiogw.types import MESSAGES_API
 from aiogw.streaming.sse import SSEParser
 
 WORDS = ["Simulated", " reply", " from", " the", " bench", " with", " some", " words"]
@@ -109,34 +116,44 @@ def _gemini(n: int) -> list[bytes]:
     return out
 
 
-# label -> (provider type, stream, the client asked for usage)
-STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool]] = {
-    "openai (fast path)": ("openai", _openai, True),
-    "openai (fast path, usage hidden from the client)": ("openai", lambda n: _openai(n, asked=True), False),
-    "openai (fast path, spaced JSON, usage hidden)": ("openai", lambda n: _openai(n, asked=True, spaced=True), False),
-    "openai-compatible (normalised)": ("openai-compatible", _openai, True),
-    "anthropic": ("anthropic", _anthropic, True),
-    "gemini": ("gemini", _gemini, True),
-}
+# label -> (provider type, stream, the client asked for usage, client API, same-target row)
+STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool, str, str]] = {
+    "openai (fast path)": ("openai", _openai, True, "chat", ""),
+    "openai (fast path, usage hidden from the client)": ("openai", lambda n: _openai(n, asked=True), False, "chat", ""),
+    "openai (fast path, spaced JSON, usage hidden)": (
+        "openai", lambda n: _openai(n, asked=True, spaced=True), False, "chat", ""),
+    "openai-compatible (normalised)": ("openai-compatible", _openai, True, "chat", ""),
+    "anthropic": ("anthropic", _anthropic, True, "chat", ""),
+    "gemini": ("gemini", _gemini, True, "chat", ""),
+    "messages client, openai target (translated)": ("openai", _openai, True, "messages", "openai (fast path)"),
+    "messages client, openai-compatible target (translated)": (
+        "openai-compatible", _openai, True, "messages", "openai-compatible (normalised)"),
+    "messages client, gemini target (translated)": ("gemini", _gemini, True, "messages", "gemini"),
+    "messages client, anthropic target (passthrough)": ("anthropic", _anthropic, True, "messages", "anthropic"),
+}  # fmt: skip
 
 
-def _relay(kind: str, include_usage: bool = True) -> Relay:
+def _relay(kind: str, include_usage: bool = True, client: str = "chat") -> Relay:
     adapter = REGISTRY[kind]
     target = Target(id=f"b/{kind}", provider="b", type=kind, model="m", base_url="http://x")
     decoder = adapter.stream_decoder(target)
+    if client == "messages":  # as Sender._relay picks for a Messages client
+        if adapter.native_api == MESSAGES_API:
+            return NativeRelay(decoder, target=target.id, content_events=adapter.native_content_events)
+        return TranslatingRelay(decoder, MessagesEncoder(model="m", prompt_estimate=5), target=target.id)
     if adapter.passthrough_stream:
         return PassthroughRelay(decoder, include_usage=include_usage, target=target.id)
     enc = ChunkEncoder(completion_id="chatcmpl-b", created=1, model="m", include_usage=True)
     return TranslatingRelay(decoder, enc, target=target.id)
 
 
-def measure(kind: str, events: list[bytes], repeat: int, include_usage: bool = True) -> float:
+def measure(kind: str, events: list[bytes], repeat: int, include_usage: bool = True, client: str = "chat") -> float:
     """Best-of-5 CPU microseconds per content chunk for one whole stream."""
     best = float("inf")
     for _ in range(5):
         t0 = time.process_time()
         for _ in range(repeat):
-            parser, relay = SSEParser(), _relay(kind, include_usage)
+            parser, relay = SSEParser(), _relay(kind, include_usage, client)
             for e in events:
                 relay.feed(parser.feed(e))
             relay.feed(parser.close())
@@ -152,16 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = []
     base = None
-    for label, (kind, make, include_usage) in STREAMS.items():
+    per: dict[str, float] = {}
+    for label, (kind, make, include_usage, client, same) in STREAMS.items():
         if kind not in REGISTRY:
             continue
-        per_stream = measure(kind, make(args.chunks), args.repeat, include_usage)
+        per_stream = per[label] = measure(kind, make(args.chunks), args.repeat, include_usage, client)
         base = base or per_stream
-        rows.append((label, per_stream, per_stream / args.chunks, per_stream / base))
-    print(f"| stream ({args.chunks} content chunks) | CPU µs per stream | µs per chunk | × fast path |")
-    print("| --- | --- | --- | --- |")
-    for label, s, c, r in rows:
-        print(f"| {label} | {s:.1f} | {c:.2f} | {r:.2f} |")
+        vs_same = f"{per_stream / per[same]:.2f}" if same in per else ""
+        rows.append((label, per_stream, per_stream / args.chunks, per_stream / base, vs_same))
+    print(f"| stream ({args.chunks} content chunks) | CPU µs per stream | µs per chunk | × fast path | × same target |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, s, c, r, v in rows:
+        print(f"| {label} | {s:.1f} | {c:.2f} | {r:.2f} | {v} |")
     return 0
 
 

@@ -254,16 +254,25 @@ class TranslatingRelay:
         return list(self._encoder.finish_reasons.values())
 
 
+class _Syntax(msgspec.Struct, gc=False):
+    """No fields: decoding into it checks the JSON's syntax and builds nothing."""
+
+
+_check_syntax = msgspec.json.Decoder(_Syntax).decode
+
+
 class NativeRelay:
     """The client speaks the upstream's own API (a Messages client, an Anthropic target):
-    every event goes out as it came (`event:` and `data:` lines re-joined), and the
-    adapter's decoder reads each one for usage, the finish and errors only (its deltas are
-    not encoded into anything)."""
+    every event goes out as it came (`event:` and `data:` lines re-joined). Events that
+    carry content only (`content_events`, named by the adapter) are checked to be JSON
+    objects and forwarded; the others go through the adapter's decoder for usage, the
+    finish and errors (its deltas are not encoded into anything)."""
 
-    __slots__ = ("_decoder", "_finish", "_target", "failed", "usage")
+    __slots__ = ("_content_events", "_decoder", "_finish", "_target", "failed", "usage")
 
-    def __init__(self, decoder: Decoder, *, target: str) -> None:
+    def __init__(self, decoder: Decoder, *, target: str, content_events: frozenset[str] = frozenset()) -> None:
         self._decoder = decoder
+        self._content_events = content_events
         self._target = target
         self._finish: list[FinishReason] = []
         self.usage: CompletionUsage | None = None
@@ -274,15 +283,20 @@ class NativeRelay:
         decoder = self._decoder
         for ev in events:
             try:
-                deltas = decoder.feed(ev.event, ev.data)
+                if ev.event in self._content_events:
+                    try:
+                        _check_syntax(ev.data)
+                    except msgspec.MsgspecError:
+                        raise UpstreamProtocolError("stream event is not a JSON object", target=self._target) from None
+                else:
+                    for d in decoder.feed(ev.event, ev.data):
+                        if d.usage is not None:
+                            self.usage = d.usage
+                        elif d.finish_reason is not None:
+                            self._finish.append(d.finish_reason)
             except UpstreamError as exc:
                 self.failed = exc  # an `error` event: the dispatcher ends the stream its way
                 break
-            for d in deltas:
-                if d.usage is not None:
-                    self.usage = d.usage
-                elif d.finish_reason is not None:
-                    self._finish.append(d.finish_reason)
             if ev.event:
                 out += b"event: "
                 out += ev.event.encode()

@@ -175,7 +175,7 @@ class Sender:
         decoder = adapter.stream_decoder(target)
         if fmt is not None:  # the client speaks another API: through canonical deltas...
             if adapter.serves_natively(parsed):  # ...unless the target speaks it too
-                return NativeRelay(decoder, target=target.id)
+                return NativeRelay(decoder, target=target.id, content_events=adapter.native_content_events)
             return TranslatingRelay(decoder, fmt.encoder(target, prompt_tokens), target=target.id)
         price = target.price
 
