@@ -9,7 +9,7 @@ formats (no adapter output), with the same text for every provider.
 
 Rows "messages client, ...": the same upstream streams for a client of the Anthropic
 Messages API (`/v1/messages`): translated targets through the Messages encoder, an
-Anthropic target forwarded as it comes (the native relay); "× same target" compares each
+Anthropic target forwarded as it comes (the native relay); the "same target" column compares each
 with the Chat Completions row of the same upstream.
 """
 
@@ -22,11 +22,11 @@ from collections.abc import Callable
 
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Target
-from aiogw.streaming.encode import ChunkEncoder
 from aiogw.ingress.messages.stream import MessagesEncoder
+from aiogw.streaming.encode import ChunkEncoder
 from aiogw.streaming.relay import NativeRelay, PassthroughRelay, Relay, TranslatingRelay
-from aiogw.types import MESSAGES_API
 from aiogw.streaming.sse import SSEParser
+from aiogw.types import MESSAGES_API
 
 WORDS = ["Simulated", " reply", " from", " the", " bench", " with", " some", " words"]
 
