@@ -6,7 +6,9 @@ format) and with the SDK's own types, never with our code."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +463,33 @@ async def test_cached_messages_answers_never_cross_apis(sim, make_gateway):
         assert text_of(final) == first["content"][0]["text"]
     finally:
         await c.close()
+
+
+# --- the JavaScript SDK -----------------------------------------------------------------------
+#
+# The official `@anthropic-ai/sdk` (tests/node/package.json, installed by tests/system-deps.sh
+# with `npm ci --prefix tests/node`) in a Node process: tests/node/messages_sdk.mjs.
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+async def test_the_js_sdk_creates_streams_counts_and_raises(sim, make_gateway, model):
+    node = shutil.which("node")
+    assert node, "node is missing: install Node 20 (tests/system-deps.sh)"
+    assert (NODE_DIR / "node_modules" / "@anthropic-ai" / "sdk").is_dir(), "run: npm ci --prefix tests/node"
+    url, _ = await make_gateway(config(sim))
+    proc = await asyncio.create_subprocess_exec(
+        node, str(NODE_DIR / "messages_sdk.mjs"), url.removesuffix("/v1"), model,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    got = json.loads(out)
+    assert got["created"]["id"].startswith("msg_") and got["created"]["text"]
+    assert got["created"]["stop"] == "end_turn" and got["created"]["output"] > 0
+    streamed = got["streamed"]
+    assert streamed["stop"] == "tool_use" and streamed["calls"] and streamed["calls"][0][1] == "get_weather"
+    assert (streamed["first"], streamed["last"]) == ("message_start", "message_stop")
+    assert got["counted"] > 0
+    assert got["error"] == {"notFound": True, "status": 404, "type": "not_found_error"}
