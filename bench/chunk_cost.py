@@ -147,40 +147,44 @@ def _relay(kind: str, include_usage: bool = True, client: str = "chat") -> Relay
     return TranslatingRelay(decoder, enc, target=target.id)
 
 
+def _once(kind: str, events: list[bytes], repeat: int, include_usage: bool, client: str) -> float:
+    """CPU microseconds per whole stream, averaged over `repeat` streams."""
+    t0 = time.process_time()
+    for _ in range(repeat):
+        parser, relay = SSEParser(), _relay(kind, include_usage, client)
+        for e in events:
+            relay.feed(parser.feed(e))
+        relay.feed(parser.close())
+        relay.finish()
+    return (time.process_time() - t0) / repeat * 1e6
+
+
 def measure(kind: str, events: list[bytes], repeat: int, include_usage: bool = True, client: str = "chat") -> float:
-    """Best-of-5 CPU microseconds per content chunk for one whole stream."""
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.process_time()
-        for _ in range(repeat):
-            parser, relay = SSEParser(), _relay(kind, include_usage, client)
-            for e in events:
-                relay.feed(parser.feed(e))
-            relay.feed(parser.close())
-            relay.finish()
-        best = min(best, (time.process_time() - t0) / repeat)
-    return best * 1e6
+    """Best-of-5 CPU microseconds for one whole stream."""
+    return min(_once(kind, events, repeat, include_usage, client) for _ in range(5))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aiogw.bench.chunk_cost")
     ap.add_argument("--chunks", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds over every row; each row's best is kept")
     args = ap.parse_args(argv)
-    rows = []
-    base = None
-    per: dict[str, float] = {}
-    for label, (kind, make, include_usage, client, same) in STREAMS.items():
-        if kind not in REGISTRY:
-            continue
-        per_stream = per[label] = measure(kind, make(args.chunks), args.repeat, include_usage, client)
-        base = base or per_stream
-        vs_same = f"{per_stream / per[same]:.2f}" if same in per else ""
-        rows.append((label, per_stream, per_stream / args.chunks, per_stream / base, vs_same))
+    rows = {label: row for label, row in STREAMS.items() if row[0] in REGISTRY}
+    events = {label: row[1](args.chunks) for label, row in rows.items()}
+    per = dict.fromkeys(rows, float("inf"))
+    # Rows interleaved round by round, so that a busy spell of a shared machine weighs on
+    # every row alike rather than on whichever row it fell on.
+    for _ in range(args.rounds):
+        for label, (kind, _, include_usage, client, _) in rows.items():
+            per[label] = min(per[label], _once(kind, events[label], args.repeat, include_usage, client))
+    base = next(iter(per.values()))
     print(f"| stream ({args.chunks} content chunks) | CPU µs per stream | µs per chunk | × fast path | × same target |")
     print("| --- | --- | --- | --- | --- |")
-    for label, s, c, r, v in rows:
-        print(f"| {label} | {s:.1f} | {c:.2f} | {r:.2f} | {v} |")
+    for label, s in per.items():
+        same = rows[label][4]
+        vs_same = f"{s / per[same]:.2f}" if same in per else ""
+        print(f"| {label} | {s:.1f} | {s / args.chunks:.2f} | {s / base:.2f} | {vs_same} |")
     return 0
 
 

@@ -259,6 +259,7 @@ class _Syntax(msgspec.Struct, gc=False):
 
 
 _check_syntax = msgspec.json.Decoder(_Syntax).decode
+_EVENT_LINES: dict[str, bytes] = {}  # event name -> its `event:` line
 
 
 class NativeRelay:
@@ -298,9 +299,12 @@ class NativeRelay:
                 self.failed = exc  # an `error` event: the dispatcher ends the stream its way
                 break
             if ev.event:
-                out += b"event: "
-                out += ev.event.encode()
-                out += b"\n"
+                line = _EVENT_LINES.get(ev.event)
+                if line is None:
+                    line = b"event: " + ev.event.encode() + b"\n"
+                    if len(_EVENT_LINES) < 64:  # the API's few names; anything else is built each time
+                        _EVENT_LINES[ev.event] = line
+                out += line
             data = ev.data
             if 10 in data:
                 data = data.replace(b"\n", b"\ndata: ")

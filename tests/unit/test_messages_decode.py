@@ -155,3 +155,15 @@ def test_error_event_after_the_first_byte():
     assert ev.startswith(b"event: error\ndata: ") and ev.endswith(b"\n\n")
     assert json.loads(ev.split(b"data: ", 1)[1]) == {"type": "error", "error": {"type": "invalid_request_error",
                                                                                "message": "invalid_value: bad"}}  # fmt: skip
+
+
+def test_blocks_only_anthropic_can_fetch_are_left_out_of_a_translation_and_noted():
+    msgs = [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "file", "file_id": "file_1"}},
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+        {"type": "text", "text": "summarise"}]}]  # fmt: skip
+    p, notes = parse(messages=msgs)
+    assert p.req.messages == [UserMessage(content=[TextPart(text="summarise")])]
+    assert notes == ["messages[0].content[0]: an image by file_id exists only at Anthropic",
+                     "messages[0].content[1]: a document by URL or file_id exists only at Anthropic"]  # fmt: skip
+    assert "file_1" in p.native.body.decode()  # an Anthropic target still gets them

@@ -8,8 +8,9 @@ What a translation keeps and drops, and why:
   for Anthropic, meaningless elsewhere, and never turned into visible text;
 - a `tool_result` block becomes a tool message before the rest of its user turn (the order
   Chat Completions requires); `is_error` has no field there and is marked in the text;
-- server tools (a versioned `type`, no `input_schema`) exist only at Anthropic: left out of
-  a translation (noted), passed through to Anthropic targets;
+- server tools (a versioned `type`, no `input_schema`), images by `file_id` and documents by
+  URL or `file_id` exist only at Anthropic: left out of a translation (noted), passed
+  through to Anthropic targets;
 - `thinking` -> `reasoning_effort` (enabled: by budget; adaptive: `output_config.effort`).
 """
 
@@ -63,16 +64,17 @@ def _bad(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, code="invalid_value", param=param)
 
 
-def _image(block: wire.ImageBlock, where: str) -> ImagePart:
+def _image(block: wire.ImageBlock, where: str, notes: list[str]) -> ImagePart | None:
     src = block.source
     if isinstance(src, wire.Base64Source):
         return ImagePart(image_url=ImageURL(url=f"data:{src.media_type};base64,{src.data}"))
     if isinstance(src, wire.URLSource):
         return ImagePart(image_url=ImageURL(url=src.url))
-    raise _bad("Images by file_id exist only at Anthropic; send the image as base64 or a URL.", f"{where}.source")
+    notes.append(f"{where}: an image by file_id exists only at Anthropic")
+    return None
 
 
-def _document(block: wire.DocumentBlock, where: str) -> ContentPart:
+def _document(block: wire.DocumentBlock, where: str, notes: list[str]) -> ContentPart | None:
     src = block.source
     if isinstance(src, wire.TextSource):
         return TextPart(text=src.data)
@@ -83,34 +85,36 @@ def _document(block: wire.DocumentBlock, where: str) -> ContentPart:
     if isinstance(src, wire.Base64Source):
         name = block.title or "document.pdf"
         return FilePart(file={"filename": name, "file_data": f"data:{src.media_type};base64,{src.data}"})
-    raise _bad("Documents by URL or file_id exist only at Anthropic; send them as base64 or text.", f"{where}.source")
+    notes.append(f"{where}: a document by URL or file_id exists only at Anthropic")
+    return None
 
 
-def _part(block: Any, where: str) -> ContentPart | None:
+def _part(block: Any, where: str, notes: list[str]) -> ContentPart | None:
+    """A block as a content part for a translation (None: it has none; notes say why)."""
     if isinstance(block, wire.TextBlock):
         return TextPart(text=block.text)
     if isinstance(block, wire.ImageBlock):
-        return _image(block, where)
+        return _image(block, where, notes)
     if isinstance(block, wire.DocumentBlock):
-        return _document(block, where)
+        return _document(block, where, notes)
     if isinstance(block, wire.SearchResultBlock):
         body = "\n".join(t.text for t in block.content)
         return TextPart(text=f"{block.title} ({block.source})\n{body}")
     return None
 
 
-def _tool_result(block: wire.ToolResultBlock, where: str) -> ToolMessage:
+def _tool_result(block: wire.ToolResultBlock, where: str, notes: list[str]) -> ToolMessage:
     content = block.content
     if isinstance(content, str):
         parts: str | list[ContentPart] = content
     else:
-        parts = [p for i, b in enumerate(content) if (p := _part(b, f"{where}.content[{i}]")) is not None]
+        parts = [p for i, b in enumerate(content) if (p := _part(b, f"{where}.content[{i}]", notes)) is not None]
     if block.is_error:  # Chat Completions has no error flag on a tool result: say it in the text
         parts = "[tool error] " + parts if isinstance(parts, str) else [TextPart(text="[tool error]"), *parts]
     return ToolMessage(content=parts, tool_call_id=block.tool_use_id)
 
 
-def _user_turn(m: wire.MessageParam, where: str) -> list[Message]:
+def _user_turn(m: wire.MessageParam, where: str, notes: list[str]) -> list[Message]:
     if isinstance(m.content, str):
         return [UserMessage(content=m.content)]
     tools: list[Message] = []
@@ -118,15 +122,15 @@ def _user_turn(m: wire.MessageParam, where: str) -> list[Message]:
     for i, b in enumerate(m.content):
         at = f"{where}.content[{i}]"
         if isinstance(b, wire.ToolResultBlock):
-            tools.append(_tool_result(b, at))
+            tools.append(_tool_result(b, at, notes))
         elif isinstance(b, wire.ToolUseBlock | wire.ThinkingBlock | wire.RedactedThinkingBlock):
             raise _bad(f"A user message cannot hold a '{type(b).__struct_config__.tag}' block.", f"{at}.type")
-        elif (p := _part(b, at)) is not None:
+        elif (p := _part(b, at, notes)) is not None:
             parts.append(p)
     return tools + ([UserMessage(content=parts)] if parts else [])
 
 
-def _assistant_turn(m: wire.MessageParam, where: str) -> AssistantMessage:
+def _assistant_turn(m: wire.MessageParam, where: str, notes: list[str]) -> AssistantMessage:
     if isinstance(m.content, str):
         return AssistantMessage(content=m.content)
     texts: list[str] = []
@@ -141,7 +145,7 @@ def _assistant_turn(m: wire.MessageParam, where: str) -> AssistantMessage:
         elif isinstance(b, wire.ToolResultBlock):
             raise _bad("An assistant message cannot hold a 'tool_result' block.", f"{where}.content[{i}].type")
         else:  # images and documents from the assistant: only their text survives
-            p = _part(b, f"{where}.content[{i}]")
+            p = _part(b, f"{where}.content[{i}]", notes)
             if isinstance(p, TextPart):
                 texts.append(p.text)
     msg = AssistantMessage(content="".join(texts) if texts else None)
@@ -157,16 +161,16 @@ def _system(system: str | list[wire.TextBlock]) -> SystemMessage | None:
     return SystemMessage(content=parts) if parts else None
 
 
-def canonical_messages(req: wire.CountTokensRequest) -> list[Message]:
+def canonical_messages(req: wire.CountTokensRequest, notes: list[str]) -> list[Message]:
     out: list[Message] = []
     if not isinstance(req.system, msgspec.UnsetType) and (s := _system(req.system)) is not None:
         out.append(s)
     for k, m in enumerate(req.messages):
         where = f"messages[{k}]"
         if m.role == "user":
-            out.extend(_user_turn(m, where))
+            out.extend(_user_turn(m, where, notes))
         else:
-            out.append(_assistant_turn(m, where))
+            out.append(_assistant_turn(m, where, notes))
     return out
 
 
@@ -211,7 +215,7 @@ def _reasoning(req: wire.MessagesRequest) -> str | None:
 
 
 def to_chat(req: wire.MessagesRequest, notes: list[str]) -> ChatRequest:
-    chat = ChatRequest(model=req.model, messages=canonical_messages(req), max_tokens=req.max_tokens)
+    chat = ChatRequest(model=req.model, messages=canonical_messages(req, notes), max_tokens=req.max_tokens)
     if not chat.messages:
         raise _bad("At least one message is required.", "messages")
     if req.stream is True:
@@ -258,7 +262,7 @@ def parse_count(body: bytes, headers: Any) -> ParsedChat:
     except RecursionError:
         raise _bad("The request nests JSON too deeply.", "messages") from None
     notes: list[str] = []
-    chat = ChatRequest(model=req.model, messages=canonical_messages(req))
+    chat = ChatRequest(model=req.model, messages=canonical_messages(req, notes))
     _tools(req, chat, notes)
     native = NativeBody(api=MESSAGES_API, body=body, headers=native_headers(headers))
     return ParsedChat(req=chat, raw={}, native=native)
