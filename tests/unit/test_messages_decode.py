@@ -129,8 +129,9 @@ def test_tool_loop_keeps_ids_drops_thinking_and_orders_results_first():
         ({"model": "m", "max_tokens": 0, "messages": ASK}, "max_tokens"),
         ({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
         ({"model": "m", "max_tokens": 5, "messages": ASK, "temperature": 1.5}, "temperature"),
-        ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "nope"}]}]},
-         "messages[0].content[0]"),
+        ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "data": "AAA"}}]}]}, "messages[0].content[0].source"),
+        ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [3]}]}, "messages[0].content[0]"),
         ({"model": "m", "max_tokens": 5, "messages": ASK, "tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
         ({"model": "m", "max_tokens": 2000, "messages": ASK, "thinking": {"type": "enabled", "budget_tokens": 4000}},
          "thinking.budget_tokens"),
@@ -167,3 +168,24 @@ def test_blocks_only_anthropic_can_fetch_are_left_out_of_a_translation_and_noted
     assert notes == ["messages[0].content[0]: an image by file_id exists only at Anthropic",
                      "messages[0].content[1]: a document by URL or file_id exists only at Anthropic"]  # fmt: skip
     assert "file_1" in p.native.body.decode()  # an Anthropic target still gets them
+
+
+def test_block_types_not_translated_are_kept_for_anthropic_and_noted():
+    msgs = [
+        {"role": "user", "content": "Search the web"},
+        {"role": "assistant", "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+            {"type": "text", "text": "Found it."}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "tool_reference", "tool_name": "x"}, {"type": "text", "text": "ok"}]}]},
+    ]  # fmt: skip
+    p, notes = parse(messages=msgs)
+    assert p.req.messages[1] == AssistantMessage(content="Found it.")
+    assert p.req.messages[2] == ToolMessage(content=[TextPart(text="ok")], tool_call_id="t")
+    assert notes == [
+        "messages[1].content[0]: a 'server_tool_use' block is not translated",
+        "messages[1].content[1]: a 'web_search_tool_result' block is not translated",
+        "messages[2].content[0].content[0]: a 'tool_reference' block is not translated",
+    ]
+    assert b"web_search_tool_result" in p.native.body

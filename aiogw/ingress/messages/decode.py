@@ -64,6 +64,39 @@ def _bad(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, code="invalid_value", param=param)
 
 
+class _Kind(msgspec.Struct):
+    type: str
+
+
+_decode_kind = msgspec.json.Decoder(_Kind).decode
+_DECODERS = {kind: msgspec.json.Decoder(t).decode for kind, t in wire.BLOCKS.items()}
+
+
+def _invalid_at(exc: msgspec.MsgspecError, where: str) -> InvalidRequest:
+    """A block's decoding error as a 400 naming the field from the body's top."""
+    err = invalid_body(exc)
+    param = f"{where}.{err.param}" if err.param else where
+    message = err.message.replace(f"'{err.param}'", f"'{param}'") if err.param else f"{err.message} (at {where})"
+    return InvalidRequest(message, code=err.code, param=param)
+
+
+def _blocks(raws: list[msgspec.Raw], where: str, known: dict[str, Any] | None = None) -> list[Any]:
+    """Content blocks decoded by their `type`; a type not translated is an `OtherBlock`."""
+    out: list[Any] = []
+    for j, raw in enumerate(raws):
+        at = f"{where}[{j}]"
+        try:
+            kind = _decode_kind(raw).type
+            if known is not None and kind not in known:
+                out.append(wire.OtherBlock(type=kind))
+                continue
+            decode = _DECODERS.get(kind)
+            out.append(decode(raw) if decode is not None else wire.OtherBlock(type=kind))
+        except msgspec.MsgspecError as exc:
+            raise _invalid_at(exc, at) from None
+    return out
+
+
 def _image(block: wire.ImageBlock, where: str, notes: list[str]) -> ImagePart | None:
     src = block.source
     if isinstance(src, wire.Base64Source):
@@ -100,6 +133,8 @@ def _part(block: Any, where: str, notes: list[str]) -> ContentPart | None:
     if isinstance(block, wire.SearchResultBlock):
         body = "\n".join(t.text for t in block.content)
         return TextPart(text=f"{block.title} ({block.source})\n{body}")
+    if isinstance(block, wire.OtherBlock):
+        notes.append(f"{where}: a '{block.type}' block is not translated")
     return None
 
 
@@ -108,7 +143,8 @@ def _tool_result(block: wire.ToolResultBlock, where: str, notes: list[str]) -> T
     if isinstance(content, str):
         parts: str | list[ContentPart] = content
     else:
-        parts = [p for i, b in enumerate(content) if (p := _part(b, f"{where}.content[{i}]", notes)) is not None]
+        blocks = _blocks(content, f"{where}.content", wire.TOOL_RESULT_BLOCKS)
+        parts = [p for i, b in enumerate(blocks) if (p := _part(b, f"{where}.content[{i}]", notes)) is not None]
     if block.is_error:  # Chat Completions has no error flag on a tool result: say it in the text
         parts = "[tool error] " + parts if isinstance(parts, str) else [TextPart(text="[tool error]"), *parts]
     return ToolMessage(content=parts, tool_call_id=block.tool_use_id)
@@ -119,7 +155,7 @@ def _user_turn(m: wire.MessageParam, where: str, notes: list[str]) -> list[Messa
         return [UserMessage(content=m.content)]
     tools: list[Message] = []
     parts: list[ContentPart] = []
-    for i, b in enumerate(m.content):
+    for i, b in enumerate(_blocks(m.content, f"{where}.content")):
         at = f"{where}.content[{i}]"
         if isinstance(b, wire.ToolResultBlock):
             tools.append(_tool_result(b, at, notes))
@@ -135,7 +171,7 @@ def _assistant_turn(m: wire.MessageParam, where: str, notes: list[str]) -> Assis
         return AssistantMessage(content=m.content)
     texts: list[str] = []
     calls: list[ToolCall] = []
-    for i, b in enumerate(m.content):
+    for i, b in enumerate(_blocks(m.content, f"{where}.content")):
         if isinstance(b, wire.TextBlock):
             texts.append(b.text)
         elif isinstance(b, wire.ToolUseBlock):

@@ -69,12 +69,17 @@ class ToolUseBlock(msgspec.Struct, tag="tool_use", tag_field="type"):
     input: dict[str, Any]
 
 
-ToolResultContent = TextBlock | ImageBlock | DocumentBlock | SearchResultBlock
+class OtherBlock(msgspec.Struct):
+    """A block of a type not translated (server tools' `server_tool_use` and results,
+    container uploads, types newer than this module): passed through to Anthropic targets,
+    left out of a translation (noted)."""
+
+    type: str
 
 
 class ToolResultBlock(msgspec.Struct, tag="tool_result", tag_field="type"):
     tool_use_id: str
-    content: str | list[ToolResultContent] = ""
+    content: str | list[msgspec.Raw] = ""  # blocks, decoded one by one (`TOOL_RESULT_BLOCKS`)
     is_error: bool = False
 
 
@@ -87,21 +92,19 @@ class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="
     data: str
 
 
-Block = (
-    TextBlock
-    | ImageBlock
-    | DocumentBlock
-    | SearchResultBlock
-    | ToolUseBlock
-    | ToolResultBlock
-    | ThinkingBlock
-    | RedactedThinkingBlock
-)
+# Blocks are decoded one by one by their `type` (decode.py), so that a type not listed
+# here is kept for Anthropic targets rather than refused.
+BLOCKS: dict[str, type[msgspec.Struct]] = {
+    t.__struct_config__.tag: t  # type: ignore[misc]
+    for t in (TextBlock, ImageBlock, DocumentBlock, SearchResultBlock, ToolUseBlock, ToolResultBlock,
+              ThinkingBlock, RedactedThinkingBlock)
+}  # fmt: skip
+TOOL_RESULT_BLOCKS = {k: BLOCKS[k] for k in ("text", "image", "document", "search_result")}
 
 
 class MessageParam(msgspec.Struct):
     role: Literal["user", "assistant"]
-    content: str | list[Block]
+    content: str | list[msgspec.Raw]
 
 
 # --- tools ------------------------------------------------------------------------------------
