@@ -34,6 +34,7 @@ from aiogw.types import (
     EmbeddingRequest,
     FinishReason,
     ImagePart,
+    NativeBody,
     ParsedChat,
     Price,
     Reply,
@@ -115,6 +116,21 @@ class Adapter:
     # none. The gateway lowers it to the target's context window less the prompt (in the
     # target's learned tokens) where that is smaller, instead of a refusal from upstream.
     default_output_cap: Callable[[Target], int] | None = None
+    # The client API this provider speaks natively (`NativeBody.api`): a request that came
+    # in that API is passed through (`build_call` sees `ParsedChat.native`), its answer
+    # read by `decode_native` (body kept as it is) and its stream forwarded as it comes.
+    native_api: str | None = None
+    decode_native: Callable[[bytes, Target], Reply] | None = None
+    # Events of its native stream that carry content only (no usage, finish or error): the
+    # native relay checks their JSON and forwards them without the decoder (most events).
+    native_content_events: frozenset[str] = frozenset()
+    # Token counting in the native API (Anthropic's count_tokens): the call, and its count.
+    build_count_tokens: Callable[[NativeBody, Target], Call] | None = None
+    decode_count_tokens: Callable[[bytes, Target], int] | None = None
+
+    def serves_natively(self, p: ParsedChat) -> bool:
+        """Does this request go through as the client sent it (no translation)?"""
+        return p.native is not None and p.native.api == self.native_api
 
 
 class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,6 +33,13 @@ from typing import Any
 import msgspec
 
 from aiogw.adapters import _base as base
+from aiogw.adapters.anthropic_native import (
+    MESSAGES_API,
+    build_count_tokens,
+    decode_count_tokens,
+    decode_native,
+    native_call,
+)
 from aiogw.adapters.anthropic_reply import JSON_TOOL, StreamDecoder, decode_error, decode_response, rate_limits
 from aiogw.types import (
     AssistantMessage,
@@ -349,6 +356,8 @@ def _continues_tool_loop(req: ChatRequest) -> bool:
 
 
 def build_call(p: ParsedChat, target: base.Target) -> base.Call:
+    if p.native is not None and p.native.api == MESSAGES_API:
+        return native_call(p.native, target)  # the client speaks Messages: passed through
     req = p.req
     notes = PARAMS.check(req, NAME)
     system, messages = convert_messages(req)
@@ -406,4 +415,9 @@ ADAPTER = base.Adapter(
     # Anthropic's docs put a Claude token at about 3.5 English characters (4 / 3.5 = 1.14),
     # and its count includes the Messages API's framing of each turn: kept modest, learned after.
     token_ratio=1.15,
+    native_api=MESSAGES_API,
+    decode_native=decode_native,
+    native_content_events=frozenset({"content_block_delta", "ping"}),
+    build_count_tokens=build_count_tokens,
+    decode_count_tokens=decode_count_tokens,
 )

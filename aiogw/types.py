@@ -376,12 +376,26 @@ class ModelList(msgspec.Struct, kw_only=True):
 # --- what the server hands to dispatch, and what dispatch hands back -------------------
 
 
+MESSAGES_API = "anthropic.messages"  # NativeBody.api of Anthropic Messages requests
+
+
+class NativeBody(msgspec.Struct, frozen=True, kw_only=True):
+    """The request as the client sent it in another API (`api`, e.g. "anthropic.messages"),
+    for targets that speak that API natively: passed through with only `model` changed.
+    `headers`: the client's headers of that API worth forwarding (versions, betas)."""
+
+    api: str
+    body: bytes
+    headers: dict[str, str] = {}
+
+
 class ParsedChat(msgspec.Struct, frozen=True, kw_only=True):
     """A validated chat request plus its top-level fields as raw JSON, so fields we do not
     model are forwarded byte for byte to providers that accept them."""
 
     req: ChatRequest
     raw: dict[str, Raw]
+    native: NativeBody | None = None  # another API's request, decoded into `req`
     # The prompt's size estimate, made once on first use (key tpm, budgets and the walk all
     # read it): see aiogw.attempts.walk.prompt_tokens_estimate. -1: not made yet.
     prompt_estimate: int = -1
@@ -398,6 +412,7 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     usage: CompletionUsage | None = None
     model: str | None = None
     finish_reasons: tuple[str, ...] = ()  # per choice, for logs and traces
+    native: str = ""  # `body` is in this API (a passthrough of ParsedChat.native), not OpenAI's
 
 
 class Secret:

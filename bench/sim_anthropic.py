@@ -333,6 +333,30 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return await send_body(request, answer.message(), fault, answer_time_s(p, answer.output_tokens), headers)
 
 
+async def count_tokens(request: web.Request) -> web.Response:
+    """`POST /v1/messages/count_tokens` (API reference "Count tokens in a Message"): the
+    prompt side of a Messages request (no max_tokens) -> `{"input_tokens": N}`, the count a
+    message for the same prompt reports as its input (tools' definitions included)."""
+    _, p, stats = account_for(request)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(400, "There was an error parsing the body of your request.")
+    record(stats, request, body)
+    if p.api_key is not None and request.headers.get("x-api-key") != p.api_key:
+        return error(401)
+    if "anthropic-version" not in request.headers:
+        return error(400, "anthropic-version: header is required")
+    if problem := invalid({**body, "max_tokens": body.get("max_tokens", 4096)}):
+        return error(400, problem)
+    tools = len(orjson.dumps(body.get("tools") or [])) // 4 if body.get("tools") else 0
+    answer = NativeAnswer(body, p)
+    return web.Response(
+        body=orjson.dumps({"input_tokens": answer.input_tokens + tools}), content_type="application/json"
+    )
+
+
 def add_routes(app: web.Application) -> None:
     for prefix in ("", "/{account}"):
         app.router.add_post(prefix + "/v1/messages", messages)
+        app.router.add_post(prefix + "/v1/messages/count_tokens", count_tokens)

@@ -252,3 +252,71 @@ class TranslatingRelay:
 
     def finish_reasons(self) -> list[FinishReason]:
         return list(self._encoder.finish_reasons.values())
+
+
+class _Syntax(msgspec.Struct, gc=False):
+    """No fields: decoding into it checks the JSON's syntax and builds nothing."""
+
+
+_check_syntax = msgspec.json.Decoder(_Syntax).decode
+_EVENT_LINES: dict[str, bytes] = {}  # event name -> its `event:` line
+
+
+class NativeRelay:
+    """The client speaks the upstream's own API (a Messages client, an Anthropic target):
+    every event goes out as it came (`event:` and `data:` lines re-joined). Events that
+    carry content only (`content_events`, named by the adapter) are checked to be JSON
+    objects and forwarded; the others go through the adapter's decoder for usage, the
+    finish and errors (its deltas are not encoded into anything)."""
+
+    __slots__ = ("_content_events", "_decoder", "_finish", "_target", "failed", "usage")
+
+    def __init__(self, decoder: Decoder, *, target: str, content_events: frozenset[str] = frozenset()) -> None:
+        self._decoder = decoder
+        self._content_events = content_events
+        self._target = target
+        self._finish: list[FinishReason] = []
+        self.usage: CompletionUsage | None = None
+        self.failed: UpstreamError | None = None
+
+    def feed(self, events: list[SSEEvent]) -> bytes:
+        out = bytearray()
+        decoder = self._decoder
+        for ev in events:
+            try:
+                if ev.event in self._content_events:
+                    try:
+                        _check_syntax(ev.data)
+                    except msgspec.MsgspecError:
+                        raise UpstreamProtocolError("stream event is not a JSON object", target=self._target) from None
+                else:
+                    for d in decoder.feed(ev.event, ev.data):
+                        if d.usage is not None:
+                            self.usage = d.usage
+                        elif d.finish_reason is not None:
+                            self._finish.append(d.finish_reason)
+            except UpstreamError as exc:
+                self.failed = exc  # an `error` event: the dispatcher ends the stream its way
+                break
+            if ev.event:
+                line = _EVENT_LINES.get(ev.event)
+                if line is None:
+                    line = b"event: " + ev.event.encode() + b"\n"
+                    if len(_EVENT_LINES) < 64:  # the API's few names; anything else is built each time
+                        _EVENT_LINES[ev.event] = line
+                out += line
+            data = ev.data
+            if 10 in data:
+                data = data.replace(b"\n", b"\ndata: ")
+            out += b"data: "
+            out += data
+            out += b"\n\n"
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        if not self._decoder.complete:
+            raise _truncated(self._target)
+        return b""
+
+    def finish_reasons(self) -> list[FinishReason]:
+        return self._finish

@@ -285,8 +285,9 @@ def test_every_module_imports_only_what_its_layer_allows():
 
 
 def provider_of(module: str) -> str:
-    """A provider's request side is `adapters/<p>.py`, its reply side `adapters/<p>_reply.py`."""
-    return module.rsplit(".", 1)[1].removesuffix("_reply")
+    """A provider's request side is `adapters/<p>.py`, its reply side `adapters/<p>_reply.py`,
+    its passthrough of clients speaking its own API `adapters/<p>_native.py`."""
+    return module.rsplit(".", 1)[1].removesuffix("_reply").removesuffix("_native")
 
 
 def test_no_adapter_imports_another_except_the_openai_family_base():

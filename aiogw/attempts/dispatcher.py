@@ -23,7 +23,7 @@ from aiogw.attempts.hedge import run_hedged
 from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.send import Sender
 from aiogw.attempts.walk import Attempt, Walk, build_call, embedding_tokens_estimate, give_up, new_walk, retry_pause
-from aiogw.errors import FailureClass, InvalidRequest
+from aiogw.errors import AllAttemptsFailed, FailureClass, InvalidRequest
 from aiogw.routing import health as health_mod
 from aiogw.routing.quality import QualityAsk
 from aiogw.routing.retry import RetryBudget
@@ -150,7 +150,9 @@ class Dispatcher:
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
             call = build_call(adapter, parsed, target, self.ratios)
             outcome.notes.extend(call.notes)
-            reply = await self._sender.post(call, target, adapter, adapter.decode_response, gate, control.deadline)
+            decode = adapter.decode_native if adapter.serves_natively(parsed) else adapter.decode_response
+            assert decode is not None  # an adapter with a native API reads its answers
+            reply = await self._sender.post(call, target, adapter, decode, gate, control.deadline)
             return self._won(outcome, target, reply)
 
         w = new_walk(route, control, outcome, parsed)
@@ -191,6 +193,33 @@ class Dispatcher:
         reply = await self._walk(walk, attempt)
         self.books.account(outcome, route, reply.usage, "embeddings")
         return reply
+
+    async def count_tokens(
+        self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, control: Control = NO_CONTROL
+    ) -> int | None:
+        """The prompt's exact token count from the first target of the plan that counts in
+        the client's own API (`Adapter.build_count_tokens`: Anthropic), never billed; None
+        when no target can, or those that can failed (the caller estimates instead)."""
+        native = parsed.native
+        assert native is not None
+
+        async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> int:
+            build, decode = adapter.build_count_tokens, adapter.decode_count_tokens
+            if build is None or decode is None or adapter.native_api != native.api:
+                raise InvalidRequest(f"{target.id} cannot count tokens", code="unsupported_model")
+
+            def read(body: bytes, t: Target) -> Reply:
+                return Reply(body=body, model=t.model)
+
+            reply = await self._sender.post(build(native, target), target, adapter, read, gate, control.deadline)
+            outcome.target, outcome.model = target, target.model
+            return decode(reply.body, target)
+
+        walk = Walk(route, control, outcome, tokens=0, prompt_tokens=0, max_output=None, operation="count_tokens")
+        try:
+            return await self._walk(walk, attempt)
+        except (InvalidRequest, AllAttemptsFailed):
+            return None
 
     async def health_check(self, target: Target, timeout_s: float) -> Reply:
         """One active health check of `target` (see `Sender.health_check`)."""

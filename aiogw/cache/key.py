@@ -42,6 +42,14 @@ def request_hash(group: str, raw: Mapping[str, msgspec.Raw]) -> str:
     return h.hexdigest()
 
 
+_decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
+def native_fields(body: bytes) -> dict[str, msgspec.Raw]:
+    """The top-level fields of a body in another API (its request as the client sent it)."""
+    return _decode_fields(body)
+
+
 def entry_key(prefix: str, scope: str, namespace: str, group: str, digest: str) -> str:
     return f"{prefix}:{short(scope)}:{short(namespace)}:{short(group)}:{digest}"
 

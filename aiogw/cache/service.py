@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiogw.cache import entry as entries
 from aiogw.cache.controls import CacheControls, parse_controls
-from aiogw.cache.key import entry_key, purge_pattern, request_hash, scope_of
+from aiogw.cache.key import entry_key, native_fields, purge_pattern, request_hash, scope_of
 from aiogw.cache.semantic import Query, SemanticIndex, parse_threshold, query_of
 from aiogw.config import CacheConfig, Config
 from aiogw.telemetry.logs import get_logger
@@ -122,8 +122,12 @@ class ResponseCache:
         key_id: str | None,
         team: str | None,
         task: str,
+        client_api: str = "",
     ) -> Decision | None:
-        """None when the group's cache is off (the request goes on untouched)."""
+        """None when the group's cache is off (the request goes on untouched). `client_api`:
+        the API the client speaks when it is not Chat Completions (e.g. "anthropic.messages"):
+        its entries hold that API's bytes, so they live apart, streamed apart from not (an
+        entry is replayed as it was sent), and the semantic tier (OpenAI entries) is off."""
         g = self._groups.get(group, self._default)
         if not g.enabled:
             return None
@@ -141,11 +145,18 @@ class ResponseCache:
             return self._bypass(c, "no_store")
         cap = self.config.max_ttl_s
         ttl = min(c.ttl_s if c.ttl_s is not None else g.ttl_s, cap)
-        digest = request_hash(group, parsed.raw)
+        fields = parsed.raw
+        if client_api:
+            # Everything the client sent counts (the native body: fields a translation drops
+            # still reach a target that speaks the API), in a partition of its own.
+            fields = native_fields(parsed.native.body) if parsed.native is not None else fields
+            digest = request_hash(f"{group}\0{client_api}\0{'sse' if req.is_stream else 'json'}", fields)
+        else:
+            digest = request_hash(group, fields)
         scope = scope_of(self.config.scope, key_id, team)
         key = entry_key(self._prefix, scope, c.namespace, group, digest)
         q = None
-        if self.semantic is not None:
+        if self.semantic is not None and not client_api:
             sc = self.config.semantic
             q = query_of(parsed.raw, group, scope, c.namespace, sc.max_messages, parse_threshold(headers, sc.threshold))
         return Decision("lookup", "", c, key, ttl, g.tool_calls, semantic=q, group=group)

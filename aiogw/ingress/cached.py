@@ -54,8 +54,11 @@ class Tee:
 
 
 async def through_cache(
-    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer, client_api: str = ""
 ) -> web.StreamResponse:
+    """`client_api`: the client's API when it is not Chat Completions (as given to
+    `ResponseCache.prepare`): entries then hold the answer's bytes as that client got them
+    (JSON, or its stream's events), replayed as they are."""
     outcome = request[OUTCOME]
     if d.key is None:  # bypassed: say why, then the usual path
         outcome.cache_status = "bypass"
@@ -66,42 +69,36 @@ async def through_cache(
     if e is None and d.semantic is not None:  # the exact tier missed: a question meaning the same?
         vector = await _embed(request, cache, d.semantic.text)
         if vector is not None and (e := await cache.nearest(d, vector)) is not None:
-            return await _hit(request, cache, d, e, parsed, "semantic_hit")
+            return await _hit(request, cache, d, e, parsed, "", "semantic_hit")
     if e is None and d.reads and not d.controls.only_if_cached:
         flight = cache.join(d.key)
         if flight is not None:  # the same request is on its way upstream: wait for its answer
             e = await asyncio.shield(flight.done)
         else:
-            return await _lead(request, cache, d, parsed, answer)
+            return await _lead(request, cache, d, parsed, answer, client_api)
     if e is not None:
-        return await _hit(request, cache, d, e, parsed)
+        return await _hit(request, cache, d, e, parsed, client_api)
     if d.controls.only_if_cached:
         cache.miss(d.group)
         outcome.cache_status = "miss"
         raise CacheMiss("No cached answer for this request (cache-control: only-if-cached).")
-    return await _miss(request, cache, d, parsed, answer)
+    return (await _run(request, cache, d, parsed, answer, client_api))[0]
 
 
 async def _lead(
-    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer, client_api: str
 ) -> web.StreamResponse:
     assert d.key is not None
     made: Entry | None = None
     try:
-        resp, made = await _run(request, cache, d, parsed, answer)
+        resp, made = await _run(request, cache, d, parsed, answer, client_api)
         return resp
     finally:
         cache.land(d.key, made)  # waiters get the answer, or go upstream themselves
 
 
-async def _miss(
-    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
-) -> web.StreamResponse:
-    return (await _run(request, cache, d, parsed, answer))[0]
-
-
 async def _run(
-    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer
+    request: web.Request, cache: ResponseCache, d: Decision, parsed: ParsedChat, answer: Answer, client_api: str
 ) -> tuple[web.StreamResponse, Entry | None]:
     cache.miss(d.group)
     outcome = request[OUTCOME]
@@ -126,6 +123,10 @@ async def _run(
     else:
         if why or outcome.stream_error is not None or outcome.client_closed:
             return resp, None  # a cut or failed stream is never stored
+        if client_api:  # another API's events: kept as the client got them
+            e = Entry(time.time(), cost, target.provider, outcome.model or target.model, body=b"".join(record))
+            cache.store(d, e)
+            return resp, e
         split = entries.split_stream(b"".join(record))
         if split is None:
             return resp, None
@@ -171,7 +172,13 @@ async def _embed(request: web.Request, cache: ResponseCache, text: str) -> list[
 
 
 async def _hit(
-    request: web.Request, cache: ResponseCache, d: Decision, e: Entry, parsed: ParsedChat, status: str = "hit"
+    request: web.Request,
+    cache: ResponseCache,
+    d: Decision,
+    e: Entry,
+    parsed: ParsedChat,
+    client_api: str = "",
+    status: str = "hit",
 ) -> web.StreamResponse:
     cache.hit(e, d.group, status == "semantic_hit")
     outcome = request[OUTCOME]
@@ -190,7 +197,9 @@ async def _hit(
     if not parsed.req.is_stream:
         return web.Response(body=entries.as_json(e), content_type="application/json", headers=headers)
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **headers})
-    events = entries.sse_events(e, parsed.req.wants_usage)
+    # Another API's stream is replayed as one piece (its entries are partitioned by API and
+    # by streaming, so this entry is that API's events).
+    events = [e.body or b""] if client_api else entries.sse_events(e, parsed.req.wants_usage)
     try:
         await resp.prepare(request)
         if d.controls.paced:  # parsed with the other controls

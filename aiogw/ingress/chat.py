@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
+from aiogw.adapters._base import Target
 from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.walk import chat_tokens_estimate, embedding_tokens_estimate
 from aiogw.errors import (
@@ -90,6 +91,11 @@ class ClientFormat(StreamFormat, Protocol):
     def reply_body(self, reply: Reply) -> bytes:
         """A non-streaming answer (`reply.body` is an OpenAI `chat.completion`) in this API."""
         ...
+
+
+# A ClientFormat may also have `headers_for(target) -> dict[str, str]`: answer headers that
+# depend on the target that answered (e.g. what was dropped for it). Optional.
+HeadersFor = Callable[[Target], dict[str, str]]
 
 
 def _base_headers(request: web.Request) -> dict[str, str]:
@@ -211,8 +217,9 @@ def _number(v: str) -> float | None:
         return None
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    parsed = parse_chat(await read_body(request))
+async def admit_chat(request: web.Request, parsed: ParsedChat) -> tuple[ModelRoute, Control]:
+    """A decoded chat request (from any API) up to the cache: its model resolved, its
+    x-aiogw-* controls read, its key's models and rpm/tpm checked, the outcome labelled."""
     request[PUBLIC_MODEL] = parsed.req.model
     request[STREAM] = parsed.req.is_stream
     runtime = request.app[RUNTIME]
@@ -233,6 +240,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     outcome.tags, outcome.task = control.tags, control.task or "chat"
     if (feedback := request.app[FEEDBACK]) is not None:  # remembered at its end; maybe sampled for a spot check
         feedback.begin(request, route.name, parsed)
+    return route, control
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    parsed = parse_chat(await read_body(request))
+    route, control = await admit_chat(request, parsed)
+    principal = request[PRINCIPAL]
     if (cache := request.app[CACHE]) is not None:  # between admission and routing: a hit ends here
         decision = cache.prepare(request.headers, parsed, route.name, principal.key_id, principal.team, control.task)
         if decision is not None:
@@ -259,7 +273,9 @@ async def answer(
     runtime = request.app[RUNTIME]
     if (money := request.app[MONEY]) is not None:  # budgets: hold the worst case (402 when no room)
         await money.admit(request, route, control, outcome, parsed=parsed)
-    capture = pending.capture if (pending := request.get(FEEDBACK_PENDING)) is not None else None
+    # A spot check grades Chat Completions answers: another API's are remembered, not sampled.
+    pending = request.get(FEEDBACK_PENDING) if fmt is None else None
+    capture = pending.capture if pending is not None else None
 
     if not parsed.req.is_stream:
         reply = await dispatcher.complete(parsed, route, outcome, control)
@@ -268,6 +284,9 @@ async def answer(
         headers = _answer_headers(request, outcome, reply.model)
         if extra_headers:
             headers.update(extra_headers)
+        headers_for: HeadersFor | None = getattr(fmt, "headers_for", None)
+        if headers_for is not None and outcome.target is not None:
+            headers.update(headers_for(outcome.target))
         body = reply.body if fmt is None else fmt.reply_body(reply)
         return web.Response(body=body, content_type="application/json", headers=headers)
 
@@ -280,6 +299,7 @@ async def answer(
             record = capture.chunks
         else:
             capture.chunks = record
+    sink.headers_for = getattr(fmt, "headers_for", None)
     lifecycle = request.app[LIFECYCLE]
     task = asyncio.current_task()
     assert task is not None

@@ -11,6 +11,7 @@ on behind them, and a failure is then an error event rather than an error status
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -38,6 +39,7 @@ class SSESink:
         "_timer",
         "_writes",
         "_writing",
+        "headers_for",
         "response",
         "started",
     )
@@ -56,6 +58,8 @@ class SSESink:
         self._writes = 0  # writes so far; a tick that sees no new one sends a heartbeat
         self._seen = 0
         self._writing = False
+        # The client API's headers that depend on the answering target (ClientFormat).
+        self.headers_for: Callable[[Target], dict[str, str]] | None = None
         if heartbeat_s > 0:
             self._timer = asyncio.get_running_loop().call_later(heartbeat_s, self._tick)
 
@@ -119,6 +123,8 @@ class SSESink:
         headers["x-aiogw-attempts"] = self._outcome.attempts_header
         if self._outcome.route_reason:
             headers["x-aiogw-route-reason"] = self._outcome.route_reason
+        if self.headers_for is not None:
+            headers.update(self.headers_for(target))
         await self._open(headers)
 
     async def write(self, data: bytes) -> None:

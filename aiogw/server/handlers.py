@@ -9,9 +9,12 @@ from aiohttp import web
 from aiogw.admission.auth import allowed as key_may_call
 from aiogw.errors import ModelNotAllowed
 from aiogw.ingress.chat import chat_completions, embeddings
+from aiogw.ingress.messages import handlers as anthropic_messages
+from aiogw.ingress.messages.errors import error_body as anthropic_error_body
 from aiogw.routing.health import now as health_now
 from aiogw.server.admin import require_admin
 from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, MONEY, PRINCIPAL, RUNTIME
+from aiogw.server.middleware import answers_errors_as
 from aiogw.types import ModelCard, ModelList
 
 _encode = msgspec.json.Encoder().encode
@@ -124,9 +127,17 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+# The Messages API answers its errors in Anthropic's shape (its SDKs read that).
+_messages = answers_errors_as(anthropic_messages.messages, anthropic_error_body)
+_count_tokens = answers_errors_as(anthropic_messages.count_tokens, anthropic_error_body)
+
 ROUTES = [
     web.post("/v1/chat/completions", chat_completions),
     web.post("/v1/embeddings", embeddings),
+    web.post("/v1/messages", _messages),
+    web.post("/v1/messages/count_tokens", _count_tokens),
+    web.post("/anthropic/v1/messages", _messages),  # the base URL some Anthropic clients are given
+    web.post("/anthropic/v1/messages/count_tokens", _count_tokens),
     web.get("/v1/models", list_models),
     web.get("/v1/models/{model:.+}", get_model),
     web.get("/v1/gateway/health", gateway_health),

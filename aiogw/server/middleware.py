@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -45,7 +46,7 @@ from aiogw.telemetry.logs import CURRENT_REQUEST_ID, get_logger, info_line
 log = get_logger("aiogw.request")
 
 _CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable, no spaces, bounded
-_API_PREFIX = "/v1/"
+_API_PREFIX = ("/v1/", "/anthropic/v1/")  # the Messages API is also served under /anthropic
 _OPERATOR_PREFIX = "/v1/gateway/"  # health and spend: polled by dashboards, not API traffic
 _ALWAYS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # answered while draining too
 _NAMELESS = frozenset({"model_not_found", "invalid_model_name"})  # error kinds whose model is no name of ours
@@ -58,15 +59,35 @@ def _request_id(request: web.Request) -> str:
     return "req_" + hex_id(12)
 
 
-def error_response(err: GatewayError, request_id: str, outcome: Outcome | None) -> web.Response:
+# How a route's errors look when its API is not OpenAI's (the Messages API): GatewayError,
+# request id -> the JSON body. Set on a handler with `answers_errors_as`; read per request.
+ErrorBody = Callable[[GatewayError, str], bytes]
+_ERROR_BODY = "aiogw_error_body"
+H = TypeVar("H")
+
+
+def answers_errors_as(handler: H, render: ErrorBody) -> H:
+    """Mark `handler`: every error of its requests (auth included) is rendered by `render`."""
+    setattr(handler, _ERROR_BODY, render)
+    return handler
+
+
+def _error_body_of(request: web.Request) -> ErrorBody | None:
+    return getattr(request.match_info.handler, _ERROR_BODY, None)
+
+
+def error_response(
+    err: GatewayError, request_id: str, outcome: Outcome | None, render: ErrorBody | None = None
+) -> web.Response:
     headers = {"x-request-id": request_id, **err.headers()}
     if outcome is not None and outcome.attempts:
         headers["x-aiogw-attempts"] = outcome.attempts_header
     if outcome is not None and outcome.route_reason:  # strategy quality chose before it failed
         headers["x-aiogw-route-reason"] = outcome.route_reason
-    return web.Response(
-        status=err.http_status(), body=err.to_openai(), content_type="application/json", headers=headers
-    )
+    if render is not None:
+        headers["request-id"] = request_id  # where Anthropic's SDKs look for it
+    body = err.to_openai() if render is None else render(err, request_id)
+    return web.Response(status=err.http_status(), body=body, content_type="application/json", headers=headers)
 
 
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> GatewayError:
@@ -97,8 +118,10 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return await _plain(request, handler, rid)
 
     lifecycle = request.app[LIFECYCLE]
+    render = _error_body_of(request)
     if lifecycle.draining:
-        return error_response(ServiceUnavailable("The gateway is shutting down; retry on another replica."), rid, None)
+        gone = ServiceUnavailable("The gateway is shutting down; retry on another replica.")
+        return error_response(gone, rid, None, render)
     outcome = request[OUTCOME] = Outcome()
     # Every line logged while serving this request carries its id (aiohttp runs each
     # request in its own task, so the binding ends with it).
@@ -124,17 +147,17 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
             if exc.status < 400:
                 raise
             error = _from_http_exception(exc, request)
-            resp = error_response(error, rid, outcome)
+            resp = error_response(error, rid, outcome, render)
         except GatewayError as exc:
             error = exc
-            resp = error_response(exc, rid, outcome)
+            resp = error_response(exc, rid, outcome, render)
         except Unreachable as exc:  # keys or budgets could not be checked
             log.warning("store.unreachable", error=str(exc))
             error = StoreUnavailable(
                 "The gateway's store (API keys, budgets) did not answer, so this request could not be "
                 "checked; retry in a moment. Operators: see the gateway's store.unreachable log line."
             )
-            resp = error_response(error, rid, outcome)
+            resp = error_response(error, rid, outcome, render)
         status = resp.status
         return resp
     except (asyncio.CancelledError, ClientDisconnected):
@@ -143,7 +166,7 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         raise
     except Exception:
         log.exception("request.crashed", path=path)
-        return error_response(GatewayError("The gateway hit an internal error."), rid, outcome)
+        return error_response(GatewayError("The gateway hit an internal error."), rid, outcome, render)
     finally:
         lifecycle.leave()
         if auth is not None and (ticket := request.get(KEY_TICKET)) is not None:
