@@ -404,6 +404,13 @@ class AlertsConfig(Strict, kw_only=True):
     queue_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
 
 
+class ResponsesConfig(Strict, kw_only=True):
+    """POST /v1/responses: stateless unless `store` (then responses are kept in the store)."""
+
+    store: bool = False  # keep each response and its conversation for previous_response_id, GET, DELETE
+    ttl_s: Annotated[float, Meta(gt=0, le=365 * 86400)] = 86400.0  # how long a stored response is kept
+
+
 class Config(Strict, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
@@ -417,6 +424,7 @@ class Config(Strict, kw_only=True):
     budgets: list[BudgetConfig] = []
     alerts: AlertsConfig = AlertsConfig()
     cache: CacheConfig = CacheConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     def __post_init__(self) -> None:
         if self.cache.backend == "redis" and self.cache_enabled and not self.state.redis_url:

@@ -215,10 +215,12 @@ async def answer(
     extra_headers: dict[str, str] | None = None,
     record: list[bytes] | None = None,
     fmt: ClientFormat | None = None,
+    sink_wrap: Callable[[StreamSink], StreamSink] | None = None,
 ) -> web.StreamResponse:
     """The request through budgets, routing and attempts. `extra_headers` go on the answer;
     `record` collects the SSE bytes the client gets (the cache's tee); `fmt`: the client's
-    API when it is not Chat Completions (its answer body, stream events and late errors)."""
+    API when it is not Chat Completions (its answer body, stream events and late errors);
+    `sink_wrap`: a stage between the stream and its client (a stored Responses stream)."""
     dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
     runtime = request.app[RUNTIME]
@@ -244,6 +246,8 @@ async def answer(
     try:
         try:
             out: StreamSink = sink if record is None else Tee(sink, record)
+            if sink_wrap is not None:
+                out = sink_wrap(out)
             await dispatcher.stream(parsed, route, outcome, out, control, fmt)
         except GatewayError as exc:
             if not sink.opened:

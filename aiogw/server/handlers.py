@@ -9,6 +9,7 @@ from aiohttp import web
 from aiogw.admission.auth import allowed as key_may_call
 from aiogw.errors import ModelNotAllowed
 from aiogw.ingress.chat import chat_completions, embeddings
+from aiogw.ingress.responses.handlers import create_response, delete_response, get_response
 from aiogw.routing.health import now as health_now
 from aiogw.server.admin import require_admin
 from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, MONEY, PRINCIPAL, RUNTIME
@@ -125,6 +126,9 @@ async def readyz(request: web.Request) -> web.Response:
 ROUTES = [
     web.post("/v1/chat/completions", chat_completions),
     web.post("/v1/embeddings", embeddings),
+    web.post("/v1/responses", create_response),
+    web.get("/v1/responses/{response_id}", get_response),
+    web.delete("/v1/responses/{response_id}", delete_response),
     web.get("/v1/models", list_models),
     web.get("/v1/models/{model:.+}", get_model),
     web.get("/v1/gateway/health", gateway_health),
