@@ -345,3 +345,49 @@ async def test_expired_responses_are_gone(sim, make_gateway, store_url):
             return False
 
         await until(gone)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_reasoning_comes_back_as_a_reasoning_item(gw, stream):
+    """Anthropic thinking (reasoning.effort) -> a reasoning item with its summary, first."""
+    _url, client = gw
+    kw = {"model": "anthropic", "input": "Weather in Paris?", "reasoning": {"effort": "low"}, "max_output_tokens": 4096}
+    if stream:
+        async with client.responses.stream(**kw) as s:
+            events = [e async for e in s]
+            r = await s.get_final_response()
+        deltas = "".join(e.delta for e in events if e.type == "response.reasoning_summary_text.delta")
+        assert deltas == r.output[0].summary[0].text
+    else:
+        r = await client.responses.create(**kw)
+    assert [o.type for o in r.output] == ["reasoning", "message"]
+    assert r.output[0].id.startswith("rs_") and r.output[0].summary[0].text
+    assert r.reasoning.effort == "low" and r.output_text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_response_that_cannot_be_stored_is_not_answered_as_done(sim, make_gateway, store_url, stream):
+    """The store write comes before the answer (before the terminal event of a stream): when
+    it fails, the client hears so instead of getting an id no continuation will find."""
+    from aiogw.store.base import connect
+
+    url, _ = await make_gateway(stored_config(sim, store_url))
+    async with sdk(url) as client:
+        await client.responses.create(model="openai", input="Hi")  # the store is open and migrated
+    store = await connect(store_url)
+    try:
+        await store.execute("DROP TABLE aiogw_responses")
+    finally:
+        await store.close()
+    if stream:
+        status, _h, events = await raw_stream(url, {"model": "openai", "input": "Hi", "stream": True})
+        assert status == 200
+        check_sequence(events)
+        assert [n for n, _ in events[-2:]] == ["error", "response.failed"]
+        assert events[-2][1]["code"] == "store_unavailable"
+        assert "response.completed" not in [n for n, _ in events]
+    else:
+        async with sdk(url) as client:
+            with pytest.raises(openai.InternalServerError) as err:
+                await client.responses.create(model="openai", input="Hi")
+        assert err.value.status_code == 503 and err.value.body["code"] == "store_unavailable"

@@ -76,5 +76,5 @@ class StoreBeforeEnd:
             except Exception as exc:
                 self._on_error(exc)
                 gone = StoreUnavailable("The response could not be stored (responses.store); retry in a moment.")
-                data = data[: len(data) - stream.terminal_len] + stream.failed(gone)
+                data = data[: len(data) - stream.terminal_len] + stream.instead_of_terminal(gone)
         await self._sink.write(data)

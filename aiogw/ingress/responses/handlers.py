@@ -11,7 +11,7 @@ from aiohttp import web
 
 from aiogw.attempts.outcome import StreamSink
 from aiogw.attempts.walk import chat_tokens_estimate
-from aiogw.errors import InvalidRequest, NotFound
+from aiogw.errors import InvalidRequest, NotFound, StoreUnavailable
 from aiogw.ingress.body import read_body
 from aiogw.ingress.chat import admit_key, answer, request_control
 from aiogw.ingress.responses.answer import assistant_turn, echo, new_id, skeleton
@@ -83,7 +83,13 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if not stream:
         resp = await answer(request, parsed, route, control, extra, None, fmt)
         if fmt.final is not None:  # before the answer leaves: a continuation finds it at once
-            await save(fmt.final)
+            try:
+                await save(fmt.final)
+            except Exception as exc:
+                log.warning("responses.store_failed", error=str(exc))
+                raise StoreUnavailable(
+                    "The response could not be stored (responses.store); retry in a moment."
+                ) from None
         return resp
 
     def stored_first(sink: StreamSink) -> StreamSink:

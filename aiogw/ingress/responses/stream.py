@@ -215,6 +215,11 @@ class ResponsesStream:
         finish(resp, reason, self.usage)
         return resp
 
+    def instead_of_terminal(self, err: GatewayError) -> bytes:
+        """`failed` in place of the terminal event `close()` returned last (not sent)."""
+        self._seq -= 1
+        return self.failed(err)
+
     def failed(self, err: GatewayError) -> bytes:
         """A late failure: the `error` event, then `response.failed` with what came so far."""
         buf = bytearray()
@@ -226,7 +231,10 @@ class ResponsesStream:
         resp = dict(self._resp)
         resp["status"] = "failed"
         resp["output"] = [o.item for o in self._items]
-        resp["error"] = {"code": e["code"] or "server_error", "message": e["message"]}
+        # The Response's error code is one of OpenAI's few (the SDK types enumerate them);
+        # the gateway's own code travels in the `error` event above.
+        code = "rate_limit_exceeded" if err.http_status() == 429 else "server_error"
+        resp["error"] = {"code": code, "message": e["message"]}
         self._event(buf, "response.failed", {"response": resp})
         self._done = True
         return bytes(buf)
