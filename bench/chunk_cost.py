@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Target
+from aiogw.ingress.responses.stream import ResponsesStream
 from aiogw.streaming.encode import ChunkEncoder
 from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
@@ -120,23 +121,42 @@ STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool]] = {
 }
 
 
-def _relay(kind: str, include_usage: bool = True) -> Relay:
+# Streams a Responses client gets through translated targets (POST /v1/responses), each
+# against the same target's Chat Completions row above.
+RESPONSES: dict[str, tuple[str, Callable[[int], list[bytes]], str]] = {
+    "anthropic -> Responses events": ("anthropic", _anthropic, "anthropic"),
+    "gemini -> Responses events": ("gemini", _gemini, "gemini"),
+    "openai -> Responses events (translated)": ("openai", _openai, "openai-compatible (normalised)"),
+}
+
+# A Response skeleton as the ingress makes it (the echoed settings of a plain request).
+_SKELETON = {"id": "resp_b", "object": "response", "created_at": 1, "status": "in_progress", "background": False,
+             "error": None, "incomplete_details": None, "model": "m", "output": [], "usage": None,
+             "instructions": None, "max_output_tokens": None, "metadata": {}, "parallel_tool_calls": True,
+             "previous_response_id": None, "reasoning": {"effort": None, "summary": None}, "store": False,
+             "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+             "top_p": 1.0, "truncation": "disabled", "user": None}  # fmt: skip
+
+
+def _relay(kind: str, include_usage: bool = True, responses: bool = False) -> Relay:
     adapter = REGISTRY[kind]
     target = Target(id=f"b/{kind}", provider="b", type=kind, model="m", base_url="http://x")
     decoder = adapter.stream_decoder(target)
+    if responses:
+        return TranslatingRelay(decoder, ResponsesStream(dict(_SKELETON), 5), target=target.id)
     if adapter.passthrough_stream:
         return PassthroughRelay(decoder, include_usage=include_usage, target=target.id)
     enc = ChunkEncoder(completion_id="chatcmpl-b", created=1, model="m", include_usage=True)
     return TranslatingRelay(decoder, enc, target=target.id)
 
 
-def measure(kind: str, events: list[bytes], repeat: int, include_usage: bool = True) -> float:
+def measure(kind: str, events: list[bytes], repeat: int, include_usage: bool = True, responses: bool = False) -> float:
     """Best-of-5 CPU microseconds per content chunk for one whole stream."""
     best = float("inf")
     for _ in range(5):
         t0 = time.process_time()
         for _ in range(repeat):
-            parser, relay = SSEParser(), _relay(kind, include_usage)
+            parser, relay = SSEParser(), _relay(kind, include_usage, responses)
             for e in events:
                 relay.feed(parser.feed(e))
             relay.feed(parser.close())
@@ -162,6 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- |")
     for label, s, c, r in rows:
         print(f"| {label} | {s:.1f} | {c:.2f} | {r:.2f} |")
+    chat = {label: per_stream for label, per_stream, _c, _r in rows}
+    print()
+    print(
+        f"| Responses stream ({args.chunks} content chunks) | CPU µs per stream | µs per chunk | × Chat Completions, same target |"
+    )
+    print("| --- | --- | --- | --- |")
+    for label, (kind, make, against) in RESPONSES.items():
+        if kind not in REGISTRY:
+            continue
+        per_stream = measure(kind, make(args.chunks), args.repeat, responses=True)
+        print(f"| {label} | {per_stream:.1f} | {per_stream / args.chunks:.2f} | {per_stream / chat[against]:.2f} |")
     return 0
 
 
