@@ -7,6 +7,8 @@
 # Debian puts initdb in /usr/lib/postgresql/<N>/bin, off PATH).
 # Installs only what is missing; needs root or sudo for apt-get.
 set -eu
+# The official Node SDKs the end-to-end tests run as clients (Node 20+ and npm needed).
+npm ci --prefix "$(dirname "$0")/node" --no-audit --no-fund >/dev/null
 need=""
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"

@@ -6,7 +6,9 @@ checked against each provider's native answer in test_providers.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import aiohttp
 import openai
@@ -391,3 +393,20 @@ async def test_a_response_that_cannot_be_stored_is_not_answered_as_done(sim, mak
             with pytest.raises(openai.InternalServerError) as err:
                 await client.responses.create(model="openai", input="Hi")
         assert err.value.status_code == 503 and err.value.body["code"] == "store_unavailable"
+
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+async def test_node_sdk(gw):
+    """The official `openai` npm package (tests/node, installed by tests/system-deps.sh)."""
+    url, client = gw
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(NODE_DIR / "responses.mjs"), url, "anthropic",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    got = json.loads(out.decode().strip().splitlines()[-1])
+    want = await client.responses.create(model="anthropic", instructions="Be brief.", input="Weather in Paris?")
+    assert got["text"] == want.output_text and got["call"]["name"] == "get_weather"
