@@ -181,3 +181,20 @@ def test_response_object_is_a_valid_sdk_response():
     assert [o.type for o in r.output] == ["reasoning", "message", "function_call"]
     assert r.model == "up" and r.output[2].call_id == "c" and r.output[2].id.startswith("fc_")
     assert (r.usage.input_tokens_details.cached_tokens, r.usage.output_tokens_details.reasoning_tokens) == (2, 1)
+
+
+@pytest.mark.parametrize(("value", "fragment"), [({"ttl_s": 0}, "responses.ttl_s"), ({"store": "yes"}, "responses.store"),
+                                                 ({"stor": True}, "responses")])  # fmt: skip
+def test_a_bad_responses_config_is_a_config_error(value, fragment):
+    from aiogw.config_load import from_builtins
+    from aiogw.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        from_builtins({"responses": value}, env={})
+    assert fragment in str(err.value)
+
+
+def test_responses_config_defaults():
+    from aiogw.config import Config
+
+    assert (Config().responses.store, Config().responses.ttl_s) == (False, 86400.0)
