@@ -11,8 +11,8 @@ import msgspec
 import orjson
 
 from aiogw.ids import hex_id
-from aiogw.ingress.responses.wire import ResponsesRequest
-from aiogw.types import CompletionUsage, FinishReason
+from aiogw.ingress.responses.wire import ReasoningConfig, ResponsesRequest
+from aiogw.types import CompletionUsage, FinishReason, PromptTokensDetails
 
 Item = dict[str, Any]
 
@@ -37,8 +37,8 @@ def echo(req: ResponsesRequest) -> dict[str, Any]:
         "parallel_tool_calls": _set(req.parallel_tool_calls, True),
         "previous_response_id": _set(req.previous_response_id),
         "reasoning": {
-            "effort": reasoning.effort if isinstance(reasoning, msgspec.Struct) else None,  # type: ignore[attr-defined]
-            "summary": reasoning.summary if isinstance(reasoning, msgspec.Struct) else None,  # type: ignore[attr-defined]
+            "effort": reasoning.effort if isinstance(reasoning, ReasoningConfig) else None,
+            "summary": reasoning.summary if isinstance(reasoning, ReasoningConfig) else None,
         },
         "store": _set(req.store, True),
         "temperature": _set(req.temperature, 1.0),
@@ -82,7 +82,7 @@ def finish(resp: dict[str, Any], reason: FinishReason | None, usage: CompletionU
 
 def usage_of(u: CompletionUsage) -> dict[str, Any]:
     details = u.prompt_tokens_details
-    write = details.cache_write_tokens if isinstance(details, msgspec.Struct) else 0  # type: ignore[union-attr]
+    write = details.cache_write_tokens if isinstance(details, PromptTokensDetails) else 0
     return {
         "input_tokens": u.prompt_tokens,  # as OpenAI counts it: cached tokens included
         "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": _set(write, 0)},

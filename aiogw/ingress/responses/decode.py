@@ -25,10 +25,13 @@ from aiogw.ingress.responses.wire import (
     InputImage,
     InputText,
     MessageItem,
+    NamedFunction,
     OutputText,
+    ReasoningConfig,
     ReasoningItem,
     Refusal,
     ResponsesRequest,
+    SummaryText,
 )
 from aiogw.types import ParsedChat
 
@@ -166,9 +169,9 @@ def input_messages(req: ResponsesRequest) -> list[Message]:
         elif isinstance(item, ReasoningItem):
             # Only readable reasoning travels (as reasoning_content: adapters decide whether
             # their provider takes it back); encrypted content is OpenAI's alone: dropped.
-            parts = item.summary or item.content or []
-            if parts:
-                text = "\n\n".join(p.text for p in parts)
+            said: list[SummaryText] = item.summary or item.content or []
+            if said:
+                text = "\n\n".join(p.text for p in said)
                 reasoning = text if reasoning is None else f"{reasoning}\n\n{text}"
     return out
 
@@ -200,6 +203,7 @@ def _tool_choice(req: ResponsesRequest) -> Any:
     tc = req.tool_choice
     if isinstance(tc, str):
         return tc
+    assert isinstance(tc, NamedFunction)  # (only called when set)
     if tc.type == "function" and isinstance(tc.name, str):
         return {"type": "function", "function": {"name": tc.name}}
     raise InvalidRequest(
@@ -250,8 +254,8 @@ def to_chat(req: ResponsesRequest, history: list[Message], new: list[Message]) -
         body["tool_choice"] = _tool_choice(req)
     if (rf := _response_format(req)) is not None:
         body["response_format"] = rf
-    if isinstance(req.reasoning, msgspec.Struct) and req.reasoning.effort is not None:  # type: ignore[union-attr]
-        body["reasoning_effort"] = req.reasoning.effort  # type: ignore[union-attr]
+    if isinstance(req.reasoning, ReasoningConfig) and req.reasoning.effort is not None:
+        body["reasoning_effort"] = req.reasoning.effort
     if isinstance(req.max_output_tokens, int):
         body["max_completion_tokens"] = req.max_output_tokens
     for name in ("temperature", "top_p", "user"):

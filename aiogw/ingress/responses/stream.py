@@ -158,17 +158,17 @@ class ResponsesStream:
                     self._out_chars += len(d.content)
                     self._delta(buf, o.delta_head, d.content)
             elif d.tool_index is not None:
-                o = self._calls.get(d.tool_index)
-                if o is None:
+                call = self._calls.get(d.tool_index)
+                if call is None:
                     if self._current is not None:
                         self._close_item(buf, self._current, "completed")
                         self._current = None
                     item = call_item(d.tool_id or f"call_{new_id('aiogw')}", d.tool_name or "", "", "in_progress")
-                    o = self._calls[d.tool_index] = self._add(buf, "function_call", item)
+                    call = self._calls[d.tool_index] = self._add(buf, "function_call", item)
                 if d.tool_args:
-                    o.args.append(d.tool_args)
+                    call.args.append(d.tool_args)
                     self._out_chars += len(d.tool_args)
-                    self._delta(buf, o.delta_head, d.tool_args)
+                    self._delta(buf, call.delta_head, d.tool_args)
             elif d.reasoning is not None:
                 if d.reasoning:
                     o = self._switch(buf, "reasoning")
