@@ -410,3 +410,24 @@ async def test_node_sdk(gw):
     got = json.loads(out.decode().strip().splitlines()[-1])
     want = await client.responses.create(model="anthropic", instructions="Be brief.", input="Weather in Paris?")
     assert got["text"] == want.output_text and got["call"]["name"] == "get_weather"
+
+
+async def test_a_hedged_stream_is_stored_from_the_attempt_that_won(sim, make_gateway, store_url):
+    """Two attempts, two encoders: the one whose stream the client got is the one stored
+    (the hedge starts after the first attempt, and loses to it)."""
+    for account, ttft in (("fast1", 300), ("slow2", 5000)):
+        sim.set_profile(account, api_key=SIM_KEY, completion_tokens=12, ttft_ms=ttft)
+    cfg = from_builtins({
+        "server": {"host": "127.0.0.1", "port": 0},
+        "providers": {a: {"type": "openai", "base_url": sim.base_url(a), "api_key": SIM_KEY} for a in ("fast1", "slow2")},
+        "models": [{"name": "hedged", "hedge": {"delay_ms": 50},
+                    "targets": [{"provider": "fast1", "model": "gpt-sim"}, {"provider": "slow2", "model": "gpt-sim"}]}],
+        "responses": {"store": True}, "store": {"url": store_url},
+    }, env={})  # fmt: skip
+    url, _ = await make_gateway(cfg)
+    async with sdk(url) as client:
+        async with client.responses.stream(model="hedged", input="Hi") as s:
+            final = await s.get_final_response()
+        assert sim.stats("slow2")["requests"] == 1  # the hedge was sent
+        got = await client.responses.retrieve(final.id)
+        assert got.output_text == final.output_text

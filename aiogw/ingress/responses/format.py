@@ -1,6 +1,8 @@
 """The Responses API as the client's format for `answer()` (a `ClientFormat`): its answer
 body, its stream encoder and its late-error events, for one response id across every
-attempt; and the sink wrapper that stores a streamed response before its terminal event."""
+attempt; and the sink in front of the client that knows which attempt's stream it carries
+(hedged attempts each have an encoder) and stores a finished response before its terminal
+event."""
 
 from __future__ import annotations
 
@@ -20,21 +22,21 @@ from aiogw.types import Reply
 class ResponsesFormat:
     def __init__(self, resp: dict[str, Any]) -> None:
         self._resp = resp  # the skeleton: id, created_at, the echoed settings
-        self._stream: ResponsesStream | None = None
-        self.final: dict[str, Any] | None = None  # the finished Response, once there is one
-
-    def _finished(self, resp: dict[str, Any]) -> None:
-        self.final = resp
+        self._encoders: dict[str, ResponsesStream] = {}  # by target id: one per attempt
+        self.committed: ResponsesStream | None = None  # the attempt whose stream the client gets
+        self.final: dict[str, Any] | None = None  # a non-streamed answer's Response
 
     def encoder(self, target: Target, prompt_estimate: int) -> ResponsesStream:
-        resp = {**self._resp, "model": target.model}
-        self._stream = ResponsesStream(resp, prompt_estimate, self._finished)
-        return self._stream
+        enc = self._encoders[target.id] = ResponsesStream({**self._resp, "model": target.model}, prompt_estimate)
+        return enc
+
+    def commit(self, target: Target) -> None:
+        self.committed = self._encoders.get(target.id)
 
     def error_event(self, err: GatewayError) -> bytes:
-        if self._stream is None:  # failed before any attempt's first event (after heartbeats)
-            self._stream = ResponsesStream(dict(self._resp), 0)
-        return self._stream.failed(err)
+        if self.committed is None:  # failed before any attempt's first event (after heartbeats)
+            self.committed = ResponsesStream(dict(self._resp), 0)
+        return self.committed.failed(err)
 
     def reply_body(self, reply: Reply) -> bytes:
         self.final = from_completion(dict(self._resp), reply.body)
@@ -44,15 +46,16 @@ class ResponsesFormat:
 Save = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class StoreBeforeEnd:
-    """A StreamSink that holds the write carrying the terminal event until the finished
-    Response is stored, so a continuation sent the moment the stream ends finds it. A store
-    that fails turns the terminal event into `error` + `response.failed`."""
+class ResponsesSink:
+    """The StreamSink of a Responses stream: tells the format which attempt committed, and
+    with `save` holds the write carrying the terminal event until the finished Response is
+    stored, so a continuation sent the moment the stream ends finds it. A store that fails
+    turns the terminal event into `error` + `response.failed`."""
 
     __slots__ = ("_fmt", "_on_error", "_save", "_sink")
 
     def __init__(
-        self, sink: StreamSink, fmt: ResponsesFormat, save: Save, on_error: Callable[[Exception], None]
+        self, sink: StreamSink, fmt: ResponsesFormat, save: Save | None, on_error: Callable[[Exception], None]
     ) -> None:
         self._sink, self._fmt, self._save, self._on_error = sink, fmt, save, on_error
 
@@ -65,16 +68,17 @@ class StoreBeforeEnd:
         self._sink.started = value
 
     async def start(self, target: Target) -> None:
+        self._fmt.commit(target)
         await self._sink.start(target)
 
     async def write(self, data: bytes) -> None:
-        final, stream = self._fmt.final, self._fmt._stream
-        if final is not None and stream is not None:
-            self._fmt.final = None  # saved once
+        enc = self._fmt.committed
+        if self._save is not None and enc is not None and (final := enc.final) is not None:
+            enc.final = None  # saved once
             try:
                 await self._save(final)
             except Exception as exc:
                 self._on_error(exc)
                 gone = StoreUnavailable("The response could not be stored (responses.store); retry in a moment.")
-                data = data[: len(data) - stream.terminal_len] + stream.instead_of_terminal(gone)
+                data = data[: len(data) - enc.terminal_len] + enc.instead_of_terminal(gone)
         await self._sink.write(data)

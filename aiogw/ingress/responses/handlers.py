@@ -16,7 +16,7 @@ from aiogw.ingress.body import read_body
 from aiogw.ingress.chat import admit_key, answer, request_control
 from aiogw.ingress.responses.answer import assistant_turn, echo, new_id, skeleton
 from aiogw.ingress.responses.decode import decode_request, input_messages, to_chat
-from aiogw.ingress.responses.format import ResponsesFormat, StoreBeforeEnd
+from aiogw.ingress.responses.format import ResponsesFormat, ResponsesSink
 from aiogw.ingress.responses.state import RESPONSES
 from aiogw.server.keys import CACHE, OUTCOME, PRINCIPAL, PUBLIC_MODEL, RUNTIME, STREAM
 from aiogw.telemetry.logs import get_logger
@@ -72,17 +72,15 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     settings = echo(req)
     settings["store"] = keep
     fmt = ResponsesFormat(skeleton(new_id("resp"), int(time.time()), req.model, settings))
-    if not keep:
-        return await answer(request, parsed, route, control, extra, None, fmt)
-    assert state is not None
     owner = _owner(request)
 
     async def save(resp: dict) -> None:
+        assert state is not None
         await state.put(owner, resp, history + new + assistant_turn(resp["output"]))
 
     if not stream:
         resp = await answer(request, parsed, route, control, extra, None, fmt)
-        if fmt.final is not None:  # before the answer leaves: a continuation finds it at once
+        if keep and fmt.final is not None:  # before the answer leaves: a continuation finds it at once
             try:
                 await save(fmt.final)
             except Exception as exc:
@@ -92,10 +90,14 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                 ) from None
         return resp
 
-    def stored_first(sink: StreamSink) -> StreamSink:
-        return StoreBeforeEnd(sink, fmt, save, lambda exc: log.warning("responses.store_failed", error=str(exc)))
+    def responses_sink(sink: StreamSink) -> StreamSink:
+        return ResponsesSink(sink, fmt, save if keep else None, _store_failed)
 
-    return await answer(request, parsed, route, control, extra, None, fmt, sink_wrap=stored_first)
+    return await answer(request, parsed, route, control, extra, None, fmt, sink_wrap=responses_sink)
+
+
+def _store_failed(exc: Exception) -> None:
+    log.warning("responses.store_failed", error=str(exc))
 
 
 def _not_found(response_id: str) -> NotFound:

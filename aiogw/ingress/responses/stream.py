@@ -7,7 +7,6 @@ counts every event from 0. Text deltas, the hot path, are written from prebuilt 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,18 +32,16 @@ class _Open:
 
 
 class ResponsesStream:
-    """One per attempt's stream (a StreamEncoder). `on_final` gets the finished Response
-    just before its terminal event is returned (the handler stores it from there)."""
+    """One per attempt's stream (a StreamEncoder). `final`: the finished Response, set by
+    `close()` with the terminal event it returns (the sink stores it from there)."""
 
-    __slots__ = ("_calls", "_current", "_done", "_items", "_on_final", "_out_chars", "_prompt_estimate", "_resp",
-                 "_seq", "_started", "finish_reasons", "terminal_len", "usage")  # fmt: skip
+    __slots__ = ("_calls", "_current", "_done", "_items", "_out_chars", "_prompt_estimate", "_resp",
+                 "_seq", "_started", "final", "finish_reasons", "terminal_len", "usage")  # fmt: skip
 
-    def __init__(
-        self, resp: dict[str, Any], prompt_estimate: int, on_final: Callable[[dict[str, Any]], None] | None = None
-    ) -> None:
+    def __init__(self, resp: dict[str, Any], prompt_estimate: int) -> None:
         self._resp = resp
         self._prompt_estimate = prompt_estimate
-        self._on_final = on_final
+        self.final: dict[str, Any] | None = None
         self._seq = 0
         self._started = False
         self._items: list[_Open] = []
@@ -199,9 +196,7 @@ class ResponsesStream:
             out = estimate_tokens(self._out_chars)
             self.usage = CompletionUsage(prompt_tokens=self._prompt_estimate, completion_tokens=out,
                                          total_tokens=self._prompt_estimate + out, estimated=True)  # fmt: skip
-        resp = self._final(reason)
-        if self._on_final is not None:
-            self._on_final(resp)
+        resp = self.final = self._final(reason)
         before = len(buf)
         self._event(buf, "response.completed" if resp["status"] == "completed" else "response.incomplete",
                     {"response": resp})  # fmt: skip
