@@ -68,6 +68,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None
+    # The upstream also serves OpenAI's Responses API (None: the adapter's default).
+    responses_api: bool | None = None
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +109,9 @@ class Adapter:
     decode_embeddings: Callable[[bytes, Target, EmbeddingRequest], bytes] | None = None
     params: ParamMap | None = None  # how canonical fields fare here (docs + coverage test)
     rate_limits: Callable[[Mapping[str, str]], RateLimitInfo | None] | None = None
+    # POST /v1/responses passed through (the client's body as raw JSON): None when the
+    # target's upstream has no Responses API (the request is then translated).
+    build_responses_call: Callable[[dict[str, msgspec.Raw], Target], Call | None] | None = None
 
 
 class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):

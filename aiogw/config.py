@@ -115,7 +115,9 @@ class Account(Strict, kw_only=True, tag_field="type"):
 
 
 class OpenAIAccount(Account, kw_only=True, tag="openai"):
-    pass
+    # The upstream serves POST /v1/responses too, so Responses requests are passed through
+    # unchanged; unset: yes for OpenAI itself (no base_url), no for anything else.
+    responses_api: bool | None = None
 
 
 class OpenAICompatibleAccount(Account, kw_only=True, tag="openai-compatible"):

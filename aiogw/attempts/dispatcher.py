@@ -20,7 +20,7 @@ from aiogw.adapters._base import Adapter, Target
 from aiogw.attempts.bookkeeping import Bookkeeper
 from aiogw.attempts.gate import _AttemptFailed, _FailedAfterCommit, _Gate
 from aiogw.attempts.hedge import run_hedged
-from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Outcome, StreamFormat, StreamSink
+from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Native, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.send import Sender
 from aiogw.attempts.walk import Attempt, Walk, build_call, embedding_tokens_estimate, give_up, new_walk, retry_pause
 from aiogw.errors import FailureClass, InvalidRequest
@@ -126,12 +126,22 @@ class Dispatcher:
     # --- non-streaming ------------------------------------------------------------------
 
     async def complete(
-        self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, control: Control = NO_CONTROL
+        self,
+        parsed: ParsedChat,
+        route: ModelRoute,
+        outcome: Outcome,
+        control: Control = NO_CONTROL,
+        native: Native | None = None,
     ) -> Reply:
+        """`native`: the client's own API, passed through to the targets that speak it."""
+
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
-            call = build_call(adapter, parsed, target)
+            call = native.call(target, adapter) if native is not None else None
+            decode = adapter.decode_response if call is None else native.reply  # type: ignore[union-attr]
+            if call is None:
+                call = build_call(adapter, parsed, target)
             outcome.notes.extend(call.notes)
-            reply = await self._sender.post(call, target, adapter, adapter.decode_response, gate, control.deadline)
+            reply = await self._sender.post(call, target, adapter, decode, gate, control.deadline)
             return self._won(outcome, target, reply)
 
         reply = await self._walk(new_walk(route, control, outcome, parsed), attempt)
@@ -186,16 +196,22 @@ class Dispatcher:
         sink: StreamSink,
         control: Control = NO_CONTROL,
         fmt: StreamFormat | None = None,
+        native: Native | None = None,
     ) -> None:
         """Stream one completion into `sink` as OpenAI chunks, or as `fmt`'s events when
-        the client speaks another API; raises before the commit point only."""
+        the client speaks another API (passed through where `native` says a target speaks
+        it too); raises before the commit point only."""
 
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
-            call = build_call(adapter, parsed, target)
+            call = native.call(target, adapter) if native is not None else None
+            relay = native.relay(target) if call is not None else None  # type: ignore[union-attr]
+            if call is None:
+                call = build_call(adapter, parsed, target)
             outcome.notes.extend(call.notes)
             await self._sender.stream_once(
-                parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline, fmt
-            )
+                parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline, fmt,
+                relay,
+            )  # fmt: skip
 
         def account(usage: CompletionUsage | None) -> None:
             self.books.account(outcome, route, usage, "chat")

@@ -228,7 +228,7 @@ async def test_incomplete_at_max_output_tokens(sim, gw, name):
 
 async def test_late_failure_ends_with_error_then_failed(sim, gw):
     url, client = gw
-    sim.set_profile("claude", api_key=SIM_KEY, fault="drop", fault_after_chunks=3)
+    sim.set_profile("claude", api_key=SIM_KEY, fault="drop", fault_after_chunks=3, tokens_per_s=50)  # started first
     status, _h, events = await raw_stream(url, {"model": "anthropic", "input": "Hi", "stream": True})
     assert status == 200
     check_sequence(events)
@@ -431,3 +431,95 @@ async def test_a_hedged_stream_is_stored_from_the_attempt_that_won(sim, make_gat
         assert sim.stats("slow2")["requests"] == 1  # the hedge was sent
         got = await client.responses.retrieve(final.id)
         assert got.output_text == final.output_text
+
+
+# --- pass-through: an openai account whose upstream has the Responses API ----------------
+
+
+def native_config(sim, **extra):
+    """`native`: an openai account with responses_api (the simulator's /v1/responses);
+    `translated`: the same simulator account without it."""
+    sim.set_profile("oair", api_key=SIM_KEY, completion_tokens=12)
+    acct = {"type": "openai", "base_url": sim.base_url("oair"), "api_key": SIM_KEY}
+    return from_builtins({
+        "server": {"host": "127.0.0.1", "port": 0},
+        "providers": {"oair": {**acct, "responses_api": True}, "oaic": {**acct, "base_url": sim.base_url("oair")}},
+        "models": [{"name": "native", "targets": [{"provider": "oair", "model": "gpt-sim"}]},
+                   {"name": "translated", "targets": [{"provider": "oaic", "model": "gpt-sim"}]}],
+        "routing": {"retry": {"max_rounds": 0}}, **extra,
+    }, env={})  # fmt: skip
+
+
+@pytest.fixture
+async def ngw(sim, make_gateway):
+    url, _ = await make_gateway(native_config(sim))
+    async with sdk(url) as client:
+        yield url, client
+
+
+async def test_passed_through_unchanged(sim, ngw):
+    url, client = ngw
+    body = {"instructions": "Be brief.", "input": "Weather in Paris?", "metadata": {"k": "v"},
+            "include": ["message.output_text.logprobs"], "truncation": "auto", "store": False}  # fmt: skip
+    r = await client.responses.with_raw_response.create(model="native", **body)
+    resp = r.parse()
+    req = sim.stats("oair")["last_request"]
+    assert req["path"].endswith("/v1/responses")
+    assert req["body"] == {**body, "model": "gpt-sim"}  # as sent, the upstream's model name
+    translated = await client.responses.create(model="translated", instructions="Be brief.", input="Weather in Paris?")
+    assert sim.stats("oair")["last_request"]["path"].endswith("/v1/chat/completions")
+    assert resp.output_text == translated.output_text and resp.status == "completed"
+    assert (resp.usage.input_tokens, resp.usage.output_tokens) == (
+        translated.usage.input_tokens, translated.usage.output_tokens)  # fmt: skip
+    assert r.headers["x-aiogw-provider"] == "oair"
+    async with aiohttp.ClientSession() as s, s.get(url + "/gateway/spend") as sp:
+        rows = [row for row in (await sp.json())["rows"] if row["model"] == "native"]
+    assert rows and rows[0]["completion_tokens"] == resp.usage.output_tokens  # accounted from its usage
+
+
+async def test_passed_through_stream(sim, ngw):
+    url, client = ngw
+    async with client.responses.stream(model="native", input="Weather in Paris?", tools=[WEATHER]) as s:
+        final = await s.get_final_response()
+    assert sim.stats("oair")["last_request"]["body"]["stream"] is True
+    [call] = [o for o in final.output if o.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments)["city"]
+    status, _h, events = await raw_stream(url, {"model": "native", "input": "Hi", "stream": True})
+    assert status == 200
+    check_sequence(events)
+    assert events[-1][0] == "response.completed"
+
+
+async def test_built_in_tools_only_where_passed_through(sim, ngw):
+    _url, client = ngw
+    tools = [{"type": "web_search"}, WEATHER]
+    r = await client.responses.create(model="native", input="Weather in Paris?", tools=tools)
+    assert r.status == "completed" and sim.stats("oair")["last_request"]["body"]["tools"] == tools
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.responses.create(model="translated", input="Weather in Paris?", tools=tools)
+    assert (err.value.body["code"], err.value.body["param"]) == ("unsupported_tool", "tools[0].type")
+
+
+async def test_passed_through_late_failure_continues_the_upstream_stream(sim, ngw):
+    url, _client = ngw
+    # Paced (a token every 20 ms), so the stream has started before the fault strikes.
+    sim.set_profile("oair", api_key=SIM_KEY, completion_tokens=12, fault="error_event", fault_after_chunks=3,
+                    tokens_per_s=50)  # fmt: skip
+    status, _h, events = await raw_stream(url, {"model": "native", "input": "Hi", "stream": True})
+    assert status == 200
+    check_sequence(events)  # one id (the upstream's), sequence numbers unbroken
+    assert [n for n, _ in events[-2:]] == ["error", "response.failed"]
+    assert events[-1][1]["response"]["id"] == events[0][1]["response"]["id"]
+
+
+async def test_a_stored_passed_through_response_continues_translated(sim, make_gateway, store_url):
+    url, _ = await make_gateway(native_config(sim, responses={"store": True}, store={"url": store_url}))
+    async with sdk(url) as client:
+        first = await client.responses.create(model="native", input="Weather in Paris?")
+        assert (await client.responses.retrieve(first.id)).output_text == first.output_text
+        second = await client.responses.create(model="native", input="And Rome?", previous_response_id=first.id)
+        req = sim.stats("oair")["last_request"]
+        assert req["path"].endswith("/v1/chat/completions")  # our id means nothing upstream: translated
+        texts = json.dumps(req["body"])
+        assert all(t in texts for t in ("Weather in Paris?", first.output_text, "And Rome?"))
+        assert second.previous_response_id == first.id

@@ -25,7 +25,7 @@ EVENT = TypeAdapter(ResponseStreamEvent)
 
 def chat_of(body: dict, history: list | None = None):
     req = decode_request(orjson.dumps({"model": "m", **body}))
-    return to_chat(req, history or [], input_messages(req))
+    return to_chat(req, history or [], input_messages(req))[0]
 
 
 def test_items_become_chat_messages():
@@ -114,7 +114,7 @@ def run(deltas: list[Delta], fail: GatewayError | None = None, tools=()):
     resp = skeleton("resp_1", 1, "m", settings(tools=list(tools)))
     enc = ResponsesStream(resp, prompt_estimate=7)
     raw = enc.feed(deltas[:2]) + enc.feed(deltas[2:])
-    raw += enc.failed(fail) if fail is not None else enc.close()
+    raw += enc.failed_events(fail) if fail is not None else enc.close()
     state = ResponseStreamState(input_tools=list(tools), text_format=omit)
     events = []
     for block in raw.decode().split("\n\n")[:-1]:

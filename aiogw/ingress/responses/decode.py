@@ -176,17 +176,22 @@ def input_messages(req: ResponsesRequest) -> list[Message]:
     return out
 
 
-def _tools(req: ResponsesRequest) -> list[dict[str, Any]]:
+def _tools(req: ResponsesRequest) -> tuple[list[dict[str, Any]], InvalidRequest | None]:
+    """The function tools as chat tools; the first built-in tool (web_search, file_search...)
+    as the refusal of every target that does not speak the Responses API itself."""
     tools = []
+    native_only = None
     for i, raw in enumerate(req.tools or ()):
         kind = raw.get("type")
         if kind != "function":
-            raise InvalidRequest(
-                f"The tool type {kind!r} (tools[{i}]) is not supported by this gateway's targets; only "
-                "function tools are (define it as a function your code runs).",
+            native_only = native_only or InvalidRequest(
+                f"The tool type {kind!r} (tools[{i}]) is served only by targets that speak the Responses API "
+                "(openai accounts); this model's targets are translated, where only function tools exist "
+                "(define it as a function your code runs).",
                 code="unsupported_tool",
                 param=f"tools[{i}].type",
             )
+            continue
         t = _convert(raw, FunctionTool, f"tools[{i}]")
         fn: dict[str, Any] = {"name": t.name}
         if t.description is not None:
@@ -196,19 +201,19 @@ def _tools(req: ResponsesRequest) -> list[dict[str, Any]]:
         if t.strict is not None:
             fn["strict"] = t.strict
         tools.append({"type": "function", "function": fn})
-    return tools
+    return tools, native_only
 
 
-def _tool_choice(req: ResponsesRequest) -> Any:
+def _tool_choice(req: ResponsesRequest) -> tuple[Any, InvalidRequest | None]:
     tc = req.tool_choice
     if isinstance(tc, str):
-        return tc
+        return tc, None
     assert isinstance(tc, NamedFunction)  # (only called when set)
     if tc.type == "function" and isinstance(tc.name, str):
-        return {"type": "function", "function": {"name": tc.name}}
-    raise InvalidRequest(
-        f"tool_choice of type {tc.type!r} is not supported here; use none, auto, required or "
-        '{"type": "function", "name": ...}.',
+        return {"type": "function", "function": {"name": tc.name}}, None
+    return "auto", InvalidRequest(
+        f"tool_choice of type {tc.type!r} is served only by targets that speak the Responses API; on "
+        'translated targets use none, auto, required or {"type": "function", "name": ...}.',
         code="unsupported_tool",
         param="tool_choice",
     )
@@ -235,9 +240,11 @@ def _response_format(req: ResponsesRequest) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": schema}
 
 
-def to_chat(req: ResponsesRequest, history: list[Message], new: list[Message]) -> ParsedChat:
+def to_chat(
+    req: ResponsesRequest, history: list[Message], new: list[Message]
+) -> tuple[ParsedChat, InvalidRequest | None]:
     """The canonical chat request: instructions, then the stored history (a continuation),
-    then this request's input."""
+    then this request's input; and why a translated target cannot serve it (None: any can)."""
     messages: list[Message] = []
     if req.instructions:
         messages.append({"role": "system", "content": req.instructions})
@@ -246,12 +253,14 @@ def to_chat(req: ResponsesRequest, history: list[Message], new: list[Message]) -
     if not new:
         raise InvalidRequest("Missing required parameter: 'input'.", code="missing_required_parameter", param="input")
     body: dict[str, Any] = {"model": req.model, "messages": messages}
-    if tools := _tools(req):
+    tools, native_only = _tools(req)
+    if tools:
         body["tools"] = tools
         if isinstance(req.parallel_tool_calls, bool):
             body["parallel_tool_calls"] = req.parallel_tool_calls
     if not isinstance(req.tool_choice, msgspec.UnsetType):
-        body["tool_choice"] = _tool_choice(req)
+        body["tool_choice"], choice_refused = _tool_choice(req)
+        native_only = native_only or choice_refused
     if (rf := _response_format(req)) is not None:
         body["response_format"] = rf
     if isinstance(req.reasoning, ReasoningConfig) and req.reasoning.effort is not None:
@@ -264,4 +273,4 @@ def to_chat(req: ResponsesRequest, history: list[Message], new: list[Message]) -
             body[name] = v
     if req.stream is True:
         body["stream"] = True
-    return parse_chat(orjson.dumps(body))
+    return parse_chat(orjson.dumps(body)), native_only

@@ -7,8 +7,9 @@ event."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 from aiogw.adapters._base import Target
@@ -19,16 +20,38 @@ from aiogw.ingress.responses.stream import ResponsesStream
 from aiogw.types import Reply
 
 
+class AttemptStream(Protocol):
+    """An attempt's stream as the client gets it: translated (`ResponsesStream`) or passed
+    through (`PassthroughEvents`)."""
+
+    final: dict[str, Any] | None  # the finished Response, once its terminal event is out
+    terminal_len: int  # bytes of that terminal event, at the end of the write carrying it
+
+    def failed_events(self, err: GatewayError) -> bytes: ...
+    def instead_of_terminal(self, err: GatewayError) -> bytes: ...
+
+
+class _Kind(msgspec.Struct):
+    object: str = ""
+
+
+_kind = msgspec.json.Decoder(_Kind).decode
+
+
 class ResponsesFormat:
     def __init__(self, resp: dict[str, Any]) -> None:
         self._resp = resp  # the skeleton: id, created_at, the echoed settings
-        self._encoders: dict[str, ResponsesStream] = {}  # by target id: one per attempt
-        self.committed: ResponsesStream | None = None  # the attempt whose stream the client gets
+        self._encoders: dict[str, AttemptStream] = {}  # by target id: one per attempt
+        self.committed: AttemptStream | None = None  # the attempt whose stream the client gets
         self.final: dict[str, Any] | None = None  # a non-streamed answer's Response
 
     def encoder(self, target: Target, prompt_estimate: int) -> ResponsesStream:
         enc = self._encoders[target.id] = ResponsesStream({**self._resp, "model": target.model}, prompt_estimate)
         return enc
+
+    def register(self, target: Target, stream: AttemptStream) -> None:
+        """A pass-through attempt's relay (see native.py)."""
+        self._encoders[target.id] = stream
 
     def commit(self, target: Target) -> None:
         self.committed = self._encoders.get(target.id)
@@ -36,9 +59,12 @@ class ResponsesFormat:
     def error_event(self, err: GatewayError) -> bytes:
         if self.committed is None:  # failed before any attempt's first event (after heartbeats)
             self.committed = ResponsesStream(dict(self._resp), 0)
-        return self.committed.failed(err)
+        return self.committed.failed_events(err)
 
     def reply_body(self, reply: Reply) -> bytes:
+        if _kind(reply.body).object == "response":  # passed through: the upstream's as it is
+            self.final = orjson.loads(reply.body)
+            return reply.body
         self.final = from_completion(dict(self._resp), reply.body)
         return orjson.dumps(self.final)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -17,11 +18,13 @@ from aiogw.ingress.chat import admit_key, answer, request_control
 from aiogw.ingress.responses.answer import assistant_turn, echo, new_id, skeleton
 from aiogw.ingress.responses.decode import decode_request, input_messages, to_chat
 from aiogw.ingress.responses.format import ResponsesFormat, ResponsesSink
+from aiogw.ingress.responses.native import ResponsesNative
 from aiogw.ingress.responses.state import RESPONSES
 from aiogw.server.keys import CACHE, OUTCOME, PRINCIPAL, PUBLIC_MODEL, RUNTIME, STREAM
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.responses")
+_decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
 # A Responses answer is not an OpenAI chat answer: the cache (which replays chat bytes)
 # is not asked, and says why.
@@ -35,7 +38,8 @@ def _owner(request: web.Request) -> str:
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
-    req = decode_request(await read_body(request))
+    body = await read_body(request)
+    req = decode_request(body)
     request[PUBLIC_MODEL] = req.model
     request[STREAM] = stream = req.stream is True
     principal = request[PRINCIPAL]
@@ -56,7 +60,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
                                  param="previous_response_id")  # fmt: skip
         history = found.history
     new = input_messages(req)
-    parsed = to_chat(req, history, new)
+    parsed, native_only = to_chat(req, history, new)
     runtime = request.app[RUNTIME]
     route = runtime.resolve(req.model)
     control = request_control(request, runtime, principal.tags)
@@ -72,6 +76,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     settings = echo(req)
     settings["store"] = keep
     fmt = ResponsesFormat(skeleton(new_id("resp"), int(time.time()), req.model, settings))
+    native = ResponsesNative(_decode_raw(body), fmt, local=isinstance(prev, str), native_only=native_only)
     owner = _owner(request)
 
     async def save(resp: dict) -> None:
@@ -79,7 +84,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         await state.put(owner, resp, history + new + assistant_turn(resp["output"]))
 
     if not stream:
-        resp = await answer(request, parsed, route, control, extra, None, fmt)
+        resp = await answer(request, parsed, route, control, extra, None, fmt, native=native)
         if keep and fmt.final is not None:  # before the answer leaves: a continuation finds it at once
             try:
                 await save(fmt.final)
@@ -93,7 +98,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     def responses_sink(sink: StreamSink) -> StreamSink:
         return ResponsesSink(sink, fmt, save if keep else None, _store_failed)
 
-    return await answer(request, parsed, route, control, extra, None, fmt, sink_wrap=responses_sink)
+    return await answer(request, parsed, route, control, extra, None, fmt, sink_wrap=responses_sink, native=native)
 
 
 def _store_failed(exc: Exception) -> None:

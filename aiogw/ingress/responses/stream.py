@@ -213,9 +213,9 @@ class ResponsesStream:
     def instead_of_terminal(self, err: GatewayError) -> bytes:
         """`failed` in place of the terminal event `close()` returned last (not sent)."""
         self._seq -= 1
-        return self.failed(err)
+        return self.failed_events(err)
 
-    def failed(self, err: GatewayError) -> bytes:
+    def failed_events(self, err: GatewayError) -> bytes:
         """A late failure: the `error` event, then `response.failed` with what came so far."""
         buf = bytearray()
         if not self._started:
