@@ -523,3 +523,38 @@ async def test_a_stored_passed_through_response_continues_translated(sim, make_g
         texts = json.dumps(req["body"])
         assert all(t in texts for t in ("Weather in Paris?", first.output_text, "And Rome?"))
         assert second.previous_response_id == first.id
+
+
+async def test_the_simulators_responses_api_is_the_sdks(sim):
+    """The simulator's /v1/responses, read by the official SDK directly (no gateway)."""
+    sim.set_profile("oair", api_key=SIM_KEY, completion_tokens=12)
+    async with AsyncOpenAI(base_url=sim.base_url("oair"), api_key=SIM_KEY, max_retries=0, timeout=20) as direct:
+        r = await direct.responses.create(model="gpt-sim", input="Hi", tools=[WEATHER])
+        assert r.output[0].type == "function_call" and r.usage.output_tokens > 0
+        async with direct.responses.stream(model="gpt-sim", input="Hi", max_output_tokens=16) as s:
+            events = [e.type async for e in s]
+        assert events[0] == "response.created" and events[-1] == "response.completed"
+
+
+async def test_a_failed_pass_through_fails_over_to_a_translated_target(sim, make_gateway):
+    sim.set_profile("oair", api_key=SIM_KEY, fault="status", fault_status=503)
+    sim.set_profile("claude", api_key=SIM_KEY, completion_tokens=12)
+    data = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "providers": {"oair": {"type": "openai", "base_url": sim.base_url("oair"), "api_key": SIM_KEY,
+                               "responses_api": True},
+                      "claude": {"type": "anthropic", "base_url": sim.root("claude"), "api_key": SIM_KEY}},
+        "models": [{"name": "mixed", "targets": [{"provider": "oair", "model": "gpt-sim"},
+                                                 {"provider": "claude", "model": "claude-haiku-4-5"}]}],
+        "routing": {"retry": {"max_rounds": 0}},
+    }  # fmt: skip
+    url, _ = await make_gateway(from_builtins(data, env={}))
+    async with sdk(url) as client:
+        for stream in (False, True):
+            if stream:
+                async with client.responses.stream(model="mixed", input="Hi") as s:
+                    r = await s.get_final_response()
+            else:
+                r = await client.responses.create(model="mixed", input="Hi")
+            assert r.status == "completed" and "claude-haiku-4-5" in r.output_text
+    assert sim.stats("oair")["last_request"]["path"].endswith("/v1/responses")  # tried first, natively
