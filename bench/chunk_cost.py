@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Target
+from aiogw.ingress.responses.native import PassthroughEvents
 from aiogw.ingress.responses.stream import ResponsesStream
 from aiogw.streaming.encode import ChunkEncoder
 from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
@@ -110,6 +111,32 @@ def _gemini(n: int) -> list[bytes]:
     return out
 
 
+def _responses(n: int) -> list[bytes]:
+    """OpenAI's Responses stream of the same text (API reference, "Streaming events")."""
+    seq = iter(range(10_000))
+
+    def ev(kind: str, obj: dict) -> bytes:
+        obj = {"type": kind, **obj, "sequence_number": next(seq)}
+        return f"event: {kind}\ndata: ".encode() + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+    resp = {"id": "resp_b", "object": "response", "created_at": 1, "status": "in_progress", "model": "gpt-4o",
+            "output": [], "usage": None}  # fmt: skip
+    ids = {"item_id": "msg_b", "output_index": 0}
+    text = "".join(WORDS[i % 8] for i in range(n))
+    item = {"id": "msg_b", "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    out = [ev("response.created", {"response": resp}), ev("response.in_progress", {"response": resp}),
+           ev("response.output_item.added", {"output_index": 0, "item": {**item, "content": []}}),
+           ev("response.content_part.added", {**ids, "content_index": 0, "part": {"type": "output_text", "text": ""}})]  # fmt: skip
+    out += [ev("response.output_text.delta", {**ids, "content_index": 0, "delta": WORDS[i % 8]}) for i in range(n)]
+    usage = {"input_tokens": 5, "output_tokens": n, "total_tokens": 5 + n}
+    out += [ev("response.output_text.done", {**ids, "content_index": 0, "text": text}),
+            ev("response.content_part.done", {**ids, "content_index": 0, "part": item["content"][0]}),
+            ev("response.output_item.done", {"output_index": 0, "item": item}),
+            ev("response.completed", {"response": {**resp, "status": "completed", "output": [item], "usage": usage}})]  # fmt: skip
+    return out
+
+
 # label -> (provider type, stream, the client asked for usage)
 STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool]] = {
     "openai (fast path)": ("openai", _openai, True),
@@ -127,6 +154,7 @@ RESPONSES: dict[str, tuple[str, Callable[[int], list[bytes]], str]] = {
     "anthropic -> Responses events": ("anthropic", _anthropic, "anthropic"),
     "gemini -> Responses events": ("gemini", _gemini, "gemini"),
     "openai -> Responses events (translated)": ("openai", _openai, "openai-compatible (normalised)"),
+    "openai Responses API -> Responses events (passed through)": ("responses", _responses, "openai (fast path)"),
 }
 
 # A Response skeleton as the ingress makes it (the echoed settings of a plain request).
@@ -139,6 +167,8 @@ _SKELETON = {"id": "resp_b", "object": "response", "created_at": 1, "status": "i
 
 
 def _relay(kind: str, include_usage: bool = True, responses: bool = False) -> Relay:
+    if kind == "responses":  # an upstream with the Responses API: its events passed through
+        return PassthroughEvents("b/responses")
     adapter = REGISTRY[kind]
     target = Target(id=f"b/{kind}", provider="b", type=kind, model="m", base_url="http://x")
     decoder = adapter.stream_decoder(target)
@@ -189,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| --- | --- | --- | --- |")
     for label, (kind, make, against) in RESPONSES.items():
-        if kind not in REGISTRY:
+        if kind not in REGISTRY and kind != "responses":
             continue
         per_stream = measure(kind, make(args.chunks), args.repeat, responses=True)
         print(f"| {label} | {per_stream:.1f} | {per_stream / args.chunks:.2f} | {per_stream / chat[against]:.2f} |")

@@ -198,3 +198,22 @@ def test_responses_config_defaults():
     from aiogw.config import Config
 
     assert (Config().responses.store, Config().responses.ttl_s) == (False, 86400.0)
+
+
+def test_passed_through_events_keep_their_framing():
+    """An upstream event whose JSON spans several `data:` lines reaches the client framed."""
+    from aiogw.ingress.responses.native import PassthroughEvents
+    from aiogw.streaming.sse import SSEParser
+
+    resp = {"id": "resp_u", "object": "response", "status": "completed", "output": [],
+            "usage": {"input_tokens": 2, "output_tokens": 3, "total_tokens": 5}}  # fmt: skip
+    upstream = (
+        b'event: response.created\ndata: {"type":"response.created",\ndata: "sequence_number":0,"response":{}}\n\n'
+        b"event: response.completed\ndata: " + orjson.dumps({"type": "response.completed", "sequence_number": 1,
+                                                              "response": resp}) + b"\n\n"
+    )  # fmt: skip
+    relay, parser = PassthroughEvents("t"), SSEParser()
+    out = relay.feed(parser.feed(upstream)) + relay.finish()
+    again = SSEParser().feed(out)
+    assert [json.loads(e.data)["sequence_number"] for e in again] == [0, 1]
+    assert relay.usage.completion_tokens == 3 and relay.finish_reasons() == ["stop"] and relay.final["id"] == "resp_u"

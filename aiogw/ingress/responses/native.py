@@ -143,7 +143,10 @@ class PassthroughEvents:
                 self.failed = self._failure(ev.data)
                 break
             before = len(out)
-            out += b"event: " + kind.encode() + b"\ndata: " + ev.data + b"\n\n"
+            data = ev.data
+            if 10 in data:  # JSON spread over several `data:` lines stays so for the client
+                data = data.replace(b"\n", b"\ndata: ")
+            out += b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
             self._seq += 1
             if kind == "response.created":
                 self._resp = orjson.loads(ev.data).get("response")
