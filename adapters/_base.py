@@ -69,6 +69,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None
+    # The upstream also serves OpenAI's Responses API (None: the adapter's default).
+    responses_api: bool | None = None
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,6 +133,10 @@ class Adapter:
     def serves_natively(self, p: ParsedChat) -> bool:
         """Does this request go through as the client sent it (no translation)?"""
         return p.native is not None and p.native.api == self.native_api
+
+    # POST /v1/responses passed through (the client's body as raw JSON): None when the
+    # target's upstream has no Responses API (the request is then translated).
+    build_responses_call: Callable[[dict[str, msgspec.Raw], Target], Call | None] | None = None
 
 
 class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ This module builds requests and adapters; what comes back is read in `openai_rep
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 
@@ -206,4 +207,21 @@ def openai_like(
     )
 
 
-ADAPTER = openai_like(NAME, "https://api.openai.com/v1", passthrough_stream=True)
+def build_responses_call(raw: dict[str, msgspec.Raw], target: base.Target) -> base.Call | None:
+    """POST /v1/responses passed through: the client's body with the upstream model name,
+    every other value as the client sent it. None when the upstream has no Responses API:
+    OpenAI's own has it; another base URL (a proxy, a compatible server) only when the
+    account says `responses_api: true`."""
+    has = target.responses_api
+    if has is None:
+        has = target.base_url == ADAPTER.default_base_url
+    if not has:
+        return None
+    body = dict(raw)
+    body["model"] = msgspec.Raw(_encode(target.model))
+    return base.Call(url=f"{target.base_url}/responses", headers=base.bearer_headers(target), body=_encode(body))
+
+
+ADAPTER = dataclasses.replace(
+    openai_like(NAME, "https://api.openai.com/v1", passthrough_stream=True), build_responses_call=build_responses_call
+)

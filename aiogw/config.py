@@ -115,7 +115,9 @@ class Account(Strict, kw_only=True, tag_field="type"):
 
 
 class OpenAIAccount(Account, kw_only=True, tag="openai"):
-    pass
+    # The upstream serves POST /v1/responses too, so Responses requests are passed through
+    # unchanged; unset: yes for OpenAI itself (no base_url), no for anything else.
+    responses_api: bool | None = None
 
 
 class OpenAICompatibleAccount(Account, kw_only=True, tag="openai-compatible"):
@@ -462,6 +464,13 @@ class AlertsConfig(Strict, kw_only=True):
     queue_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
 
 
+class ResponsesConfig(Strict, kw_only=True):
+    """POST /v1/responses: stateless unless `store` (then responses are kept in the store)."""
+
+    store: bool = False  # keep each response and its conversation for previous_response_id, GET, DELETE
+    ttl_s: Annotated[float, Meta(gt=0, le=365 * 86400)] = 86400.0  # how long a stored response is kept
+
+
 class Config(Strict, kw_only=True):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
@@ -476,6 +485,7 @@ class Config(Strict, kw_only=True):
     alerts: AlertsConfig = AlertsConfig()
     cache: CacheConfig = CacheConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     def __post_init__(self) -> None:
         if self.cache.backend == "redis" and self.cache_enabled and not self.state.redis_url:

@@ -239,6 +239,7 @@ def make_target(account: Account, name: str, t: TargetConfig) -> Target:
         rpm=limits.rpm if limits else None,
         tpm=limits.tpm if limits else None,
         concurrency=limits.concurrency if limits else None,
+        responses_api=getattr(account, "responses_api", None),
     )
 
 

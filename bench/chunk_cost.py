@@ -23,6 +23,8 @@ from collections.abc import Callable
 from aiogw.adapters import REGISTRY
 from aiogw.adapters._base import Target
 from aiogw.ingress.messages.stream import MessagesEncoder
+from aiogw.ingress.responses.native import PassthroughEvents
+from aiogw.ingress.responses.stream import ResponsesStream
 from aiogw.streaming.encode import ChunkEncoder
 from aiogw.streaming.relay import NativeRelay, PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
@@ -116,6 +118,32 @@ def _gemini(n: int) -> list[bytes]:
     return out
 
 
+def _responses(n: int) -> list[bytes]:
+    """OpenAI's Responses stream of the same text (API reference, "Streaming events")."""
+    seq = iter(range(10_000))
+
+    def ev(kind: str, obj: dict) -> bytes:
+        obj = {"type": kind, **obj, "sequence_number": next(seq)}
+        return f"event: {kind}\ndata: ".encode() + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+    resp = {"id": "resp_b", "object": "response", "created_at": 1, "status": "in_progress", "model": "gpt-4o",
+            "output": [], "usage": None}  # fmt: skip
+    ids = {"item_id": "msg_b", "output_index": 0}
+    text = "".join(WORDS[i % 8] for i in range(n))
+    item = {"id": "msg_b", "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    out = [ev("response.created", {"response": resp}), ev("response.in_progress", {"response": resp}),
+           ev("response.output_item.added", {"output_index": 0, "item": {**item, "content": []}}),
+           ev("response.content_part.added", {**ids, "content_index": 0, "part": {"type": "output_text", "text": ""}})]  # fmt: skip
+    out += [ev("response.output_text.delta", {**ids, "content_index": 0, "delta": WORDS[i % 8]}) for i in range(n)]
+    usage = {"input_tokens": 5, "output_tokens": n, "total_tokens": 5 + n}
+    out += [ev("response.output_text.done", {**ids, "content_index": 0, "text": text}),
+            ev("response.content_part.done", {**ids, "content_index": 0, "part": item["content"][0]}),
+            ev("response.output_item.done", {"output_index": 0, "item": item}),
+            ev("response.completed", {"response": {**resp, "status": "completed", "output": [item], "usage": usage}})]  # fmt: skip
+    return out
+
+
 # label -> (provider type, stream, the client asked for usage, client API, same-target row)
 STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool, str, str]] = {
     "openai (fast path)": ("openai", _openai, True, "chat", ""),
@@ -130,10 +158,27 @@ STREAMS: dict[str, tuple[str, Callable[[int], list[bytes]], bool, str, str]] = {
         "openai-compatible", _openai, True, "messages", "openai-compatible (normalised)"),
     "messages client, gemini target (translated)": ("gemini", _gemini, True, "messages", "gemini"),
     "messages client, anthropic target (passthrough)": ("anthropic", _anthropic, True, "messages", "anthropic"),
+    "responses client, anthropic target (translated)": ("anthropic", _anthropic, True, "responses", "anthropic"),
+    "responses client, gemini target (translated)": ("gemini", _gemini, True, "responses", "gemini"),
+    "responses client, openai target (translated)": (
+        "openai", _openai, True, "responses", "openai-compatible (normalised)"),
+    "responses client, openai Responses API (passed through)": (
+        "responses", _responses, True, "responses", "openai (fast path)"),
 }  # fmt: skip
 
 
+# A Response skeleton as the ingress makes it (the echoed settings of a plain request).
+_SKELETON = {"id": "resp_b", "object": "response", "created_at": 1, "status": "in_progress", "background": False,
+             "error": None, "incomplete_details": None, "model": "m", "output": [], "usage": None,
+             "instructions": None, "max_output_tokens": None, "metadata": {}, "parallel_tool_calls": True,
+             "previous_response_id": None, "reasoning": {"effort": None, "summary": None}, "store": False,
+             "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+             "top_p": 1.0, "truncation": "disabled", "user": None}  # fmt: skip
+
+
 def _relay(kind: str, include_usage: bool = True, client: str = "chat") -> Relay:
+    if kind == "responses":  # an upstream with the Responses API: its events passed through
+        return PassthroughEvents("b/responses")
     adapter = REGISTRY[kind]
     target = Target(id=f"b/{kind}", provider="b", type=kind, model="m", base_url="http://x")
     decoder = adapter.stream_decoder(target)
@@ -141,6 +186,8 @@ def _relay(kind: str, include_usage: bool = True, client: str = "chat") -> Relay
         if adapter.native_api == MESSAGES_API:
             return NativeRelay(decoder, target=target.id, content_events=adapter.native_content_events)
         return TranslatingRelay(decoder, MessagesEncoder(model="m", prompt_estimate=5), target=target.id)
+    if client == "responses":
+        return TranslatingRelay(decoder, ResponsesStream(dict(_SKELETON), 5), target=target.id)
     if adapter.passthrough_stream:
         return PassthroughRelay(decoder, include_usage=include_usage, target=target.id)
     enc = ChunkEncoder(completion_id="chatcmpl-b", created=1, model="m", include_usage=True)
@@ -170,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5, help="rounds over every row; each row's best is kept")
     args = ap.parse_args(argv)
-    rows = {label: row for label, row in STREAMS.items() if row[0] in REGISTRY}
+    rows = {label: row for label, row in STREAMS.items() if row[0] in REGISTRY or row[0] == "responses"}
     events = {label: row[1](args.chunks) for label, row in rows.items()}
     per = dict.fromkeys(rows, float("inf"))
     # Rows interleaved round by round, so that a busy spell of a shared machine weighs on

@@ -24,7 +24,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from aiogw.bench import sim_anthropic, sim_dialects, sim_gemini
+from aiogw.bench import sim_anthropic, sim_dialects, sim_gemini, sim_responses
 from aiogw.bench.sim_core import (
     DONE,
     MAX_BODY,
@@ -175,6 +175,7 @@ def create_simulator_app(profile: Profile | None = None) -> web.Application:
         app.router.add_post(prefix + "/v1/embeddings", embeddings)
         app.router.add_get(prefix + "/v1/models", models)
     sim_anthropic.add_routes(app)
+    sim_responses.add_routes(app)
     sim_gemini.add_routes(app)
     sim_dialects.add_routes(app)
     app.router.add_route("*", "/_sim/profile", control_profile)

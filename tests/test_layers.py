@@ -185,6 +185,19 @@ ALLOWED: dict[str, set[str]] = {
         "aiogw.server.keys",
         "aiogw.ingress",
     },
+    # The Responses ingress keeps stored responses in the durable store (and logs a failed write).
+    "aiogw.ingress.responses": {
+        *GROUND,
+        "aiogw.adapters._base",
+        "aiogw.runtime",
+        "aiogw.streaming",
+        "aiogw.attempts.outcome",
+        "aiogw.attempts.walk",
+        "aiogw.server.keys",
+        "aiogw.store.base",
+        "aiogw.telemetry.logs",
+        "aiogw.ingress",
+    },
     # The server assembles the stages (constructor injection, in build order) and serves them.
     "aiogw.server": {
         *GROUND,

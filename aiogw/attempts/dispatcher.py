@@ -12,6 +12,7 @@ the request's charge to the ledger); this module holds the loop.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
@@ -20,7 +21,7 @@ from aiogw.adapters._base import Adapter, Target
 from aiogw.attempts.bookkeeping import Bookkeeper
 from aiogw.attempts.gate import _AttemptFailed, _FailedAfterCommit, _Gate
 from aiogw.attempts.hedge import run_hedged
-from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Outcome, StreamFormat, StreamSink
+from aiogw.attempts.outcome import NO_CONTROL, AttemptRecord, Control, Native, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.send import Sender
 from aiogw.attempts.walk import Attempt, Walk, build_call, embedding_tokens_estimate, give_up, new_walk, retry_pause
 from aiogw.errors import AllAttemptsFailed, FailureClass, InvalidRequest
@@ -145,13 +146,25 @@ class Dispatcher:
     # --- non-streaming ------------------------------------------------------------------
 
     async def complete(
-        self, parsed: ParsedChat, route: ModelRoute, outcome: Outcome, control: Control = NO_CONTROL
+        self,
+        parsed: ParsedChat,
+        route: ModelRoute,
+        outcome: Outcome,
+        control: Control = NO_CONTROL,
+        native: Native | None = None,
     ) -> Reply:
+        """`native`: the client's own API, passed through to the targets that speak it."""
+
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
-            call = build_call(adapter, parsed, target, self.ratios)
+            call = native.call(target, adapter) if native is not None else None
+            decode: Callable[[bytes, Target], Reply] | None
+            if call is not None:
+                decode = native.reply  # type: ignore[union-attr]
+            else:
+                call = build_call(adapter, parsed, target, self.ratios)
+                decode = adapter.decode_native if adapter.serves_natively(parsed) else adapter.decode_response
+                assert decode is not None  # an adapter with a native API reads its answers
             outcome.notes.extend(call.notes)
-            decode = adapter.decode_native if adapter.serves_natively(parsed) else adapter.decode_response
-            assert decode is not None  # an adapter with a native API reads its answers
             reply = await self._sender.post(call, target, adapter, decode, gate, control.deadline)
             return self._won(outcome, target, reply)
 
@@ -235,16 +248,22 @@ class Dispatcher:
         sink: StreamSink,
         control: Control = NO_CONTROL,
         fmt: StreamFormat | None = None,
+        native: Native | None = None,
     ) -> None:
         """Stream one completion into `sink` as OpenAI chunks, or as `fmt`'s events when
-        the client speaks another API; raises before the commit point only."""
+        the client speaks another API (passed through where `native` says a target speaks
+        it too); raises before the commit point only."""
 
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
-            call = build_call(adapter, parsed, target, self.ratios)
+            call = native.call(target, adapter) if native is not None else None
+            relay = native.relay(target) if call is not None else None  # type: ignore[union-attr]
+            if call is None:
+                call = build_call(adapter, parsed, target, self.ratios)
             outcome.notes.extend(call.notes)
             await self._sender.stream_once(
-                parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline, fmt
-            )
+                parsed, w.prompt_tokens, account, target, adapter, call, outcome, sink, gate, control.deadline, fmt,
+                relay,
+            )  # fmt: skip
 
         def account(usage: CompletionUsage | None) -> None:
             self.books.account(outcome, route, usage, "chat", w.prompt_tokens)

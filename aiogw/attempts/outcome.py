@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiogw.adapters._base import Target
+from aiogw.adapters._base import Adapter, Call, Target
 from aiogw.errors import GatewayError
 from aiogw.runtime import ModelRoute
-from aiogw.streaming.relay import StreamEncoder
-from aiogw.types import CompletionUsage, FinishReason
+from aiogw.streaming.relay import Relay, StreamEncoder
+from aiogw.types import CompletionUsage, FinishReason, Reply
 
 
 class ClientDisconnected(Exception):
@@ -83,6 +83,24 @@ class StreamFormat(Protocol):
 
     def error_event(self, err: GatewayError) -> bytes:
         """The event that ends a stream failing after its first byte."""
+        ...
+
+
+class Native(Protocol):
+    """The client's own API, spoken by some targets' upstreams (Responses to OpenAI): those
+    attempts pass the request through and read the answer only for usage and errors."""
+
+    def call(self, target: Target, adapter: Adapter) -> Call | None:
+        """The pass-through call, or None to translate for this target. Raises
+        InvalidRequest when the target can serve the request only natively."""
+        ...
+
+    def reply(self, body: bytes, target: Target) -> Reply:
+        """A non-streamed upstream answer as it goes to the client, with its usage."""
+        ...
+
+    def relay(self, target: Target) -> Relay:
+        """The stream relay of a pass-through attempt (bytes forwarded, usage read)."""
         ...
 
 

@@ -118,9 +118,12 @@ class Sender:
         gate: _Gate,
         deadline: float | None,
         fmt: StreamFormat | None = None,
+        relay: Relay | None = None,
     ) -> None:
+        """`relay`: given for a pass-through of the client's own API (see `Native`)."""
         started = time.perf_counter()
-        relay = self._relay(parsed, prompt_tokens, target, adapter, fmt)
+        if relay is None:
+            relay = self._relay(parsed, prompt_tokens, target, adapter, fmt)
         parser = SSEParser()
         try:
             with _Bounds(self._loop, target, deadline) as bounds:

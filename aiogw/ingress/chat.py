@@ -15,7 +15,7 @@ from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
 from aiogw.adapters._base import Target
-from aiogw.attempts.outcome import ClientDisconnected, Control, Outcome, StreamFormat, StreamSink
+from aiogw.attempts.outcome import ClientDisconnected, Control, Native, Outcome, StreamFormat, StreamSink
 from aiogw.attempts.walk import chat_tokens_estimate, embedding_tokens_estimate
 from aiogw.errors import (
     GatewayError,
@@ -264,10 +264,14 @@ async def answer(
     extra_headers: dict[str, str] | None = None,
     record: list[bytes] | None = None,
     fmt: ClientFormat | None = None,
+    sink_wrap: Callable[[StreamSink], StreamSink] | None = None,
+    native: Native | None = None,
 ) -> web.StreamResponse:
     """The request through budgets, routing and attempts. `extra_headers` go on the answer;
     `record` collects the SSE bytes the client gets (the cache's tee); `fmt`: the client's
-    API when it is not Chat Completions (its answer body, stream events and late errors)."""
+    API when it is not Chat Completions (its answer body, stream events and late errors);
+    `sink_wrap`: a stage between the stream and its client (a stored Responses stream);
+    `native`: the client's API passed through to the targets that speak it."""
     dispatcher = request.app[DISPATCHER]
     outcome = request[OUTCOME]
     runtime = request.app[RUNTIME]
@@ -278,7 +282,7 @@ async def answer(
     capture = pending.capture if pending is not None else None
 
     if not parsed.req.is_stream:
-        reply = await dispatcher.complete(parsed, route, outcome, control)
+        reply = await dispatcher.complete(parsed, route, outcome, control, native)
         if capture is not None:  # a spot check grades this answer after it is sent
             capture.body = reply.body
         headers = _answer_headers(request, outcome, reply.model)
@@ -307,7 +311,9 @@ async def answer(
     try:
         try:
             out: StreamSink = sink if record is None else Tee(sink, record)
-            await dispatcher.stream(parsed, route, outcome, out, control, fmt)
+            if sink_wrap is not None:
+                out = sink_wrap(out)
+            await dispatcher.stream(parsed, route, outcome, out, control, fmt, native)
         except GatewayError as exc:
             if not sink.opened:
                 raise  # nothing sent yet: the middleware answers with the error's status

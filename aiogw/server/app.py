@@ -30,6 +30,7 @@ from aiogw.attempts.dispatcher import Dispatcher
 from aiogw.config import Config
 from aiogw.errors import GatewayError, InvalidRequest, UnsupportedEncoding
 from aiogw.ids import hex_id
+from aiogw.ingress.responses.state import RESPONSES, ResponseStore
 from aiogw.routing.health import LocalHealth
 from aiogw.runtime import Runtime
 from aiogw.server import (
@@ -204,6 +205,22 @@ async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
 
 
+async def _responses_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Stored responses (`responses.store`): in the store keys or budgets opened, else its own."""
+    from aiogw.store.base import open_store  # noqa: PLC0415 - only when responses are stored
+
+    cfg = app[RUNTIME].config
+    money_ = app[MONEY]
+    shared = app[STORE] or (money_.store if money_ is not None else None)
+    store = shared or await open_store(cfg.store_url)
+    app[RESPONSES] = ResponseStore(store, cfg.responses.ttl_s)
+    try:
+        yield
+    finally:
+        if shared is None:
+            await store.close()
+
+
 async def _money_ctx(app: web.Application) -> AsyncIterator[None]:
     async with money.running(app[RUNTIME].config, alerts=app[ALERTS]) as m:
         app[MONEY] = m
@@ -232,6 +249,9 @@ def create_app(config: Config, *, runtime: Runtime | None = None) -> web.Applica
     app[FEEDBACK] = None
     if feedback.needed(config):  # after the money side (its store) and the dispatcher
         app.cleanup_ctx.append(feedback.feedback_ctx)
+    app[RESPONSES] = None
+    if config.responses.store:  # after the stages that may have opened the store already
+        app.cleanup_ctx.append(_responses_ctx)
     app[CACHE] = None
     if config.cache_enabled:
         admin_cache.install(app)

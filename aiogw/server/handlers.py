@@ -11,6 +11,7 @@ from aiogw.errors import ModelNotAllowed
 from aiogw.ingress.chat import chat_completions, embeddings
 from aiogw.ingress.messages import handlers as anthropic_messages
 from aiogw.ingress.messages.errors import error_body as anthropic_error_body
+from aiogw.ingress.responses.handlers import create_response, delete_response, get_response
 from aiogw.routing.health import now as health_now
 from aiogw.server.admin import require_admin
 from aiogw.server.keys import DISPATCHER, HEALTH_CHECKER, LIFECYCLE, MONEY, PRINCIPAL, RUNTIME
@@ -138,6 +139,9 @@ ROUTES = [
     web.post("/v1/messages/count_tokens", _count_tokens),
     web.post("/anthropic/v1/messages", _messages),  # the base URL some Anthropic clients are given
     web.post("/anthropic/v1/messages/count_tokens", _count_tokens),
+    web.post("/v1/responses", create_response),
+    web.get("/v1/responses/{response_id}", get_response),
+    web.delete("/v1/responses/{response_id}", delete_response),
     web.get("/v1/models", list_models),
     web.get("/v1/models/{model:.+}", get_model),
     web.get("/v1/gateway/health", gateway_health),

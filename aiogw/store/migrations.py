@@ -76,6 +76,17 @@ MIGRATIONS["feedback"] = (
     ),
 )
 
+# Stored Responses (aiogw.ingress.responses.state, `responses.store: true`): the Response
+# and its conversation as JSON text, scoped to the caller, gone after `expires_at`.
+MIGRATIONS["responses"] = (
+    (
+        "CREATE TABLE aiogw_responses ("
+        " id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
+        " expires_at DOUBLE PRECISION NOT NULL, response TEXT NOT NULL, history TEXT NOT NULL)",
+        "CREATE INDEX aiogw_responses_expires ON aiogw_responses (expires_at)",
+    ),
+)
+
 
 async def applied(store: Store) -> dict[str, int]:
     rows = await store.fetchall("SELECT component, MAX(version) FROM aiogw_migrations GROUP BY component")
