@@ -217,9 +217,10 @@ def _number(v: str) -> float | None:
         return None
 
 
-async def admit_chat(request: web.Request, parsed: ParsedChat) -> tuple[ModelRoute, Control]:
+async def admit_chat(request: web.Request, parsed: ParsedChat, operation: str = "chat") -> tuple[ModelRoute, Control]:
     """A decoded chat request (from any API) up to the cache: its model resolved, its
-    x-aiogw-* controls read, its key's models and rpm/tpm checked, the outcome labelled."""
+    x-aiogw-* controls read, its key's models and rpm/tpm checked, the outcome labelled
+    (its task: x-aiogw-task, else `operation`)."""
     request[PUBLIC_MODEL] = parsed.req.model
     request[STREAM] = parsed.req.is_stream
     runtime = request.app[RUNTIME]
@@ -237,7 +238,7 @@ async def admit_chat(request: web.Request, parsed: ParsedChat) -> tuple[ModelRou
             lambda: chat_tokens_estimate(parsed, ratios.most(t for r in candidates for t in r.targets)),
         )
     outcome = request[OUTCOME]
-    outcome.tags, outcome.task = control.tags, control.task or "chat"
+    outcome.tags, outcome.task = control.tags, control.task or operation
     if (feedback := request.app[FEEDBACK]) is not None:  # remembered at its end; maybe sampled for a spot check
         feedback.begin(request, route.name, parsed)
     return route, control

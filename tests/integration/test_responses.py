@@ -242,20 +242,42 @@ async def test_late_failure_ends_with_error_then_failed(sim, gw):
             await s.get_final_response()
 
 
-async def test_cache_is_bypassed_never_replayed_across_apis(sim, make_gateway):
+async def test_the_cache_keeps_responses_apart_and_never_replays_across_apis(sim, make_gateway):
     url, _ = await make_gateway(config(sim, cache={"enabled": True, "backend": "memory"}))
     async with sdk(url) as client:
         msgs = [{"role": "user", "content": "Weather in Paris?"}]
         chat = await client.chat.completions.with_raw_response.create(model="openai", messages=msgs, temperature=0)
         assert chat.headers["x-aiogw-cache-status"] == "miss"
         before = sim.stats("oai")["requests"]
+        first = await client.responses.with_raw_response.create(model="openai", input=msgs, temperature=0)
+        assert first.headers["x-aiogw-cache-status"] == "miss"  # the chat entry is not a Responses answer
+        assert sim.stats("oai")["requests"] == before + 1
+        for _ in range(50):  # the write is off the request path: bounded polling for the hit
+            again = await client.responses.with_raw_response.create(model="openai", input=msgs, temperature=0)
+            if again.headers["x-aiogw-cache-status"] == "hit":
+                break
+        assert again.headers["x-aiogw-cache-status"] == "hit"
+        assert again.parse().object == "response" and again.parse().output_text == first.parse().output_text
+        # A streaming Responses client has entries of its own too (the events as they were sent).
+        async with client.responses.stream(model="openai", input=msgs, temperature=0) as s:
+            text = (await s.get_final_response()).output_text
+        assert text == first.parse().output_text
+        chat_again = await client.chat.completions.with_raw_response.create(
+            model="openai", messages=msgs, temperature=0
+        )
+        assert chat_again.headers["x-aiogw-cache-status"] == "hit" and chat_again.parse().object == "chat.completion"
+
+
+async def test_a_stored_response_is_never_answered_from_the_cache(sim, make_gateway, store_url):
+    cfg = stored_config(sim, store_url, cache={"enabled": True, "backend": "memory"})
+    url, _ = await make_gateway(cfg)
+    async with sdk(url) as client:
+        ids = set()
         for _ in range(2):
-            r = await client.responses.with_raw_response.create(model="openai", input=msgs, temperature=0)
-            assert (r.headers["x-aiogw-cache-status"], r.headers["x-aiogw-cache-reason"]) == ("bypass", "protocol")
-            assert r.parse().object == "response"
-        assert sim.stats("oai")["requests"] == before + 2  # both went upstream: no chat entry replayed
-        again = await client.chat.completions.with_raw_response.create(model="openai", messages=msgs, temperature=0)
-        assert again.headers["x-aiogw-cache-status"] == "hit" and again.parse().object == "chat.completion"
+            r = await client.responses.with_raw_response.create(model="openai", input="Hi", temperature=0)
+            assert (r.headers["x-aiogw-cache-status"], r.headers["x-aiogw-cache-reason"]) == ("bypass", "stored")
+            ids.add(r.parse().id)
+        assert len(ids) == 2  # each stored under its own id
 
 
 # --- stored responses --------------------------------------------------------------------

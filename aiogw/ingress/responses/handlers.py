@@ -11,24 +11,25 @@ import orjson
 from aiohttp import web
 
 from aiogw.attempts.outcome import StreamSink
-from aiogw.attempts.walk import chat_tokens_estimate
 from aiogw.errors import InvalidRequest, NotFound, StoreUnavailable
 from aiogw.ingress.body import read_body
-from aiogw.ingress.chat import admit_key, answer, request_control
+from aiogw.ingress.cached import through_cache
+from aiogw.ingress.chat import admit_chat, answer
 from aiogw.ingress.responses.answer import assistant_turn, echo, new_id, skeleton
 from aiogw.ingress.responses.decode import decode_request, input_messages, to_chat
 from aiogw.ingress.responses.format import ResponsesFormat, ResponsesSink
 from aiogw.ingress.responses.native import ResponsesNative
 from aiogw.ingress.responses.state import RESPONSES
-from aiogw.server.keys import CACHE, OUTCOME, PRINCIPAL, PUBLIC_MODEL, RUNTIME, STREAM
+from aiogw.server.keys import CACHE, OUTCOME, PRINCIPAL, PUBLIC_MODEL
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.responses")
 _decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
-# A Responses answer is not an OpenAI chat answer: the cache (which replays chat bytes)
-# is not asked, and says why.
-_CACHE_BYPASS = {"x-aiogw-cache-status": "bypass", "x-aiogw-cache-reason": "protocol"}
+# The client API's name in cache keys: a Responses answer is replayed to Responses clients only.
+RESPONSES_API = "openai.responses"
+# A stored response is a new one, with its own id, each time: never answered from the cache.
+_CACHE_BYPASS = {"x-aiogw-cache-status": "bypass", "x-aiogw-cache-reason": "stored"}
 
 
 def _owner(request: web.Request) -> str:
@@ -40,8 +41,8 @@ def _owner(request: web.Request) -> str:
 async def create_response(request: web.Request) -> web.StreamResponse:
     body = await read_body(request)
     req = decode_request(body)
-    request[PUBLIC_MODEL] = req.model
-    request[STREAM] = stream = req.stream is True
+    request[PUBLIC_MODEL] = req.model  # before admission: a refusal is logged under it
+    stream = req.stream is True
     principal = request[PRINCIPAL]
     state = request.app[RESPONSES]
     history = []
@@ -61,18 +62,14 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         history = found.history
     new = input_messages(req)
     parsed, native_only = to_chat(req, history, new)
-    runtime = request.app[RUNTIME]
-    route = runtime.resolve(req.model)
-    control = request_control(request, runtime, principal.tags)
-    if principal.key_id is not None:
-        await admit_key(request, route, control, lambda: chat_tokens_estimate(parsed))
+    route, control = await admit_chat(request, parsed, "responses")
     outcome = request[OUTCOME]
-    outcome.tags, outcome.task = control.tags, control.task or "responses"
+    keep = state is not None and req.store is not False
     extra = None
-    if request.app[CACHE] is not None:
+    cache = request.app[CACHE]
+    if cache is not None and keep:  # a stored response is a new one each time (its own id)
         outcome.cache_status = "bypass"
         extra = dict(_CACHE_BYPASS)
-    keep = state is not None and req.store is not False
     settings = echo(req)
     settings["store"] = keep
     fmt = ResponsesFormat(skeleton(new_id("resp"), int(time.time()), req.model, settings))
@@ -83,22 +80,31 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         assert state is not None
         await state.put(owner, resp, history + new + assistant_turn(resp["output"]))
 
-    if not stream:
-        resp = await answer(request, parsed, route, control, extra, None, fmt, native=native)
-        if keep and fmt.final is not None:  # before the answer leaves: a continuation finds it at once
-            try:
-                await save(fmt.final)
-            except Exception as exc:
-                log.warning("responses.store_failed", error=str(exc))
-                raise StoreUnavailable(
-                    "The response could not be stored (responses.store); retry in a moment."
-                ) from None
-        return resp
-
     def responses_sink(sink: StreamSink) -> StreamSink:
         return ResponsesSink(sink, fmt, save if keep else None, _store_failed)
 
-    return await answer(request, parsed, route, control, extra, None, fmt, sink_wrap=responses_sink, native=native)
+    wrap = responses_sink if stream else None
+    if cache is not None and not keep:  # stateless: entries of Responses answers, kept apart
+        d = cache.prepare(
+            request.headers, parsed, route.name, principal.key_id, principal.team, control.task, RESPONSES_API
+        )
+        if d is not None:
+            return await through_cache(
+                request,
+                cache,
+                d,
+                parsed,
+                lambda h, r: answer(request, parsed, route, control, h, r, fmt, sink_wrap=wrap, native=native),
+                RESPONSES_API,
+            )
+    resp = await answer(request, parsed, route, control, extra, None, fmt, sink_wrap=wrap, native=native)
+    if not stream and keep and fmt.final is not None:  # before the answer leaves: a continuation finds it at once
+        try:
+            await save(fmt.final)
+        except Exception as exc:
+            log.warning("responses.store_failed", error=str(exc))
+            raise StoreUnavailable("The response could not be stored (responses.store); retry in a moment.") from None
+    return resp
 
 
 def _store_failed(exc: Exception) -> None:
