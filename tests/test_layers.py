@@ -222,7 +222,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     # `aiogw eval`: a client of the gateway over HTTP; only its command starts one in process
     # (--config), so the server, the config loader and the logs are the CLI module's alone.
-    "aiogw.eval": {*GROUND, "aiogw.extras", "aiogw.eval"},
+    "aiogw.eval": {*GROUND, "aiogw.extras", "aiogw.eval", "aiogw.quality.judge"},  # the judge's prompt and verdict
     "aiogw.eval.cli": {
         *GROUND,
         "aiogw.extras",

@@ -13,24 +13,10 @@ from typing import Any
 
 import orjson
 
+from aiogw.quality.judge import verdict_of
+
 DEFAULT_REL_TOL = 1e-6
 DEFAULT_ABS_TOL = 1e-9
-DEFAULT_RUBRIC = (
-    "You grade one answer to a question against the expected answer. The answer passes when it "
-    "says the same as the expected answer (wording, order and formatting may differ; facts, "
-    "numbers and choices may not). Grade only what is asked; ignore politeness and length."
-)
-# The judge's reply: a JSON object in this shape (json_schema response format, temperature 0).
-VERDICT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "verdict": {"type": "string", "enum": ["pass", "fail"]},
-        "score": {"type": "number", "minimum": 0, "maximum": 1},
-        "reason": {"type": "string"},
-    },
-    "required": ["verdict", "score", "reason"],
-    "additionalProperties": False,
-}
 
 
 @dataclass(frozen=True)
@@ -271,40 +257,11 @@ def chosen(text: str, choices: list[str]) -> str | None:
     return best[1] if best else None
 
 
-def judge_request(model: str, question: str, expected: Any, answer: str, rubric: str | None) -> dict[str, Any]:
-    """The chat request asking `model` to grade `answer`: the rubric, the question, the answer
-    between <candidate> tags and the expected one between <expected> tags; temperature 0 and a
-    JSON-schema response format, so the verdict is a field, never prose to interpret."""
-    shown = expected if isinstance(expected, str) else orjson.dumps(expected).decode()
-    return {
-        "model": model,
-        "temperature": 0,
-        "messages": [
-            {
-                "role": "system",
-                "content": (rubric or DEFAULT_RUBRIC) + ' Reply with JSON: {"verdict": "pass" or '
-                '"fail", "score": 0 to 1, "reason": one sentence}.',
-            },
-            {
-                "role": "user",
-                "content": f"<question>{question}</question>\n<candidate>{answer}</candidate>\n"
-                f"<expected>{shown}</expected>",
-            },
-        ],
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA},
-        },
-    }
-
-
 def read_verdict(text: str) -> Grade:
-    """The judge's verdict from its JSON reply; GraderError when the reply is not in shape."""
-    value, problem = parse_json(text)
-    if problem or not isinstance(value, dict) or value.get("verdict") not in ("pass", "fail"):
+    """The judge's verdict from its reply (`quality.judge.verdict_of`: the structured field
+    only); GraderError when there is none. Without a usable score, pass is 1 and fail 0."""
+    v = verdict_of(text)
+    if v is None:
         raise GraderError(f"the judge did not answer with a verdict: {text[:200]!r}")
-    passed = value["verdict"] == "pass"
-    score = value.get("score")
-    if not isinstance(score, int | float) or isinstance(score, bool) or not 0 <= score <= 1:
-        score = 1.0 if passed else 0.0
-    return Grade(float(score), passed, str(value.get("reason", ""))[:500])
+    score = v.score if v.score is not None else (1.0 if v.passed else 0.0)
+    return Grade(score, v.passed, v.reason)

@@ -14,7 +14,8 @@ import aiohttp
 import orjson
 
 from aiogw.eval.dataset import Item
-from aiogw.eval.graders import GraderError, Output, grade, judge_request, read_verdict
+from aiogw.eval.graders import GraderError, Output, grade, read_verdict
+from aiogw.quality.judge import judge_request
 
 # Each answer is the model's own: no lookup, nothing stored (a later run must not be served
 # this run's answers either).
@@ -190,7 +191,8 @@ class Runner:
         assert self.judge is not None  # the CLI refuses llm_judge items without --judge
         if self._over_cap():
             raise GraderError("not graded: the cost cap was reached")
-        body = judge_request(self.judge, item.question, item.expected, answer, item.options.get("rubric"))
+        expected = item.expected if isinstance(item.expected, str) else orjson.dumps(item.expected).decode()
+        body = judge_request(self.judge, item.question, answer, expected, item.options.get("rubric"))
         try:
             call = await self._post(http, body, JUDGE_TASK)
         except (aiohttp.ClientError, TimeoutError) as exc:

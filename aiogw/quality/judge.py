@@ -1,5 +1,5 @@
-"""The judge's rubric and its verdict, in one place: spot checks send this prompt (and the
-eval harness's `llm_judge` grader may share it), and both read the answer with `verdict_of`.
+"""The judge's rubric and its verdict, in one place: spot checks and the eval harness's
+`llm_judge` grader send this prompt, and both read the answer with `verdict_of`.
 
 The judge is asked at temperature 0 for a structured answer (`response_format` with a JSON
 schema) `{"verdict": "pass"|"fail", "score": 0..1, "reason": "..."}`; the verdict is read
@@ -14,11 +14,15 @@ from typing import Any
 
 import orjson
 
+REPLY_SHAPE = (
+    'Reply with a JSON object only: {"verdict": "pass" or "fail", "score": a number from 0 to 1, '
+    '"reason": one short sentence}.'
+)
 RUBRIC = (
-    "You are grading an AI assistant's answer. Read the conversation and the answer, then decide "
-    "whether the answer is correct and fully responsive to the user's last message. "
-    "Reply with a JSON object only: "
-    '{"verdict": "pass" or "fail", "score": a number from 0 to 1, "reason": one short sentence}.'
+    "You are grading an AI assistant's answer (the candidate). Read the conversation and the "
+    "candidate, then decide whether it is correct and fully responsive to the user's last message; "
+    "when an expected answer is given, whether it says the same (wording, order and formatting may "
+    "differ; facts, numbers and choices may not). " + REPLY_SHAPE
 )
 MAX_SECTION_CHARS = 16_000  # per conversation / answer / expected: a judge prompt stays bounded
 
@@ -49,15 +53,21 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_SECTION_CHARS else text[:MAX_SECTION_CHARS] + " [...]"
 
 
-def judge_request(model: str, conversation: str, answer: str, expected: str | None = None) -> dict[str, Any]:
-    """The chat body sent to the judge (`model`: its public name or provider/model)."""
-    parts = [f"<conversation>\n{_clip(conversation)}\n</conversation>", f"<answer>\n{_clip(answer)}\n</answer>"]
+def judge_request(
+    model: str, conversation: str, answer: str, expected: str | None = None, rubric: str | None = None
+) -> dict[str, Any]:
+    """The chat body sent to the judge (`model`: its public name or provider/model): the
+    rubric (`rubric` replaces the default one; the reply's shape is always asked for), then
+    the conversation, the answer between <candidate> tags and, when known, the expected
+    answer between <expected> tags."""
+    parts = [f"<conversation>\n{_clip(conversation)}\n</conversation>", f"<candidate>\n{_clip(answer)}\n</candidate>"]
     if expected is not None:
         parts.append(f"<expected>\n{_clip(expected)}\n</expected>")
+    system = RUBRIC if rubric is None else f"{rubric} {REPLY_SHAPE}"
     return {
         "model": model,
         "temperature": 0,
-        "messages": [{"role": "system", "content": RUBRIC}, {"role": "user", "content": "\n\n".join(parts)}],
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}],
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA},

@@ -6,7 +6,8 @@ import pytest
 
 from aiogw.eval import compare, report
 from aiogw.eval.dataset import DatasetError, load
-from aiogw.eval.graders import GraderError, Output, check, grade, judge_request, read_verdict
+from aiogw.eval.graders import GraderError, Output, check, grade, read_verdict
+from aiogw.quality.judge import judge_request
 
 
 def _g(grader, expected, text="", options=None, calls=()):
@@ -82,12 +83,13 @@ def test_tool_call():
 
 
 def test_llm_judge_request_and_verdict():
-    body = judge_request("smart", "Summarize X", "X happened.", "X took place.", None)
+    body = judge_request("smart", "Summarize X", "X took place.", "X happened.")
     assert body["model"] == "smart" and body["temperature"] == 0
     assert body["response_format"]["type"] == "json_schema"
     user = body["messages"][-1]["content"]
-    assert "<candidate>X took place.</candidate>" in user and "<expected>X happened.</expected>" in user
-    assert "Be strict" in judge_request("smart", "q", "e", "a", "Be strict.")["messages"][0]["content"]
+    assert "<candidate>\nX took place.\n</candidate>" in user and "<expected>\nX happened.\n</expected>" in user
+    strict = judge_request("smart", "q", "a", "e", "Be strict.")["messages"][0]["content"]
+    assert strict.startswith("Be strict.") and '"verdict"' in strict  # the reply's shape is always asked
     g = read_verdict('{"verdict": "pass", "score": 0.8, "reason": "same meaning"}')
     assert g.passed and g.score == 0.8 and g.detail == "same meaning"
     assert read_verdict('{"verdict": "fail", "score": "high", "reason": ""}').score == 0.0
