@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -48,6 +48,8 @@ from aiogw.server.keys import (
 from aiogw.streaming.encode import error_event
 from aiogw.types import ChatRequest, EmbeddingRequest, ParsedChat, Reply
 
+T = TypeVar("T")
+
 _decode_chat = msgspec.json.Decoder(ChatRequest).decode
 _decode_embedding = msgspec.json.Decoder(EmbeddingRequest).decode
 _decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
@@ -76,13 +78,19 @@ def invalid_body(exc: msgspec.MsgspecError) -> InvalidRequest:
     return InvalidRequest(f"Invalid value for '{path}': {what}.", code="invalid_value", param=path)
 
 
-def parse_chat(body: bytes) -> ParsedChat:
+def decoded(decode: Callable[[bytes], T], body: bytes) -> T:
+    """`decode(body)`, a failure as the 400 that names the field (or says the JSON nests
+    too deeply to decode): every API's body is decoded through this."""
     try:
-        return ParsedChat(req=_decode_chat(body), raw=_decode_raw(body))
+        return decode(body)
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
     except RecursionError:
         raise NestedTooDeep() from None
+
+
+def parse_chat(body: bytes) -> ParsedChat:
+    return ParsedChat(req=decoded(_decode_chat, body), raw=decoded(_decode_raw, body))
 
 
 class ClientFormat(StreamFormat, Protocol):
@@ -343,13 +351,7 @@ async def answer(
 
 
 async def embeddings(request: web.Request) -> web.Response:
-    body = await read_body(request)
-    try:
-        req = _decode_embedding(body)
-    except msgspec.MsgspecError as exc:
-        raise invalid_body(exc) from None
-    except RecursionError:
-        raise NestedTooDeep() from None
+    req = decoded(_decode_embedding, await read_body(request))
     request[PUBLIC_MODEL] = req.model
     runtime = request.app[RUNTIME]
     route = runtime.resolve(req.model)

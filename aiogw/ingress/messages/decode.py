@@ -22,7 +22,7 @@ import msgspec
 from msgspec import UNSET
 
 from aiogw.errors import InvalidRequest
-from aiogw.ingress.chat import invalid_body
+from aiogw.ingress.chat import decoded, invalid_body
 from aiogw.ingress.messages import wire
 from aiogw.types import (
     MESSAGES_API,
@@ -277,12 +277,7 @@ def native_headers(headers: Any) -> dict[str, str]:
 def parse_messages(body: bytes, headers: Any) -> tuple[ParsedChat, list[str]]:
     """The body as a canonical request (400 naming the field when it is not a valid
     Messages request), and notes on what a translation drops."""
-    try:
-        req = _decode_request(body)
-    except msgspec.MsgspecError as exc:
-        raise invalid_body(exc) from None
-    except RecursionError:
-        raise _bad("The request nests JSON too deeply.", "messages") from None
+    req = decoded(_decode_request, body)
     notes: list[str] = []
     chat = to_chat(req, notes)
     raw = _decode_raw(_encode(chat))
@@ -291,12 +286,7 @@ def parse_messages(body: bytes, headers: Any) -> tuple[ParsedChat, list[str]]:
 
 
 def parse_count(body: bytes, headers: Any) -> ParsedChat:
-    try:
-        req = _decode_count(body)
-    except msgspec.MsgspecError as exc:
-        raise invalid_body(exc) from None
-    except RecursionError:
-        raise _bad("The request nests JSON too deeply.", "messages") from None
+    req = decoded(_decode_count, body)
     notes: list[str] = []
     chat = ChatRequest(model=req.model, messages=canonical_messages(req, notes))
     _tools(req, chat, notes)

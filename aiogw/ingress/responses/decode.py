@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from aiogw.errors import InvalidRequest, NestedTooDeep
-from aiogw.ingress.chat import invalid_body, parse_chat
+from aiogw.errors import InvalidRequest
+from aiogw.ingress.chat import decoded, parse_chat
 from aiogw.ingress.responses.wire import (
     ITEM_TYPES,
     ContentPart,
@@ -42,12 +42,7 @@ Message = dict[str, Any]
 
 
 def decode_request(body: bytes) -> ResponsesRequest:
-    try:
-        req = _decode(body)
-    except msgspec.MsgspecError as exc:
-        raise invalid_body(exc) from None
-    except RecursionError:
-        raise NestedTooDeep() from None
+    req = decoded(_decode, body)
     if req.background:
         raise InvalidRequest(
             "Background responses are not supported by this gateway; send background: false (or leave it out).",
