@@ -19,15 +19,15 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from aiogw.config import StateConfig
+from aiogw.state.subscription import REDIS_DOWN, listen
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
 
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+_REDIS_DOWN = REDIS_DOWN
 CALL_TIMEOUT_S = 1.0  # not the chat path: a feedback call may wait this long for a lookup
 SUBSCRIBE_WAIT_S = 2.0
 MAX_PENDING = 10_000  # memories waiting for the next pipeline; past it dropped (the store still has them)
@@ -96,27 +96,15 @@ class FeedbackBus:
             self._down("feedback.publish_failed", exc)
 
     async def _listen(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub()
+        def heard(data: bytes) -> None:
             try:
-                await pubsub.subscribe(self._channel)
-                self._subscribed.set()
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    try:
-                        obs = orjson.loads(msg["data"])
-                    except orjson.JSONDecodeError:
-                        continue
-                    if isinstance(obs, dict) and obs.get("origin") != self.replica:
-                        self._on_observation(obs)
-            except _REDIS_DOWN:
-                self._subscribed.clear()
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(*_REDIS_DOWN):
-                    await asyncio.wait_for(pubsub.aclose(), 0.5)
+                obs = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return
+            if isinstance(obs, dict) and obs.get("origin") != self.replica:
+                self._on_observation(obs)
+
+        await listen(self._redis, self._channel, heard, self._subscribed)
 
     def _down(self, event: str, exc: BaseException) -> None:
         if not self._failing:  # once per outage, not per call

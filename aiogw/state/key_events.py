@@ -13,15 +13,15 @@ import contextlib
 from collections.abc import Callable
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from aiogw.config import StateConfig
+from aiogw.state.subscription import REDIS_DOWN, listen
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
 
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+_REDIS_DOWN = REDIS_DOWN
 PUBLISH_TIMEOUT_S = 1.0  # an admin call, not the request path
 SUBSCRIBE_WAIT_S = 2.0  # at start: serve without the channel rather than not at all
 
@@ -55,23 +55,11 @@ class KeyEvents:
             )
 
     async def _listen(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._channel)
-                self._forget_all()  # whatever was said while we were not listening
-                self._subscribed.set()
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        data = msg["data"]
-                        self._forget(data.decode(errors="replace") if isinstance(data, bytes) else str(data))
-            except _REDIS_DOWN:
-                self._subscribed.clear()
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(*_REDIS_DOWN):
-                    await asyncio.wait_for(pubsub.aclose(), 0.5)
+        def forget(data: bytes) -> None:
+            self._forget(data.decode(errors="replace"))
+
+        # Whatever was said while we were not listening: forget everything on (re)subscribing.
+        await listen(self._redis, self._channel, forget, self._subscribed, self._forget_all)
 
     async def close(self) -> None:
         if self._task is not None:
