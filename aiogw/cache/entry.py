@@ -59,6 +59,8 @@ def split_stream(raw: bytes) -> tuple[list[bytes], bytes | None] | None:
         chunks = _data_of_events(body)
     usage = None
     for i in range(max(0, len(chunks) - 2), len(chunks)):
+        if b'"usage"' not in chunks[i] and b'"error"' not in chunks[i]:
+            continue  # neither (the names may be escaped in JSON, but never by our encoders or OpenAI)
         obj = orjson.loads(chunks[i])
         if not isinstance(obj, dict) or "error" in obj:
             return None
