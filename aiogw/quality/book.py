@@ -41,6 +41,7 @@ MAX_BUCKETS = 64  # per task; a bucket beyond (not one features.py makes) update
 MAX_TASK_LABELS = 32  # per group, as a metrics label; beyond: "other"
 RECENT_PICKS = 500  # per (group, task): the window traffic shares are counted over
 OTHER = "other"
+_EDGE = 1e-3  # a mean taken to log-odds is clamped to [_EDGE, 1 - _EDGE]
 UNPRICED = 1e6  # USD per token: ranks an unpriced target after every priced one (inf * 0 would be nan)
 
 
@@ -72,6 +73,10 @@ class Estimate:
 
     def interval(self) -> tuple[float, float]:
         return max(0.0, self.mean - Z95 * self.sd), min(1.0, self.mean + Z95 * self.sd)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
 
 
 def beta_estimate(alpha: float, beta: float, z: float, evidence: float) -> Estimate:
@@ -164,7 +169,7 @@ class GroupBook:
         v = tb.made.get(bucket)
         if v is not None and v.version == tb.version:
             return v
-        ests = [self._estimate(tb, bucket, tid) for tid in self.ids]
+        ests = self._estimates(tb, bucket)
         v = View(tb.version, ests, sorted(range(len(ests)), key=lambda i: -ests[i].mean))
         if bucket in tb.made or len(tb.made) < MAX_BUCKETS:
             tb.made[bucket] = v
@@ -174,17 +179,50 @@ class GroupBook:
         """The routing metric's estimates for (task, bucket), one per target in group order."""
         return self.view(task, bucket).ests
 
-    def _estimate(self, tb: TaskBook, bucket: str, tid: str) -> Estimate:
-        t = tb.cells[tid]
-        ta, tb_ = t.pa + t.a, t.pb + t.b
-        cell = tb.buckets.get((bucket, tid)) if bucket else None
-        if cell is None or cell.a + cell.b <= 0.0:
-            return beta_estimate(ta + ROOT, tb_ + ROOT, self.z, ta + tb_)
-        n = cell.a + cell.b
-        weight = BACKOFF / (BACKOFF + n)
-        # The rest of the task (its evidence less this bucket's), shrunk toward as the bucket learns.
-        ra, rb = max(ta - cell.a, 0.0) * weight, max(tb_ - cell.b, 0.0) * weight
-        return beta_estimate(cell.a + ra + ROOT, cell.b + rb + ROOT, self.z, n + ra + rb)
+    def _estimates(self, tb: TaskBook, bucket: str) -> list[Estimate]:
+        """Per target: the bucket's own evidence plus the rest of its task as the bucket's
+        prior. That prior counts as at most `prior_weight` observations (as a loaded prior
+        does), shrunk by BACKOFF / (BACKOFF + the bucket's n) as the bucket learns: uncapped,
+        a task with hundreds of graded easy answers would outweigh any record of its hard
+        tenth for ever. And its mean is moved by the bucket's difficulty, learnt on every
+        target: how far, in log-odds, the other targets' record in this bucket lies from
+        their record in the rest of the task (shrunk to 0 over BACKOFF observations). So once
+        the cheap target has failed a task's hard tenth a few times, the next cheapest is not
+        trusted there at its task-wide record either: each target's rank stays, the level drops."""
+        z, cap = self.z, self.cfg.prior_weight
+        rows = []  # per target: own (a, b) in the bucket, the rest of its task (ra, rb)
+        for tid in self.ids:
+            t = tb.cells[tid]
+            ta, tb_ = t.pa + t.a, t.pb + t.b
+            cell = tb.buckets.get((bucket, tid)) if bucket else None
+            a, b = (cell.a, cell.b) if cell is not None else (0.0, 0.0)
+            rows.append((a, b, max(ta - a, 0.0), max(tb_ - b, 0.0)))
+        if not bucket:
+            return [beta_estimate(ra + ROOT, rb + ROOT, z, ra + rb) for _, _, ra, rb in rows]
+        resid = []  # (n, n * log-odds residual) of each target with evidence both in and out of the bucket
+        for a, b, ra, rb in rows:
+            n, s = a + b, ra + rb
+            if n > 0.0 and s > 0.0:
+                w = cap / s if s > cap else 1.0  # the rest as the bucket sees it: a long perfect record is not logit 7
+                resid.append((n, n * (_logit((a + ROOT) / (n + 1.0)) - _logit((ra * w + ROOT) / (s * w + 1.0)))))
+            else:
+                resid.append((0.0, 0.0))
+        sum_n = sum(n for n, _ in resid)
+        sum_r = sum(r for _, r in resid)
+        out = []
+        for (a, b, ra, rb), (n_i, r_i) in zip(rows, resid, strict=True):
+            n, s = a + b, ra + rb
+            if s > 0.0:
+                # This target's own residual is left out: its own evidence counts once.
+                shift = (sum_r - r_i) / (BACKOFF + sum_n - n_i)
+                if shift:
+                    mean = min(max(ra / s, _EDGE), 1.0 - _EDGE)
+                    mean = 1.0 / (1.0 + math.exp(-(_logit(mean) + shift)))
+                    ra, rb = s * mean, s * (1.0 - mean)
+                weight = BACKOFF / (BACKOFF + n) * (cap / s if s > cap else 1.0)
+                ra, rb = ra * weight, rb * weight
+            out.append(beta_estimate(a + ra + ROOT, b + rb + ROOT, z, n + ra + rb))
+        return out
 
     def observe(self, task: str, bucket: str, tid: str, metric: str, value: float) -> None:
         if tid not in self.ids:
