@@ -117,6 +117,7 @@ class PriorInfo:
     mean: float
     cost_per_item_usd: float | None
     latency_p95_ms: float | None
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # bucket -> (n, mean)
 
 
 class GroupBook:
@@ -155,7 +156,22 @@ class GroupBook:
                 if tb is not None:
                     return tb
             tb = self.tasks[(metric, task)] = TaskBook({tid: self._prior_cell(metric, task, tid) for tid in self.ids})
+            self._seed_buckets(metric, task, tb)
         return tb
+
+    def _seed_buckets(self, metric: str, task: str, tb: TaskBook) -> None:
+        """The prior's per-bucket pseudo-counts into the task's bucket cells (others' to 0)."""
+        for cell in tb.buckets.values():
+            cell.pa = cell.pb = 0.0
+        for tid in self.ids:
+            p = self.priors.get((metric, task, tid)) or self.priors.get((metric, "*", tid))
+            for bucket, (n, mean) in (p.buckets if p is not None else {}).items():
+                cell = tb.buckets.get((bucket, tid))
+                if cell is None:
+                    if len({b for b, _ in tb.buckets}) >= MAX_BUCKETS:
+                        continue
+                    cell = tb.buckets[(bucket, tid)] = Cell()
+                cell.pa, cell.pb = mean * n, (1.0 - mean) * n
 
     def _prior_cell(self, metric: str, task: str, tid: str) -> Cell:
         p = self.priors.get((metric, task, tid)) or self.priors.get((metric, "*", tid))
@@ -195,8 +211,10 @@ class GroupBook:
             t = tb.cells[tid]
             ta, tb_ = t.pa + t.a, t.pb + t.b
             cell = tb.buckets.get((bucket, tid)) if bucket else None
-            a, b = (cell.a, cell.b) if cell is not None else (0.0, 0.0)
-            rows.append((a, b, max(ta - a, 0.0), max(tb_ - b, 0.0)))
+            if cell is None:
+                rows.append((0.0, 0.0, ta, tb_))
+            else:  # own: the bucket's prior and observations; the rest: the task's less those observations
+                rows.append((cell.pa + cell.a, cell.pb + cell.b, max(ta - cell.a, 0.0), max(tb_ - cell.b, 0.0)))
         if not bucket:
             return [beta_estimate(ra + ROOT, rb + ROOT, z, ra + rb) for _, _, ra, rb in rows]
         resid = []  # (n, n * log-odds residual) of each target with evidence both in and out of the bucket
@@ -267,6 +285,7 @@ class GroupBook:
             for tid, cell in tb.cells.items():
                 fresh = self._prior_cell(metric, task, tid)
                 cell.pa, cell.pb = fresh.pa, fresh.pb
+            self._seed_buckets(metric, task, tb)
             tb.version += 1
         return matched
 
@@ -308,7 +327,8 @@ class GroupBook:
 
 
 def _prior_info(p: TaskPrior, cap: float) -> PriorInfo:
-    return PriorInfo(min(p.n, cap), p.mean, p.cost_per_item_usd, p.latency_p95_ms)
+    buckets = {b: (min(bp.n, cap), bp.mean) for b, bp in (p.buckets or {}).items() if bp.n > 0}
+    return PriorInfo(min(p.n, cap), p.mean, p.cost_per_item_usd, p.latency_p95_ms, buckets)
 
 
 class QualityBook:
