@@ -158,6 +158,44 @@ def test_when_none_meets_the_floor_the_one_likeliest_to_is_chosen():
     assert ordered[0] is SMART and reason.startswith("no target meets floor 0.90; likeliest to (est 0.50, n=0)")
 
 
+def test_a_prior_per_bucket_routes_a_tasks_hard_bucket_from_the_first_request():
+    # The eval measured the cheap target at 0.93 on task A, but 0.97 on its plain prompts and
+    # 0.3 on those quoting code: the code bucket goes to the expensive target at once.
+    b = book(floor=0.85)
+    g = b.group("auto")
+    buckets = {"short": {"n": 54, "mean": 0.97}, "short+code": {"n": 6, "mean": 0.3}}
+    g.load_prior(prior({"c/mini": {"A": {"n": 60, "mean": 0.93, "buckets": buckets}},
+                        "s/big": {"A": {"n": 60, "mean": 0.98}}}), "t", {})  # fmt: skip
+
+    def first(bucket):
+        return choose(g, QualityAsk("A", bucket), (SMART, CHEAP), 100, 256, LocalHealth(), 0.0, random.Random(1))[0][0]
+
+    assert first("short") is CHEAP and first("short+code") is SMART
+    assert first("mid") is CHEAP  # a bucket the eval did not see reads as the task
+    assert g.estimates("A", "short+code")[1].mean < 0.75  # six items at 0.3, shrunk toward the task
+    # Reloading a prior without buckets forgets them.
+    g.load_prior(prior({"c/mini": {"A": {"n": 60, "mean": 0.93}}}), "t", {})
+    assert first("short+code") is CHEAP
+
+
+def test_a_bodys_bucket_is_the_one_the_gateway_computes():
+    from aiogw.attempts.walk import prompt_tokens_estimate
+    from aiogw.bench import routing_data
+    from aiogw.ingress.chat import parse_chat
+    from aiogw.quality.features import bucket_of_body
+
+    seen = set()
+    for row in routing_data.items(40, seed=3, hard_share=0.5):
+        body = {"model": "m", "messages": row["messages"]}
+        parsed = parse_chat(json.dumps(body).encode())
+        assert bucket_of_body(body) == bucket_of(parsed, prompt_tokens_estimate(parsed))
+        seen.add((row["level"], bucket_of_body(body)))
+    assert seen == {("easy", "short"), ("hard", "short+code")}  # the workload's hard items are told apart
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert bucket_of_body({"messages": [{"role": "user", "content": "x" * 2400}], "tools": tools}) == "mid+tools"
+    assert bucket_of_body({"messages": "not a list"}) == ""
+
+
 def test_prior_keys_map_to_targets_and_the_star_task_is_the_default():
     g = book().group("auto")
     matched = g.load_prior(
