@@ -60,8 +60,9 @@ class Profile(msgspec.Struct, kw_only=True):
     # marker (see ITEM_MARKER) is answered right or wrong by item, deterministically, so the
     # ground truth of an evaluation or a routing run is known. No marker: the usual answer.
     quality: dict[str, dict[str, float]] | None = None
-    # A judge: a prompt with <candidate>...</candidate> and <expected>...</expected> (or an item
-    # marker in place of <expected>) is answered {"verdict", "score", "reason"}, correctly.
+    # A judge: a prompt with <candidate>...</candidate> (or <answer>...</answer>) and
+    # <expected>...</expected> (or an item marker in place of <expected>) is answered
+    # {"verdict", "score", "reason"}, correctly.
     judge: bool = False
 
 
@@ -145,7 +146,7 @@ def _text_of(content: Any) -> str:
 # `[[item id=<ID> task=<T> level=<easy|hard> answer=<A>]]`: A runs to the last `]]`, so
 # an answer may hold spaces or JSON (the marker ends the message).
 ITEM_MARKER = re.compile(r"\[\[item id=(\S+) task=(\S+) level=(easy|hard) answer=(.*)\]\]", re.DOTALL)
-_TAGGED = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in ("candidate", "expected")}
+_TAGGED = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in ("candidate", "answer", "expected")}
 
 
 def _last_user_text(messages: list[Any]) -> str:
@@ -190,7 +191,8 @@ def oracle_text(profile: Profile, model: str, messages: list[Any]) -> str | None
         return None
     text = _last_user_text(messages)
     if profile.judge:
-        candidate = _TAGGED["candidate"].search(text)
+        # <candidate> as `aiogw eval`'s llm_judge sends it, <answer> as the gateway's spot checks do.
+        candidate = _TAGGED["candidate"].search(text) or _TAGGED["answer"].search(text)
         if candidate is not None:
             expected = _TAGGED["expected"].search(text)
             marker = ITEM_MARKER.search(text) if expected is None else None

@@ -31,7 +31,9 @@ PRIOR = {
 }
 
 
-def quality_config(sim, tmp_path, prior=PRIOR, extra_models=(), **quality):
+def quality_config(sim, tmp_path, prior=PRIOR, extra_models=(), sections=None, **quality):
+    """`auto` (cheap and smart targets, the prior in tmp_path/quality.json); `sections`:
+    top-level config sections to add (state, feedback, ...)."""
     path = tmp_path / "quality.json"
     path.write_text(json.dumps(prior))
     return gateway_config(
@@ -54,6 +56,7 @@ def quality_config(sim, tmp_path, prior=PRIOR, extra_models=(), **quality):
         ],
         auth={"master_key": MASTER},
         store={"url": f"sqlite:///{tmp_path}/aiogw.db"},
+        **(sections or {}),
     )
 
 
