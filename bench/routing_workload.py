@@ -123,12 +123,18 @@ def gateway_sections(sim_url: str, floor: float, store: Path) -> dict[str, Any]:
         return {"provider": m.name, "model": m.model, "price": {"input": m.price_in, "output": m.price_out}}
 
     def quality_group(name: str) -> dict[str, Any]:
-        return {"name": name, "strategy": "quality", "quality": {"floor": floor}, "targets": [target(m) for m in MODELS]}
+        return {
+            "name": name,
+            "strategy": "quality",
+            "quality": {"floor": floor},
+            "targets": [target(m) for m in MODELS],
+        }
 
     return {
         "log": {"level": "warning", "format": "json"},
         "providers": {
-            m.name: {"type": "openai", "base_url": f"{sim_url}/{m.name}/v1", "api_key": SIM_KEY} for m in (*MODELS, JUDGE)
+            m.name: {"type": "openai", "base_url": f"{sim_url}/{m.name}/v1", "api_key": SIM_KEY}
+            for m in (*MODELS, JUDGE)
         },
         "models": [
             quality_group("auto"),
@@ -216,7 +222,9 @@ class Driver:
 def run_eval(url: str, dev: Path, out: Path, deadline: float) -> None:
     cmd = [sys.executable, "-P", "-m", "aiogw", "eval", "run", "--dataset", str(dev), "--url", url,
            "--models", ",".join(m.name for m in MODELS), "--judge", JUDGE.name, "--concurrency", "8", "--out", str(out)]  # fmt: skip
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=max(1.0, deadline - time.monotonic()))
+    p = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=max(1.0, deadline - time.monotonic())
+    )
     if p.returncode != 0:
         raise SystemExit(f"aiogw eval run exited {p.returncode}: {p.stdout.decode()[-2000:]}")
 
@@ -233,7 +241,9 @@ def summary(events: list[Event], frontier: dict[str, Event]) -> dict[str, Any]:
     shares: dict[str, dict[str, float]] = {}
     for level in ("easy", "hard"):
         sel = [e for e in events if e.level == level]
-        shares[level] = {m.name: round(sum(e.target == m.target_id for e in sel) / len(sel), 3) for m in MODELS} if sel else {}
+        shares[level] = (
+            {m.name: round(sum(e.target == m.target_id for e in sel) / len(sel), 3) for m in MODELS} if sel else {}
+        )
     return {
         "events": n, "cost_usd": round(cost, 6), "cost_per_item_usd": cost / n, "quality": round(quality, 4),
         "expected_quality": round(expected, 4), "frontier_cost_usd": round(f_cost, 6), "frontier_quality": round(f_quality, 4),
@@ -245,6 +255,7 @@ def summary(events: list[Event], frontier: dict[str, Event]) -> dict[str, Any]:
 
 def regret_curve(events: list[Event], fixed: dict[str, Event], frontier: dict[str, Event], lam: float) -> list[float]:
     """Cumulative expected utility of the fixed routing minus the learner's, per event."""
+
     def utility(target: str, e: Event, cost: float) -> float:
         base = frontier[e.item].cost
         return BY_TARGET[target].acc(e.task, e.level) - lam * (cost / base if base else 0.0)
@@ -328,11 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     routing_data.write(out / "test.jsonl", test)
     procs: list[Proc] = []
     try:
-        sim = start_listening([sys.executable, "-P", "-m", "aiogw.bench.simulator", "--port", "0"], "the simulator", None)
+        sim = start_listening(
+            [sys.executable, "-P", "-m", "aiogw.bench.simulator", "--port", "0"], "the simulator", None
+        )
         procs.append(sim)
         set_profiles(sim.url)
         with tempfile.TemporaryDirectory() as tmp:
-            gw = start_gateway(sim.url, "openai", None, Path(tmp), gateway_sections(sim.url, FLOOR, Path(tmp) / "aiogw.db"))
+            gw = start_gateway(
+                sim.url, "openai", None, Path(tmp), gateway_sections(sim.url, FLOOR, Path(tmp) / "aiogw.db")
+            )
             procs.append(gw)
             t0 = time.monotonic()
             run_eval(gw.url, out / "dev.jsonl", out / "eval", deadline)

@@ -98,8 +98,10 @@ def quality_json(summary: dict[str, dict[str, dict[str, Any]]], created: int) ->
         "created": created,
         "models": {
             model: {
-                task: {**{k: (c[k] if c[k] is not None else 0.0) for k in QUALITY_KEYS},
-                       **({"buckets": c["buckets"]} if c.get("buckets") else {})}  # fmt: skip
+                task: {
+                    **{k: (c[k] if c[k] is not None else 0.0) for k in QUALITY_KEYS},
+                    **({"buckets": c["buckets"]} if c.get("buckets") else {}),
+                }
                 for task, c in tasks.items()
                 if task != "*"
             }

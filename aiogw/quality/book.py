@@ -161,8 +161,8 @@ class GroupBook:
 
     def _seed_buckets(self, metric: str, task: str, tb: TaskBook) -> None:
         """The prior's per-bucket pseudo-counts into the task's bucket cells (others' to 0)."""
-        for cell in tb.buckets.values():
-            cell.pa = cell.pb = 0.0
+        for old in tb.buckets.values():
+            old.pa = old.pb = 0.0
         for tid in self.ids:
             p = self.priors.get((metric, task, tid)) or self.priors.get((metric, "*", tid))
             for bucket, (n, mean) in (p.buckets if p is not None else {}).items():

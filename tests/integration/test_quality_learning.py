@@ -12,10 +12,10 @@ import json
 import aiohttp
 import pytest
 from conftest import until
-from openai import AsyncOpenAI
-from procs import run_command
 from integration.test_feedback import metric_value, send
 from integration.test_quality_routing import CHEAP, SMART, admin, ask, quality_config, target
+from openai import AsyncOpenAI
+from procs import run_command
 
 from aiogw.bench import routing_data
 from aiogw.server.keys import MONEY
@@ -96,12 +96,17 @@ async def test_a_prior_from_a_real_eval_run_routes_each_task_where_the_eval_foun
     assert shown[("math", CHEAP)]["cost_source"] == "eval" and shown[("classify", CHEAP)]["mean"] < 0.1
 
 
-async def test_spot_checks_by_the_judge_account_are_recorded_and_move_the_estimate(sim, tmp_path, make_gateway, session):
+async def test_spot_checks_by_the_judge_account_are_recorded_and_move_the_estimate(
+    sim, tmp_path, make_gateway, session
+):
     # The cheap account answers every item wrong; the judge (the expensive account, which
     # also grades) sees the item's marker in the conversation and fails those answers.
     sim.set_profile("default", quality={"*": NEVER})
     sim.set_profile("compat", quality={"*": ALWAYS}, judge=True)
-    judge_group = {"name": "judge", "targets": [{"provider": "smart", "model": "sim-judge", "price": {"input": 5, "output": 15}}]}
+    judge_group = {
+        "name": "judge",
+        "targets": [{"provider": "smart", "model": "sim-judge", "price": {"input": 5, "output": 15}}],
+    }
     url, app = await make_gateway(
         quality_config(sim, tmp_path, extra_models=[judge_group], spot_check={"judge": "judge", "rate": 1.0})
     )
@@ -132,6 +137,7 @@ async def test_spot_checks_by_the_judge_account_are_recorded_and_move_the_estima
     assert [tuple(r) for r in rows].count(("fail", CHEAP, "A")) == fails
     assert {tuple(r) for r in rows} <= {("fail", CHEAP, "A"), ("pass", SMART, "A")}  # the last answer's may be in
     status, routing = await admin(url, "GET", "/admin/v1/routing/auto")
+    assert status == 200
     cheap = next(r for t in routing["tasks"] if t["task"] == "A" for r in t["targets"] if r["target"] == CHEAP)
     assert cheap["observed"] == fails and not cheap["meets_floor"]
 
@@ -142,7 +148,9 @@ async def test_feedback_sent_to_one_replica_moves_the_routing_of_the_replica_tha
     # The memory's store batch is not written before the feedback comes (flush: a minute):
     # replica B finds A's requests through Redis only, and A learns only through Redis.
     cfg = quality_config(
-        sim, tmp_path, sections={"state": {"redis_url": redis_server.url, "key_prefix": "ql"}, "feedback": {"flush_ms": 60_000}}
+        sim,
+        tmp_path,
+        sections={"state": {"redis_url": redis_server.url, "key_prefix": "ql"}, "feedback": {"flush_ms": 60_000}},
     )
     url_a, _ = await make_gateway(cfg)
     url_b, _ = await make_gateway(cfg)
@@ -157,7 +165,10 @@ async def test_feedback_sent_to_one_replica_moves_the_routing_of_the_replica_tha
     async with openai_client(url_a) as client_a, openai_client(url_b) as client_b:
         rated = await rate_until_moved(client_a, session, "A", url_b, heard=a_heard)
         assert 1 <= rated <= 10
-        assert await metric_value(session, url_a, 'aiogw_quality_observations_total{source="feedback",origin="local"}') == 0
+        assert (
+            await metric_value(session, url_a, 'aiogw_quality_observations_total{source="feedback",origin="local"}')
+            == 0
+        )
         assert target(await ask(client_a, "A")) == SMART
         # B got the same ratings (its own): it routes A away too, and B's task B is untouched.
         assert target(await ask(client_b, "A")) == SMART

@@ -127,11 +127,16 @@ def test_a_hard_bucket_leaves_the_cheap_target_within_a_few_failures_however_lon
     for _ in range(3):
         b.observe("auto", "A", "short+code", CHEAP.id, "correct", False)
     assert choose(g, ask, (SMART, CHEAP), 100, 256, LocalHealth(), 0.0, random.Random(1))[0][0] is SMART
-    assert choose(g, QualityAsk("A", "short"), (SMART, CHEAP), 100, 256, LocalHealth(), 0.0, random.Random(1))[0][0] is CHEAP
+    assert (
+        choose(g, QualityAsk("A", "short"), (SMART, CHEAP), 100, 256, LocalHealth(), 0.0, random.Random(1))[0][0]
+        is CHEAP
+    )
 
 
 def test_a_bucket_that_proved_hard_on_one_target_reads_harder_on_the_others():
-    mid = Target(id="m/mid", provider="m", type="openai", model="mid", base_url="http://x", price=Price(input=1, output=2))
+    mid = Target(
+        id="m/mid", provider="m", type="openai", model="mid", base_url="http://x", price=Price(input=1, output=2)
+    )
     b = QualityBook([("auto", QualityConfig(explore=0.0), (SMART, mid, CHEAP))])
     g = b.group("auto")
     g.load_prior(prior({"c/mini": {"A": {"n": 20, "mean": 0.95}}, "m/mid": {"A": {"n": 20, "mean": 0.96}},
