@@ -41,7 +41,6 @@ MAX_BUCKETS = 64  # per task; a bucket beyond (not one features.py makes) update
 MAX_TASK_LABELS = 32  # per group, as a metrics label; beyond: "other"
 RECENT_PICKS = 500  # per (group, task): the window traffic shares are counted over
 OTHER = "other"
-_EDGE = 1e-3  # a mean taken to log-odds is clamped to [_EDGE, 1 - _EDGE]
 UNPRICED = 1e6  # USD per token: ranks an unpriced target after every priced one (inf * 0 would be nan)
 
 
@@ -234,8 +233,8 @@ class GroupBook:
                 # This target's own residual is left out: its own evidence counts once.
                 shift = (sum_r - r_i) / (BACKOFF + sum_n - n_i)
                 if shift:
-                    mean = min(max(ra / s, _EDGE), 1.0 - _EDGE)
-                    mean = 1.0 / (1.0 + math.exp(-(_logit(mean) + shift)))
+                    # Smoothed before log-odds: two failures elsewhere in the task are not logit -7.
+                    mean = 1.0 / (1.0 + math.exp(-(_logit((ra + ROOT) / (s + 1.0)) + shift)))
                     ra, rb = s * mean, s * (1.0 - mean)
                 weight = BACKOFF / (BACKOFF + n) * (cap / s if s > cap else 1.0)
                 ra, rb = ra * weight, rb * weight
