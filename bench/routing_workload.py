@@ -238,6 +238,10 @@ def summary(events: list[Event], frontier: dict[str, Event]) -> dict[str, Any]:
     f_quality = sum(frontier[e.item].correct for e in events) / n
     expected = sum(BY_TARGET[e.target].acc(e.task, e.level) for e in events) / n
     f_expected = sum(FRONTIER.acc(e.task, e.level) for e in events) / n
+    by_task: dict[str, dict[str, dict[str, int]]] = {}
+    for e in events:
+        cell = by_task.setdefault(e.task, {}).setdefault(e.level, {})
+        cell[e.target.partition("/")[0]] = cell.get(e.target.partition("/")[0], 0) + 1
     shares: dict[str, dict[str, float]] = {}
     for level in ("easy", "hard"):
         sel = [e for e in events if e.level == level]
@@ -250,6 +254,7 @@ def summary(events: list[Event], frontier: dict[str, Event]) -> dict[str, Any]:
         "cheaper_than_frontier": round(1 - cost / f_cost, 4) if f_cost else None,
         "of_frontier_quality": round(quality / f_quality, 4) if f_quality else None,
         "of_frontier_expected_quality": round(expected / f_expected, 4), "share_by_level": shares,
+        "picks_by_task": by_task,
     }  # fmt: skip
 
 
