@@ -5,7 +5,11 @@ Every prompt ends with the simulator oracle's item marker (sim_core.ITEM_MARKER)
 simulated account with a `quality` profile answers each item right or wrong by (model, item),
 deterministically: the ground truth of an evaluation or a routing run is known. The prompts
 read like real ones (a review to classify, a sum to work out) so that prompt features (length,
-code, language) differ between tasks and levels as they would.
+code, language) differ between tasks and levels as they would: every prompt starts with its
+task's standing instructions (as an application sends them, a few hundred characters), and a
+hard item quotes its material in a fenced block (a review thread, a CRM export, a stock table,
+a code snippet, a whole article), which is what the quality strategy's `+code` bucket sees
+(aiogw/quality/features.py), so the hard tenth of a task is told apart by a cheap feature.
 
     python -m aiogw.bench.routing_data --n 500 --seed 7 --split 0.5 --out data/
 
@@ -58,6 +62,42 @@ _TOPICS = [
 ]
 
 
+# Each task's standing instructions, sent before every item (prose: no line looks like code).
+PREAMBLE = {
+    "classify": (
+        "You label customer reviews for the support team's weekly report. Read the review, decide whether "
+        "the customer is happy, unhappy or simply stating facts, and answer with one letter. Reviews may be "
+        "short or rambling, polite or rude; judge the customer's overall feeling about the product, not the "
+        "delivery or the packaging alone. Do not explain your answer."
+    ),
+    "extract": (
+        "You fill the CRM from free text written by the sales team. Find the person the note is about and "
+        "give their name as written, their age in years as a number and the city they live in now. Answer "
+        "with a single JSON object and nothing else: no comments, no code fence, no extra keys."
+    ),
+    "math": (
+        "You check the numbers in warehouse reports before they are sent to accounting. Work the question "
+        "out carefully and answer with the final number only, as digits, without units, commas or words. "
+        "If the question mentions broken or missing items, they are not counted."
+    ),
+    "code": (
+        "You answer questions from the developer help channel about the Python standard library. Name the "
+        "one function that does what is asked, spelled as it would be called, with its module when it is "
+        "not a builtin. Answer with the name only, without parentheses or explanation."
+    ),
+    "summarize": (
+        "You write the one-line summaries shown on the local news front page. Keep the main fact and who "
+        "did it, leave out quotes, dates of meetings and reactions. One sentence, plain words, under "
+        "twenty words, ending with a full stop."
+    ),
+}
+
+
+def fenced(material: str) -> str:
+    """A hard item's material, quoted as a client pastes it (the `+code` feature sees the fence)."""
+    return f"\n```\n{material}\n```"
+
+
 def marker(item_id: str, task: str, level: str, answer: str) -> str:
     """The simulator oracle's marker (bench/sim_core.py ITEM_MARKER); it ends the prompt."""
     return f"[[item id={item_id} task={task} level={level} answer={answer}]]"
@@ -66,10 +106,12 @@ def marker(item_id: str, task: str, level: str, answer: str) -> str:
 def _classify(rnd: random.Random, hard: bool) -> tuple[str, Any, Any]:
     label = rnd.choice("ABC")
     text = rnd.choice((_HARD_REVIEWS if hard else _REVIEWS)[label])
-    prompt = (
-        f'Classify the sentiment of this review.\nReview: "{text}"\n'
-        "Options: A) positive B) negative C) neutral\nAnswer with the letter only."
-    )
+    prompt = f'Classify the sentiment of this review.\nReview: "{text}"\n'
+    if hard:  # the thread it came from: replies that pull the other way
+        prompt += "The thread it was posted in:" + fenced(
+            f"> {text}\n>> reply: {rnd.choice(_REVIEWS['A'])}?\n>>> reply: {rnd.choice(_REVIEWS['B'])}, really?"
+        )
+    prompt += "\nOptions: A) positive B) negative C) neutral\nAnswer with the letter only."
     return prompt, label, {"type": "choice", "choices": ["A", "B", "C"]}
 
 
@@ -77,8 +119,10 @@ def _extract(rnd: random.Random, hard: bool) -> tuple[str, Any, Any]:
     name, city, age = rnd.choice(_NAMES), rnd.choice(_CITIES), rnd.randint(19, 80)
     if hard:  # two people and a distractor age: the question names whom it is about
         other = rnd.choice([n for n in _NAMES if n != name])
-        text = (f"{other}, 30, moved to {rnd.choice(_CITIES)} last year; {name}, her neighbour, turned {age} "
-                f"in spring and still lives in {city}. Extract {name}.")  # fmt: skip
+        text = f"the export below. Extract {name}." + fenced(
+            f"id,note\n7,{other} (30) moved to {rnd.choice(_CITIES)} last year\n"
+            f"8,{name}, her neighbour, turned {age} in spring and still lives in {city}"
+        )
     else:
         text = f"{name} is {age} years old and lives in {city}."
     prompt = f'Extract the person\'s name, age and city as JSON with keys "name", "age", "city".\nText: {text}'
@@ -88,8 +132,8 @@ def _extract(rnd: random.Random, hard: bool) -> tuple[str, Any, Any]:
 def _math(rnd: random.Random, hard: bool) -> tuple[str, Any, Any]:
     if hard:
         a, b, c, d = (rnd.randint(12, 99) for _ in range(4))
-        prompt = (
-            f"A crate holds {a} boxes of {b} items; {c} crates arrive and {d} items are broken. How many whole items?"
+        prompt = "How many whole items arrived, by this delivery note?" + fenced(
+            f"crate size: {a} boxes\nbox size: {b} items\ncrates arrived: {c}\nitems broken: {d}"
         )
         answer = a * b * c - d
     else:
@@ -102,13 +146,18 @@ def _math(rnd: random.Random, hard: bool) -> tuple[str, Any, Any]:
 def _code(rnd: random.Random, hard: bool) -> tuple[str, Any, Any]:
     what, name = rnd.choice(_HARD_FUNCS if hard else _FUNCS)
     prompt = f"Which Python function {what}? Answer with its name only, e.g. `math.floor`."
+    if hard:  # the snippet the question is about
+        prompt += fenced(f"def slow(xs):\n    # {what}, by hand\n    out = []\n    return out")
     return prompt, name, "exact"
 
 
 def _summarize(rnd: random.Random, hard: bool) -> tuple[str, Any, Any]:
     who, what, summary = rnd.choice(_TOPICS)
-    filler = " Residents were asked for comments at a meeting that ran late." * (4 if hard else 1)
-    prompt = f"Summarize in one sentence.\nNews: {who.capitalize()} {what}.{filler}"
+    filler = " Residents were asked for comments at a meeting that ran late."
+    if hard:  # the whole article, quoted
+        prompt = "Summarize in one sentence the article below." + fenced(f"{who.capitalize()} {what}.{filler * 4}")
+    else:
+        prompt = f"Summarize in one sentence.\nNews: {who.capitalize()} {what}.{filler}"
     return prompt, summary, "llm_judge"
 
 
@@ -138,7 +187,9 @@ def items(
             "id": item_id,
             "task": task,
             "level": level,
-            "messages": [{"role": "user", "content": f"{prompt}\n{marker(item_id, task, level, shown)}"}],
+            "messages": [
+                {"role": "user", "content": f"{PREAMBLE[task]}\n\n{prompt}\n{marker(item_id, task, level, shown)}"}
+            ],
             "expected": expected,
             "grader": grader,
         }

@@ -60,8 +60,9 @@ class Profile(msgspec.Struct, kw_only=True):
     # marker (see ITEM_MARKER) is answered right or wrong by item, deterministically, so the
     # ground truth of an evaluation or a routing run is known. No marker: the usual answer.
     quality: dict[str, dict[str, float]] | None = None
-    # A judge: a prompt with <candidate>...</candidate> and <expected>...</expected> (or an item
-    # marker in place of <expected>) is answered {"verdict", "score", "reason"}, correctly.
+    # A judge: a prompt with <candidate>...</candidate> and
+    # <expected>...</expected> (or an item marker in place of <expected>) is answered
+    # {"verdict", "score", "reason"}, correctly.
     judge: bool = False
 
 
@@ -190,6 +191,7 @@ def oracle_text(profile: Profile, model: str, messages: list[Any]) -> str | None
         return None
     text = _last_user_text(messages)
     if profile.judge:
+        # <candidate>: the answer graded, as `aiogw eval`'s llm_judge and spot checks send it.
         candidate = _TAGGED["candidate"].search(text)
         if candidate is not None:
             expected = _TAGGED["expected"].search(text)

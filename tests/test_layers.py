@@ -57,6 +57,7 @@ ALLOWED: dict[str, set[str]] = {
     "aiogw.quality": {
         *GROUND,
         "aiogw.adapters._base",
+        "aiogw.streaming.encode",  # the prompt estimate of a body (features.bucket_of_body)
         "aiogw.config",
         "aiogw.store",
         "aiogw.telemetry.logs",
@@ -222,7 +223,9 @@ ALLOWED: dict[str, set[str]] = {
     },
     # `aiogw eval`: a client of the gateway over HTTP; only its command starts one in process
     # (--config), so the server, the config loader and the logs are the CLI module's alone.
-    "aiogw.eval": {*GROUND, "aiogw.extras", "aiogw.eval", "aiogw.quality.judge"},  # the judge's prompt and verdict
+    # quality.judge: the judge's prompt and verdict (one for eval and spot checks);
+    # quality.features: each item's prompt bucket, the same as the router computes it
+    "aiogw.eval": {*GROUND, "aiogw.extras", "aiogw.eval", "aiogw.quality.judge", "aiogw.quality.features"},
     "aiogw.eval.cli": {
         *GROUND,
         "aiogw.extras",

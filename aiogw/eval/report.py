@@ -62,7 +62,17 @@ def cell(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "judge_cost_usd": round(sum(r["judge_cost_usd"] for r in rows), 10),
         "latency_p50_ms": round(p50, 2) if p50 is not None else None,
         "latency_p95_ms": round(p95, 2) if p95 is not None else None,
+        "buckets": _buckets(graded),
     }
+
+
+def _buckets(graded: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """n and mean score per prompt-feature bucket (rows of runs before buckets were kept have none)."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in graded:
+        if r.get("bucket"):
+            by[r["bucket"]].append(r["score"])
+    return {b: {"n": len(v), "mean": round(sum(v) / len(v), 6)} for b, v in sorted(by.items())}
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -88,7 +98,10 @@ def quality_json(summary: dict[str, dict[str, dict[str, Any]]], created: int) ->
         "created": created,
         "models": {
             model: {
-                task: {k: (c[k] if c[k] is not None else 0.0) for k in QUALITY_KEYS}
+                task: {
+                    **{k: (c[k] if c[k] is not None else 0.0) for k in QUALITY_KEYS},
+                    **({"buckets": c["buckets"]} if c.get("buckets") else {}),
+                }
                 for task, c in tasks.items()
                 if task != "*"
             }

@@ -15,6 +15,7 @@ import orjson
 
 from aiogw.eval.dataset import Item
 from aiogw.eval.graders import GraderError, Output, grade, read_verdict
+from aiogw.quality.features import bucket_of_body
 from aiogw.quality.judge import judge_request
 
 # Each answer is the model's own: no lookup, nothing stored (a later run must not be served
@@ -44,6 +45,7 @@ class Result:
     status: int = 0
     request_id: str = ""
     answered_by: str = ""  # x-aiogw-provider/x-aiogw-model: the target that answered
+    bucket: str = ""  # the request's prompt-feature bucket, as the quality router sees it
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -161,6 +163,7 @@ class Runner:
     async def _one(self, http: aiohttp.ClientSession, model: str, item: Item, repeat: int) -> Result:
         res = Result(model=model, id=item.id, task=item.task, repeat=repeat, grader=item.grader)
         body = {**item.params, "model": model, "messages": item.messages}
+        res.bucket = bucket_of_body(body)
         try:
             call = await self._post(http, body, item.task)
         except (aiohttp.ClientError, TimeoutError) as exc:

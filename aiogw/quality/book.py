@@ -74,6 +74,10 @@ class Estimate:
         return max(0.0, self.mean - Z95 * self.sd), min(1.0, self.mean + Z95 * self.sd)
 
 
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
 def beta_estimate(alpha: float, beta: float, z: float, evidence: float) -> Estimate:
     n = alpha + beta
     mean = alpha / n
@@ -112,6 +116,7 @@ class PriorInfo:
     mean: float
     cost_per_item_usd: float | None
     latency_p95_ms: float | None
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # bucket -> (n, mean)
 
 
 class GroupBook:
@@ -150,7 +155,22 @@ class GroupBook:
                 if tb is not None:
                     return tb
             tb = self.tasks[(metric, task)] = TaskBook({tid: self._prior_cell(metric, task, tid) for tid in self.ids})
+            self._seed_buckets(metric, task, tb)
         return tb
+
+    def _seed_buckets(self, metric: str, task: str, tb: TaskBook) -> None:
+        """The prior's per-bucket pseudo-counts into the task's bucket cells (others' to 0)."""
+        for old in tb.buckets.values():
+            old.pa = old.pb = 0.0
+        for tid in self.ids:
+            p = self.priors.get((metric, task, tid)) or self.priors.get((metric, "*", tid))
+            for bucket, (n, mean) in (p.buckets if p is not None else {}).items():
+                cell = tb.buckets.get((bucket, tid))
+                if cell is None:
+                    if len({b for b, _ in tb.buckets}) >= MAX_BUCKETS:
+                        continue
+                    cell = tb.buckets[(bucket, tid)] = Cell()
+                cell.pa, cell.pb = mean * n, (1.0 - mean) * n
 
     def _prior_cell(self, metric: str, task: str, tid: str) -> Cell:
         p = self.priors.get((metric, task, tid)) or self.priors.get((metric, "*", tid))
@@ -164,7 +184,7 @@ class GroupBook:
         v = tb.made.get(bucket)
         if v is not None and v.version == tb.version:
             return v
-        ests = [self._estimate(tb, bucket, tid) for tid in self.ids]
+        ests = self._estimates(tb, bucket)
         v = View(tb.version, ests, sorted(range(len(ests)), key=lambda i: -ests[i].mean))
         if bucket in tb.made or len(tb.made) < MAX_BUCKETS:
             tb.made[bucket] = v
@@ -174,17 +194,52 @@ class GroupBook:
         """The routing metric's estimates for (task, bucket), one per target in group order."""
         return self.view(task, bucket).ests
 
-    def _estimate(self, tb: TaskBook, bucket: str, tid: str) -> Estimate:
-        t = tb.cells[tid]
-        ta, tb_ = t.pa + t.a, t.pb + t.b
-        cell = tb.buckets.get((bucket, tid)) if bucket else None
-        if cell is None or cell.a + cell.b <= 0.0:
-            return beta_estimate(ta + ROOT, tb_ + ROOT, self.z, ta + tb_)
-        n = cell.a + cell.b
-        weight = BACKOFF / (BACKOFF + n)
-        # The rest of the task (its evidence less this bucket's), shrunk toward as the bucket learns.
-        ra, rb = max(ta - cell.a, 0.0) * weight, max(tb_ - cell.b, 0.0) * weight
-        return beta_estimate(cell.a + ra + ROOT, cell.b + rb + ROOT, self.z, n + ra + rb)
+    def _estimates(self, tb: TaskBook, bucket: str) -> list[Estimate]:
+        """Per target: the bucket's own evidence plus the rest of its task as the bucket's
+        prior. That prior counts as at most `prior_weight` observations (as a loaded prior
+        does), shrunk by BACKOFF / (BACKOFF + the bucket's n) as the bucket learns: uncapped,
+        a task with hundreds of graded easy answers would outweigh any record of its hard
+        tenth for ever. And its mean is moved by the bucket's difficulty, learnt on every
+        target: how far, in log-odds, the other targets' record in this bucket lies from
+        their record in the rest of the task (shrunk to 0 over BACKOFF observations). So once
+        the cheap target has failed a task's hard tenth a few times, the next cheapest is not
+        trusted there at its task-wide record either: each target's rank stays, the level drops."""
+        z, cap = self.z, self.cfg.prior_weight
+        rows = []  # per target: own (a, b) in the bucket, the rest of its task (ra, rb)
+        for tid in self.ids:
+            t = tb.cells[tid]
+            ta, tb_ = t.pa + t.a, t.pb + t.b
+            cell = tb.buckets.get((bucket, tid)) if bucket else None
+            if cell is None:
+                rows.append((0.0, 0.0, ta, tb_))
+            else:  # own: the bucket's prior and observations; the rest: the task's less those observations
+                rows.append((cell.pa + cell.a, cell.pb + cell.b, max(ta - cell.a, 0.0), max(tb_ - cell.b, 0.0)))
+        if not bucket:
+            return [beta_estimate(ra + ROOT, rb + ROOT, z, ra + rb) for _, _, ra, rb in rows]
+        resid = []  # (n, n * log-odds residual) of each target with evidence both in and out of the bucket
+        for a, b, ra, rb in rows:
+            n, s = a + b, ra + rb
+            if n > 0.0 and s > 0.0:
+                w = cap / s if s > cap else 1.0  # the rest as the bucket sees it: a long perfect record is not logit 7
+                resid.append((n, n * (_logit((a + ROOT) / (n + 1.0)) - _logit((ra * w + ROOT) / (s * w + 1.0)))))
+            else:
+                resid.append((0.0, 0.0))
+        sum_n = sum(n for n, _ in resid)
+        sum_r = sum(r for _, r in resid)
+        out = []
+        for (a, b, ra, rb), (n_i, r_i) in zip(rows, resid, strict=True):
+            n, s = a + b, ra + rb
+            if s > 0.0:
+                # This target's own residual is left out: its own evidence counts once.
+                shift = (sum_r - r_i) / (BACKOFF + sum_n - n_i)
+                if shift:
+                    # Smoothed before log-odds: two failures elsewhere in the task are not logit -7.
+                    mean = 1.0 / (1.0 + math.exp(-(_logit((ra + ROOT) / (s + 1.0)) + shift)))
+                    ra, rb = s * mean, s * (1.0 - mean)
+                weight = BACKOFF / (BACKOFF + n) * (cap / s if s > cap else 1.0)
+                ra, rb = ra * weight, rb * weight
+            out.append(beta_estimate(a + ra + ROOT, b + rb + ROOT, z, n + ra + rb))
+        return out
 
     def observe(self, task: str, bucket: str, tid: str, metric: str, value: float) -> None:
         if tid not in self.ids:
@@ -229,6 +284,7 @@ class GroupBook:
             for tid, cell in tb.cells.items():
                 fresh = self._prior_cell(metric, task, tid)
                 cell.pa, cell.pb = fresh.pa, fresh.pb
+            self._seed_buckets(metric, task, tb)
             tb.version += 1
         return matched
 
@@ -270,7 +326,8 @@ class GroupBook:
 
 
 def _prior_info(p: TaskPrior, cap: float) -> PriorInfo:
-    return PriorInfo(min(p.n, cap), p.mean, p.cost_per_item_usd, p.latency_p95_ms)
+    buckets = {b: (min(bp.n, cap), bp.mean) for b, bp in (p.buckets or {}).items() if bp.n > 0}
+    return PriorInfo(min(p.n, cap), p.mean, p.cost_per_item_usd, p.latency_p95_ms, buckets)
 
 
 class QualityBook:

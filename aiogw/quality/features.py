@@ -20,9 +20,14 @@ The bucket is the band, then the flags present, joined by "+" in that fixed orde
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
 
 from aiogw.adapters._base import content_text
-from aiogw.types import ParsedChat, UserMessage
+from aiogw.streaming.encode import estimate_tokens
+from aiogw.types import ChatRequest, ParsedChat, UserMessage
 
 SHORT_TOKENS = 500
 LONG_TOKENS = 4000
@@ -56,3 +61,19 @@ def bucket_of(parsed: ParsedChat, prompt_tokens: int) -> str:
         if not text.isascii() and len(text.encode("utf-8", "surrogatepass")) - len(text) > INTL_EXTRA_BYTES * len(text):
             out += "+intl"
     return out
+
+
+def bucket_of_body(body: Mapping[str, Any]) -> str:
+    """The bucket the gateway gives a chat request body as a client sends it (`aiogw eval`
+    writes each item's, so its quality.json can say how a model did per bucket); "" for a
+    body the gateway would not take as a chat request."""
+    fields = {"model": "m", "messages": body.get("messages")}
+    if body.get("tools"):
+        fields["tools"] = body["tools"]
+    try:
+        req = msgspec.convert(fields, ChatRequest)
+    except (msgspec.ValidationError, TypeError):
+        return ""
+    # The prompt estimate as the gateway makes it (attempts.walk.prompt_tokens_estimate).
+    chars = sum(len(content_text(getattr(m, "content", None))) for m in req.messages)
+    return bucket_of(ParsedChat(req=req, raw={}), estimate_tokens(chars))

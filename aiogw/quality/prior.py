@@ -14,6 +14,13 @@ from msgspec import Meta
 PRIOR_VERSION = 1
 
 
+class BucketPrior(msgspec.Struct, frozen=True, kw_only=True):
+    """What the eval measured on the items of one prompt-feature bucket of a task."""
+
+    n: Annotated[float, Meta(ge=0)]
+    mean: Annotated[float, Meta(ge=0, le=1)]
+
+
 class TaskPrior(msgspec.Struct, frozen=True, kw_only=True):
     n: Annotated[float, Meta(ge=0)]
     mean: Annotated[float, Meta(ge=0, le=1)]
@@ -23,6 +30,10 @@ class TaskPrior(msgspec.Struct, frozen=True, kw_only=True):
     latency_p50_ms: Annotated[float, Meta(ge=0)] | None = None
     latency_p95_ms: Annotated[float, Meta(ge=0)] | None = None
     errors: Annotated[int, Meta(ge=0)] = 0
+    # Per prompt-feature bucket of the task's items (aiogw/quality/features.py), when the
+    # writer knew them: the router's bucket estimates start from these, so that a task's hard
+    # tenth (its own bucket) is not routed by the task's mean. Optional: older files lack it.
+    buckets: dict[str, BucketPrior] | None = None
 
 
 class QualityFile(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,11 +14,12 @@ Exploration: with probability `explore` (and never otherwise) the request is rou
 Thompson sampling: one draw from each usable target's posterior, the cheapest whose draw
 meets the floor, else the highest draw. So at most `explore` of the traffic goes to a target
 below the floor's confidence on purpose; outside that share a target below it is chosen only
-when none meets the floor (the best estimate, said so in the reason).
+when none meets the floor (the one likeliest to meet it, said so in the reason).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ def _reason(view: View, kind: str, pick: int, floor: float) -> str:
         if kind == "meets":
             r = f"cheapest meeting floor {floor:.2f} ({est})"
         else:
-            r = f"no target meets floor {floor:.2f}; best estimate ({est})"
+            r = f"no target meets floor {floor:.2f}; likeliest to ({est})"
         if len(view.reasons) < 64:  # floors are client-chosen: keep the memo small
             view.reasons[key] = r
     return r
@@ -107,11 +108,17 @@ def choose(
                 reason = _reason(view, "meets", i, floor)
                 break
         if pick < 0:
-            for i in by_mean:  # best estimate first; a tie keeps group order
-                if health.get(targets[i].id).available(now):
-                    pick = i
-                    break
-            else:
+            # The target likeliest to meet the floor, P(quality >= floor) by the same normal
+            # approximation: not simply the best mean, so that a target nobody has graded
+            # yet (0.5, wide) is tried before one known to fall short (0.7, narrow), and
+            # learning does not stall on the first mediocre target. A tie goes to the cheaper.
+            best, pick = -math.inf, -1
+            for i in by_cost:
+                e = ests[i]
+                chance = (e.mean - floor) / e.sd if e.sd > 0.0 else math.copysign(math.inf, e.mean - floor)
+                if chance > best and health.get(targets[i].id).available(now):
+                    best, pick = chance, i
+            if pick < 0:
                 pick = meeting[0] if meeting else by_mean[0]  # all resting: the plan orders by recovery
             reason = _reason(view, "meets" if pick in meeting else "best", pick, floor)
     # Failover order after the choice: those meeting the floor by cost, then the rest by

@@ -74,14 +74,18 @@ async def test_scores_match_the_oracle_and_quality_json_has_the_routers_format(o
     for model, tasks in quality["models"].items():
         assert set(tasks) == set(TASKS)
         for task, c in tasks.items():
-            assert set(c) == keys and c["n"] == 6 and c["errors"] == 0
+            assert set(c) == keys | {"buckets"} and c["n"] == 6 and c["errors"] == 0
             want = 1.0 if model == "good" or (model == "mixed" and task == "math") else 0.0
             assert c["mean"] == want, (model, task)
+            # Per prompt bucket as the router sees it: the hard items quote their material in a fence.
+            assert set(c["buckets"]) <= {"short", "short+code"} and sum(b["n"] for b in c["buckets"].values()) == 6
+            assert all(b["mean"] == want for b in c["buckets"].values())
             assert c["lo"] <= c["mean"] <= c["hi"] and c["cost_per_item_usd"] > 0
     cost = {m: quality["models"][m]["math"]["cost_per_item_usd"] for m in ("good", "bad")}
     assert cost["good"] > 50 * cost["bad"]  # priced by the gateway: 10 against 0.1 per million
     results = _results(out)
     assert len(results) == 72
+    assert {r["bucket"] for r in results} == {"short", "short+code"}  # the dataset has easy and hard items
     judged = [r for r in results if r["task"] == "summarize"]
     assert judged and all(r["grader"] == "llm_judge" and r["judge_cost_usd"] > 0 for r in judged)
     assert {r["passed"] for r in judged if r["model"] == "good"} == {True}

@@ -31,7 +31,9 @@ PRIOR = {
 }
 
 
-def quality_config(sim, tmp_path, prior=PRIOR, extra_models=(), **quality):
+def quality_config(sim, tmp_path, prior=PRIOR, extra_models=(), sections=None, **quality):
+    """`auto` (cheap and smart targets, the prior in tmp_path/quality.json); `sections`:
+    top-level config sections to add (state, feedback, ...)."""
     path = tmp_path / "quality.json"
     path.write_text(json.dumps(prior))
     return gateway_config(
@@ -54,6 +56,7 @@ def quality_config(sim, tmp_path, prior=PRIOR, extra_models=(), **quality):
         ],
         auth={"master_key": MASTER},
         store={"url": f"sqlite:///{tmp_path}/aiogw.db"},
+        **(sections or {}),
     )
 
 
@@ -108,9 +111,9 @@ async def test_the_floor_header_overrides_the_groups_floor(quality_gw):
     b = await ask(client, "B", **{"x-aiogw-quality-floor": "0.5"})
     assert target(b) == CHEAP
     assert b["x-aiogw-route-reason"].startswith("cheapest meeting floor 0.50")
-    # Nobody meets 0.99 with confidence: the best estimate, and the reason says so.
+    # Nobody meets 0.99 with confidence: the likeliest to, and the reason says so.
     a = await ask(client, "A", **{"x-aiogw-quality-floor": "0.99"})
-    assert a["x-aiogw-route-reason"].startswith("no target meets floor 0.99; best estimate")
+    assert a["x-aiogw-route-reason"].startswith("no target meets floor 0.99; likeliest to")
     for bad in ("1.5", "-0.1", "high"):
         with pytest.raises(openai.BadRequestError) as e:
             await ask(client, "A", **{"x-aiogw-quality-floor": bad})
