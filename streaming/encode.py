@@ -40,6 +40,15 @@ _encode = msgspec.json.Encoder().encode
 UsageExtra = Callable[[CompletionUsage], bytes]
 
 
+def estimated_usage(prompt_estimate: int, out_chars: int) -> CompletionUsage:
+    """The usage of a stream whose provider reported none: the prompt's estimate and the
+    answer's characters as tokens, marked `estimated` (never used to learn token ratios)."""
+    out = estimate_tokens(out_chars)
+    return CompletionUsage(
+        prompt_tokens=prompt_estimate, completion_tokens=out, total_tokens=prompt_estimate + out, estimated=True
+    )
+
+
 def with_usage_extra(usage_json: bytes, usage: CompletionUsage, extra: UsageExtra | None) -> bytes:
     """`{"prompt_tokens":…}` -> `{"cost_usd":…,"prompt_tokens":…}`."""
     if extra is None:
@@ -168,13 +177,7 @@ class ChunkEncoder:
         for c in sorted(self._started - self._finished) or ([0] if not self._finished else []):
             self._finish(buf, c, "tool_calls" if c in self._tools_used else "stop")
         if self.usage is None:  # the provider gave none: estimate, and say so
-            out = estimate_tokens(self._out_chars)
-            self.usage = CompletionUsage(
-                prompt_tokens=self._prompt_estimate,
-                completion_tokens=out,
-                total_tokens=self._prompt_estimate + out,
-                estimated=True,
-            )
+            self.usage = estimated_usage(self._prompt_estimate, self._out_chars)
         if self._include_usage:
             usage = with_usage_extra(_encode(self.usage), self.usage, self._usage_extra)
             buf += b"data: " + self._prefix[: self._prefix.rindex(b'"choices"')]

@@ -20,7 +20,7 @@ import msgspec
 import orjson
 
 from aiogw.ingress.messages.reply import STOP_REASON, message_id, usage_json
-from aiogw.streaming.encode import estimate_tokens
+from aiogw.streaming.encode import estimated_usage
 from aiogw.types import CompletionUsage, Delta, FinishReason
 
 _encode = msgspec.json.Encoder().encode
@@ -155,13 +155,7 @@ class MessagesEncoder:
             finish = "tool_calls"  # Gemini and others say stop after a tool call
         self.finish_reasons[0] = finish
         if self.usage is None:  # the target gave none: estimate, as for Chat Completions
-            out = estimate_tokens(self._out_chars)
-            self.usage = CompletionUsage(
-                prompt_tokens=self._prompt_estimate,
-                completion_tokens=out,
-                total_tokens=self._prompt_estimate + out,
-                estimated=True,
-            )
+            self.usage = estimated_usage(self._prompt_estimate, self._out_chars)
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": STOP_REASON.get(finish, "end_turn"), "stop_sequence": None},

@@ -13,7 +13,7 @@ import orjson
 
 from aiogw.errors import GatewayError
 from aiogw.ingress.responses.answer import Item, call_item, finish, message_item, new_id, reasoning_item
-from aiogw.streaming.encode import estimate_tokens
+from aiogw.streaming.encode import estimated_usage
 from aiogw.types import CompletionUsage, Delta, FinishReason
 
 _dumps = orjson.dumps
@@ -193,9 +193,7 @@ class ResponsesStream:
         for o in self._calls.values():
             self._close_item(buf, o, "completed")
         if self.usage is None:  # the provider gave none: estimate, and say so
-            out = estimate_tokens(self._out_chars)
-            self.usage = CompletionUsage(prompt_tokens=self._prompt_estimate, completion_tokens=out,
-                                         total_tokens=self._prompt_estimate + out, estimated=True)  # fmt: skip
+            self.usage = estimated_usage(self._prompt_estimate, self._out_chars)
         resp = self.final = self._final(reason)
         before = len(buf)
         self._event(buf, "response.completed" if resp["status"] == "completed" else "response.incomplete",
