@@ -199,8 +199,12 @@ def _once(kind: str, events: list[bytes], repeat: int, include_usage: bool, clie
     t0 = time.process_time()
     for _ in range(repeat):
         parser, relay = SSEParser(), _relay(kind, include_usage, client)
+        feed_chunk = getattr(relay, "feed_chunk", None)  # as Sender.stream_once reads a chunk
         for e in events:
-            relay.feed(parser.feed(e))
+            if feed_chunk is None:
+                relay.feed(parser.feed(e))
+            else:
+                feed_chunk(parser, e)
         relay.feed(parser.close())
         relay.finish()
     return (time.process_time() - t0) / repeat * 1e6

@@ -23,7 +23,7 @@ import msgspec
 
 from aiogw.errors import UpstreamError, UpstreamProtocolError
 from aiogw.streaming.encode import DONE, UsageExtra, with_usage_fields
-from aiogw.streaming.sse import SSEEvent
+from aiogw.streaming.sse import SSEEvent, SSEParser
 from aiogw.types import CompletionUsage, Delta, FinishReason
 
 
@@ -269,15 +269,30 @@ class NativeRelay:
     objects and forwarded; the others go through the adapter's decoder for usage, the
     finish and errors (its deltas are not encoded into anything)."""
 
-    __slots__ = ("_content_events", "_decoder", "_finish", "_target", "failed", "usage")
+    __slots__ = ("_content_events", "_decoder", "_finish", "_heads", "_target", "failed", "usage")
 
     def __init__(self, decoder: Decoder, *, target: str, content_events: frozenset[str] = frozenset()) -> None:
         self._decoder = decoder
         self._content_events = content_events
+        # A chunk that is exactly one content event (`event: E\ndata: D\n\n`, most of a
+        # stream) is recognised by its first line and forwarded as it came, unparsed.
+        self._heads = tuple(b"event: " + e.encode() + b"\ndata: " for e in content_events)
         self._target = target
         self._finish: list[FinishReason] = []
         self.usage: CompletionUsage | None = None
         self.failed: UpstreamError | None = None
+
+    def feed_chunk(self, parser: SSEParser, chunk: bytes) -> bytes:
+        """One upstream chunk: a lone content event between event boundaries goes out as it
+        came, after its JSON is checked; anything else through the parser and `feed`."""
+        if chunk.startswith(self._heads) and chunk.endswith(b"\n\n") and chunk.count(10) == 3 and parser.at_boundary:
+            try:
+                _check_syntax(chunk[chunk.index(10) + 7 : -2])
+            except msgspec.MsgspecError:
+                self.failed = UpstreamProtocolError("stream event is not a JSON object", target=self._target)
+                return b""
+            return chunk
+        return self.feed(parser.feed(chunk))
 
     def feed(self, events: list[SSEEvent]) -> bytes:
         out = bytearray()

@@ -110,6 +110,12 @@ class _LineParser:
         self._slow = True  # _prologue has work: BOM not yet ruled out, or _skip_lf
         self._idle = True  # no partial line and no pending block: the fast path may run
 
+    @property
+    def at_boundary(self) -> bool:
+        """Nothing held: no partial line, no pending event, no CR or BOM left to settle (the
+        bytes fed so far end where an event ends)."""
+        return self._idle and not self._slow
+
     def _prologue(self, chunk: bytes) -> bytes:
         """Rare work at chunk start: the LF of a split CRLF, a (possibly split) BOM."""
         if self._skip_lf and chunk:

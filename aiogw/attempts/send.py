@@ -145,8 +145,10 @@ class Sender:
                         bounds.first_token(resp)
                         await sink.start(target)
 
+                    # A relay that forwards some chunks as they came reads the chunk itself.
+                    feed_chunk = getattr(relay, "feed_chunk", None)
                     async for chunk in resp.iter_any():
-                        out = relay.feed(parser.feed(chunk))
+                        out = relay.feed(parser.feed(chunk)) if feed_chunk is None else feed_chunk(parser, chunk)
                         if relay.failed is not None:
                             if sink.started and out:  # keep what came before the error
                                 await sink.write(out)
