@@ -129,7 +129,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 # The Messages API answers its errors in Anthropic's shape (its SDKs read that).
-_messages = answers_errors_as(anthropic_messages.messages, anthropic_error_body)
+# Anthropic's clients get Anthropic's errors, also for a path or method the API does not have.
+_messages = answers_errors_as(anthropic_messages.messages, anthropic_error_body, "/anthropic/", "/v1/messages")
 _count_tokens = answers_errors_as(anthropic_messages.count_tokens, anthropic_error_body)
 
 ROUTES = [

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from aiogw.admission.principal import ANONYMOUS, Principal
 from aiogw.attempts.outcome import ClientDisconnected, Outcome
@@ -66,14 +67,25 @@ _ERROR_BODY = "aiogw_error_body"
 H = TypeVar("H")
 
 
-def answers_errors_as(handler: H, render: ErrorBody) -> H:
-    """Mark `handler`: every error of its requests (auth included) is rendered by `render`."""
+# Paths whose requests no handler matched (an unknown path under them, a wrong method) but
+# whose clients still expect that API's errors: prefix -> how its errors look.
+_ERROR_BODY_BY_PATH: dict[str, ErrorBody] = {}
+
+
+def answers_errors_as(handler: H, render: ErrorBody, *paths: str) -> H:
+    """Mark `handler`: every error of its requests (auth included) is rendered by `render`,
+    and so are those of requests under `paths` that no route matched (404, 405)."""
     setattr(handler, _ERROR_BODY, render)
+    _ERROR_BODY_BY_PATH.update(dict.fromkeys(paths, render))
     return handler
 
 
 def _error_body_of(request: web.Request) -> ErrorBody | None:
-    return getattr(request.match_info.handler, _ERROR_BODY, None)
+    render: ErrorBody | None = getattr(request.match_info.handler, _ERROR_BODY, None)
+    if render is None and _ERROR_BODY_BY_PATH and isinstance(request.match_info, MatchInfoError):
+        path = request.path
+        render = next((r for prefix, r in _ERROR_BODY_BY_PATH.items() if path.startswith(prefix)), None)
+    return render
 
 
 def error_response(

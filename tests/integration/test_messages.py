@@ -139,8 +139,16 @@ async def test_answer_headers_name_the_request_target_and_attempts(gw):
 async def test_also_served_under_the_anthropic_prefix(gw):
     c = anthropic.AsyncAnthropic(base_url=gw + "/anthropic", api_key="k", max_retries=0)
     m = await c.messages.create(model="gem", max_tokens=50, messages=ASK)
+    with pytest.raises(anthropic.NotFoundError) as e:  # a path the API does not have there
+        await c.models.list()
     await c.close()
     assert text_of(m)
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "not_found_error"
+    async with aiohttp.ClientSession() as s, s.get(gw + "/v1/messages") as r:  # a method it does not have
+        body = await r.json()
+    assert r.status == 405 and body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    async with aiohttp.ClientSession() as s, s.get(gw + "/v1/nothing-here") as r:  # elsewhere: OpenAI's shape
+        assert r.status == 404 and "error" in await r.json() and "type" not in await r.json()
 
 
 # --- item 3: streaming ------------------------------------------------------------------------
