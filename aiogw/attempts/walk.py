@@ -66,9 +66,7 @@ def embedding_tokens_estimate(req: EmbeddingRequest) -> int:
 
 
 def build_call(adapter: Adapter, parsed: ParsedChat, target: Target, ratios: TokenRatios | None = None) -> Call:
-    note = None
-    if ratios is not None and adapter.default_output_cap is not None and target.context_window is not None:
-        parsed, note = fit_output(parsed, target, adapter.default_output_cap(target), ratios)
+    parsed, note = fit_output(parsed, target, adapter, ratios)
     try:
         call = adapter.build_call(parsed, target)
     except RecursionError:  # a body nested just under the decoder's limit, re-encoded deeper
@@ -77,22 +75,36 @@ def build_call(adapter: Adapter, parsed: ParsedChat, target: Target, ratios: Tok
 
 
 def fit_output(
-    parsed: ParsedChat, target: Target, default_cap: int, ratios: TokenRatios
+    parsed: ParsedChat, target: Target, adapter: Adapter, ratios: TokenRatios | None
 ) -> tuple[ParsedChat, str | None]:
-    """A request without an output cap, to a provider that needs one: the adapter's default
-    cap, lowered to what the target's context window leaves after the prompt (counted in
-    the target's tokens). A client's own cap is never changed (the router skips a target
-    it does not fit)."""
-    assert target.context_window is not None
-    if parsed.req.output_cap is not None:
+    """The request's output cap as this target can take it (and a note saying what changed):
+    - a client's cap above the target's output limit (its `max_output_tokens`, else, for a
+      provider that requires a cap, the model's documented maximum) is lowered to that limit
+      (the answer could not be longer; the upstream would refuse the request);
+    - without a client cap, a provider that requires one gets the adapter's default, lowered
+      to what the target's context window leaves after the prompt (in the target's tokens)."""
+    cap = parsed.req.output_cap
+    default = adapter.default_output_cap
+    if cap is not None:
+        limit = target.max_output_tokens or (default(target) if default is not None else None)
+        if limit is None or cap <= limit:
+            return parsed, None
+        return _with_cap(parsed, limit), f"max_tokens {cap} lowered to {limit} (the target's output limit)"
+    if default is None or target.context_window is None or ratios is None:
         return parsed, None
     room = target.context_window - ratios.scale(target, prompt_tokens_estimate(parsed))
-    if room >= default_cap:
+    if room >= default(target):
         return parsed, None
     room = max(room, 1)
-    req = msgspec.structs.replace(parsed.req, max_tokens=room)
-    fitted = msgspec.structs.replace(parsed, req=req)
-    return fitted, f"max_tokens set to {room} (context window {target.context_window} less the prompt)"
+    return _with_cap(parsed, room), f"max_tokens set to {room} (context window {target.context_window} less the prompt)"
+
+
+def _with_cap(parsed: ParsedChat, cap: int) -> ParsedChat:
+    """`parsed` with its output cap (in the field the client used) set to `cap`, in both the
+    canonical request and the raw fields passed through."""
+    field = "max_completion_tokens" if isinstance(parsed.req.max_completion_tokens, int) else "max_tokens"
+    req = msgspec.structs.replace(parsed.req, **{field: cap})
+    return msgspec.structs.replace(parsed, req=req, raw={**parsed.raw, field: msgspec.Raw(str(cap).encode())})
 
 
 # One attempt at one target: (target, adapter, gate) -> result. Raises InvalidRequest when

@@ -211,3 +211,35 @@ async def test_a_default_output_cap_is_lowered_to_what_the_window_leaves(sim, ma
         assert sim.stats("claude-acct")["last_request"]["body"]["max_tokens"] == 50
     finally:
         await client.close()
+
+
+async def test_a_clients_cap_above_the_targets_output_limit_is_lowered_to_it(sim, make_gateway):
+    # Claude Code asks for 32,000 output tokens; a target configured to give at most 16,384
+    # (an OpenAI model's limit) gets 16,384 instead of refusing the request. A smaller cap,
+    # or a target without a limit, is left as the client sent it.
+    cfg = gateway_config(
+        sim,
+        models=[
+            {"name": "gpt", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "max_output_tokens": 16384}]},
+            {"name": "open", "targets": [{"provider": "sim", "model": "sim-gpt-fast"}]},
+        ],
+    )
+    url, _ = await make_gateway(cfg)
+    client = AsyncOpenAI(base_url=url, api_key="k", max_retries=0, timeout=20)
+    try:
+        sent = lambda: sim.stats("default")["last_request"]["body"]  # noqa: E731
+        await client.chat.completions.create(model="gpt", messages=words(10), max_tokens=32000)
+        assert sent()["max_tokens"] == 16384
+        await client.chat.completions.create(model="gpt", messages=words(10), max_completion_tokens=20000)
+        assert sent()["max_completion_tokens"] == 16384 and "max_tokens" not in sent()
+        await client.chat.completions.create(model="gpt", messages=words(10), max_tokens=50)
+        assert sent()["max_tokens"] == 50
+        await client.chat.completions.create(model="open", messages=words(10), max_tokens=32000)
+        assert sent()["max_tokens"] == 32000
+    finally:
+        await client.close()
+    # A Messages client (Claude Code's request shape) through the same translated target.
+    body = {"model": "gpt", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s, s.post(url.removesuffix("/v1") + "/v1/messages", json=body) as r:
+        assert r.status == 200, await r.text()
+    assert sim.stats("default")["last_request"]["body"]["max_tokens"] == 16384
