@@ -113,3 +113,27 @@ class StreamSink(Protocol):
     async def start(self, target: Target) -> None: ...
 
     async def write(self, data: bytes) -> None: ...
+
+
+class SinkStage:
+    """A stage between a stream and its sink (a `StreamSink` itself): passes everything on;
+    a subclass overrides `start` or `write` for what it does on the way (record, store)."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: StreamSink) -> None:
+        self._sink = sink
+
+    @property
+    def started(self) -> bool:
+        return self._sink.started
+
+    @started.setter
+    def started(self, value: bool) -> None:
+        self._sink.started = value
+
+    async def start(self, target: Target) -> None:
+        await self._sink.start(target)
+
+    async def write(self, data: bytes) -> None:
+        await self._sink.write(data)

@@ -13,8 +13,7 @@ import orjson
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
-from aiogw.adapters._base import Target
-from aiogw.attempts.outcome import ClientDisconnected, Outcome, StreamSink
+from aiogw.attempts.outcome import ClientDisconnected, Outcome, SinkStage, StreamSink
 from aiogw.cache import Decision, Entry, ResponseCache
 from aiogw.cache import entry as entries
 from aiogw.errors import CacheMiss, GatewayError
@@ -28,25 +27,15 @@ Answer = Callable[[dict[str, str], list[bytes] | None], Awaitable[web.StreamResp
 PACED_GAP_S = 0.01  # between replayed chunks with x-aiogw-cache-replay: paced
 
 
-class Tee:
-    """A StreamSink that keeps a copy of what it passes on: the stream a miss sends its
-    client, recorded for the cache without holding a byte back."""
+class Tee(SinkStage):
+    """Keeps a copy of what it passes on: the stream a miss sends its client, recorded for
+    the cache without holding a byte back."""
 
-    __slots__ = ("_record", "_sink")
+    __slots__ = ("_record",)
 
     def __init__(self, sink: StreamSink, record: list[bytes]) -> None:
-        self._sink, self._record = sink, record
-
-    @property
-    def started(self) -> bool:
-        return self._sink.started
-
-    @started.setter
-    def started(self, value: bool) -> None:
-        self._sink.started = value
-
-    async def start(self, target: Target) -> None:
-        await self._sink.start(target)
+        super().__init__(sink)
+        self._record = record
 
     async def write(self, data: bytes) -> None:
         self._record.append(data)

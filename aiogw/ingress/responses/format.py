@@ -13,7 +13,7 @@ import msgspec
 import orjson
 
 from aiogw.adapters._base import Target
-from aiogw.attempts.outcome import StreamSink
+from aiogw.attempts.outcome import SinkStage, StreamSink
 from aiogw.errors import GatewayError, StoreUnavailable
 from aiogw.ingress.responses.answer import from_completion
 from aiogw.ingress.responses.stream import ResponsesStream
@@ -72,26 +72,19 @@ class ResponsesFormat:
 Save = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class ResponsesSink:
+class ResponsesSink(SinkStage):
     """The StreamSink of a Responses stream: tells the format which attempt committed, and
     with `save` holds the write carrying the terminal event until the finished Response is
     stored, so a continuation sent the moment the stream ends finds it. A store that fails
     turns the terminal event into `error` + `response.failed`."""
 
-    __slots__ = ("_fmt", "_on_error", "_save", "_sink")
+    __slots__ = ("_fmt", "_on_error", "_save")
 
     def __init__(
         self, sink: StreamSink, fmt: ResponsesFormat, save: Save | None, on_error: Callable[[Exception], None]
     ) -> None:
-        self._sink, self._fmt, self._save, self._on_error = sink, fmt, save, on_error
-
-    @property
-    def started(self) -> bool:
-        return self._sink.started
-
-    @started.setter
-    def started(self, value: bool) -> None:
-        self._sink.started = value
+        super().__init__(sink)
+        self._fmt, self._save, self._on_error = fmt, save, on_error
 
     async def start(self, target: Target) -> None:
         self._fmt.commit(target)
