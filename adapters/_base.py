@@ -33,7 +33,6 @@ from aiogw.types import (
     Delta,
     EmbeddingRequest,
     FinishReason,
-    ImagePart,
     NativeBody,
     ParsedChat,
     Price,
@@ -370,18 +369,6 @@ def content_text(content: str | list[ContentPart] | None) -> str:
     return "".join(p.text for p in content if isinstance(p, TextPart))
 
 
-def content_parts(content: str | list[ContentPart] | None) -> list[ContentPart]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [TextPart(text=content)] if content else []
-    return list(content)
-
-
-def is_image(part: ContentPart) -> bool:
-    return isinstance(part, ImagePart)
-
-
 def response_message(texts: list[str], calls: list[ToolCall], thoughts: list[str]) -> ResponseMessage:
     """The assistant message of a translated answer from its pieces: content is null when
     there is no text (a tool-call answer), tool_calls and reasoning_content only when any."""
@@ -422,10 +409,6 @@ def completion_body(
             usage=usage if usage is not None else UNSET,
         )
     )
-
-
-def json_body(obj: Any) -> bytes:
-    return _encode(obj)
 
 
 def embedding_vector(values: list[float], req: EmbeddingRequest) -> list[float] | str:

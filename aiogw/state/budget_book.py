@@ -11,15 +11,14 @@ from collections.abc import Sequence
 
 import redis.asyncio as redis
 import structlog
-from redis.exceptions import RedisError
 
 from aiogw.admission.reserve import LocalBook
 from aiogw.config import StateConfig
+from aiogw.state.link import REDIS_DOWN
 from aiogw.state.scripts import BUDGET_RESERVE, BUDGET_SEED, BUDGET_SETTLE
 
 log = structlog.get_logger("aiogw.budgets")
 
-_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 # A hold is one short script; a busier bound than rate limits' (a refused budget is a 402,
 # so a slow answer must not read as Redis being away).
 MIN_TIMEOUT_S = 0.5
@@ -60,7 +59,7 @@ class RedisBook:
     async def reserve(self, keys: Sequence[str], limits: Sequence[int], amount: int, ttls_ms: Sequence[int]) -> int:
         try:
             got = await self._reserve(keys=self._keys(keys), args=[amount, *limits, *ttls_ms])
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)
             return self.local.reserve_now(keys, limits, amount)
         self._ok()
@@ -69,7 +68,7 @@ class RedisBook:
     async def settle(self, keys: Sequence[str], reserved: int, actuals: Sequence[int]) -> list[int]:
         try:
             got = await self._settle(keys=self._keys(keys), args=[reserved, *actuals])
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)
             return self.local.settle_now(keys, reserved, actuals)
         self._ok()
@@ -79,7 +78,7 @@ class RedisBook:
         await self.local.seed(key, spent, ttl_ms)
         try:
             await self._seed(keys=self._keys([key]), args=[spent, ttl_ms])
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)
 
     async def read(self, keys: Sequence[str]) -> list[tuple[int, int]]:
@@ -88,7 +87,7 @@ class RedisBook:
             for k in self._keys(keys):
                 pipe.hmget(k, "s", "r")
             got = await pipe.execute()
-        except _DOWN as exc:
+        except REDIS_DOWN as exc:
             self._failed(exc)
             return await self.local.read(keys)
         return [(int(s or 0), int(r or 0)) for s, r in got]
@@ -96,5 +95,5 @@ class RedisBook:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self._redis.aclose(), 2.0)
-        except _DOWN:
+        except REDIS_DOWN:
             pass

@@ -21,13 +21,13 @@ import orjson
 import redis.asyncio as redis
 
 from aiogw.config import StateConfig
-from aiogw.state.subscription import REDIS_DOWN, listen
+from aiogw.state.link import REDIS_DOWN
+from aiogw.state.subscription import listen
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
 
-_REDIS_DOWN = REDIS_DOWN
 CALL_TIMEOUT_S = 1.0  # not the chat path: a feedback call may wait this long for a lookup
 SUBSCRIBE_WAIT_S = 2.0
 MAX_PENDING = 10_000  # memories waiting for the next pipeline; past it dropped (the store still has them)
@@ -64,7 +64,7 @@ class FeedbackBus:
         try:
             async with asyncio.timeout(CALL_TIMEOUT_S):
                 value = await self._redis.get(self._key(request_id))
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._down("feedback.redis_get_failed", exc)
             return None
         return value if isinstance(value, bytes) else None
@@ -83,7 +83,7 @@ class FeedbackBus:
                         pipe.set(self._key(rid), packed, px=self._ttl_ms, nx=True)
                     await pipe.execute()
                 self._failing = False
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 self._down("feedback.redis_put_failed", exc)
 
     # --- observations -----------------------------------------------------------------
@@ -92,7 +92,7 @@ class FeedbackBus:
         try:
             async with asyncio.timeout(CALL_TIMEOUT_S):
                 await self._redis.publish(self._channel, orjson.dumps({**observation, "origin": self.replica}))
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             self._down("feedback.publish_failed", exc)
 
     async def _listen(self) -> None:
@@ -124,5 +124,5 @@ class FeedbackBus:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
-        with contextlib.suppress(*_REDIS_DOWN):
+        with contextlib.suppress(*REDIS_DOWN):
             await asyncio.wait_for(self._redis.aclose(), 2.0)

@@ -15,13 +15,13 @@ from collections.abc import Callable
 import redis.asyncio as redis
 
 from aiogw.config import StateConfig
-from aiogw.state.subscription import REDIS_DOWN, listen
+from aiogw.state.link import REDIS_DOWN
+from aiogw.state.subscription import listen
 from aiogw.supervise import supervise
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.state")
 
-_REDIS_DOWN = REDIS_DOWN
 PUBLISH_TIMEOUT_S = 1.0  # an admin call, not the request path
 SUBSCRIBE_WAIT_S = 2.0  # at start: serve without the channel rather than not at all
 
@@ -46,7 +46,7 @@ class KeyEvents:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 await self._redis.publish(self._channel, key_id)
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             log.warning(
                 "keys.publish_failed",
                 key_id=key_id,
@@ -65,5 +65,5 @@ class KeyEvents:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task], timeout=2.0)
-        with contextlib.suppress(*_REDIS_DOWN):
+        with contextlib.suppress(*REDIS_DOWN):
             await asyncio.wait_for(self._redis.aclose(), 2.0)

@@ -10,9 +10,9 @@ import contextlib
 from collections.abc import Callable
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
-REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+from aiogw.state.link import REDIS_DOWN
+
 RETRY_S = 1.0  # between attempts to subscribe while Redis is away
 
 
