@@ -15,7 +15,7 @@ from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
 from aiogw.admission.keys import KeyRecord, Keys
-from aiogw.errors import AuthError, InvalidRequest, NotFound
+from aiogw.errors import AuthError, InvalidRequest, NestedTooDeep, NotFound
 from aiogw.ingress.body import read_body
 from aiogw.ingress.chat import invalid_body, valid_tag
 from aiogw.server.admin import require_admin
@@ -106,7 +106,7 @@ def _decode(body: bytes, typ: type[msgspec.Struct]) -> Any:
     except msgspec.MsgspecError as exc:
         raise invalid_body(exc) from None
     except RecursionError:
-        raise InvalidRequest("The request nests JSON too deeply.", code="invalid_json") from None
+        raise NestedTooDeep() from None
 
 
 def _tags(tags: dict[str, str]) -> dict[str, str]:
