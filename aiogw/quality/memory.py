@@ -10,6 +10,7 @@ finds it before this one's batch reaches the store."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from aiogw.store.base import Store
 from aiogw.store.batch import BatchWriter
 
 RECENT_MAX = 10_000  # memories held in process besides the store (the newest)
+# The replica that answered mirrors the memory to Redis a moment after the answer went out:
+# feedback sent at once to another replica looks again for up to this long before a 404.
+MIRROR_LAG_S = (0.02, 0.05, 0.1, 0.2, 0.4)
 MAX_QUEUED_BATCHES = 100
 ANONYMOUS_CALLER = "anonymous"
 MASTER_CALLER = "master"
@@ -107,21 +111,31 @@ class RequestMemory:
     async def find(self, request_id: str) -> Remembered | None:
         """The request's memory; None when unknown or older than the retention."""
         r = self._recent.get(request_id)
-        if r is None and self.shared is not None:
-            data = await self.shared.get(request_id)
-            r = Remembered.unpacked(data) if data is not None else None
         if r is None:
-            row = await self.store.fetchone(
-                f"SELECT {', '.join(_COLUMNS)} FROM aiogw_request_memory WHERE request_id = ?", (request_id,)
-            )
-            if row is not None:
-                rid, caller, group, task, bucket, target, created_at = row
-                r = Remembered(
-                    str(rid), str(caller), str(group), str(task), str(bucket), str(target), float(created_at)
-                )
+            r = await self._mirrored(request_id) or await self._stored(request_id)
+        if r is None and self.shared is not None:
+            for lag in MIRROR_LAG_S:
+                await asyncio.sleep(lag)
+                if (r := await self._mirrored(request_id)) is not None:
+                    break
         if r is None or self.clock() - r.created_at > self.retention_s:
             return None
         return r
+
+    async def _mirrored(self, request_id: str) -> Remembered | None:
+        if self.shared is None:
+            return None
+        data = await self.shared.get(request_id)
+        return Remembered.unpacked(data) if data is not None else None
+
+    async def _stored(self, request_id: str) -> Remembered | None:
+        row = await self.store.fetchone(
+            f"SELECT {', '.join(_COLUMNS)} FROM aiogw_request_memory WHERE request_id = ?", (request_id,)
+        )
+        if row is None:
+            return None
+        rid, caller, group, task, bucket, target, created_at = row
+        return Remembered(str(rid), str(caller), str(group), str(task), str(bucket), str(target), float(created_at))
 
     async def purge(self) -> int:
         """Forget what is past the retention; the rows deleted."""
