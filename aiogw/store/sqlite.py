@@ -6,6 +6,8 @@ readers run beside the one writer, and `busy_timeout` makes a writer wait its tu
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +48,26 @@ def _wal(conn: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or attempt == WAL_SWITCH_TRIES - 1:
                 raise
             time.sleep(0.02)
+
+
+MULTI_ROW_SIZES = (64, 8, 1)  # rows per INSERT statement, largest first (few distinct statements)
+_VALUES = re.compile(r"^(INSERT INTO .+? VALUES )(\([?, ]+\))(.*)$", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=32)
+def _multi_row(sql: str) -> tuple[tuple[int, str], ...] | None:
+    """A one-row `INSERT ... VALUES (?, ...) [tail]` as statements of k rows each, or None
+    for any other statement (run once per row)."""
+    m = _VALUES.match(sql)
+    if m is None:
+        return None
+    head, one, tail = m.groups()
+    per_row = one.count("?")
+    return tuple(
+        (k, head + ", ".join([one] * k) + tail)
+        for k in MULTI_ROW_SIZES
+        if k * per_row <= 32_766  # SQLite's most variables per statement
+    )
 
 
 class SQLiteStore:
@@ -94,13 +116,23 @@ class SQLiteStore:
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         batch = [tuple(r) for r in rows]
+        chunks = _multi_row(sql)
 
         def run() -> None:
-            # One prepared statement for the whole batch (sqlite3's executemany), one transaction.
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(sql, batch)
+                if chunks is None:
+                    conn.executemany(sql, batch)
+                else:
+                    # Many rows per statement: sqlite3 lets go of the GIL around every step,
+                    # and a step per row made this thread and the event loop trade it
+                    # hundreds of times per batch.
+                    i, n = 0, len(batch)
+                    for k, many in chunks:
+                        while n - i >= k:
+                            conn.execute(many, [v for row in batch[i : i + k] for v in row])
+                            i += k
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

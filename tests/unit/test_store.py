@@ -132,6 +132,21 @@ async def test_placeholders_and_values_read_back_alike_on_every_backend(store_ur
         await store.close()
 
 
+async def test_a_large_batch_of_inserts_lands_whole_with_its_conflicts_skipped(store_url, demo_component):
+    # 137 rows: SQLite writes them 64, 64, 8 and 1 to a statement; every row must land once.
+    store = await open_store(store_url)
+    try:
+        sql = "INSERT INTO test_demo (a, b) VALUES (?, ?) ON CONFLICT (a) DO NOTHING"
+        await store.executemany(sql, [("r0", -1)])
+        await store.executemany(sql, [(f"r{i}", i) for i in range(137)])
+        rows = dict(await store.fetchall("SELECT a, b FROM test_demo"))
+        assert len(rows) == 137
+        assert rows["r0"] == -1 and rows["r136"] == 136  # the first write of r0 kept
+        assert sum(rows.values()) == sum(range(1, 137)) - 1
+    finally:
+        await store.close()
+
+
 def test_the_url_in_logs_never_carries_the_password():
     assert masked("postgresql://aiogw:s3cr%40t@db:5432/aiogw?sslmode=require") == (
         "postgresql://aiogw:***@db:5432/aiogw?sslmode=require"
