@@ -18,6 +18,9 @@ from aiogw.config import BudgetConfig
 
 DAY = 86400.0
 _MONDAY_OFFSET = 4 * DAY  # the epoch was a Thursday; Monday 1970-01-05 starts the 7-day blocks
+# Forecasts start once this share of a window has passed (earlier, one request projects
+# to anything); so a forecast needs at least this share of the limit spent.
+FORECAST_AFTER = 0.05
 PERIODS = ("1d", "7d", "30d", "month", "total")
 SCOPES = ("key", "team", "user", "model", "provider", "tag", "task", "global")
 
@@ -31,9 +34,15 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     alert_at: tuple[float, ...] = (1.0,)
     source: str = "config"  # "config", "admin" (/admin/v1/budgets) or "key" (a key's own)
     nano_limit: int = 0  # limit_usd in nano-dollars, set when made (read on every admission)
+    # Spend below this fires no alert (no threshold crossed, no forecast possible): most
+    # settlements stop here. Set when made.
+    quiet_below: int = 0
 
     def __post_init__(self) -> None:
-        msgspec.structs.force_setattr(self, "nano_limit", to_nano(self.limit_usd))
+        nano = to_nano(self.limit_usd)
+        msgspec.structs.force_setattr(self, "nano_limit", nano)
+        thresholds = [at * nano for at in self.alert_at if at < 1.0]
+        msgspec.structs.force_setattr(self, "quiet_below", int(min([FORECAST_AFTER * nano, *thresholds])))
 
     def label(self) -> str:
         """How a 402 and an alert name it: scope, match and period, never an amount."""

@@ -21,15 +21,11 @@ from typing import Protocol
 
 import structlog
 
-from aiogw.admission.budgets import Budget, Index, Request, iso, to_nano, window
+from aiogw.admission.budgets import FORECAST_AFTER, Budget, Index, Request, iso, to_nano, window
 from aiogw.alerts.sink import AlertSink, NoAlerts
 from aiogw.errors import BudgetExceeded
 
 log = structlog.get_logger("aiogw.budgets")
-
-# Forecasts start once this share of a window has passed (earlier, one request projects
-# to anything).
-FORECAST_AFTER = 0.05
 
 
 class Book(Protocol):
@@ -133,6 +129,8 @@ class Budgets:
         self._seeded: set[str] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}
         self._windows: dict[str, tuple[float, float | None]] = {}
+        # budget id -> (window start, end, counter key) of the window admissions last fell in
+        self._slots: dict[str, tuple[float, float | None, str]] = {}
         self._fired: set[str] = set()  # this process's memory of once-per-window alerts
         self._settling: set[asyncio.Task[None]] = set()
 
@@ -164,21 +162,25 @@ class Budgets:
         now = self.clock()
         keys: list[str] = []
         starts: list[float] = []
-        limits: list[int] = []
-        ttls: list[int] = []
+        ends: list[float | None] = []
+        slots = self._slots
         for b in applying:
-            start, end = self.window_of(b, now)
-            k = self.key(b, start)
+            slot = slots.get(b.id)
+            if slot is None or (slot[1] is not None and now >= slot[1]) or now < slot[0]:
+                start, end = self.window_of(b, now)
+                slot = slots[b.id] = (start, end, self.key(b, start))
+            start, end, k = slot
             if k not in self._seeded:
                 await self._seed_once(b, start, end, k)
             keys.append(k)
             starts.append(start)
-            limits.append(b.nano_limit)
-            ttls.append(0 if end is None else int((end - now + 86400) * 1000))  # kept a day past its end
+            ends.append(end)
+        limits = [b.nano_limit for b in applying]
         amount = to_nano(amount_usd)
         if self._local is not None:
             refused = self._local.reserve_now(keys, limits, amount)
         else:
+            ttls = [0 if end is None else int((end - now + 86400) * 1000) for end in ends]  # a day past its end
             refused = await self.book.reserve(keys, limits, amount, ttls)
         if refused >= 0:
             b = applying[refused]
@@ -255,6 +257,8 @@ class Budgets:
             return
         now = self.clock()
         for b, start, s in zip(hold.budgets, hold.starts, spent, strict=True):
+            if s < b.quiet_below:
+                continue
             limit = b.nano_limit
             if s >= limit:
                 self._exceeded(b, start, now)

@@ -215,22 +215,27 @@ class Money:
             version = self._versions.get(target.id) or self._versions.setdefault(target.id, price_version(target))
         provider, upstream = (target.provider, outcome.model or target.model) if target is not None else ("", "")
         add = self.writer.add
-        add((_row_id(now), now, "request", rid, *who, provider, upstream, *tokens, cost, outcome.saved_usd,
+        row_id = _row_id(now)
+        add((row_id, now, "request", rid, *who, provider, upstream, *tokens, cost, outcome.saved_usd,
              outcome.cache_status, version,
              state, status, round(duration_s * 1000, 2)))  # fmt: skip
         # The answering attempt is the last one at the answering target; it carries the
         # usage and cost (the request row has them too: sum one kind, never both).
+        attempts = outcome.attempts
         won = -1
         if target is not None:
-            won = next((i for i in range(len(outcome.attempts) - 1, -1, -1)
-                        if outcome.attempts[i].target == target.id), -1)  # fmt: skip
-        for i, a in enumerate(outcome.attempts):
-            a_provider, _, a_model = a.target.partition("/")
+            for i in range(len(attempts) - 1, -1, -1):
+                if attempts[i].target == target.id:
+                    won = i
+                    break
+        for i, a in enumerate(attempts):
+            a_id = f"{row_id}.{i}"  # after the request's row in the id order
             if i == won:
-                add((_row_id(now), now, "attempt", rid, *who, a_provider, upstream, *tokens, cost, 0.0, "",
+                add((a_id, now, "attempt", rid, *who, provider, upstream, *tokens, cost, 0.0, "",
                      version, a.failure or state, status, round(a.latency_ms, 2)))  # fmt: skip
             else:
-                add((_row_id(now), now, "attempt", rid, *who, a_provider, a_model, *_NO_TOKENS, 0.0, 0.0, "",
+                a_provider, _, a_model = a.target.partition("/")
+                add((a_id, now, "attempt", rid, *who, a_provider, a_model, *_NO_TOKENS, 0.0, 0.0, "",
                      "", a.failure or "ok", 0, round(a.latency_ms, 2)))  # fmt: skip
 
     # --- reading ------------------------------------------------------------------------

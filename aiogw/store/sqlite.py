@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -115,7 +116,7 @@ class SQLiteStore:
         return await self._run(lambda: self._conn.execute(sql, tuple(args)).rowcount)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        batch = [tuple(r) for r in rows]
+        batch = rows if isinstance(rows, list) else list(rows)
         chunks = _multi_row(sql)
 
         def run() -> None:
@@ -131,7 +132,7 @@ class SQLiteStore:
                     i, n = 0, len(batch)
                     for k, many in chunks:
                         while n - i >= k:
-                            conn.execute(many, [v for row in batch[i : i + k] for v in row])
+                            conn.execute(many, list(chain.from_iterable(batch[i : i + k])))
                             i += k
             except BaseException:
                 conn.execute("ROLLBACK")
