@@ -118,9 +118,10 @@ class Adapter:
     # target's learned tokens) where that is smaller, instead of a refusal from upstream.
     default_output_cap: Callable[[Target], int] | None = None
     # The client API this provider speaks natively (`NativeBody.api`): a request that came
-    # in that API is passed through (`build_call` sees `ParsedChat.native`), its answer
-    # read by `decode_native` (body kept as it is) and its stream forwarded as it comes.
+    # in that API is passed through (the ingress's `Native` asks `build_native_call`), its
+    # answer read by `decode_native` (body kept as it is) and its stream forwarded as it comes.
     native_api: str | None = None
+    build_native_call: Callable[[NativeBody, Target], Call] | None = None
     decode_native: Callable[[bytes, Target], Reply] | None = None
     # Events of its native stream that carry content only (no usage, finish or error): the
     # native relay checks their JSON and forwards them without the decoder (most events).
@@ -128,10 +129,6 @@ class Adapter:
     # Token counting in the native API (Anthropic's count_tokens): the call, and its count.
     build_count_tokens: Callable[[NativeBody, Target], Call] | None = None
     decode_count_tokens: Callable[[bytes, Target], int] | None = None
-
-    def serves_natively(self, p: ParsedChat) -> bool:
-        """Does this request go through as the client sent it (no translation)?"""
-        return p.native is not None and p.native.api == self.native_api
 
     # POST /v1/responses passed through (the client's body as raw JSON): None when the
     # target's upstream has no Responses API (the request is then translated).

@@ -356,8 +356,6 @@ def _continues_tool_loop(req: ChatRequest) -> bool:
 
 
 def build_call(p: ParsedChat, target: base.Target) -> base.Call:
-    if p.native is not None and p.native.api == MESSAGES_API:
-        return native_call(p.native, target)  # the client speaks Messages: passed through
     req = p.req
     notes = PARAMS.check(req, NAME)
     system, messages = convert_messages(req)
@@ -416,6 +414,7 @@ ADAPTER = base.Adapter(
     # and its count includes the Messages API's framing of each turn: kept modest, learned after.
     token_ratio=1.15,
     native_api=MESSAGES_API,
+    build_native_call=native_call,
     decode_native=decode_native,
     native_content_events=frozenset({"content_block_delta", "ping"}),
     build_count_tokens=build_count_tokens,

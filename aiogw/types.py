@@ -377,6 +377,7 @@ class ModelList(msgspec.Struct, kw_only=True):
 
 
 MESSAGES_API = "anthropic.messages"  # NativeBody.api of Anthropic Messages requests
+RESPONSES_API = "openai.responses"  # Reply.native of a Responses answer passed through
 
 
 class NativeBody(msgspec.Struct, frozen=True, kw_only=True):

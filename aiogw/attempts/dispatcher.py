@@ -157,13 +157,16 @@ class Dispatcher:
 
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> Reply:
             call = native.call(target, adapter) if native is not None else None
-            decode: Callable[[bytes, Target], Reply] | None
+            decode: Callable[[bytes, Target], Reply]
             if call is not None:
-                decode = native.reply  # type: ignore[union-attr]
+                assert native is not None
+
+                def decode(body: bytes, t: Target) -> Reply:
+                    return native.reply(body, t, adapter)
+
             else:
                 call = build_call(adapter, parsed, target, self.ratios)
-                decode = adapter.decode_native if adapter.serves_natively(parsed) else adapter.decode_response
-                assert decode is not None  # an adapter with a native API reads its answers
+                decode = adapter.decode_response
             outcome.notes.extend(call.notes)
             reply = await self._sender.post(call, target, adapter, decode, gate, control.deadline)
             return self._won(outcome, target, reply)
@@ -256,7 +259,7 @@ class Dispatcher:
 
         async def attempt(target: Target, adapter: Adapter, gate: _Gate) -> None:
             call = native.call(target, adapter) if native is not None else None
-            relay = native.relay(target) if call is not None else None  # type: ignore[union-attr]
+            relay = native.relay(target, adapter) if call is not None else None  # type: ignore[union-attr]
             if call is None:
                 call = build_call(adapter, parsed, target, self.ratios)
             outcome.notes.extend(call.notes)

@@ -87,19 +87,22 @@ class StreamFormat(Protocol):
 
 
 class Native(Protocol):
-    """The client's own API, spoken by some targets' upstreams (Responses to OpenAI): those
-    attempts pass the request through and read the answer only for usage and errors."""
+    """The client's own API, spoken by some targets' upstreams (Messages to Anthropic,
+    Responses to OpenAI): those attempts pass the request through and read the answer only
+    for usage and errors. The one way a request is passed through: dispatch asks it per
+    attempt and translates where `call` says no."""
 
     def call(self, target: Target, adapter: Adapter) -> Call | None:
         """The pass-through call, or None to translate for this target. Raises
         InvalidRequest when the target can serve the request only natively."""
         ...
 
-    def reply(self, body: bytes, target: Target) -> Reply:
-        """A non-streamed upstream answer as it goes to the client, with its usage."""
+    def reply(self, body: bytes, target: Target, adapter: Adapter) -> Reply:
+        """A non-streamed upstream answer as it goes to the client (`Reply.native` set to
+        the API), with its usage."""
         ...
 
-    def relay(self, target: Target) -> Relay:
+    def relay(self, target: Target, adapter: Adapter) -> Relay:
         """The stream relay of a pass-through attempt (bytes forwarded, usage read)."""
         ...
 

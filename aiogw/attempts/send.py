@@ -21,7 +21,7 @@ from aiogw.attempts.outcome import Outcome, StreamFormat, StreamSink
 from aiogw.errors import UpstreamError, UpstreamTimeout
 from aiogw.routing import health as health_mod
 from aiogw.streaming.encode import ChunkEncoder, error_event
-from aiogw.streaming.relay import NativeRelay, PassthroughRelay, Relay, TranslatingRelay
+from aiogw.streaming.relay import PassthroughRelay, Relay, TranslatingRelay
 from aiogw.streaming.sse import SSEParser
 from aiogw.types import ChatRequest, CompletionUsage, ParsedChat, Reply
 from aiogw.upstream import http
@@ -178,9 +178,7 @@ class Sender:
         self, parsed: ParsedChat, prompt_tokens: int, target: Target, adapter: Adapter, fmt: StreamFormat | None
     ) -> Relay:
         decoder = adapter.stream_decoder(target)
-        if fmt is not None:  # the client speaks another API: through canonical deltas...
-            if adapter.serves_natively(parsed):  # ...unless the target speaks it too
-                return NativeRelay(decoder, target=target.id, content_events=adapter.native_content_events)
+        if fmt is not None:  # the client speaks another API: translated from canonical deltas
             return TranslatingRelay(decoder, fmt.encoder(target, prompt_tokens), target=target.id)
         price = target.price
 

@@ -16,6 +16,7 @@ from aiogw.ingress.cached import through_cache
 from aiogw.ingress.chat import admit_chat, admit_key, answer, request_control
 from aiogw.ingress.messages import errors
 from aiogw.ingress.messages.decode import parse_count, parse_messages
+from aiogw.ingress.messages.native import MessagesNative
 from aiogw.ingress.messages.reply import message_body
 from aiogw.ingress.messages.stream import MessagesEncoder
 from aiogw.runtime import Runtime
@@ -61,6 +62,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     route, control = await admit_chat(request, parsed)
     request[OUTCOME].notes.extend(notes)
     fmt = MessagesFormat(request.app[RUNTIME], request.headers.get("anthropic-beta"))
+    assert parsed.native is not None  # parse_messages keeps the client's body
+    native = MessagesNative(parsed.native)
     if (cache := request.app[CACHE]) is not None:  # entries of Messages answers, kept apart
         p = request[PRINCIPAL]
         d = cache.prepare(request.headers, parsed, route.name, p.key_id, p.team, control.task, MESSAGES_API)
@@ -70,10 +73,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 cache,
                 d,
                 parsed,
-                lambda h, r: answer(request, parsed, route, control, h, r, fmt),
+                lambda h, r: answer(request, parsed, route, control, h, r, fmt, native=native),
                 MESSAGES_API,
             )
-    return await answer(request, parsed, route, control, fmt=fmt)
+    return await answer(request, parsed, route, control, fmt=fmt, native=native)
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import msgspec
 import orjson
 
 from aiogw.adapters._base import Target
@@ -17,7 +16,7 @@ from aiogw.attempts.outcome import SinkStage, StreamSink
 from aiogw.errors import GatewayError, StoreUnavailable
 from aiogw.ingress.responses.answer import from_completion
 from aiogw.ingress.responses.stream import ResponsesStream
-from aiogw.types import Reply
+from aiogw.types import RESPONSES_API, Reply
 
 
 class AttemptStream(Protocol):
@@ -29,13 +28,6 @@ class AttemptStream(Protocol):
 
     def failed_events(self, err: GatewayError) -> bytes: ...
     def instead_of_terminal(self, err: GatewayError) -> bytes: ...
-
-
-class _Kind(msgspec.Struct):
-    object: str = ""
-
-
-_kind = msgspec.json.Decoder(_Kind).decode
 
 
 class ResponsesFormat:
@@ -62,7 +54,7 @@ class ResponsesFormat:
         return self.committed.failed_events(err)
 
     def reply_body(self, reply: Reply) -> bytes:
-        if _kind(reply.body).object == "response":  # passed through: the upstream's as it is
+        if reply.native == RESPONSES_API:  # passed through: the upstream's as it is
             self.final = orjson.loads(reply.body)
             return reply.body
         self.final = from_completion(dict(self._resp), reply.body)

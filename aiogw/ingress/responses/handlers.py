@@ -22,12 +22,11 @@ from aiogw.ingress.responses.native import ResponsesNative
 from aiogw.ingress.responses.state import RESPONSES
 from aiogw.server.keys import CACHE, OUTCOME, PRINCIPAL, PUBLIC_MODEL
 from aiogw.telemetry.logs import get_logger
+from aiogw.types import RESPONSES_API  # the client API in cache keys: replayed to Responses clients only
 
 log = get_logger("aiogw.responses")
 _decode_raw = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 
-# The client API's name in cache keys: a Responses answer is replayed to Responses clients only.
-RESPONSES_API = "openai.responses"
 # A stored response is a new one, with its own id, each time: never answered from the cache.
 _CACHE_BYPASS = {"x-aiogw-cache-status": "bypass", "x-aiogw-cache-reason": "stored"}
 

@@ -15,7 +15,14 @@ from aiogw.adapters._base import Adapter, Call, Target
 from aiogw.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamProtocolError
 from aiogw.ingress.responses.format import ResponsesFormat
 from aiogw.streaming.sse import SSEEvent
-from aiogw.types import CompletionTokensDetails, CompletionUsage, FinishReason, PromptTokensDetails, Reply
+from aiogw.types import (
+    RESPONSES_API,
+    CompletionTokensDetails,
+    CompletionUsage,
+    FinishReason,
+    PromptTokensDetails,
+    Reply,
+)
 
 
 class _InDetails(msgspec.Struct):
@@ -93,14 +100,20 @@ class ResponsesNative:
             raise self._native_only
         return call
 
-    def reply(self, body: bytes, target: Target) -> Reply:
+    def reply(self, body: bytes, target: Target, adapter: Adapter) -> Reply:
         try:
             p = _peek(body)
         except msgspec.DecodeError:
             raise UpstreamProtocolError("the Responses answer is not a valid Response", target=target.id) from None
-        return Reply(body=body, usage=_usage(p.usage), model=p.model or target.model, finish_reasons=(_finish(p),))
+        return Reply(
+            body=body,
+            usage=_usage(p.usage),
+            model=p.model or target.model,
+            finish_reasons=(_finish(p),),
+            native=RESPONSES_API,
+        )
 
-    def relay(self, target: Target) -> PassthroughEvents:
+    def relay(self, target: Target, adapter: Adapter) -> PassthroughEvents:
         relay = PassthroughEvents(target.id)
         self._fmt.register(target, relay)
         return relay
