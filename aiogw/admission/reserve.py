@@ -154,11 +154,17 @@ class Budgets:
     async def admit(self, r: Request, amount_usd: float) -> Hold | None:
         """Hold `amount_usd` against every budget that applies to `r`, or raise
         BudgetExceeded naming the first budget without room. None: no budget applies."""
+        applying = self.applying(r)
+        return await self.hold(applying, amount_usd) if applying else None
+
+    def applying(self, r: Request) -> list[Budget]:
+        """The budgets that count `r` (a key's own among them)."""
         if self.key_budgets is not None and r.key_id is not None:
             r.key_budgets = self.key_budgets(r.key_id)
-        applying = self.index.applying(r)
-        if not applying:
-            return None
+        return self.index.applying(r)
+
+    async def hold(self, applying: list[Budget], amount_usd: float) -> Hold:
+        """Hold `amount_usd` against each of `applying` (not empty), all or none."""
         now = self.clock()
         keys: list[str] = []
         starts: list[float] = []

@@ -139,24 +139,27 @@ class Money:
         """Hold the request's worst case against its budgets (BudgetExceeded: a 402)."""
         targets = [*route.targets, *(t for fb in control.fallbacks for t in fb.targets)]
         principal = request.get(PRINCIPAL) or ANONYMOUS
-        r = Request(
-            model=route.name,
-            providers=[t.provider for t in targets],
-            tags=outcome.tags or control.tags,
-            task=outcome.task,
-            key_id=principal.key_id,
-            team=principal.team,
-            user=principal.user,
+        budgets = self.budgets
+        applying = budgets.applying(
+            Request(
+                model=route.name,
+                providers=[t.provider for t in targets],
+                tags=outcome.tags or control.tags,
+                task=outcome.task,
+                key_id=principal.key_id,
+                team=principal.team,
+                user=principal.user,
+            )
         )
+        if not applying:
+            return  # no budget counts this request: its worst case is never needed
         if parsed is not None:
             ratios = request.app[DISPATCHER].ratios
             amount = worst_case_usd(targets, prompt_tokens_estimate(parsed), parsed.req.output_cap, ratios)
         else:
             assert embedding is not None
             amount = _embed_cost(targets, embedding_tokens_estimate(embedding))
-        hold = await self.budgets.admit(r, amount)
-        if hold is not None:
-            request[HOLD] = hold
+        request[HOLD] = await budgets.hold(applying, amount)
 
     # --- the request's end --------------------------------------------------------------
 
