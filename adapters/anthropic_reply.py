@@ -242,7 +242,7 @@ class StreamDecoder:
     takes a content-block index but no tool index); JSON mode's forced tool streams as
     content. Usage is cumulative, so the last values seen are the answer's."""
 
-    __slots__ = ("_blocks", "_finish", "_target", "_tools", "_usage", "complete")
+    __slots__ = ("_blocks", "_finish", "_target", "_tools", "_usage", "_usage_said", "complete")
 
     def __init__(self, target: base.Target) -> None:
         self._target = target
@@ -250,6 +250,7 @@ class StreamDecoder:
         self._blocks: dict[int, list[Any]] = {}
         self._tools = 0
         self._usage = _Usage()
+        self._usage_said = False  # a message_delta gave the final usage
         self._finish: FinishReason | None = None
         self.complete = False
 
@@ -300,12 +301,17 @@ class StreamDecoder:
             self._merge_usage(ev.usage)
             if ev.delta is not None and ev.delta.stop_reason:
                 self._finish = FINISH.get(ev.delta.stop_reason, "stop")
-            return []
+            # The final usage is known here (message_delta's counts are cumulative): said at
+            # this event, a pass-through adds the cost to the usage object the client reads.
+            self._usage_said = True
+            return [Delta(usage=usage_of(self._usage))]
         if t == "message_stop":
             self.complete = True
             finish = self._finish or "stop"
             if finish == "tool_calls" and self._tools == 0:
                 finish = "stop"  # JSON mode's forced tool is content to the client
+            if self._usage_said:
+                return [Delta(finish_reason=finish)]
             return [Delta(finish_reason=finish), Delta(usage=usage_of(self._usage))]
         if t == "error":
             raise stream_error(ev.error or _ErrorDetail(type="api_error", message="stream error"), self._target)

@@ -20,6 +20,7 @@ import re
 from typing import Any, Protocol
 
 import msgspec
+import orjson
 
 from aiogw.errors import UpstreamError, UpstreamProtocolError
 from aiogw.streaming.encode import DONE, UsageExtra, with_usage_fields
@@ -254,6 +255,21 @@ class TranslatingRelay:
         return list(self._encoder.finish_reasons.values())
 
 
+def _with_usage_extra(data: bytes, fields: bytes) -> bytes:
+    """An event's JSON with `fields` first in its `usage` object (as it came without one)."""
+    if not fields:
+        return data
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data  # the decoder read it; a client gets it as it came
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(usage, dict):
+        return data
+    obj["usage"] = orjson.Fragment(with_usage_fields(orjson.dumps(usage), fields))
+    return orjson.dumps(obj)
+
+
 class _Syntax(msgspec.Struct, gc=False):
     """No fields: decoding into it checks the JSON's syntax and builds nothing."""
 
@@ -269,10 +285,20 @@ class NativeRelay:
     objects and forwarded; the others go through the adapter's decoder for usage, the
     finish and errors (its deltas are not encoded into anything)."""
 
-    __slots__ = ("_content_events", "_decoder", "_finish", "_heads", "_target", "failed", "usage")
+    __slots__ = ("_content_events", "_decoder", "_finish", "_heads", "_target", "_usage_extra", "failed", "usage")
 
-    def __init__(self, decoder: Decoder, *, target: str, content_events: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        decoder: Decoder,
+        *,
+        target: str,
+        content_events: frozenset[str] = frozenset(),
+        usage_extra: UsageExtra | None = None,
+    ) -> None:
         self._decoder = decoder
+        # The gateway's fields (the cost) added to the usage object of the event that
+        # carries the final usage: that one event is re-encoded, the others go as they came.
+        self._usage_extra = usage_extra
         self._content_events = content_events
         # A chunk that is exactly one content event (`event: E\ndata: D\n\n`, most of a
         # stream) is recognised by its first line and forwarded as it came, unparsed.
@@ -305,11 +331,14 @@ class NativeRelay:
                     except msgspec.MsgspecError:
                         raise UpstreamProtocolError("stream event is not a JSON object", target=self._target) from None
                 else:
+                    usage = None
                     for d in decoder.feed(ev.event, ev.data):
                         if d.usage is not None:
-                            self.usage = d.usage
+                            self.usage = usage = d.usage
                         elif d.finish_reason is not None:
                             self._finish.append(d.finish_reason)
+                    if usage is not None and self._usage_extra is not None:
+                        ev = SSEEvent(ev.event, _with_usage_extra(ev.data, self._usage_extra(usage)))
             except UpstreamError as exc:
                 self.failed = exc  # an `error` event: the dispatcher ends the stream its way
                 break

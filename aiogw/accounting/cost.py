@@ -8,6 +8,7 @@ inside `completion_tokens`, so both are priced exactly once.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from importlib import resources
 
 from aiogw.adapters._base import Target
@@ -99,3 +100,15 @@ def price_version(target: Target) -> str:
 
 def format_usd(amount: float) -> str:
     return f"{amount:.8f}".rstrip("0").rstrip(".") if amount else "0"
+
+
+def cost_field(price: Price | None) -> Callable[[CompletionUsage], bytes] | None:
+    """A stream's cost as an extra field of its last usage object (b'"cost_usd":…'): OpenAI's
+    and Anthropic's SDKs keep fields they do not know. None for an unpriced target."""
+    if price is None:
+        return None
+
+    def field(usage: CompletionUsage) -> bytes:
+        return b'"cost_usd":' + format_usd(cost_usd(usage, price)).encode()
+
+    return field

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from aiogw.accounting.cost import cost_usd, format_usd
+from aiogw.accounting.cost import cost_field
 from aiogw.adapters._base import Adapter, Call, Target, new_completion_id
 from aiogw.admission.limits import Limiter
 from aiogw.attempts.bounds import _Bounds
@@ -180,22 +180,15 @@ class Sender:
         decoder = adapter.stream_decoder(target)
         if fmt is not None:  # the client speaks another API: translated from canonical deltas
             return TranslatingRelay(decoder, fmt.encoder(target, prompt_tokens), target=target.id)
-        price = target.price
-
-        def cost_field(usage: CompletionUsage) -> bytes:
-            # The cost rides in the usage chunk as an extension (OpenAI's SDK keeps extra fields).
-            return b'"cost_usd":' + format_usd(cost_usd(usage, price)).encode() if price is not None else b""
-
+        cost = cost_field(target.price)  # the cost rides in the usage chunk
         if adapter.passthrough_stream:
-            return PassthroughRelay(
-                decoder, include_usage=parsed.req.wants_usage, target=target.id, usage_extra=cost_field
-            )
+            return PassthroughRelay(decoder, include_usage=parsed.req.wants_usage, target=target.id, usage_extra=cost)
         encoder = ChunkEncoder(
             completion_id=new_completion_id(),
             created=int(time.time()),
             model=target.model,
             include_usage=parsed.req.wants_usage,
             prompt_estimate=prompt_tokens,  # the walk's estimate: the messages are read once
-            usage_extra=cost_field,
+            usage_extra=cost,
         )
         return TranslatingRelay(decoder, encoder, target=target.id)

@@ -29,7 +29,7 @@ UPSTREAM = "sim-model"  # one upstream name: the simulator answers the same text
 MODELS = ["claude", "gpt", "gem"]  # served by the Anthropic, OpenAI and Gemini wire formats
 
 
-def config(sim, **overrides):
+def config(sim, price=None, **overrides):
     for account in ("claude", "oai", "gem"):
         sim.set_profile(account, api_key=SIM_KEY, completion_tokens=12)
     data = {
@@ -40,9 +40,8 @@ def config(sim, **overrides):
             "gem": {"type": "gemini", "base_url": sim.root("gem"), "api_key": SIM_KEY},
         },
         "models": [
-            {"name": "claude", "targets": [{"provider": "claude", "model": UPSTREAM}]},
-            {"name": "gpt", "targets": [{"provider": "oai", "model": UPSTREAM}]},
-            {"name": "gem", "targets": [{"provider": "gem", "model": UPSTREAM}]},
+            {"name": name, "targets": [{"provider": account, "model": UPSTREAM, **({"price": price} if price else {})}]}
+            for name, account in (("claude", "claude"), ("gpt", "oai"), ("gem", "gem"))
         ],
         "routing": {"retry": {"max_rounds": 0}},
     }
@@ -161,6 +160,24 @@ async def test_stream_helper_accepts_every_targets_events(client, model):
     plain = await client.messages.create(model=model, max_tokens=100, messages=ASK)
     assert text_of(final) == text_of(plain) and final.stop_reason == "end_turn"
     assert final.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_stream_says_its_cost_in_message_delta_as_the_answer_header_does(sim, make_gateway, model):
+    # A stream's cost cannot go in a header (sent before it is known): it rides in
+    # message_delta's usage (the SDK keeps the extra field), as in a chat stream's last usage
+    # chunk; passed through (Anthropic) or translated, the figure of the same answer unstreamed.
+    url, _ = await make_gateway(config(sim, price={"input": 3.0, "output": 15.0}))
+    async with anthropic.AsyncAnthropic(base_url=url.removesuffix("/v1"), api_key="k", max_retries=0) as c:
+        raw = await c.messages.with_raw_response.create(model=model, max_tokens=100, messages=ASK)
+        header_cost = float(raw.headers["x-aiogw-cost-usd"])
+        extras = []
+        async with c.messages.stream(model=model, max_tokens=100, messages=ASK) as s:
+            async for ev in s:
+                if ev.type == "message_delta":
+                    extras.append(ev.usage.model_extra)
+    assert header_cost > 0
+    assert len(extras) == 1 and extras[0]["cost_usd"] == pytest.approx(header_cost, rel=1e-6), extras
 
 
 @pytest.mark.parametrize("model", MODELS)

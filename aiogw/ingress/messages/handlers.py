@@ -9,6 +9,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from aiogw.accounting.cost import cost_field
 from aiogw.adapters._base import Target, content_text
 from aiogw.errors import GatewayError
 from aiogw.ingress.body import read_body
@@ -41,7 +42,9 @@ class MessagesFormat:
         self._betas = betas
 
     def encoder(self, target: Target, prompt_estimate: int) -> StreamEncoder:
-        return MessagesEncoder(model=target.model, prompt_estimate=prompt_estimate)
+        return MessagesEncoder(
+            model=target.model, prompt_estimate=prompt_estimate, usage_extra=cost_field(target.price)
+        )
 
     def error_event(self, err: GatewayError) -> bytes:
         return errors.error_event(err)

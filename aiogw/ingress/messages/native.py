@@ -5,6 +5,7 @@ events are forwarded as they arrive (`NativeRelay`)."""
 
 from __future__ import annotations
 
+from aiogw.accounting.cost import cost_field
 from aiogw.adapters._base import Adapter, Call, Target
 from aiogw.streaming.relay import NativeRelay
 from aiogw.types import NativeBody, Reply
@@ -30,5 +31,8 @@ class MessagesNative:
 
     def relay(self, target: Target, adapter: Adapter) -> NativeRelay:
         return NativeRelay(
-            adapter.stream_decoder(target), target=target.id, content_events=adapter.native_content_events
+            adapter.stream_decoder(target),
+            target=target.id,
+            content_events=adapter.native_content_events,
+            usage_extra=cost_field(target.price),
         )

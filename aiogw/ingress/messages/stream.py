@@ -20,7 +20,7 @@ import msgspec
 import orjson
 
 from aiogw.ingress.messages.reply import STOP_REASON, message_id, usage_json
-from aiogw.streaming.encode import estimated_usage
+from aiogw.streaming.encode import UsageExtra, estimated_usage, with_usage_extra
 from aiogw.types import CompletionUsage, Delta, FinishReason
 
 _encode = msgspec.json.Encoder().encode
@@ -53,12 +53,14 @@ class MessagesEncoder:
         "_prompt_estimate",
         "_started",
         "_tool_blocks",
+        "_usage_extra",
         "finish_reasons",
         "usage",
     )
 
-    def __init__(self, *, model: str, prompt_estimate: int = 0) -> None:
+    def __init__(self, *, model: str, prompt_estimate: int = 0, usage_extra: UsageExtra | None = None) -> None:
         self._model = model
+        self._usage_extra = usage_extra  # the gateway's fields in message_delta's usage (the cost)
         self._prompt_estimate = prompt_estimate
         self._started = False
         self._blocks = 0  # blocks opened so far (the next block's index)
@@ -156,10 +158,11 @@ class MessagesEncoder:
         self.finish_reasons[0] = finish
         if self.usage is None:  # the target gave none: estimate, as for Chat Completions
             self.usage = estimated_usage(self._prompt_estimate, self._out_chars)
+        usage = with_usage_extra(orjson.dumps(usage_json(self.usage)), self.usage, self._usage_extra)
         delta = {
             "type": "message_delta",
             "delta": {"stop_reason": STOP_REASON.get(finish, "end_turn"), "stop_sequence": None},
-            "usage": usage_json(self.usage),
+            "usage": orjson.Fragment(usage),
         }
         buf += b"event: message_delta\ndata: "
         buf += orjson.dumps(delta)
