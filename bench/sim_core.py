@@ -64,6 +64,10 @@ class Profile(msgspec.Struct, kw_only=True):
     # <expected>...</expected> (or an item marker in place of <expected>) is answered
     # {"verdict", "score", "reason"}, correctly.
     judge: bool = False
+    # The model declines: OpenAI-format answers carry this text as `message.refusal` (streamed
+    # as `delta.refusal` pieces) and no content, as OpenAI's models refuse under structured
+    # outputs. Other formats answer as usual.
+    refusal: str | None = None
 
 
 @dataclass
@@ -262,6 +266,7 @@ class Answer:
         self.created = int(time.time())
         self.include_usage = self.report_usage and bool((body.get("stream_options") or {}).get("include_usage"))
         self.spaced = profile.spaced_json
+        self.refusal = profile.refusal if not (self.tool_calls or self.oracle) else None
 
     def dumps(self, obj: Any) -> bytes:
         """A body or chunk in the profile's JSON spelling."""
@@ -348,6 +353,8 @@ class Answer:
                     {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
                     for cid, name, args in self.tool_calls
                 ]
+            elif self.refusal is not None:
+                msg["refusal"] = self.refusal
             else:
                 msg["content"] = self.text(i)
             lp = {"content": self.logprob_content(msg["content"] or ""), "refusal": None} if self.logprobs else None
@@ -390,6 +397,12 @@ class Answer:
                     for j in range(0, len(args), 7):  # fragments split anywhere, even mid-string
                         frag = {"index": k, "function": {"arguments": args[j : j + 7]}}
                         out.append((self.chunk(i, {"tool_calls": [frag]}), True))
+            elif self.refusal is not None:
+                out.append((self.chunk(i, {"role": "assistant", "content": None, "refusal": ""}), False))
+                words = self.refusal.split(" ")
+                for k in range(0, len(words), per_chunk):
+                    piece = ("" if k == 0 else " ") + " ".join(words[k : k + per_chunk])
+                    out.append((self.chunk(i, {"refusal": piece}), True))
             else:
                 out.append((self.chunk(i, {"role": "assistant", "content": "", "refusal": None}), False))
                 for piece in self.pieces(i, per_chunk):

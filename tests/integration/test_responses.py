@@ -135,6 +135,35 @@ async def test_stream_through_the_sdk_helper(sim, gw, name):
     assert all(b"[DONE]" not in json.dumps(d).encode() for _, d in raw)
 
 
+async def test_a_refusal_streams_as_refusal_events_of_its_own_content_part(sim, gw):
+    # OpenAI's model declines (chat `delta.refusal` pieces, no content): the Responses
+    # stream carries it as a refusal part (content_part.added, refusal.delta..., refusal.done,
+    # content_part.done), the final response as that part, as OpenAI's Responses API does.
+    url, client = gw
+    said = "I'm sorry, I cannot help with that request."
+    sim.set_profile("oai", api_key=SIM_KEY, refusal=said)
+    async with client.responses.stream(model="openai", input="Something it declines") as s:
+        events = [e async for e in s]
+        final = await s.get_final_response()
+    plain = await client.responses.create(model="openai", input="Something it declines")
+    deltas = [e for e in events if e.type == "response.refusal.delta"]
+    assert len(deltas) > 1 and "".join(e.delta for e in deltas) == said
+    assert all(e.content_index == 0 and e.output_index == 0 for e in deltas)
+    [done] = [e for e in events if e.type == "response.refusal.done"]
+    assert done.refusal == said and done.item_id == deltas[0].item_id
+    parts = [e.part for e in events if e.type in ("response.content_part.added", "response.content_part.done")]
+    assert [(p.type, p.refusal) for p in parts] == [("refusal", ""), ("refusal", said)]
+    assert not any(e.type.startswith("response.output_text") for e in events)
+    for resp in (final, plain):
+        [msg] = resp.output
+        assert [(c.type, c.refusal) for c in msg.content] == [("refusal", said)]
+        assert resp.output_text == ""
+    _status, _headers, raw = await raw_stream(
+        url, {"model": "openai", "input": "Something it declines", "stream": True}
+    )
+    check_sequence(raw)
+
+
 @pytest.mark.parametrize("name", list(TARGETS))
 @pytest.mark.parametrize("stream", [False, True])
 async def test_function_tools_across_two_turns(sim, gw, name, stream):

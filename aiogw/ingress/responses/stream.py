@@ -20,15 +20,26 @@ _dumps = orjson.dumps
 
 
 class _Open:
-    """An output item being streamed: its index, id, and what it has gathered."""
+    """An output item being streamed: its index, id, and what it has gathered. A message's
+    content parts (its text, a refusal) are opened as their first delta comes, in that
+    order: `order` holds their kinds, their index is their place in it."""
 
-    __slots__ = ("args", "delta_head", "index", "item", "kind", "parts")
+    __slots__ = ("args", "delta_head", "index", "item", "kind", "order", "parts", "refusal", "refusal_head")
 
     def __init__(self, kind: str, index: int, item: Item) -> None:
         self.kind, self.index, self.item = kind, index, item
         self.parts: list[str] = []
         self.args: list[str] = []
+        self.refusal: list[str] = []
+        self.order: list[str] = []  # a message's parts: "output_text" and "refusal"
         self.delta_head = b""
+        self.refusal_head = b""
+
+
+def _part_of(kind: str, text: str) -> Item:
+    if kind == "output_text":
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"type": "refusal", "refusal": text}
 
 
 class ResponsesStream:
@@ -81,11 +92,7 @@ class ResponsesStream:
         self._event(buf, "response.output_item.added", {"output_index": o.index, "item": item})
         ids = b'"item_id":' + _dumps(item["id"]) + b',"output_index":' + str(o.index).encode()
         if kind == "message":
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            self._event(buf, "response.content_part.added",
-                        {"item_id": item["id"], "output_index": o.index, "content_index": 0, "part": part})  # fmt: skip
-            o.delta_head = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-                            + ids + b',"content_index":0,"logprobs":[],"delta":')  # fmt: skip
+            pass  # its parts open with their first delta (`_part`)
         elif kind == "reasoning":
             part = {"type": "summary_text", "text": ""}
             self._event(buf, "response.reasoning_summary_part.added",
@@ -97,16 +104,39 @@ class ResponsesStream:
                             b'"response.function_call_arguments.delta",' + ids + b',"delta":')  # fmt: skip
         return o
 
+    def _part(self, buf: bytearray, o: _Open, kind: str) -> None:
+        """Open a message's text or refusal part, at the next content index."""
+        index = len(o.order)
+        o.order.append(kind)
+        part = _part_of(kind, "")
+        self._event(buf, "response.content_part.added",
+                    {"item_id": o.item["id"], "output_index": o.index, "content_index": index, "part": part})  # fmt: skip
+        ids = b'"item_id":' + _dumps(o.item["id"]) + b',"output_index":' + str(o.index).encode()
+        at = b',"content_index":' + str(index).encode()
+        if kind == "output_text":
+            o.delta_head = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+                            + ids + at + b',"logprobs":[],"delta":')  # fmt: skip
+        else:
+            o.refusal_head = (b'event: response.refusal.delta\ndata: {"type":"response.refusal.delta",'
+                              + ids + at + b',"delta":')  # fmt: skip
+
     def _close_item(self, buf: bytearray, o: _Open, status: str) -> None:
         ids = {"item_id": o.item["id"], "output_index": o.index}
         if o.kind == "message":
-            text = "".join(o.parts)
-            self._event(buf, "response.output_text.done", {**ids, "content_index": 0, "text": text, "logprobs": []})
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            self._event(buf, "response.content_part.done", {**ids, "content_index": 0, "part": part})
-            item = message_item(text, None, status)
-            if o.args:  # a refusal after the text: its own part
-                item["content"].append({"type": "refusal", "refusal": "".join(o.args)})
+            content = []
+            for index, kind in enumerate(o.order):
+                if kind == "output_text":
+                    text = "".join(o.parts)
+                    self._event(buf, "response.output_text.done",
+                                {**ids, "content_index": index, "text": text, "logprobs": []})  # fmt: skip
+                else:
+                    text = "".join(o.refusal)
+                    self._event(buf, "response.refusal.done", {**ids, "content_index": index, "refusal": text})
+                part = _part_of(kind, text)
+                self._event(buf, "response.content_part.done", {**ids, "content_index": index, "part": part})
+                content.append(part)
+            item = message_item(None, None, status)
+            item["content"] = content
         elif o.kind == "reasoning":
             text = "".join(o.parts)
             self._event(buf, "response.reasoning_summary_text.done", {**ids, "summary_index": 0, "text": text})
@@ -151,6 +181,8 @@ class ResponsesStream:
             elif d.content is not None:
                 if d.content:
                     o = self._switch(buf, "message")
+                    if not o.delta_head:
+                        self._part(buf, o, "output_text")
                     o.parts.append(d.content)
                     self._out_chars += len(d.content)
                     self._delta(buf, o.delta_head, d.content)
@@ -172,9 +204,13 @@ class ResponsesStream:
                     o.parts.append(d.reasoning)
                     self._out_chars += len(d.reasoning)
                     self._delta(buf, o.delta_head, d.reasoning)
-            elif d.refusal is not None:
+            elif d.refusal:
                 o = self._switch(buf, "message")
-                o.args.append(d.refusal)  # a message's refusal: kept for its done item
+                if not o.refusal_head:
+                    self._part(buf, o, "refusal")
+                o.refusal.append(d.refusal)
+                self._out_chars += len(d.refusal)
+                self._delta(buf, o.refusal_head, d.refusal)
         return bytes(buf)
 
     def close(self) -> bytes:
