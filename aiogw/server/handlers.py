@@ -11,6 +11,7 @@ from aiogw.errors import ModelNotAllowed
 from aiogw.ingress.chat import chat_completions, embeddings
 from aiogw.ingress.messages import handlers as anthropic_messages
 from aiogw.ingress.messages.errors import error_body as anthropic_error_body
+from aiogw.ingress.params import in_client_params
 from aiogw.ingress.responses.handlers import create_response, delete_response, get_response
 from aiogw.routing.health import now as health_now
 from aiogw.server.admin import require_admin
@@ -130,7 +131,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 # The Messages API answers its errors in Anthropic's shape (its SDKs read that).
 # Anthropic's clients get Anthropic's errors, also for a path or method the API does not have.
-_messages = answers_errors_as(anthropic_messages.messages, anthropic_error_body, "/anthropic/", "/v1/messages")
+# Errors name the fields as each API spells them (an adapter names the canonical chat field).
+_MESSAGES_PARAMS = {"max_completion_tokens": "max_tokens", "reasoning_effort": "thinking", "stop": "stop_sequences",
+                    "user": "metadata.user_id"}  # fmt: skip
+_RESPONSES_PARAMS = {"messages": "input", "max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
+                     "reasoning_effort": "reasoning.effort", "response_format": "text.format"}  # fmt: skip
+_messages = answers_errors_as(
+    in_client_params(anthropic_messages.messages, _MESSAGES_PARAMS, {"parameters": "input_schema"}),
+    anthropic_error_body,
+    "/anthropic/",
+    "/v1/messages",
+)
+_create_response = in_client_params(create_response, _RESPONSES_PARAMS, {})
 _count_tokens = answers_errors_as(anthropic_messages.count_tokens, anthropic_error_body)
 
 ROUTES = [
@@ -140,7 +152,7 @@ ROUTES = [
     web.post("/v1/messages/count_tokens", _count_tokens),
     web.post("/anthropic/v1/messages", _messages),  # the base URL some Anthropic clients are given
     web.post("/anthropic/v1/messages/count_tokens", _count_tokens),
-    web.post("/v1/responses", create_response),
+    web.post("/v1/responses", _create_response),
     web.get("/v1/responses/{response_id}", get_response),
     web.delete("/v1/responses/{response_id}", delete_response),
     web.get("/v1/models", list_models),

@@ -116,6 +116,17 @@ async def test_create_answers_as_chat_does(sim, gw, name):
     assert last_body(sim, name) is not None
 
 
+async def test_a_targets_refusal_names_the_responses_field_not_the_chat_one(gw):
+    # Anthropic refuses sampling changes with thinking: its adapter names the canonical
+    # `reasoning_effort`; the Responses client sent `reasoning.effort` and is told so.
+    _url, client = gw
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.responses.create(
+            model="anthropic", input="Hi", reasoning={"effort": "high"}, temperature=0.5, max_output_tokens=4000
+        )
+    assert err.value.body["param"] == "reasoning.effort", err.value.body
+
+
 @pytest.mark.parametrize("name", list(TARGETS))
 async def test_stream_through_the_sdk_helper(sim, gw, name):
     url, client = gw

@@ -217,3 +217,19 @@ def test_passed_through_events_keep_their_framing():
     again = SSEParser().feed(out)
     assert [json.loads(e.data)["sequence_number"] for e in again] == [0, 1]
     assert relay.usage.completion_tokens == 3 and relay.finish_reasons() == ["stop"] and relay.final["id"] == "resp_u"
+
+
+def test_error_params_are_renamed_to_the_clients_fields():
+    from aiogw.ingress.params import renamed
+
+    responses = {"messages": "input", "max_tokens": "max_output_tokens", "reasoning_effort": "reasoning.effort"}
+    assert renamed("messages[2].content", responses, {}) == "input[2].content"
+    assert renamed("reasoning_effort", responses, {}) == "reasoning.effort"
+    assert renamed("tools[1].function.parameters", responses, {}) == "tools[1].parameters"
+    assert renamed("tools[1].function", responses, {}) == "tools[1]"
+    assert renamed("temperature", responses, {}) == "temperature"  # the same name in both
+    assert renamed("input[0].content[0].text", responses, {}) == "input[0].content[0].text"  # already its own
+    assert renamed(None, responses, {}) is None
+    messages = {"stop": "stop_sequences", "reasoning_effort": "thinking"}
+    assert renamed("tools[0].function.parameters", messages, {"parameters": "input_schema"}) == "tools[0].input_schema"
+    assert renamed("stop", messages, {}) == "stop_sequences"
