@@ -40,11 +40,15 @@ the general path (`_LineParser`, which holds the state and which `SSEParser` ext
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import msgspec
+import orjson
 
 from aiogw.errors import UpstreamProtocolError
 
-__all__ = ["SSEEvent", "SSEParser"]
+__all__ = ["SSEEvent", "SSEParser", "data_objects"]
 
 _BOM = b"\xef\xbb\xbf"
 _Raw = msgspec.Raw
@@ -335,3 +339,16 @@ class SSEParser(_LineParser):
 
 def _too_large(limit: int) -> UpstreamProtocolError:
     return UpstreamProtocolError(f"SSE event larger than {limit} bytes")
+
+
+def data_objects(sse: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a stream's `data:` lines (one line each, as the gateway writes them)."""
+    for line in sse.split(b"\n"):
+        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+            continue
+        try:
+            obj = orjson.loads(line[6:])
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            yield obj

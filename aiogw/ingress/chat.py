@@ -100,6 +100,11 @@ class ClientFormat(StreamFormat, Protocol):
         """A non-streaming answer (`reply.body` is an OpenAI `chat.completion`) in this API."""
         ...
 
+    def answer_text(self, data: bytes, stream: bool) -> str:
+        """The answer's text from what the client got (a body, or a stream's SSE bytes): what
+        a spot check grades."""
+        ...
+
 
 # A ClientFormat may also have `headers_for(target) -> dict[str, str]`: answer headers that
 # depend on the target that answered (e.g. what was dropped for it). Optional.
@@ -286,14 +291,13 @@ async def answer(
     runtime = request.app[RUNTIME]
     if (money := request.app[MONEY]) is not None:  # budgets: hold the worst case (402 when no room)
         await money.admit(request, route, control, outcome, parsed=parsed)
-    # A spot check grades Chat Completions answers: another API's are remembered, not sampled.
-    pending = request.get(FEEDBACK_PENDING) if fmt is None else None
+    pending = request.get(FEEDBACK_PENDING)
     capture = pending.capture if pending is not None else None
+    if capture is not None and fmt is not None:  # a spot check reads the answer in the client's API
+        capture.read = fmt.answer_text
 
     if not parsed.req.is_stream:
         reply = await dispatcher.complete(parsed, route, outcome, control, native)
-        if capture is not None:  # a spot check grades this answer after it is sent
-            capture.body = reply.body
         headers = _answer_headers(request, outcome, reply.model)
         if extra_headers:
             headers.update(extra_headers)
@@ -301,6 +305,8 @@ async def answer(
         if headers_for is not None and outcome.target is not None:
             headers.update(headers_for(outcome.target))
         body = reply.body if fmt is None else fmt.reply_body(reply)
+        if capture is not None:  # a spot check grades this answer after it is sent
+            capture.body = body
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     base = _base_headers(request)

@@ -19,6 +19,7 @@ from aiogw.ids import hex_id
 from aiogw.quality.judge import Verdict, conversation_text, judge_request, verdict_of
 from aiogw.quality.memory import Remembered
 from aiogw.store.base import Store
+from aiogw.streaming.sse import data_objects
 from aiogw.telemetry.logs import get_logger
 
 log = get_logger("aiogw.spot_check")
@@ -50,10 +51,14 @@ class Capture:
 
     judge: str
     messages: Any = None  # the request's messages (decoded JSON)
-    body: bytes | None = None  # a complete answer's body
-    chunks: list[bytes] = field(default_factory=list)  # a stream's SSE bytes
+    body: bytes | None = None  # a complete answer's body, as the client got it
+    chunks: list[bytes] = field(default_factory=list)  # a stream's SSE bytes, as the client got them
+    # The answer's text from those bytes in the client's API (Messages, Responses); None: Chat Completions.
+    read: Callable[[bytes, bool], str] | None = None
 
     def answer_text(self) -> str:
+        if self.read is not None:
+            return self.read(self.body, False) if self.body is not None else self.read(b"".join(self.chunks), True)
         if self.body is not None:
             try:
                 choices = orjson.loads(self.body).get("choices") or [{}]
@@ -66,14 +71,8 @@ class Capture:
 def _streamed_text(sse: bytes) -> str:
     """The first choice's content from OpenAI chunk events."""
     out: list[str] = []
-    for line in sse.split(b"\n"):
-        if not line.startswith(b"data: ") or line == b"data: [DONE]":
-            continue
-        try:
-            chunk = orjson.loads(line[6:])
-        except orjson.JSONDecodeError:
-            continue
-        for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
+    for chunk in data_objects(sse):
+        for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 content = (choice.get("delta") or {}).get("content")
                 if isinstance(content, str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import anthropic
 import pytest
 from conftest import SIM_KEY, GatewayTestServer, gateway_config, until
 from openai import AsyncOpenAI
@@ -249,6 +250,30 @@ async def test_feedback_sent_to_another_replica_finds_the_memory_and_teaches_bot
     assert await metric_value(session, url_a, heard) == 1
     # the duplicate is refused by either replica
     error_of(*await send(session, url_a, {"request_id": rid, "value": True}), 409)
+
+
+async def test_spot_checks_grade_messages_and_responses_answers_too(sim, make_gateway, store_url):
+    # The judge reads each answer in the client's own API: a Messages answer's text blocks,
+    # a Responses stream's output_text deltas (the bytes the client got).
+    url, app = await make_gateway(feedback_config(sim, store_url, spot_check={"judge": "judge", "rate": 1.0}))
+    async with anthropic.AsyncAnthropic(base_url=url.removesuffix("/v1"), api_key="k", max_retries=0) as c:
+        raw = await c.messages.with_raw_response.create(model="auto", max_tokens=100, messages=MSG)
+        said = "".join(b.text for b in (await raw.parse()).content if b.type == "text")
+        by_messages = raw.headers["x-request-id"]
+    store = app[MONEY].store
+
+    async def graded(rid):
+        return await store.fetchone("SELECT verdict FROM aiogw_spot_checks WHERE request_id = ?", (rid,))
+
+    await until(lambda: graded(by_messages))
+    assert said and said in sim.stats("judge")["last_request"]["body"]["messages"][1]["content"]
+    async with AsyncOpenAI(base_url=url, api_key="k", max_retries=0) as c:
+        raw = await c.responses.with_raw_response.create(model="auto", input=MSG[0]["content"], stream=True)
+        texts = [e.delta async for e in raw.parse() if e.type == "response.output_text.delta"]
+        by_responses = raw.headers["x-request-id"]
+    await until(lambda: graded(by_responses))
+    assert texts and "".join(texts) in sim.stats("judge")["last_request"]["body"]["messages"][1]["content"]
+    assert await graded(by_messages) == ("pass",) and await graded(by_responses) == ("pass",)
 
 
 async def test_spot_checks_are_graded_off_the_request_path_and_costed(sim, make_gateway, store_url, session):

@@ -24,6 +24,7 @@ from aiogw.runtime import Runtime
 from aiogw.server.keys import CACHE, DISPATCHER, OUTCOME, PRINCIPAL, PUBLIC_MODEL, REQUEST_ID, RUNTIME
 from aiogw.streaming.encode import estimate_tokens
 from aiogw.streaming.relay import StreamEncoder
+from aiogw.streaming.sse import data_objects
 from aiogw.types import MESSAGES_API, ChatRequest, Reply
 
 _encode = msgspec.json.Encoder().encode
@@ -51,6 +52,20 @@ class MessagesFormat:
 
     def reply_body(self, reply: Reply) -> bytes:
         return reply.body if reply.native == MESSAGES_API else message_body(reply.body)
+
+    def answer_text(self, data: bytes, stream: bool) -> str:
+        if stream:  # the text blocks' deltas
+            return "".join(
+                str(d.get("text") or "")
+                for ev in data_objects(data)
+                if ev.get("type") == "content_block_delta" and isinstance(d := ev.get("delta"), dict)
+                and d.get("type") == "text_delta"
+            )  # fmt: skip
+        try:
+            blocks = orjson.loads(data).get("content") or []
+        except (orjson.JSONDecodeError, AttributeError):
+            return ""
+        return "".join(str(b.get("text") or "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
 
     def headers_for(self, target: Target) -> dict[str, str]:
         """`anthropic-beta` reaches only targets that speak Messages; elsewhere it is

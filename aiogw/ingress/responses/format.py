@@ -16,6 +16,7 @@ from aiogw.attempts.outcome import SinkStage, StreamSink
 from aiogw.errors import GatewayError, StoreUnavailable
 from aiogw.ingress.responses.answer import from_completion
 from aiogw.ingress.responses.stream import ResponsesStream
+from aiogw.streaming.sse import data_objects
 from aiogw.types import RESPONSES_API, Reply
 
 
@@ -59,6 +60,23 @@ class ResponsesFormat:
             return reply.body
         self.final = from_completion(dict(self._resp), reply.body)
         return orjson.dumps(self.final)
+
+    def answer_text(self, data: bytes, stream: bool) -> str:
+        if stream:
+            return "".join(
+                str(ev.get("delta") or "")
+                for ev in data_objects(data)
+                if ev.get("type") == "response.output_text.delta"
+            )
+        try:
+            output = orjson.loads(data).get("output") or []
+        except (orjson.JSONDecodeError, AttributeError):
+            return ""
+        return "".join(
+            str(c.get("text") or "")
+            for item in output if isinstance(item, dict) and item.get("type") == "message"
+            for c in item.get("content") or [] if isinstance(c, dict) and c.get("type") == "output_text"
+        )  # fmt: skip
 
 
 Save = Callable[[dict[str, Any]], Awaitable[None]]
