@@ -26,7 +26,7 @@ from aiogw.store.batch import BatchWriter
 RECENT_MAX = 10_000  # memories held in process besides the store (the newest)
 # The replica that answered mirrors the memory to Redis a moment after the answer went out:
 # feedback sent at once to another replica looks again for up to this long before a 404.
-MIRROR_LAG_S = (0.02, 0.05, 0.1, 0.2, 0.4)
+MIRROR_LAG_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 MAX_QUEUED_BATCHES = 100
 ANONYMOUS_CALLER = "anonymous"
 MASTER_CALLER = "master"
