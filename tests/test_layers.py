@@ -58,6 +58,7 @@ ALLOWED: dict[str, set[str]] = {
         *GROUND,
         "aiogw.adapters._base",
         "aiogw.streaming.encode",  # the prompt estimate of a body (features.bucket_of_body)
+        "aiogw.streaming.sse",  # a captured stream's data lines (spot_check reads its answer)
         "aiogw.config",
         "aiogw.store",
         "aiogw.telemetry.logs",
