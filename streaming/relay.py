@@ -20,7 +20,6 @@ import re
 from typing import Any, Protocol
 
 import msgspec
-import orjson
 
 from aiogw.errors import UpstreamError, UpstreamProtocolError
 from aiogw.streaming.encode import DONE, UsageExtra, with_usage_fields
@@ -88,6 +87,16 @@ _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _JSON_WS = b" \t\r\n"
 _COLON = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*")
+
+
+def _with_usage_fields(data: bytes, obj: Any, fields: bytes) -> bytes:
+    """An event's JSON (`data`, decoded: `obj`) re-encoded with the gateway's `fields` first
+    in its `usage` object; `data` as it came when there is nothing to add or no such object."""
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not fields or not isinstance(usage, dict):
+        return data
+    obj["usage"] = msgspec.Raw(with_usage_fields(_encode(usage), fields))
+    return _encode(obj)
 
 
 def _without_usage_null(data: bytes, u: int) -> bytes | None:
@@ -207,13 +216,9 @@ class PassthroughRelay:
                 return b""  # the usage-only chunk (choices `[]`, null or absent)
             del obj["usage"]
             return _encode(obj)
-        if self._usage_extra is None or self.usage is None or not isinstance(usage, dict):
+        if self._usage_extra is None or self.usage is None:
             return data
-        fields = self._usage_extra(self.usage)
-        if not fields:
-            return data
-        obj["usage"] = msgspec.Raw(with_usage_fields(_encode(usage), fields))
-        return _encode(obj)
+        return _with_usage_fields(data, obj, self._usage_extra(self.usage))
 
     def finish(self) -> bytes:
         if not self._decoder.complete:
@@ -253,21 +258,6 @@ class TranslatingRelay:
 
     def finish_reasons(self) -> list[FinishReason]:
         return list(self._encoder.finish_reasons.values())
-
-
-def _with_usage_extra(data: bytes, fields: bytes) -> bytes:
-    """An event's JSON with `fields` first in its `usage` object (as it came without one)."""
-    if not fields:
-        return data
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return data  # the decoder read it; a client gets it as it came
-    usage = obj.get("usage") if isinstance(obj, dict) else None
-    if not isinstance(usage, dict):
-        return data
-    obj["usage"] = orjson.Fragment(with_usage_fields(orjson.dumps(usage), fields))
-    return orjson.dumps(obj)
 
 
 class _Syntax(msgspec.Struct, gc=False):
@@ -338,7 +328,9 @@ class NativeRelay:
                         elif d.finish_reason is not None:
                             self._finish.append(d.finish_reason)
                     if usage is not None and self._usage_extra is not None:
-                        ev = SSEEvent(ev.event, _with_usage_extra(ev.data, self._usage_extra(usage)))
+                        # the decoder read this event: its JSON is valid
+                        extra = self._usage_extra(usage)
+                        ev = SSEEvent(ev.event, _with_usage_fields(ev.data, _decode_any(ev.data), extra))
             except UpstreamError as exc:
                 self.failed = exc  # an `error` event: the dispatcher ends the stream its way
                 break
