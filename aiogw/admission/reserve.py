@@ -128,8 +128,7 @@ class Budgets:
         self.clock = clock
         self._seeded: set[str] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}
-        self._windows: dict[str, tuple[float, float | None]] = {}
-        # budget id -> (window start, end, counter key) of the window admissions last fell in
+        # budget id -> (start, end, counter key) of the window requests last fell in
         self._slots: dict[str, tuple[float, float | None, str]] = {}
         self._fired: set[str] = set()  # this process's memory of once-per-window alerts
         self._settling: set[asyncio.Task[None]] = set()
@@ -141,15 +140,17 @@ class Budgets:
     def all(self) -> list[Budget]:
         return list(self.index.by_id.values())
 
-    def window_of(self, b: Budget, now: float) -> tuple[float, float | None]:
-        w = self._windows.get(b.period)
-        if w is None or (w[1] is not None and now >= w[1]) or now < w[0]:
-            w = self._windows[b.period] = window(b.period, now)
-        return w
+    def slot(self, b: Budget, now: float) -> tuple[float, float | None, str]:
+        """The window holding `now` (start, end) and its counters' key, made once per window."""
+        s = self._slots.get(b.id)
+        if s is None or (s[1] is not None and now >= s[1]) or now < s[0]:
+            start, end = window(b.period, now)
+            s = self._slots[b.id] = (start, end, f"{b.id}:{int(start)}")
+        return s
 
-    @staticmethod
-    def key(b: Budget, start: float) -> str:
-        return f"{b.id}:{int(start)}"
+    def window_of(self, b: Budget, now: float) -> tuple[float, float | None]:
+        start, end, _ = self.slot(b, now)
+        return start, end
 
     async def admit(self, r: Request, amount_usd: float) -> Hold | None:
         """Hold `amount_usd` against every budget that applies to `r`, or raise
@@ -169,13 +170,8 @@ class Budgets:
         keys: list[str] = []
         starts: list[float] = []
         ends: list[float | None] = []
-        slots = self._slots
         for b in applying:
-            slot = slots.get(b.id)
-            if slot is None or (slot[1] is not None and now >= slot[1]) or now < slot[0]:
-                start, end = self.window_of(b, now)
-                slot = slots[b.id] = (start, end, self.key(b, start))
-            start, end, k = slot
+            start, end, k = self.slot(b, now)
             if k not in self._seeded:
                 await self._seed_once(b, start, end, k)
             keys.append(k)
@@ -311,8 +307,7 @@ class Budgets:
         out: list[dict[str, object]] = []
         pending = []
         for b in budgets:
-            start, end = self.window_of(b, now)
-            k = self.key(b, start)
+            start, end, k = self.slot(b, now)
             if k not in self._seeded:
                 await self._seed_once(b, start, end, k)
             pending.append((b, start, end, k))
