@@ -36,6 +36,13 @@ class _Open:
         self.refusal_head = b""
 
 
+def _delta_head(kind: str, o: _Open, fields: bytes) -> bytes:
+    """A delta event of item `o` up to its text: written once per item, then per delta
+    only the text and the sequence number follow (`ResponsesStream._delta`)."""
+    ids = b'"item_id":' + _dumps(o.item["id"]) + b',"output_index":' + str(o.index).encode()
+    return b"event: " + kind.encode() + b'\ndata: {"type":"' + kind.encode() + b'",' + ids + fields + b',"delta":'
+
+
 def _part_of(kind: str, text: str) -> Item:
     if kind == "output_text":
         return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
@@ -90,18 +97,14 @@ class ResponsesStream:
         o = _Open(kind, len(self._items), item)
         self._items.append(o)
         self._event(buf, "response.output_item.added", {"output_index": o.index, "item": item})
-        ids = b'"item_id":' + _dumps(item["id"]) + b',"output_index":' + str(o.index).encode()
-        if kind == "message":
-            pass  # its parts open with their first delta (`_part`)
-        elif kind == "reasoning":
+        if kind == "reasoning":
             part = {"type": "summary_text", "text": ""}
             self._event(buf, "response.reasoning_summary_part.added",
                         {"item_id": item["id"], "output_index": o.index, "summary_index": 0, "part": part})  # fmt: skip
-            o.delta_head = (b'event: response.reasoning_summary_text.delta\ndata: {"type":'
-                            b'"response.reasoning_summary_text.delta",' + ids + b',"summary_index":0,"delta":')  # fmt: skip
-        else:
-            o.delta_head = (b'event: response.function_call_arguments.delta\ndata: {"type":'
-                            b'"response.function_call_arguments.delta",' + ids + b',"delta":')  # fmt: skip
+            o.delta_head = _delta_head("response.reasoning_summary_text.delta", o, b',"summary_index":0')
+        elif kind == "function_call":
+            o.delta_head = _delta_head("response.function_call_arguments.delta", o, b"")
+        # a message's parts open with their first delta (`_part`)
         return o
 
     def _part(self, buf: bytearray, o: _Open, kind: str) -> None:
@@ -111,14 +114,11 @@ class ResponsesStream:
         part = _part_of(kind, "")
         self._event(buf, "response.content_part.added",
                     {"item_id": o.item["id"], "output_index": o.index, "content_index": index, "part": part})  # fmt: skip
-        ids = b'"item_id":' + _dumps(o.item["id"]) + b',"output_index":' + str(o.index).encode()
         at = b',"content_index":' + str(index).encode()
         if kind == "output_text":
-            o.delta_head = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-                            + ids + at + b',"logprobs":[],"delta":')  # fmt: skip
+            o.delta_head = _delta_head("response.output_text.delta", o, at + b',"logprobs":[]')
         else:
-            o.refusal_head = (b'event: response.refusal.delta\ndata: {"type":"response.refusal.delta",'
-                              + ids + at + b',"delta":')  # fmt: skip
+            o.refusal_head = _delta_head("response.refusal.delta", o, at)
 
     def _close_item(self, buf: bytearray, o: _Open, status: str) -> None:
         ids = {"item_id": o.item["id"], "output_index": o.index}
