@@ -22,6 +22,8 @@ from aiohttp import web
 from aiogw.bench.sim_core import (
     Answer,
     Profile,
+    SimulatorState,
+    Stats,
     account_for,
     answer_time_s,
     draw_fault,
@@ -300,7 +302,9 @@ def invalid(body: dict[str, Any]) -> str | None:
     return None
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
+async def _received(request: web.Request) -> tuple[SimulatorState, Profile, Stats, dict[str, Any]] | web.Response:
+    """What every Messages endpoint checks first, in Anthropic's order (a readable body, the
+    key, the version header): (account state, profile, stats, body), or the error answer."""
     state, p, stats = account_for(request)
     try:
         body = orjson.loads(await request.read())
@@ -311,6 +315,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return error(401)
     if "anthropic-version" not in request.headers:
         return error(400, "anthropic-version: header is required")
+    return state, p, stats, body
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    got = await _received(request)
+    if isinstance(got, web.Response):
+        return got
+    state, p, stats, body = got
     if problem := invalid(body):
         return error(400, problem)
     fault = await draw_fault(state, p)
@@ -337,16 +349,10 @@ async def count_tokens(request: web.Request) -> web.Response:
     """`POST /v1/messages/count_tokens` (API reference "Count tokens in a Message"): the
     prompt side of a Messages request (no max_tokens) -> `{"input_tokens": N}`, the count a
     message for the same prompt reports as its input (tools' definitions included)."""
-    _, p, stats = account_for(request)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return error(400, "There was an error parsing the body of your request.")
-    record(stats, request, body)
-    if p.api_key is not None and request.headers.get("x-api-key") != p.api_key:
-        return error(401)
-    if "anthropic-version" not in request.headers:
-        return error(400, "anthropic-version: header is required")
+    got = await _received(request)
+    if isinstance(got, web.Response):
+        return got
+    _, p, _, body = got
     if problem := invalid({**body, "max_tokens": body.get("max_tokens", 4096)}):
         return error(400, problem)
     tools = len(orjson.dumps(body.get("tools") or [])) // 4 if body.get("tools") else 0
