@@ -87,11 +87,13 @@ class RequestMemory:
         *,
         shared: SharedMemory | None = None,
         clock: Callable[[], float] = time.time,
+        mirror_lag_s: tuple[float, ...] = MIRROR_LAG_S,
     ) -> None:
         self.store = store
         self.retention_s = cfg.retention_s
         self.shared = shared
         self.clock = clock  # tests move "now" past the retention instead of waiting
+        self.mirror_lag_s = mirror_lag_s
         self.writer = BatchWriter(
             store, _INSERT, cfg.flush_ms / 1000, cfg.batch, name="feedback.memory", max_batches=MAX_QUEUED_BATCHES
         )
@@ -114,7 +116,7 @@ class RequestMemory:
         if r is None:
             r = await self._mirrored(request_id) or await self._stored(request_id)
         if r is None and self.shared is not None:
-            for lag in MIRROR_LAG_S:
+            for lag in self.mirror_lag_s:
                 await asyncio.sleep(lag)
                 if (r := await self._mirrored(request_id)) is not None:
                     break

@@ -140,6 +140,8 @@ class Money:
         targets = [*route.targets, *(t for fb in control.fallbacks for t in fb.targets)]
         principal = request.get(PRINCIPAL) or ANONYMOUS
         budgets = self.budgets
+        if not budgets.index and budgets.key_budgets is None:
+            return  # no budget is configured, nor any key with its own
         applying = budgets.applying(
             Request(
                 model=route.name,
