@@ -1,6 +1,6 @@
-"""The durable spend ledger: one row per request and one per attempt (`kind`), written to
-the store in batches by a background task (aiogw.store.batch), so a request never waits on
-the disk. Rows dropped when the store has been away too long are still in the budgets'
+"""The durable spend ledger: one row per request, and one per attempt of a request that took
+several (`kind`), written to the store in batches by a background task (aiogw.store.batch),
+so a request never waits on the disk. Rows dropped when the store has been away too long are still in the budgets'
 counters; only the history misses them."""
 
 from __future__ import annotations

@@ -224,9 +224,14 @@ class Money:
         add((row_id, now, "request", rid, *who, provider, upstream, *tokens, cost, outcome.saved_usd,
              outcome.cache_status, version,
              state, status, round(duration_s * 1000, 2)))  # fmt: skip
+        attempts = outcome.attempts
+        if len(attempts) < 2:
+            # One attempt (or none: a cache hit, a refusal): the request row is its record,
+            # with the same target, tokens, cost and status; a row of its own would double
+            # the ledger's writes for nothing a report reads (see README, "The ledger").
+            return
         # The answering attempt is the last one at the answering target; it carries the
         # usage and cost (the request row has them too: sum one kind, never both).
-        attempts = outcome.attempts
         won = -1
         if target is not None:
             for i in range(len(attempts) - 1, -1, -1):

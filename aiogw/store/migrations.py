@@ -12,7 +12,7 @@ from aiogw.store.base import Conflict, Store
 
 # component -> its steps, in order; step i (1-based) is version i.
 MIGRATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
-    # The spend ledger (aiogw.accounting.ledger_store): one row per request and per attempt.
+    # The spend ledger (aiogw.accounting.ledger_store): one row per request, and per attempt when several.
     "ledger": (
         (
             "CREATE TABLE aiogw_ledger ("

@@ -32,6 +32,13 @@ def money_config(sim, store_url, *, budgets=(), redis_url=None, **overrides):
         "models": [
             {"name": "fast", "targets": [{"provider": "sim", "model": "sim-gpt-fast", "price": PRICE}]},
             {"name": "broken", "targets": [{"provider": "dead", "model": "sim-gpt-fast", "price": PRICE}]},
+            {
+                "name": "failover",
+                "targets": [
+                    {"provider": "dead", "model": "sim-gpt-fast", "price": PRICE},
+                    {"provider": "sim", "model": "sim-gpt-fast", "price": PRICE},
+                ],
+            },
         ],
         "auth": {"master_key": MASTER},
         "store": {"url": store_url, "ledger_flush_ms": 50},
@@ -168,6 +175,26 @@ async def test_failed_and_abandoned_requests_release_their_hold(sim, make_gatewa
     got = {(r["model"], r["status"]): r["requests"] for r in spend["data"]}
     assert got == {("broken", "all_attempts_failed"): 1, ("fast", "client_closed"): 2}, got
     assert app[MONEY] is not None
+
+
+async def test_the_ledger_records_every_attempt_of_a_request_that_failed_over(sim, make_gateway, store_url):
+    url, app = await make_gateway(money_config(sim, store_url))
+    async with sdk(url) as c:
+        once = await c.chat.completions.with_raw_response.create(model="fast", messages=MSG, max_tokens=5)
+        twice = await c.chat.completions.with_raw_response.create(model="failover", messages=MSG, max_tokens=5)
+    assert once.headers["x-aiogw-attempts"] == "1" and twice.headers["x-aiogw-attempts"] == "2"
+    money = app[MONEY]
+    assert money is not None
+    await money.writer.flush()
+    sql = "SELECT kind, provider, status, cost_usd FROM aiogw_ledger WHERE request_id = ? ORDER BY id"
+    # One attempt: the request row is its record (same target, cost and status).
+    rows = [tuple(r) for r in await money.store.fetchall(sql, [once.headers["x-request-id"]])]
+    assert rows == [("request", "sim", "ok", float(once.headers["x-aiogw-cost-usd"]))], rows
+    # A failover: the request row, then each attempt in order; the answering one carries the cost.
+    rows = [tuple(r) for r in await money.store.fetchall(sql, [twice.headers["x-request-id"]])]
+    cost = float(twice.headers["x-aiogw-cost-usd"])
+    assert [r[:2] for r in rows] == [("request", "sim"), ("attempt", "dead"), ("attempt", "sim")], rows
+    assert rows[1][2] != "ok" and rows[1][3] == 0 and rows[2][2:] == ("ok", cost) and rows[0][3] == cost, rows
 
 
 async def test_admin_budgets_crud_and_spend_grouping(sim, make_gateway, store_url):
