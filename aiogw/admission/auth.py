@@ -13,7 +13,7 @@ import hmac
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from aiogw.adapters._base import Target
 from aiogw.admission.keys import SECRET_PREFIX, Keys, Verified, limit_target
@@ -79,6 +79,11 @@ class Authenticator:
                     "(or 'x-api-key'). Ask its operator for one."
                 )
             return ANONYMOUS
+        v: Verified | Literal[False] | None = False
+        if token.startswith(SECRET_PREFIX):
+            v = self.keys.cached(token)
+            if v is not False and v is not None:  # most requests: a key verified moments ago
+                return self._live(v)
         # compare_digest on bytes: constant time whatever the token holds.
         if self._master is not None and hmac.compare_digest(token.encode(), self._master):
             return MASTER
@@ -86,11 +91,13 @@ class Authenticator:
             if self._require:
                 raise _invalid("The API key is not valid here: aiogw keys start with 'sk-aiogw-'.")
             return ANONYMOUS
-        v = self.keys.cached(token)
         if v is False:  # not cached (or stale): one store read, shared by concurrent requests
             v = await self.keys.verify(token)
         if v is None:
             raise _invalid("The API key is not valid: unknown, revoked or deleted. Ask the gateway's operator for one.")
+        return self._live(v)
+
+    def _live(self, v: Verified) -> Principal:
         p = v.principal
         if p.expires_at is not None and time.time() >= p.expires_at:
             raise _invalid(self._ended(v))

@@ -14,8 +14,9 @@ that window), the first time this process touches them, so a restart loses nothi
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +27,8 @@ from aiogw.alerts.sink import AlertSink, NoAlerts
 from aiogw.errors import BudgetExceeded
 
 log = structlog.get_logger("aiogw.budgets")
+
+MAX_PLANS = 10_000  # kinds of request whose admission plans are kept
 
 
 class Book(Protocol):
@@ -43,6 +46,29 @@ class Book(Protocol):
         """(spent, reserved) per key."""
 
 
+def take(counters: Sequence[list[int]], limits: Sequence[int], amount: int) -> int:
+    """Hold `amount` on every [spent, reserved] counter, all or none: -1 when held, else
+    the index of the first without room (its spend reached the limit, or the hold would
+    pass it)."""
+    for i, (c, limit) in enumerate(zip(counters, limits, strict=True)):
+        spent = c[0]
+        if spent >= limit or spent + c[1] + amount > limit:
+            return i
+    for c in counters:
+        c[1] += amount
+    return -1
+
+
+def give_back(counters: Sequence[list[int]], reserved: int, actuals: Sequence[int]) -> list[int]:
+    """Release `reserved` from every counter and add its actual cost; the spends after."""
+    out = []
+    for c, actual in zip(counters, actuals, strict=True):
+        c[1] = max(0, c[1] - reserved)
+        c[0] += actual
+        out.append(c[0])
+    return out
+
+
 @dataclass(slots=True)
 class LocalBook:
     """One process's counters: every step is synchronous, so atomic on the event loop."""
@@ -53,31 +79,13 @@ class LocalBook:
         return self.reserve_now(keys, limits, amount)
 
     def reserve_now(self, keys: Sequence[str], limits: Sequence[int], amount: int) -> int:
-        slots = self.slots
-        for i, (k, limit) in enumerate(zip(keys, limits, strict=True)):
-            s, r = slots.get(k) or (0, 0)
-            if s >= limit or s + r + amount > limit:
-                return i
-        for k in keys:
-            slot = slots.get(k)
-            if slot is None:
-                slot = slots[k] = [0, 0]
-            slot[1] += amount
-        return -1
+        return take(self.counters(keys), limits, amount)
 
     async def settle(self, keys: Sequence[str], reserved: int, actuals: Sequence[int]) -> list[int]:
         return self.settle_now(keys, reserved, actuals)
 
     def settle_now(self, keys: Sequence[str], reserved: int, actuals: Sequence[int]) -> list[int]:
-        out = []
-        for k, actual in zip(keys, actuals, strict=True):
-            slot = self.slots.get(k)
-            if slot is None:
-                slot = self.slots[k] = [0, 0]
-            slot[1] = max(0, slot[1] - reserved)
-            slot[0] += actual
-            out.append(slot[0])
-        return out
+        return give_back(self.counters(keys), reserved, actuals)
 
     async def seed(self, key: str, spent: int, ttl_ms: int) -> None:
         slot = self.slots.get(key)
@@ -88,16 +96,52 @@ class LocalBook:
     async def read(self, keys: Sequence[str]) -> list[tuple[int, int]]:
         return [tuple(self.slots.get(k) or (0, 0)) for k in keys]  # type: ignore[misc]
 
+    def counters(self, keys: Sequence[str]) -> list[list[int]]:
+        """The [spent, reserved] lists of these keys (made when missing; never replaced)."""
+        slots = self.slots
+        return [slots.get(k) or slots.setdefault(k, [0, 0]) for k in keys]
+
+
+@dataclass(slots=True, eq=False)
+class Plan:
+    """The budgets that count one kind of request (same model, candidates, caller, tags and
+    task) and their current windows: made once, kept until the first of those windows ends
+    or the budgets change, so admission is a dict lookup and a loop over counters."""
+
+    budgets: list[Budget]
+    keys: list[str]  # each window's counters in the book
+    starts: list[float]
+    ends: list[float | None]
+    limits: list[int]
+    since: float  # the latest window start (a clock set back makes the plan stale)
+    until: float  # the first window end (inf: only `total` budgets)
+    key_budgets: Sequence[Budget]  # the key's own budgets it was made with (a changed key: a new list)
+    # Per budget, the one provider it is charged for (provider budgets), else None; () when
+    # no budget is a provider's: every one is charged what the request cost.
+    only: tuple[str | None, ...]
+    # With the in-process book, its [spent, reserved] per window (the book's own lists).
+    counters: list[list[int]] = field(default_factory=list)
+
 
 @dataclass(slots=True)
 class Hold:
     """What one request holds: settled exactly once."""
 
-    budgets: list[Budget]
-    keys: list[str]
-    starts: list[float]
+    plan: Plan
     amount: int
     settled: bool = False
+
+    @property
+    def budgets(self) -> list[Budget]:
+        return self.plan.budgets
+
+    @property
+    def keys(self) -> list[str]:
+        return self.plan.keys
+
+    @property
+    def starts(self) -> list[float]:
+        return self.plan.starts
 
 
 # (budget, window start) -> the spend the durable ledger already holds in that window, USD.
@@ -132,10 +176,14 @@ class Budgets:
         self._slots: dict[str, tuple[float, float | None, str]] = {}
         self._fired: set[str] = set()  # this process's memory of once-per-window alerts
         self._settling: set[asyncio.Task[None]] = set()
+        self._plans: dict[Hashable, Plan] = {}  # a kind of request -> its plan (see `plan`)
+        self._generation = 0  # budgets replaced: plans made before are not kept
 
     def replace(self, budgets: Sequence[Budget]) -> None:
         """New budget definitions (an admin change); counters are kept by id and window."""
         self.index = Index.of(budgets)
+        self._plans.clear()
+        self._generation += 1
 
     def all(self) -> list[Budget]:
         return list(self.index.by_id.values())
@@ -155,21 +203,34 @@ class Budgets:
     async def admit(self, r: Request, amount_usd: float) -> Hold | None:
         """Hold `amount_usd` against every budget that applies to `r`, or raise
         BudgetExceeded naming the first budget without room. None: no budget applies."""
-        applying = self.applying(r)
-        return await self.hold(applying, amount_usd) if applying else None
+        shape = (r.model, tuple(r.providers), r.tags, r.task, r.key_id, r.team, r.user)
+        plan = await self.plan(shape, r.key_id, lambda: r)
+        return await self.hold(plan, amount_usd) if plan is not None else None
 
-    def applying(self, r: Request) -> list[Budget]:
-        """The budgets that count `r` (a key's own among them)."""
-        if self.key_budgets is not None and r.key_id is not None:
-            r.key_budgets = self.key_budgets(r.key_id)
-        return self.index.applying(r)
-
-    async def hold(self, applying: list[Budget], amount_usd: float) -> Hold:
-        """Hold `amount_usd` against each of `applying` (not empty), all or none."""
+    async def plan(self, shape: Hashable, key_id: str | None, request: Callable[[], Request]) -> Plan | None:
+        """The plan of requests of this `shape` (everything `request()` is made of, the key
+        id among it); None when no budget counts them."""
         now = self.clock()
+        kb: Sequence[Budget] = ()
+        if self.key_budgets is not None and key_id is not None:
+            kb = self.key_budgets(key_id)
+        p = self._plans.get(shape)
+        if p is None or not p.since <= now < p.until or p.key_budgets is not kb:
+            r = request()
+            r.key_budgets = kb
+            generation = self._generation
+            p = await self._make_plan(self.index.applying(r), kb, now)
+            if generation == self._generation:  # else the budgets changed while it seeded
+                if len(self._plans) >= MAX_PLANS:
+                    self._plans.clear()  # clients choose tags and tasks: the kinds are unbounded
+                self._plans[shape] = p
+        return p if p.budgets else None
+
+    async def _make_plan(self, applying: list[Budget], kb: Sequence[Budget], now: float) -> Plan:
         keys: list[str] = []
         starts: list[float] = []
         ends: list[float | None] = []
+        since, until = 0.0, math.inf
         for b in applying:
             start, end, k = self.slot(b, now)
             if k not in self._seeded:
@@ -177,18 +238,31 @@ class Budgets:
             keys.append(k)
             starts.append(start)
             ends.append(end)
-        limits = [b.nano_limit for b in applying]
+            since = max(since, start)
+            if end is not None:
+                until = min(until, end)
+        only = tuple(b.match if b.scope == "provider" else None for b in applying)
+        return Plan(
+            applying, keys, starts, ends, [b.nano_limit for b in applying], since, until, kb,
+            only if any(only) else (),
+            self._local.counters(keys) if self._local is not None else [],
+        )  # fmt: skip
+
+    async def hold(self, plan: Plan, amount_usd: float) -> Hold:
+        """Hold `amount_usd` against each of the plan's budgets, all or none."""
         amount = to_nano(amount_usd)
         if self._local is not None:
-            refused = self._local.reserve_now(keys, limits, amount)
+            refused = take(plan.counters, plan.limits, amount)
         else:
-            ttls = [0 if end is None else int((end - now + 86400) * 1000) for end in ends]  # a day past its end
-            refused = await self.book.reserve(keys, limits, amount, ttls)
+            now = self.clock()
+            ttls = [0 if end is None else int((end - now + 86400) * 1000) for end in plan.ends]  # a day past its end
+            refused = await self.book.reserve(plan.keys, plan.limits, amount, ttls)
         if refused >= 0:
-            b = applying[refused]
-            self._exceeded(b, starts[refused], now)
+            now = self.clock()
+            b = plan.budgets[refused]
+            self._exceeded(b, plan.starts[refused], now)
             raise self._refusal(b, now)
-        return Hold(applying, keys, starts, amount)
+        return Hold(plan, amount)
 
     async def _seed_once(self, b: Budget, start: float, end: float | None, k: str) -> None:
         """The window's spend so far from the ledger, once per process; concurrent
@@ -230,10 +304,14 @@ class Budgets:
         if hold is None or hold.settled:
             return
         hold.settled = True
-        actual = to_nano(actual_usd or 0.0)
-        actuals = [actual if b.scope != "provider" or b.match == provider else 0 for b in hold.budgets]
+        plan = hold.plan
+        actual = to_nano(actual_usd) if actual_usd else 0
+        if plan.only:
+            actuals = [actual if p is None or p == provider else 0 for p in plan.only]
+        else:
+            actuals = [actual] * len(plan.budgets)
         if self._local is not None:
-            self._after_settle(hold, self._local.settle_now(hold.keys, hold.amount, actuals), actual)
+            self._after_settle(plan, give_back(plan.counters, hold.amount, actuals), actual)
             return
         task = asyncio.get_running_loop().create_task(self._settle_shared(hold, actuals, actual))
         self._settling.add(task)
@@ -241,11 +319,11 @@ class Budgets:
 
     async def _settle_shared(self, hold: Hold, actuals: list[int], actual: int) -> None:
         try:
-            spent = await self.book.settle(hold.keys, hold.amount, actuals)
+            spent = await self.book.settle(hold.plan.keys, hold.amount, actuals)
         except Exception as exc:  # the book logs its own outage; the hold expires with its window
-            log.error("budget.settle_failed", error=f"{type(exc).__name__}: {exc}", keys=hold.keys)
+            log.error("budget.settle_failed", error=f"{type(exc).__name__}: {exc}", keys=hold.plan.keys)
             return
-        self._after_settle(hold, spent, actual)
+        self._after_settle(hold.plan, spent, actual)
 
     async def close(self) -> None:
         """Wait for settlements under way (shutdown)."""
@@ -254,13 +332,14 @@ class Budgets:
 
     # --- alerts -------------------------------------------------------------------------
 
-    def _after_settle(self, hold: Hold, spent: list[int], actual: int) -> None:
+    def _after_settle(self, plan: Plan, spent: list[int], actual: int) -> None:
         if actual <= 0:
             return
-        now = self.clock()
-        for b, start, s in zip(hold.budgets, hold.starts, spent, strict=True):
+        now = 0.0
+        for b, start, end, s in zip(plan.budgets, plan.starts, plan.ends, spent, strict=True):
             if s < b.quiet_below:
                 continue
+            now = now or self.clock()
             limit = b.nano_limit
             if s >= limit:
                 self._exceeded(b, start, now)
@@ -268,7 +347,6 @@ class Budgets:
             for at in b.alert_at:
                 if at < 1.0 and s >= at * limit:
                     self._fire("budget.threshold", b, start, f"{at:g}", threshold=at, spent_usd=s / 1e9)
-            _, end = self.window_of(b, now)
             if end is not None and now > start:
                 length, elapsed = end - start, now - start
                 if elapsed >= FORECAST_AFTER * length and s * length / elapsed > limit:

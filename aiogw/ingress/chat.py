@@ -152,6 +152,8 @@ async def admit_key(request: web.Request, route: ModelRoute, control: Control, t
     """A virtual key's request: every model it names is in the key's list, and the key's
     rpm/tpm have room (`tokens` estimates the request, computed only for a tpm limit)."""
     p = request[PRINCIPAL]
+    if p.models is None and not p.rpm and not p.tpm:
+        return  # nothing of the key's to check
     auth = request.app[AUTH]
     assert auth is not None
     names = (route.name, *(f.name for f in control.fallbacks))

@@ -181,7 +181,8 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return error_response(GatewayError("The gateway hit an internal error."), rid, outcome, render)
     finally:
         lifecycle.leave()
-        if auth is not None and (ticket := request.get(KEY_TICKET)) is not None:
+        if (principal.rpm or principal.tpm) and (ticket := request.get(KEY_TICKET)) is not None:
+            assert auth is not None  # only keys have limits
             # A cache hit used no tokens: its tpm reservation is given back whole.
             used = (
                 outcome.usage.total_tokens
@@ -192,7 +193,7 @@ async def gateway_middleware(request: web.Request, handler: Any) -> web.StreamRe
             )
             auth.settle(ticket, used)
         if (money := request.app[MONEY]) is not None:  # settle the budget hold, queue the ledger rows
-            money.finish(request, rid, outcome, status, error, client_closed, time.perf_counter() - started)
+            money.finish(request, principal, rid, outcome, status, error, client_closed, time.perf_counter() - started)
         if (feedback := request.app[FEEDBACK]) is not None:  # remember what answered, for feedback
             feedback.finish(request, rid, outcome, status, error)
         _finished(request, rid, outcome, status, started, error, client_closed, principal)

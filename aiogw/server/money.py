@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -20,14 +20,14 @@ from aiogw.adapters._base import Target
 from aiogw.admission import budget_store
 from aiogw.admission.budgets import Budget, Request, from_config, from_key
 from aiogw.admission.keys import KeyRecord, Keys, budgets_of
-from aiogw.admission.principal import ANONYMOUS, Principal
+from aiogw.admission.principal import Principal
 from aiogw.admission.reserve import Book, Budgets, Hold, KeyBudgets
 from aiogw.alerts.sink import AlertSink
 from aiogw.attempts.outcome import Control, Outcome
 from aiogw.attempts.walk import embedding_tokens_estimate, prompt_tokens_estimate
 from aiogw.config import Config, StoreConfig
 from aiogw.errors import GatewayError
-from aiogw.ids import hex_id
+from aiogw.ids import time_ordered_id
 from aiogw.routing.token_ratio import TokenRatios
 from aiogw.runtime import ModelRoute
 from aiogw.server.keys import DISPATCHER, HOLD, PRINCIPAL, PUBLIC_MODEL
@@ -58,7 +58,7 @@ def needed(config: Config) -> bool:
 
 
 def worst_case_usd(
-    targets: list[Target], prompt_tokens: int, output_cap: int | None, ratios: TokenRatios | None = None
+    targets: Sequence[Target], prompt_tokens: int, output_cap: int | None, ratios: TokenRatios | None = None
 ) -> float:
     """The most any candidate target could charge: prompt estimate (in that target's tokens)
     x input price + max output x output price (unpriced targets cost nothing here, as in
@@ -98,10 +98,10 @@ class Money:
         # A key's Budget list is made once per cached record (a changed key is a new record).
         made: dict[str, tuple[KeyRecord, list[Budget]]] = {}
 
-        def key_budgets(key_id: str) -> list[Budget]:
+        def key_budgets(key_id: str) -> Sequence[Budget]:
             record = keys.verified_record(key_id)
             if record is None:
-                return []
+                return ()  # the same empty list each time: admission keeps its plan
             hit = made.get(key_id)
             if hit is not None and hit[0] is record:
                 return hit[1]
@@ -137,37 +137,45 @@ class Money:
         embedding: EmbeddingRequest | None = None,
     ) -> None:
         """Hold the request's worst case against its budgets (BudgetExceeded: a 402)."""
-        targets = [*route.targets, *(t for fb in control.fallbacks for t in fb.targets)]
-        principal = request.get(PRINCIPAL) or ANONYMOUS
         budgets = self.budgets
         if not budgets.index and budgets.key_budgets is None:
             return  # no budget is configured, nor any key with its own
-        applying = budgets.applying(
-            Request(
+        principal = request[PRINCIPAL]
+        fallbacks = control.fallbacks
+        tags = outcome.tags or control.tags
+        # What decides the budgets that apply; the plan is made once per such kind of request.
+        shape = (route.name, tuple(f.name for f in fallbacks) if fallbacks else (), tags, outcome.task,
+                 principal.key_id, principal.team, principal.user)  # fmt: skip
+
+        def made() -> Request:
+            return Request(
                 model=route.name,
-                providers=[t.provider for t in targets],
-                tags=outcome.tags or control.tags,
+                providers=[t.provider for t in _candidates(route, fallbacks)],
+                tags=tags,
                 task=outcome.task,
                 key_id=principal.key_id,
                 team=principal.team,
                 user=principal.user,
             )
-        )
-        if not applying:
+
+        plan = await budgets.plan(shape, principal.key_id, made)
+        if plan is None:
             return  # no budget counts this request: its worst case is never needed
+        targets = _candidates(route, fallbacks)
         if parsed is not None:
             ratios = request.app[DISPATCHER].ratios
             amount = worst_case_usd(targets, prompt_tokens_estimate(parsed), parsed.req.output_cap, ratios)
         else:
             assert embedding is not None
             amount = _embed_cost(targets, embedding_tokens_estimate(embedding))
-        request[HOLD] = await budgets.hold(applying, amount)
+        request[HOLD] = await budgets.hold(plan, amount)
 
     # --- the request's end --------------------------------------------------------------
 
     def finish(
         self,
         request: web.Request,
+        p: Principal,
         rid: str,
         outcome: Outcome,
         status: int,
@@ -184,7 +192,6 @@ class Money:
         model = request.get(PUBLIC_MODEL)
         if model is None:
             return  # refused before a model was named: nothing to account
-        p = request.get(PRINCIPAL) or ANONYMOUS
         self.record(rid, outcome, model, p, status, error, client_closed, duration_s)
 
     def record(
@@ -220,7 +227,7 @@ class Money:
             version = self._versions.get(target.id) or self._versions.setdefault(target.id, price_version(target))
         provider, upstream = (target.provider, outcome.model or target.model) if target is not None else ("", "")
         add = self.writer.add
-        row_id = _row_id(now)
+        row_id = time_ordered_id("l_", now)
         add((row_id, now, "request", rid, *who, provider, upstream, *tokens, cost, outcome.saved_usd,
              outcome.cache_status, version,
              state, status, round(duration_s * 1000, 2)))  # fmt: skip
@@ -311,13 +318,13 @@ class Money:
         await self.store.close()
 
 
-def _row_id(now: float) -> str:
-    """Ledger row ids in time order (then random): each insert lands at the end of the id
-    index instead of a random page of it (half the cost per row in SQLite)."""
-    return f"l_{int(now * 1_000_000):014x}{hex_id(6)}"
+def _candidates(route: ModelRoute, fallbacks: tuple[ModelRoute, ...]) -> Sequence[Target]:
+    if not fallbacks:
+        return route.targets
+    return [*route.targets, *(t for fb in fallbacks for t in fb.targets)]
 
 
-def _embed_cost(targets: list[Target], tokens: int) -> float:
+def _embed_cost(targets: Sequence[Target], tokens: int) -> float:
     prices = [t.price.input for t in targets if t.price is not None]
     return max(prices, default=0.0) * tokens / PER_MILLION
 

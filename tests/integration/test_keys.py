@@ -453,7 +453,7 @@ async def test_the_budget_and_alert_stages_read_a_keys_budgets_and_expiry(sim, m
     await admin.create(name="no-expiry")
     keys = app[AUTH].keys
     key_budgets = app[MONEY].budgets.key_budgets  # what the budget stage asks on the request path
-    assert key_budgets(made["id"]) == []  # not verified by any request yet
+    assert not key_budgets(made["id"])  # not verified by any request yet
     assert (await chat(url, made["key"])).choices
     [budget] = key_budgets(made["id"])
     assert (budget.scope, budget.match, budget.limit_usd, budget.period) == ("key", made["id"], 2.5, "7d")

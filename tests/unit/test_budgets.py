@@ -99,6 +99,26 @@ async def test_a_provider_budget_is_charged_only_when_its_provider_answered():
     assert [s["spent_usd"] for s in await budgets.status([a, o])] == [0, 0.15]
 
 
+async def test_admission_plans_follow_changed_budgets_and_keys():
+    g = Budget(id="g", scope="global", match=None, limit_usd=1.0)
+    own: dict[str, list[Budget]] = {"k1": []}
+    budgets = Budgets([g], key_budgets=lambda key_id: own[key_id])
+    r = Request(model="fast", providers=["acct"], tags="", task="chat", key_id="k1")
+    budgets.settle(await budgets.admit(r, 0.1), 0.1, "acct")
+    # A budget made after the first request of a kind counts the next one of that kind.
+    budgets.replace([g, Budget(id="m", scope="model", match="fast", limit_usd=0.15)])
+    with pytest.raises(BudgetExceeded, match="model budget 'fast'"):
+        await budgets.admit(r, 0.2)
+    # A key given a budget of its own (its record changed: a new list) is held to it at once.
+    budgets.replace([g])
+    own["k1"] = [Budget(id="k1:1d", scope="key", match="k1", limit_usd=0.05, period="1d", source="key")]
+    with pytest.raises(BudgetExceeded, match="key budget 'k1'"):
+        await budgets.admit(r, 0.1)
+    own["k1"] = []
+    budgets.settle(await budgets.admit(r, 0.1), 0.1, "acct")
+    assert [s["spent_usd"] for s in await budgets.status([g])] == [0.2]
+
+
 async def test_a_total_budget_never_resets_and_says_so():
     t = Budget(id="t", scope="global", match=None, limit_usd=0.1, period="total")
     budgets = Budgets([t])
