@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import structlog
 
@@ -204,27 +204,38 @@ class Budgets:
         """Hold `amount_usd` against every budget that applies to `r`, or raise
         BudgetExceeded naming the first budget without room. None: no budget applies."""
         shape = (r.model, tuple(r.providers), r.tags, r.task, r.key_id, r.team, r.user)
-        plan = await self.plan(shape, r.key_id, lambda: r)
-        return await self.hold(plan, amount_usd) if plan is not None else None
+        plan = self.kept_plan(shape, r.key_id) or await self.plan(shape, r.key_id, lambda: r)
+        if not plan.budgets:
+            return None
+        return self.hold_now(plan, amount_usd) or await self.hold(plan, amount_usd)
 
-    async def plan(self, shape: Hashable, key_id: str | None, request: Callable[[], Request]) -> Plan | None:
-        """The plan of requests of this `shape` (everything `request()` is made of, the key
-        id among it); None when no budget counts them."""
-        now = self.clock()
-        kb: Sequence[Budget] = ()
+    def _key_budgets(self, key_id: str | None) -> Sequence[Budget]:
         if self.key_budgets is not None and key_id is not None:
-            kb = self.key_budgets(key_id)
+            return self.key_budgets(key_id)
+        return ()
+
+    def kept_plan(self, shape: Hashable, key_id: str | None) -> Plan | None:
+        """The plan of requests of this `shape` (everything their Request is made of, the key
+        id among it) when one is kept and current, else None (make it with `plan`). A plan
+        without budgets: none counts them."""
         p = self._plans.get(shape)
-        if p is None or not p.since <= now < p.until or p.key_budgets is not kb:
-            r = request()
-            r.key_budgets = kb
-            generation = self._generation
-            p = await self._make_plan(self.index.applying(r), kb, now)
-            if generation == self._generation:  # else the budgets changed while it seeded
-                if len(self._plans) >= MAX_PLANS:
-                    self._plans.clear()  # clients choose tags and tasks: the kinds are unbounded
-                self._plans[shape] = p
-        return p if p.budgets else None
+        if p is None or not p.since <= self.clock() < p.until or p.key_budgets is not self._key_budgets(key_id):
+            return None
+        return p
+
+    async def plan(self, shape: Hashable, key_id: str | None, request: Callable[[], Request]) -> Plan:
+        """Make (and keep) the plan of requests of this `shape`: the budgets that count
+        `request()`, their windows seeded from the ledger the first time."""
+        kb = self._key_budgets(key_id)
+        r = request()
+        r.key_budgets = kb
+        generation = self._generation
+        p = await self._make_plan(self.index.applying(r), kb, self.clock())
+        if generation == self._generation:  # else the budgets changed while it seeded
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()  # clients choose tags and tasks: the kinds are unbounded
+            self._plans[shape] = p
+        return p
 
     async def _make_plan(self, applying: list[Budget], kb: Sequence[Budget], now: float) -> Plan:
         keys: list[str] = []
@@ -248,21 +259,34 @@ class Budgets:
             self._local.counters(keys) if self._local is not None else [],
         )  # fmt: skip
 
+    def hold_now(self, plan: Plan, amount_usd: float) -> Hold | None:
+        """With the in-process book, hold `amount_usd` against each of the plan's budgets,
+        all or none (BudgetExceeded); None with a shared book (use `hold`)."""
+        if self._local is None:
+            return None
+        amount = to_nano(amount_usd)
+        refused = take(plan.counters, plan.limits, amount)
+        if refused >= 0:
+            self._refuse(plan, refused)
+        return Hold(plan, amount)
+
     async def hold(self, plan: Plan, amount_usd: float) -> Hold:
         """Hold `amount_usd` against each of the plan's budgets, all or none."""
+        if (held := self.hold_now(plan, amount_usd)) is not None:
+            return held
         amount = to_nano(amount_usd)
-        if self._local is not None:
-            refused = take(plan.counters, plan.limits, amount)
-        else:
-            now = self.clock()
-            ttls = [0 if end is None else int((end - now + 86400) * 1000) for end in plan.ends]  # a day past its end
-            refused = await self.book.reserve(plan.keys, plan.limits, amount, ttls)
+        now = self.clock()
+        ttls = [0 if end is None else int((end - now + 86400) * 1000) for end in plan.ends]  # a day past its end
+        refused = await self.book.reserve(plan.keys, plan.limits, amount, ttls)
         if refused >= 0:
-            now = self.clock()
-            b = plan.budgets[refused]
-            self._exceeded(b, plan.starts[refused], now)
-            raise self._refusal(b, now)
+            self._refuse(plan, refused)
         return Hold(plan, amount)
+
+    def _refuse(self, plan: Plan, i: int) -> NoReturn:
+        now = self.clock()
+        b = plan.budgets[i]
+        self._exceeded(b, plan.starts[i], now)
+        raise self._refusal(b, now)
 
     async def _seed_once(self, b: Budget, start: float, end: float | None, k: str) -> None:
         """The window's spend so far from the ledger, once per process; concurrent
@@ -306,6 +330,17 @@ class Budgets:
         hold.settled = True
         plan = hold.plan
         actual = to_nano(actual_usd) if actual_usd else 0
+        if self._local is not None and not plan.only:
+            # The common case in one pass: every budget charged alike, in process.
+            amount, loud = hold.amount, False
+            for b, c in zip(plan.budgets, plan.counters, strict=True):
+                left = c[1] - amount
+                c[1] = left if left > 0 else 0
+                c[0] += actual
+                loud = loud or c[0] >= b.quiet_below
+            if loud:
+                self._after_settle(plan, [c[0] for c in plan.counters], actual)
+            return
         if plan.only:
             actuals = [actual if p is None or p == provider else 0 for p in plan.only]
         else:

@@ -158,8 +158,8 @@ class Money:
                 user=principal.user,
             )
 
-        plan = await budgets.plan(shape, principal.key_id, made)
-        if plan is None:
+        plan = budgets.kept_plan(shape, principal.key_id) or await budgets.plan(shape, principal.key_id, made)
+        if not plan.budgets:
             return  # no budget counts this request: its worst case is never needed
         targets = _candidates(route, fallbacks)
         if parsed is not None:
@@ -168,7 +168,7 @@ class Money:
         else:
             assert embedding is not None
             amount = _embed_cost(targets, embedding_tokens_estimate(embedding))
-        request[HOLD] = await budgets.hold(plan, amount)
+        request[HOLD] = budgets.hold_now(plan, amount) or await budgets.hold(plan, amount)
 
     # --- the request's end --------------------------------------------------------------
 
