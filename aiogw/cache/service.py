@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from aiogw.cache import entry as entries
 from aiogw.cache.controls import CacheControls, parse_controls
 from aiogw.cache.key import entry_key, native_fields, purge_pattern, request_hash, scope_of
@@ -37,9 +39,9 @@ class GroupPolicy:
     tool_calls: bool
 
 
-@dataclass(slots=True)
-class Decision:
-    """What the cache does with one request. `key` is None when it neither reads nor writes."""
+class Decision(msgspec.Struct):
+    """What the cache does with one request. `key` is None when it neither reads nor writes
+    (a bypass: `reads` and `writes` False)."""
 
     status: str  # "lookup" | "bypass"
     reason: str  # why not cached ("" when cacheable)
@@ -49,14 +51,8 @@ class Decision:
     tool_calls: bool = False
     semantic: Query | None = None  # the semantic tier's part (None: exact tier only)
     group: str = ""  # the public model group (the per-model hit counts)
-
-    @property
-    def reads(self) -> bool:
-        return self.key is not None and self.controls.reads
-
-    @property
-    def writes(self) -> bool:
-        return self.key is not None and self.controls.writes
+    reads: bool = False
+    writes: bool = False
 
 
 @dataclass(slots=True)
@@ -159,7 +155,7 @@ class ResponseCache:
         if self.semantic is not None and not client_api:
             sc = self.config.semantic
             q = query_of(parsed.raw, group, scope, c.namespace, sc.max_messages, parse_threshold(headers, sc.threshold))
-        return Decision("lookup", "", c, key, ttl, g.tool_calls, semantic=q, group=group)
+        return Decision("lookup", "", c, key, ttl, g.tool_calls, q, group, c.reads, c.writes)
 
     def _bypass(self, c: CacheControls, reason: str) -> Decision:
         b = self.counts.bypass
@@ -211,7 +207,9 @@ class ResponseCache:
         found = index.nearest(q)
         if found is None:
             return None
-        return await self.lookup(Decision(d.status, d.reason, d.controls, found[0], group=d.group))
+        return await self.lookup(
+            Decision(d.status, d.reason, d.controls, found[0], group=d.group, reads=True, writes=d.writes)
+        )
 
     def hit(self, e: entries.Entry, group: str, semantic: bool = False) -> None:
         c = self.counts
