@@ -58,7 +58,7 @@ def split_stream(raw: bytes) -> tuple[list[bytes], bytes | None] | None:
     else:
         chunks = _data_of_events(body)
     usage = None
-    for i in range(max(0, len(chunks) - 2), len(chunks)):
+    for i in range(len(chunks) - 1, max(-1, len(chunks) - 3), -1):  # the last two, from the end
         if b'"usage"' not in chunks[i] and b'"error"' not in chunks[i]:
             continue  # neither (the names may be escaped in JSON, but never by our encoders or OpenAI)
         obj = orjson.loads(chunks[i])
@@ -66,8 +66,7 @@ def split_stream(raw: bytes) -> tuple[list[bytes], bytes | None] | None:
             return None
         if not obj.get("choices") and obj.get("usage"):
             usage = orjson.dumps(_without_cost(obj["usage"]))
-            chunks[i] = b""
-    chunks = [c for c in chunks if c] if usage is not None else chunks
+            del chunks[i]  # kept apart (from the end: the other index stays right)
     return (chunks, usage) if chunks else None
 
 
