@@ -47,26 +47,42 @@ def _redact(value: Any) -> Any:
     """The value with secrets masked (the same object when there is nothing to mask)."""
     t = type(value)
     if t is str:
-        return _mask_text(value)
+        if "sk-" in value or "Bearer" in value or "AIza" in value:
+            return _mask_text(value)
+        return value
     if t is dict:
         out = None
         for k, v in value.items():
-            new = "***" if _secret_key(k) else _redact(v)
+            if k in _SAFE_KEYS or not _secret_key(k):
+                tv = type(v)
+                if tv is not str and tv is not dict and tv is not list and tv is not tuple:
+                    continue  # numbers, None, booleans: nothing to mask
+                new = _redact(v)
+            else:
+                new = "***"
             if new is not v:
                 out = out if out is not None else dict(value)
                 out[k] = new
         return value if out is None else out
     if t is list or t is tuple:
-        items = [_redact(v) for v in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        changed = None
+        for i, v in enumerate(value):
+            new = _redact(v)
+            if new is not v:
+                changed = changed if changed is not None else list(value)
+                changed[i] = new
+        return value if changed is None else changed
     return value
 
 
 def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Mask values under secret-looking keys and key-shaped substrings in strings, nested
-    values (a request's attempts and their errors) included."""
+    values (a request's attempts and their errors) included. It runs on every log line:
+    a key seen before to be safe and a value that is not text cost a set lookup and a
+    type check."""
+    safe = _SAFE_KEYS
     for key, value in event.items():
-        if _secret_key(key):
+        if key not in safe and _secret_key(key):
             event[key] = "***"
             continue
         t = type(value)
