@@ -115,7 +115,7 @@ class Plan:
     limits: list[int]
     since: float  # the latest window start (a clock set back makes the plan stale)
     until: float  # the first window end (inf: only `total` budgets)
-    key_budgets: Sequence[Budget]  # the key's own budgets it was made with (a changed key: a new list)
+    caller: object  # what stood for the key's own budgets when it was made (a changed key: a new object)
     # Per budget, the one provider it is charged for (provider budgets), else None; () when
     # no budget is a provider's: every one is charged what the request cost.
     only: tuple[str | None, ...]
@@ -204,7 +204,8 @@ class Budgets:
         """Hold `amount_usd` against every budget that applies to `r`, or raise
         BudgetExceeded naming the first budget without room. None: no budget applies."""
         shape = (r.model, tuple(r.providers), r.tags, r.task, r.key_id, r.team, r.user)
-        plan = self.kept_plan(shape, r.key_id) or await self.plan(shape, r.key_id, lambda: r)
+        kb = self._key_budgets(r.key_id)  # a key's changed budgets are a new list
+        plan = self.kept_plan(shape, kb) or await self.plan(shape, r.key_id, lambda: r, kb)
         if not plan.budgets:
             return None
         return self.hold_now(plan, amount_usd) or await self.hold(plan, amount_usd)
@@ -214,30 +215,31 @@ class Budgets:
             return self.key_budgets(key_id)
         return ()
 
-    def kept_plan(self, shape: Hashable, key_id: str | None) -> Plan | None:
+    def kept_plan(self, shape: Hashable, caller: object) -> Plan | None:
         """The plan of requests of this `shape` (everything their Request is made of, the key
-        id among it) when one is kept and current, else None (make it with `plan`). A plan
-        without budgets: none counts them."""
+        id among it) when one is kept and current, else None (make it with `plan`). `caller`:
+        an object that is new whenever the key's own budgets may have changed (the verified
+        key's principal; the key's budget list). A plan without budgets: none counts them."""
         p = self._plans.get(shape)
-        if p is None or not p.since <= self.clock() < p.until or p.key_budgets is not self._key_budgets(key_id):
+        if p is None or p.caller is not caller or not p.since <= self.clock() < p.until:
             return None
         return p
 
-    async def plan(self, shape: Hashable, key_id: str | None, request: Callable[[], Request]) -> Plan:
+    async def plan(self, shape: Hashable, key_id: str | None, request: Callable[[], Request], caller: object) -> Plan:
         """Make (and keep) the plan of requests of this `shape`: the budgets that count
         `request()`, their windows seeded from the ledger the first time."""
         kb = self._key_budgets(key_id)
         r = request()
         r.key_budgets = kb
         generation = self._generation
-        p = await self._make_plan(self.index.applying(r), kb, self.clock())
+        p = await self._make_plan(self.index.applying(r), caller, self.clock())
         if generation == self._generation:  # else the budgets changed while it seeded
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()  # clients choose tags and tasks: the kinds are unbounded
             self._plans[shape] = p
         return p
 
-    async def _make_plan(self, applying: list[Budget], kb: Sequence[Budget], now: float) -> Plan:
+    async def _make_plan(self, applying: list[Budget], caller: object, now: float) -> Plan:
         keys: list[str] = []
         starts: list[float] = []
         ends: list[float | None] = []
@@ -254,7 +256,7 @@ class Budgets:
                 until = min(until, end)
         only = tuple(b.match if b.scope == "provider" else None for b in applying)
         return Plan(
-            applying, keys, starts, ends, [b.nano_limit for b in applying], since, until, kb,
+            applying, keys, starts, ends, [b.nano_limit for b in applying], since, until, caller,
             only if any(only) else (),
             self._local.counters(keys) if self._local is not None else [],
         )  # fmt: skip

@@ -158,7 +158,9 @@ class Money:
                 user=principal.user,
             )
 
-        plan = budgets.kept_plan(shape, principal.key_id) or await budgets.plan(shape, principal.key_id, made)
+        # A key re-read from the store (every 0.5 s, or changed) comes with a new principal:
+        # its own budgets are read again then, not on every request.
+        plan = budgets.kept_plan(shape, principal) or await budgets.plan(shape, principal.key_id, made, principal)
         if not plan.budgets:
             return  # no budget counts this request: its worst case is never needed
         targets = _candidates(route, fallbacks)
