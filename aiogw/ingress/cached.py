@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from aiogw.accounting.cost import format_usd
-from aiogw.attempts.outcome import ClientDisconnected, Outcome, SinkStage, StreamSink
+from aiogw.attempts.outcome import ClientDisconnected, Outcome
 from aiogw.cache import Decision, Entry, ResponseCache
 from aiogw.cache import entry as entries
 from aiogw.errors import CacheMiss, GatewayError
@@ -25,21 +25,6 @@ EMBED_TASK = "cache_embedding"  # the ledger's task of the semantic tier's embed
 
 Answer = Callable[[dict[str, str], list[bytes] | None], Awaitable[web.StreamResponse]]
 PACED_GAP_S = 0.01  # between replayed chunks with x-aiogw-cache-replay: paced
-
-
-class Tee(SinkStage):
-    """Keeps a copy of what it passes on: the stream a miss sends its client, recorded for
-    the cache without holding a byte back."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, sink: StreamSink, record: list[bytes]) -> None:
-        super().__init__(sink)
-        self._record = record
-
-    async def write(self, data: bytes) -> None:
-        self._record.append(data)
-        await self._sink.write(data)
 
 
 async def through_cache(

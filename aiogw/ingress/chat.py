@@ -25,7 +25,7 @@ from aiogw.errors import (
     ServiceUnavailable,
 )
 from aiogw.ingress.body import read_body
-from aiogw.ingress.cached import Tee, through_cache
+from aiogw.ingress.cached import through_cache
 from aiogw.ingress.sse import SSESink
 from aiogw.routing.router import STRATEGIES
 from aiogw.runtime import ModelRoute, Runtime
@@ -314,12 +314,12 @@ async def answer(
     base = _base_headers(request)
     if extra_headers:
         base.update(extra_headers)
-    sink = SSESink(request, base, outcome, runtime.config.server.sse_heartbeat_s)
     if capture is not None:  # the stream as sent, for the spot check (shared with the cache's copy)
         if record is None:
             record = capture.chunks
         else:
             capture.chunks = record
+    sink = SSESink(request, base, outcome, runtime.config.server.sse_heartbeat_s, record)
     sink.headers_for = getattr(fmt, "headers_for", None)
     lifecycle = request.app[LIFECYCLE]
     task = asyncio.current_task()
@@ -327,9 +327,7 @@ async def answer(
     lifecycle.streams.add(task)
     try:
         try:
-            out: StreamSink = sink if record is None else Tee(sink, record)
-            if sink_wrap is not None:
-                out = sink_wrap(out)
+            out: StreamSink = sink if sink_wrap is None else sink_wrap(sink)
             await dispatcher.stream(parsed, route, outcome, out, control, fmt, native)
         except GatewayError as exc:
             if not sink.opened:

@@ -40,14 +40,23 @@ class SSESink:
         "_writes",
         "_writing",
         "headers_for",
+        "record",
         "response",
         "started",
     )
 
     def __init__(
-        self, request: web.Request, headers: dict[str, str], outcome: Outcome, heartbeat_s: float = 0.0
+        self,
+        request: web.Request,
+        headers: dict[str, str],
+        outcome: Outcome,
+        heartbeat_s: float = 0.0,
+        record: list[bytes] | None = None,
     ) -> None:
         self._request = request
+        # Every write's bytes, kept (the cache's copy of a miss, a spot check's): here rather
+        # than in a stage of its own, which cost a coroutine per chunk.
+        self.record = record
         self._headers = headers
         self._outcome = outcome
         self.response: web.StreamResponse | None = None
@@ -129,6 +138,8 @@ class SSESink:
 
     async def write(self, data: bytes) -> None:
         assert self.response is not None
+        if self.record is not None:
+            self.record.append(data)
         self._writes += 1
         self._writing = True
         try:
