@@ -26,7 +26,7 @@ from aiogw.errors import (
 )
 from aiogw.ingress.body import read_body
 from aiogw.ingress.cached import through_cache
-from aiogw.ingress.sse import SSESink
+from aiogw.ingress.sse import RecordingSSESink, SSESink
 from aiogw.routing.router import STRATEGIES
 from aiogw.runtime import ModelRoute, Runtime
 from aiogw.server.keys import (
@@ -319,7 +319,12 @@ async def answer(
             record = capture.chunks
         else:
             capture.chunks = record
-    sink = SSESink(request, base, outcome, runtime.config.server.sse_heartbeat_s, record)
+    beat = runtime.config.server.sse_heartbeat_s
+    sink = (
+        SSESink(request, base, outcome, beat)
+        if record is None
+        else RecordingSSESink(request, base, outcome, beat, record)
+    )
     sink.headers_for = getattr(fmt, "headers_for", None)
     lifecycle = request.app[LIFECYCLE]
     task = asyncio.current_task()
