@@ -152,3 +152,22 @@ def test_a_recorded_stream_keeps_every_spelling_of_its_data_lines():
     assert chunks[0] == one and orjson.loads(chunks[1])["choices"][0]["delta"]["content"] == "b"
     assert orjson.loads(chunks[2])["choices"][0]["finish_reason"] == "stop" and len(chunks) == 3
     assert orjson.loads(got_usage) == {"prompt_tokens": 1, "completion_tokens": 2}
+
+
+def test_cache_controls_are_parsed_once_per_set_of_values_and_errors_every_time():
+    from aiogw.cache.controls import NO_CONTROLS, _parsed, parse_controls
+    from aiogw.errors import InvalidRequest
+
+    assert parse_controls({}) is NO_CONTROLS
+    sent = {"cache-control": "no-cache", "x-aiogw-cache": "on"}
+    first = parse_controls(sent)
+    assert (first.reads, first.writes, first.mode) == (False, True, "on")
+    assert parse_controls(dict(sent)) is first  # the same values: the same controls, parsed once
+    read_only = parse_controls({"x-aiogw-cache": "READ"})
+    assert (read_only.reads, read_only.writes) == (True, False)
+    for _ in range(2):  # a bad value is refused each time (errors are not kept)
+        with pytest.raises(InvalidRequest, match="x-aiogw-cache-ttl"):
+            parse_controls({"x-aiogw-cache-ttl": "soon"})
+    kept = _parsed.cache_info().currsize
+    long = parse_controls({"x-aiogw-cache-namespace": "n" * 64, "cache-control": "max-age=5, " + "x" * 300})
+    assert long.namespace == "n" * 64 and long.max_age_s == 5 and _parsed.cache_info().currsize == kept  # not kept
