@@ -3,11 +3,13 @@ in-process cache.
 
 A secret is `sk-aiogw-<43 url-safe characters>` (256 random bits), shown once at creation or
 rotation. The store holds only HMAC-SHA256(pepper, secret): a lookup by that digest is the
-comparison, so no secret is ever compared byte by byte (nothing to time) and a copy of the
-store is useless without the pepper.
+comparison, so the store never compares a secret byte by byte and a copy of it is useless
+without the pepper.
 
 Verification runs on every request, so verified keys are cached in process (an LRU of
-`auth.key_cache_size` entries, keyed by the secret: a cached key costs no HMAC). An entry lives at most CACHE_TTL_S: a revocation made on
+`auth.key_cache_size` entries) keyed by the secret: a cached key costs a dict lookup, no
+HMAC. That lookup compares strings only with an entry of the same hash, which is keyed per
+process, so a client cannot steer it. An entry lives at most CACHE_TTL_S: a revocation made on
 another replica is refused here within that even when no invalidation message arrives
 (Redis pub/sub delivers one at once when shared state is configured). Secrets that matched
 nothing are remembered for NEGATIVE_TTL_S, and concurrent lookups of one secret share one
